@@ -1,0 +1,157 @@
+"""Kinds of statement (CompBench categories) and the training mix, as spec samplers.
+
+Every category draws groups that the oracle can tell apart: no two groups share both colour and shape.
+Relations join consecutive groups only, which is what the caption grammar can say
+("A left of B, which is above C").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from t2ikit.world import vocab
+from t2ikit.world.scene import Group, Relation, Spec, Style
+
+CATEGORIES: tuple[str, ...] = (
+    "single",  # one object: "a large red circle"
+    "colour_binding",  # two objects, colours and shapes differ: "a red circle and a blue square"
+    "shape_binding",  # two objects of one colour, shapes bound to sizes: "a small red circle and a large red square"
+    "size",  # two objects of one shape, sizes bound to colours: "a small red circle and a large blue circle"
+    "spatial",  # two objects and a relation: "a red circle to the left of a blue square"
+    "counting",  # "three yellow triangles", "two red circles and a blue square"
+    "style",  # background and fill: "an outlined green square on a black background"
+    "complex",  # 3-4 objects with 1-3 relations
+)
+# The training stream draws categories with these weights; "free" is any statement the grammar can say.
+TRAIN_MIX: dict[str, float] = {
+    "single": 0.12, "colour_binding": 0.08, "shape_binding": 0.06, "size": 0.06, "spatial": 0.14,
+    "counting": 0.1, "style": 0.08, "complex": 0.16, "free": 0.2,
+}
+TRAIN_STYLE_PROB = 0.25  # outside "style", a training statement also states a style this often
+SPLITS = ("train", "heldout")
+
+
+def sample_spec(rng: np.random.Generator, category: str | None = None, split: str = "train") -> Spec:
+    """A random statement of `category` (None: the training mix) in `split`."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+    training = category is None
+    if training:
+        names = list(TRAIN_MIX)
+        category = names[int(rng.choice(len(names), p=np.asarray(list(TRAIN_MIX.values())) / sum(TRAIN_MIX.values())))]
+    elif category not in CATEGORIES:
+        raise ValueError(f"unknown category {category!r}; allowed: {', '.join(CATEGORIES)}")
+    for _ in range(100):
+        spec = _SAMPLERS[category](rng)
+        if training and category != "style" and rng.random() < TRAIN_STYLE_PROB:
+            spec = Spec(spec.groups, spec.relations, _random_style(rng, both=False))
+        held = [(g.colour, g.shape) in vocab.HELD_OUT for g in spec.groups]
+        if (split == "train" and not any(held)) or (split == "heldout" and any(held)):
+            return spec
+    raise RuntimeError(f"could not draw a {split} statement of category {category!r}")
+
+
+# --- drawing parts -------------------------------------------------------------------------------
+
+def _pick(rng: np.random.Generator, options, k: int = 1, distinct: bool = True) -> list:
+    options = list(options)
+    idx = rng.choice(len(options), size=k, replace=not distinct)
+    return [options[int(i)] for i in idx]
+
+
+def _maybe_size(rng: np.random.Generator, p: float = 0.5) -> str | None:
+    return _pick(rng, vocab.SIZES)[0] if rng.random() < p else None
+
+
+def _random_style(rng: np.random.Generator, both: bool) -> Style:
+    background = _pick(rng, vocab.BACKGROUNDS)[0] if rng.random() < 0.75 else None
+    fill = _pick(rng, vocab.FILLS)[0] if rng.random() < 0.75 else None
+    if background is None and fill is None:  # a style statement states something
+        background = _pick(rng, vocab.BACKGROUNDS)[0]
+    if both:
+        background = background or _pick(rng, vocab.BACKGROUNDS)[0]
+        fill = fill or _pick(rng, vocab.FILLS)[0]
+    return Style(background=background, fill=fill)
+
+
+def _distinct_groups(rng: np.random.Generator, n: int, size_p: float = 0.0, counts=None) -> list[Group]:
+    """n groups with pairwise different (colour, shape)."""
+    pairs = [(c, s) for c in vocab.COLOURS for s in vocab.SHAPES]
+    chosen = _pick(rng, pairs, k=n)
+    counts = counts or [1] * n
+    return [Group(c, s, _maybe_size(rng, size_p), k) for (c, s), k in zip(chosen, counts)]
+
+
+def _chain_relations(rng: np.random.Generator, n: int, n_relations: int) -> tuple[Relation, ...]:
+    """`n_relations` relations between consecutive groups (i, i+1), at distinct links."""
+    links = sorted(int(i) for i in rng.choice(n - 1, size=n_relations, replace=False))
+    return tuple(Relation(i, _pick(rng, vocab.RELATIONS)[0], i + 1) for i in links)
+
+
+# --- one sampler per category --------------------------------------------------------------------
+
+def _single(rng):
+    return Spec(tuple(_distinct_groups(rng, 1, size_p=0.5)))
+
+
+def _colour_binding(rng):
+    colours = _pick(rng, vocab.COLOURS, 2)
+    shapes = _pick(rng, vocab.SHAPES, 2)
+    return Spec(tuple(Group(c, s) for c, s in zip(colours, shapes)))
+
+
+def _shape_binding(rng):
+    colour = _pick(rng, vocab.COLOURS)[0]
+    shapes = _pick(rng, vocab.SHAPES, 2)
+    sizes = _pick(rng, vocab.SIZES, 2)
+    return Spec(tuple(Group(colour, s, z) for s, z in zip(shapes, sizes)))
+
+
+def _size(rng):
+    shape = _pick(rng, vocab.SHAPES)[0]
+    colours = _pick(rng, vocab.COLOURS, 2)
+    sizes = _pick(rng, vocab.SIZES, 2)
+    return Spec(tuple(Group(c, shape, z) for c, z in zip(colours, sizes)))
+
+
+def _spatial(rng):
+    groups = _distinct_groups(rng, 2, size_p=0.2)
+    return Spec(tuple(groups), _chain_relations(rng, 2, 1))
+
+
+def _counting(rng):
+    if rng.random() < 0.6:
+        return Spec(tuple(_distinct_groups(rng, 1, size_p=0.2, counts=[int(rng.integers(2, 5))])))
+    first = int(rng.integers(2, 4))
+    second = int(rng.integers(1, vocab.MAX_OBJECTS - first + 1))
+    counts = [first, second] if rng.random() < 0.5 else [second, first]
+    return Spec(tuple(_distinct_groups(rng, 2, size_p=0.2, counts=counts)))
+
+
+def _style(rng):
+    groups = _distinct_groups(rng, int(rng.integers(1, 3)), size_p=0.2)
+    return Spec(tuple(groups), (), _random_style(rng, both=rng.random() < 0.5))
+
+
+def _complex(rng):
+    n = int(rng.integers(3, vocab.MAX_OBJECTS + 1))
+    groups = _distinct_groups(rng, n, size_p=0.3)
+    relations = _chain_relations(rng, n, int(rng.integers(1, n)))
+    style = _random_style(rng, both=False) if rng.random() < 0.3 else Style()
+    return Spec(tuple(groups), relations, style)
+
+
+def _free(rng):
+    n_objects = int(rng.integers(1, vocab.MAX_OBJECTS + 1))
+    counts: list[int] = []
+    while sum(counts) < n_objects:
+        counts.append(int(rng.integers(1, n_objects - sum(counts) + 1)))
+    groups = _distinct_groups(rng, len(counts), size_p=0.5, counts=counts)
+    relations = _chain_relations(rng, len(groups), int(rng.integers(0, len(groups)))) if len(groups) > 1 else ()
+    return Spec(tuple(groups), relations)
+
+
+_SAMPLERS = {
+    "single": _single, "colour_binding": _colour_binding, "shape_binding": _shape_binding, "size": _size,
+    "spatial": _spatial, "counting": _counting, "style": _style, "complex": _complex, "free": _free,
+}
