@@ -1,0 +1,55 @@
+"""Guidance, samplers by name, and the denoising loop."""
+
+import pytest
+import torch
+
+from tiny import TINY_SCHEDULER
+from t2ikit.diffusion import SAMPLERS, cfg, make_scheduler
+from t2ikit.diffusion.loop import initial_noise, sample
+
+
+def test_cfg_is_the_guidance_formula():
+    u, c = torch.randn(2, 4), torch.randn(2, 4)
+    assert torch.allclose(cfg(u, c, 1.0), c)
+    assert torch.equal(cfg(u, c, 0.0), u)
+    assert torch.allclose(cfg(u, c, 7.5), u + 7.5 * (c - u))
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_sampler_builds_fresh_from_config(name):
+    a, b = make_scheduler(name, TINY_SCHEDULER), make_scheduler(name, TINY_SCHEDULER)
+    assert a is not b and type(a).__name__ == SAMPLERS[name][0]
+    assert a.config.beta_schedule == "scaled_linear"
+
+
+def test_unknown_sampler_lists_valid_names():
+    with pytest.raises(ValueError, match="ddim, dpmpp_2m, euler, euler_a, unipc"):
+        make_scheduler("heun", TINY_SCHEDULER)
+
+
+def test_initial_noise_rows_come_from_their_generators():
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (5, 6)]  # noqa: E731
+    batch = initial_noise((2, 4, 3, 3), gens(), "cpu", torch.float32)
+    single = initial_noise((1, 4, 3, 3), [torch.Generator().manual_seed(6)], "cpu", torch.float32)
+    assert torch.equal(batch[1:], single)
+    with pytest.raises(ValueError, match="one generator per image"):
+        initial_noise((3, 4, 3, 3), gens(), "cpu", torch.float32)
+
+
+class _Echo(torch.nn.Module):
+    """A fake UNet: predicts eps = mean of the text embedding, so guidance is visible in the output."""
+
+    def forward(self, x, t, encoder_hidden_states, return_dict=False):
+        return (x * 0 + encoder_hidden_states.mean(dim=(1, 2)).view(-1, 1, 1, 1),)
+
+
+def test_loop_skips_uncond_at_guidance_one_and_uses_it_otherwise():
+    noise = torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+    cond, uncond = torch.ones(1, 3, 2), torch.zeros(1, 3, 2)
+    run = lambda g, u: sample(_Echo(), make_scheduler("ddim", TINY_SCHEDULER), noise, cond, u, 3, g, progress=False)  # noqa: E731
+    assert torch.equal(run(1.0, uncond), run(1.0, None))
+    assert not torch.allclose(run(3.0, uncond), run(1.0, uncond))
+    steps = []
+    sample(_Echo(), make_scheduler("euler", TINY_SCHEDULER), noise, cond, uncond, 4, 2.0, progress=False,
+           callback=lambda i, t, x: steps.append(i))
+    assert steps == [0, 1, 2, 3]
