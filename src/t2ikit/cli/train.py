@@ -1,0 +1,80 @@
+"""`t2ikit train`: train the VAE, then the text encoder + UNet, from a TOML config; resume; export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model from a TOML config (VAE, then text encoder + UNet); resume; export",
+        description="Train a text-to-image model on Shapes World from a TOML run config.",
+    )
+    p.add_argument("--config", help="TOML run config, e.g. configs/tiny.toml")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        help="continue from the newest checkpoint in OUT/checkpoints, or from the given checkpoint folder",
+    )
+    p.add_argument("--out", default=None, help="run folder (overrides run.out)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="overrides run.device")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (overrides run.workers)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--export-only",
+        metavar="DIR",
+        default=None,
+        help="do not train: export the newest checkpoint (or --resume CKPT) as a diffusers folder to DIR",
+    )
+    p.add_argument("--fp16", action="store_true", help="export weights in float16 (overrides export.fp16)")
+    p.add_argument("--sizes", action="store_true", help="print the named model sizes (params, GFLOPs/step) and exit")
+    p.add_argument("--json", action="store_true", help="with --sizes: print JSON")
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    if args.sizes:
+        from t2ikit.models.sizes import size_report
+
+        rows = size_report()
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        else:
+            print(f"{'size':<5}{'unet params':>13}{'text params':>13}{'latent':>12}{'GFLOPs/step':>13}")
+            for r in rows:
+                latent = "x".join(map(str, r["latent_shape"]))
+                print(
+                    f"{r['size']:<5}{r['unet_params']:>13,}{r['text_params_approx']:>13,}{latent:>12}"
+                    f"{r['gflops_per_step']:>13.3f}"
+                )
+        return 0
+    if not args.config:
+        raise ValueError("--config is required (a TOML run config, e.g. configs/tiny.toml)")
+    if args.workers is not None and args.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {args.workers}")
+
+    from t2ikit.train.config import load_config
+    from t2ikit.train.trainer import Trainer
+
+    cfg = load_config(args.config)
+    if args.workers is not None:
+        cfg.run.workers = args.workers
+    if args.no_progress:
+        cfg.run.progress = False
+    if args.fp16:
+        cfg.export.fp16 = True
+    trainer = Trainer(cfg, out=args.out, device=args.device)
+    if args.export_only:
+        from t2ikit.train.checkpoint import resolve_checkpoint
+
+        trainer.load(resolve_checkpoint(trainer.checkpoint_dir, args.resume or "latest"))
+        print(trainer.export(args.export_only))
+        return 0
+    path = trainer.run(resume=args.resume)
+    if path is not None:
+        print(path)
+    return 0

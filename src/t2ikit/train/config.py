@@ -1,0 +1,194 @@
+"""Typed run configs for `t2ikit train`, read from TOML; unknown keys are an error naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# ----------------------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0  # seeds model init, the data stream and every noise draw
+    out: str = "runs/default"  # output folder: checkpoints/, log.jsonl, model/ (overridden by --out)
+    device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast, CUDA only; CPU always runs fp32)
+    workers: int = 0  # DataLoader worker processes rendering Shapes World batches
+    prefetch: int = 4  # batches each worker renders ahead
+    log_every: int = 10  # optimizer steps per JSONL log record
+    progress: bool = True  # tqdm progress bar on stderr
+
+
+@dataclass
+class ModelConfig:
+    size: str = "s"  # UNet + text-encoder size, a key of t2ikit.models.sizes.MODEL_SIZES
+    vae: str = "f4"  # VAE size, a key of t2ikit.models.sizes.VAE_SIZES
+    resolution: int = 64  # image side in pixels
+    max_tokens: int = 32  # tokenizer max_length (captions are padded/truncated to it)
+
+
+@dataclass
+class DiffusionConfig:
+    num_train_timesteps: int = 1000  # discrete training timesteps
+    beta_schedule: str = "squaredcos_cap_v2"  # diffusers beta schedule; cosine reaches ~zero terminal SNR
+    beta_start: float = 0.00085  # used by "linear" / "scaled_linear" only
+    beta_end: float = 0.012  # used by "linear" / "scaled_linear" only
+    prediction_type: str = "v_prediction"  # "epsilon" or "v_prediction" (v is well posed at zero SNR)
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 1000  # optimizer steps in this stage (0 skips the stage)
+    batch_size: int = 64  # images per optimizer step (split over grad_accum micro-batches)
+    grad_accum: int = 1  # micro-batches per optimizer step; must divide batch_size
+    lr: float = 1e-3  # peak learning rate of AdamW
+    warmup_steps: int = 100  # linear warmup from 0 to lr
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.99  # AdamW beta2
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+
+
+@dataclass
+class VAETrainConfig(OptimConfig):
+    kl_weight: float = 1e-6  # KL weight: tiny, so the latent keeps exact colours of 10 px objects
+    edge_weight: float = 1.0  # extra L1 on edge pixels, where small shapes live
+    calibration_batches: int = 4  # batches whose latent std sets vae.config.scaling_factor
+
+
+@dataclass
+class UNetTrainConfig(OptimConfig):
+    snr_gamma: float = 5.0  # min-SNR-gamma weighting (Hang et al. 2023); 0 disables
+    caption_dropout: float = 0.1  # probability of an empty caption, for classifier-free guidance
+    ema_decay: float = 0.999  # EMA of UNet and text encoder (warmed up: min(decay, (1+t)/(10+t)))
+    text_lr_scale: float = 1.0  # text-encoder lr = lr * text_lr_scale (trained jointly)
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 500  # optimizer steps between checkpoints (and one at the end of each stage)
+    keep: int = 2  # complete checkpoints kept; older ones are deleted after a newer one is complete
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # UNet steps between evaluations; 0 = never
+    compbench: bool = False  # run t2ikit.bench.compbench (when importable) on the EMA pipeline
+    suite: str = "quick"  # CompBench suite name passed through
+    steps: int = 20  # sampler steps for evaluation images
+    guidance: float = 4.0  # classifier-free guidance scale for evaluation images
+
+
+@dataclass
+class ExportConfig:
+    dir: str = "model"  # export folder, relative to run.out unless absolute
+    fp16: bool = False  # save weights in float16 (for shipping); training is unaffected
+    at_end: bool = True  # export when training finishes
+
+
+@dataclass
+class TrainConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    vae_train: VAETrainConfig = field(default_factory=lambda: VAETrainConfig(lr=1e-3, edge_weight=1.0))
+    unet_train: UNetTrainConfig = field(default_factory=UNetTrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def validate(self) -> "TrainConfig":
+        from t2ikit.models.sizes import model_size, vae_size
+
+        model_size(self.model.size)
+        v = vae_size(self.model.vae)
+        if self.model.resolution % v.factor:
+            raise ValueError(f"model.resolution={self.model.resolution} is not divisible by the VAE factor {v.factor}")
+        if self.run.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"run.device must be 'auto', 'cpu' or 'cuda', got {self.run.device!r}")
+        if self.run.precision not in ("fp32", "bf16"):
+            raise ValueError(f"run.precision must be 'fp32' or 'bf16', got {self.run.precision!r}")
+        if self.diffusion.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(
+                f"diffusion.prediction_type must be 'epsilon' or 'v_prediction', got {self.diffusion.prediction_type!r}"
+            )
+        for name in ("vae_train", "unet_train"):
+            o = getattr(self, name)
+            if o.steps < 0 or o.batch_size < 1 or o.grad_accum < 1 or o.batch_size % o.grad_accum:
+                raise ValueError(
+                    f"{name}: steps must be >= 0 and grad_accum ({o.grad_accum}) must divide batch_size ({o.batch_size})"
+                )
+        if not 0 <= self.unet_train.caption_dropout <= 1:
+            raise ValueError(f"unet_train.caption_dropout must be in [0, 1], got {self.unet_train.caption_dropout}")
+        if self.checkpoint.every < 1 or self.checkpoint.keep < 1:
+            raise ValueError("checkpoint.every and checkpoint.keep must be >= 1")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------
+
+
+def from_dict(cls, data: dict, where: str = ""):
+    """Build dataclass `cls` from a nested dict; an unknown key or a wrong type raises ValueError."""
+    if not isinstance(data, dict):
+        raise ValueError(f"config section {where or '<root>'} must be a table, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else key
+        if key not in fields:
+            raise ValueError(f"unknown config key {name!r}; allowed keys here: {', '.join(fields)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value, name)
+        else:
+            kwargs[key] = _check_type(value, hint, name)
+    return cls(**kwargs)
+
+
+def _check_type(value, hint, name: str):
+    base = typing.get_origin(hint) or hint
+    if isinstance(hint, types.UnionType):
+        base = tuple(typing.get_args(hint))
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if (base is int or base is float) and isinstance(value, bool):
+        raise ValueError(f"config key {name!r} must be a number, got {value!r}")
+    if not isinstance(value, base):
+        raise ValueError(f"config key {name!r} must be {getattr(base, '__name__', base)}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a TOML run config; missing keys take the dataclass defaults."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    with open(path, "rb") as f:
+        try:
+            data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+    return from_dict(TrainConfig, data).validate()
+
+
+def config_from_json(text: str) -> TrainConfig:
+    return from_dict(TrainConfig, json.loads(text)).validate()

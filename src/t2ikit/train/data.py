@@ -1,0 +1,67 @@
+"""The training stream: Shapes World batches as a map-style Dataset indexed by global micro-step.
+
+Item i is a whole batch, a pure function of (seed, i), so the stream is deterministic, resume-exact
+(start at the step where a checkpoint stopped) and can be rendered by many DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+def _make_batch(seed: int, index: int, batch_size: int, resolution: int, split: str) -> dict:
+    from t2ikit.world.dataset import make_batch
+
+    return make_batch(seed, index, batch_size, resolution=resolution, split=split)
+
+
+class ShapesBatches(Dataset):
+    """`dataset[i]` -> {"pixels": (B, 3, R, R) in [-1, 1], "input_ids": (B, T) or absent, "captions"}."""
+
+    def __init__(
+        self,
+        seed: int,  # world seed; the stream of scenes is a function of it
+        batch_size: int,  # scenes per item (one micro-batch)
+        length: int,  # number of items (global micro-steps)
+        resolution: int = 64,  # image side in pixels
+        tokenizer=None,  # when given, captions are tokenized (padded to tokenizer.model_max_length)
+        caption_dropout: float = 0.0,  # probability that a caption is replaced by "" (for CFG)
+        split: str = "train",  # Shapes World split
+        make_batch=None,  # override of t2ikit.world.dataset.make_batch (tests); must be picklable
+    ):
+        self.seed, self.batch_size, self.length, self.resolution = seed, batch_size, length, resolution
+        self.tokenizer, self.caption_dropout, self.split = tokenizer, caption_dropout, split
+        self.make_batch = make_batch or _make_batch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        batch = self.make_batch(self.seed, index, self.batch_size, self.resolution, self.split)
+        rgb = torch.from_numpy(np.ascontiguousarray(batch["rgb"], dtype=np.float32))  # (B, H, W, 3)
+        item = {"pixels": rgb.permute(0, 3, 1, 2).mul(2).sub(1).contiguous(), "captions": list(batch["captions"])}
+        if self.tokenizer is not None:
+            # Dropout draws depend only on (seed, index): identical in any worker and after resume.
+            rng = np.random.default_rng([self.seed, index, 0xC0F])
+            drop = rng.random(len(item["captions"])) < self.caption_dropout
+            captions = ["" if d else c for c, d in zip(item["captions"], drop)]
+            item["input_ids"] = self.tokenizer(
+                captions,
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
+        return item
+
+
+def make_loader(dataset: ShapesBatches, start: int, workers: int, prefetch: int, pin_memory: bool) -> DataLoader:
+    """Items start, start+1, ... in order; each item is already a batch (batch_size=None)."""
+    kwargs = {"num_workers": workers, "pin_memory": pin_memory}
+    if workers > 0:
+        kwargs.update(prefetch_factor=prefetch, persistent_workers=False)
+    return DataLoader(dataset, batch_size=None, sampler=range(start, len(dataset)), **kwargs)

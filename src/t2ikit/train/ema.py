@@ -1,0 +1,38 @@
+"""Exponential moving average of model weights (the weights that are exported)."""
+
+from __future__ import annotations
+
+import torch
+
+
+class EMA:
+    """Shadow copies of a module's floating-point parameters, updated after each optimizer step."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: p.detach().clone().float() for k, p in module.named_parameters()}
+
+    def current_decay(self, step: int) -> float:
+        # Warm-up so a short run's EMA is not dominated by the random init (as in diffusers' EMAModel).
+        return min(self.decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module, step: int) -> None:
+        d = self.current_decay(step)
+        for k, p in module.named_parameters():
+            self.shadow[k].lerp_(p.detach().float(), 1 - d)
+
+    @torch.no_grad()
+    def copy_to(self, module: torch.nn.Module) -> None:
+        for k, p in module.named_parameters():
+            p.copy_(self.shadow[k].to(p.dtype))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.shadow)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = set(self.shadow) - set(state)
+        if missing:
+            raise ValueError(f"EMA state is missing {len(missing)} tensors, e.g. {sorted(missing)[0]!r}")
+        for k in self.shadow:
+            self.shadow[k].copy_(state[k])

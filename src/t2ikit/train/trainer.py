@@ -1,0 +1,392 @@
+"""The trainer: stage 1 trains the VAE; stage 2 trains the text encoder jointly with the UNet on frozen-VAE
+latents. Checkpoints are resume-exact: every random draw of step t comes from a generator seeded by
+(seed, stage, t), the data item of step t is a pure function of (seed, t), and the learning rate is a
+pure function of t, so N straight steps and N/2 + kill + resume + N/2 give bit-identical weights on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from t2ikit.models.sizes import build_text_encoder, build_unet, build_vae, vae_size
+from t2ikit.train import checkpoint as ckpt
+from t2ikit.train.config import OptimConfig, TrainConfig, config_from_json
+from t2ikit.train.data import ShapesBatches, make_loader
+from t2ikit.train.ema import EMA
+from t2ikit.train.export import build_pipeline, export_pipeline, training_scheduler
+from t2ikit.train.losses import diffusion_loss, vae_loss
+
+STAGES = ("vae", "unet")
+EvalHook = Callable[["Trainer", int], dict]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pure helpers
+# ----------------------------------------------------------------------------------------------------
+
+
+def lr_at(step: int, o: OptimConfig) -> float:
+    """Linear warmup to o.lr over o.warmup_steps, then cosine decay to o.lr * o.min_lr_ratio at o.steps."""
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    span = max(1, o.steps - o.warmup_steps)
+    progress = min(1.0, (step - o.warmup_steps) / span)
+    return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def step_seed(seed: int, stage: str, step: int) -> int:
+    """Seed of the generator for every draw of one optimizer step (timesteps, noise, posterior samples)."""
+    return (seed * 1_000_003 + STAGES.index(stage) * 10_000_019 + step) % (2**63)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but torch sees no CUDA device")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    return torch.device(name)
+
+
+def build_tokenizer(max_tokens: int):
+    from t2ikit.text.tokenizer import build_tokenizer as _build
+    from t2ikit.world.vocab import caption_words
+
+    return _build(caption_words(), max_tokens)
+
+
+def compbench_hook(trainer: "Trainer", step: int) -> dict:
+    """CompBench on the EMA pipeline, when t2ikit.bench.compbench is importable and has `evaluate`."""
+    try:
+        module = importlib.import_module("t2ikit.bench.compbench")
+    except ModuleNotFoundError:
+        return {}
+    evaluate = getattr(module, "evaluate", None)
+    if not callable(evaluate):
+        return {}
+    e = trainer.cfg.eval
+    return dict(evaluate(trainer.pipeline(ema=True), suite=e.suite, steps=e.steps, guidance=e.guidance))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Trainer
+# ----------------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Holds the models, the optimizer of the current stage and the position (stage, step)."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,  # the resolved run config
+        out: str | Path | None = None,  # run folder; default cfg.run.out
+        device: str | None = None,  # overrides cfg.run.device
+        make_batch=None,  # overrides t2ikit.world.dataset.make_batch (tests)
+        eval_hooks: tuple[EvalHook, ...] = (),  # extra callables run every cfg.eval.every UNet steps
+    ):
+        self.cfg = cfg.validate()
+        self.out = Path(out if out is not None else cfg.run.out)
+        self.device = resolve_device(device or cfg.run.device)
+        self.make_batch = make_batch
+        self.eval_hooks = list(eval_hooks) + ([compbench_hook] if cfg.eval.compbench else [])
+        if cfg.run.precision == "bf16" and self.device.type != "cuda":
+            warnings.warn("run.precision='bf16' applies on CUDA only; training on CPU in fp32", stacklevel=2)
+        self.amp_dtype = torch.bfloat16 if cfg.run.precision == "bf16" and self.device.type == "cuda" else None
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        m = cfg.model
+        v = vae_size(m.vae)
+        self.latent_size = m.resolution // v.factor
+        self.tokenizer = build_tokenizer(m.max_tokens)
+        self.vae = build_vae(m.vae, sample_size=m.resolution, seed=cfg.run.seed).to(self.device)
+        self.unet = build_unet(
+            m.size, latent_channels=v.latent_channels, sample_size=self.latent_size, seed=cfg.run.seed + 1
+        ).to(self.device)
+        self.text_encoder = build_text_encoder(m.size, self.tokenizer, seed=cfg.run.seed + 2).to(self.device)
+        self.noise_scheduler = training_scheduler(cfg.diffusion)
+        self.ema_unet = EMA(self.unet, cfg.unet_train.ema_decay)
+        self.ema_text = EMA(self.text_encoder, cfg.unet_train.ema_decay)
+        self.stage, self.step = STAGES[0], 0
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._pending_optim: tuple[dict, dict] | None = None
+        self._log_window: list[float] = []
+
+    # -- paths ---------------------------------------------------------------------------------------
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def export_dir(self) -> Path:
+        d = Path(self.cfg.export.dir)
+        return d if d.is_absolute() else self.out / d
+
+    # -- run -----------------------------------------------------------------------------------------
+
+    def run(self, resume: str | None = None) -> Path | None:
+        """Train every stage from the start or from a checkpoint ("latest" or a folder); export at the end."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(self.cfg.to_json())
+        if resume:
+            self.load(ckpt.resolve_checkpoint(self.checkpoint_dir, resume))
+        if self.stage == "vae":
+            self._train_vae()
+            self.stage, self.step = "unet", 0
+        self.calibrate_vae()
+        self._train_unet()
+        if self.cfg.export.at_end:
+            return self.export()
+        return None
+
+    def _train_vae(self) -> None:
+        c = self.cfg.vae_train
+        self.vae.train().requires_grad_(True)
+
+        def loss_fn(item: dict, gen: torch.Generator) -> torch.Tensor:
+            pixels = item["pixels"].to(self.device, non_blocking=True)
+            return vae_loss(self.vae, pixels, c.kl_weight, c.edge_weight, generator=gen)
+
+        params = [{"params": [p for p in self.vae.parameters()], "lr_scale": 1.0}]
+        self._loop("vae", c, params, loss_fn, tokenizer=None)
+        self.vae.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def calibrate_vae(self) -> float:
+        """Set vae.config.scaling_factor = 1 / std of latents, so the UNet sees unit-variance latents."""
+        c = self.cfg.vae_train
+        self.vae.eval().requires_grad_(False)
+        data = self._dataset("calibrate", batch_size=c.batch_size, length=max(1, c.calibration_batches), tokenizer=None)
+        latents = [self.vae.encode(data[i]["pixels"].to(self.device)).latent_dist.mean.float() for i in range(len(data))]
+        std = torch.cat(latents).std().item()
+        factor = 1.0 / max(std, 1e-6)
+        self.vae.register_to_config(scaling_factor=factor)
+        return factor
+
+    def _train_unet(self) -> None:
+        c = self.cfg.unet_train
+        self.unet.train()
+        self.text_encoder.train()
+        factor = self.vae.config.scaling_factor
+
+        def loss_fn(item: dict, gen: torch.Generator) -> torch.Tensor:
+            pixels = item["pixels"].to(self.device, non_blocking=True)
+            ids = item["input_ids"].to(self.device, non_blocking=True)
+            with torch.no_grad():
+                latents = self.vae.encode(pixels).latent_dist.mean * factor  # (B, C, h, w)
+            states = self.text_encoder(ids)[0]  # (B, T, D), as StableDiffusionPipeline encodes prompts
+            return diffusion_loss(self.unet, latents, states, self.noise_scheduler, gen, c.snr_gamma)
+
+        def after_step(step: int) -> None:
+            self.ema_unet.update(self.unet, step)
+            self.ema_text.update(self.text_encoder, step)
+            if self.cfg.eval.every and step % self.cfg.eval.every == 0 and self.eval_hooks:
+                self._evaluate(step)
+
+        params = [
+            {"params": list(self.unet.parameters()), "lr_scale": 1.0},
+            {"params": list(self.text_encoder.parameters()), "lr_scale": c.text_lr_scale},
+        ]
+        self._loop("unet", c, params, loss_fn, tokenizer=self.tokenizer, after_step=after_step)
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def _dataset(self, stage: str, batch_size: int, length: int, tokenizer, caption_dropout: float = 0.0):
+        offsets = {"vae": 0, "unet": 1, "calibrate": 2}  # a separate, reproducible stream per stage
+        return ShapesBatches(
+            seed=self.cfg.run.seed * 3 + offsets[stage],
+            batch_size=batch_size,
+            length=length,
+            resolution=self.cfg.model.resolution,
+            tokenizer=tokenizer,
+            caption_dropout=caption_dropout,
+            make_batch=self.make_batch,
+        )
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _loop(self, stage: str, o: OptimConfig, groups: list[dict], loss_fn, tokenizer, after_step=None) -> None:
+        if self.step >= o.steps:
+            return
+        self.optimizer = torch.optim.AdamW(
+            groups, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, fused=self.device.type == "cuda"
+        )
+        if self._pending_optim is not None:
+            ckpt.optimizer_from_flat(self.optimizer, *self._pending_optim)
+            self._pending_optim = None
+        params = [p for g in groups for p in g["params"]]
+        micro = o.batch_size // o.grad_accum
+        data = self._dataset(
+            stage, micro, o.steps * o.grad_accum, tokenizer, getattr(o, "caption_dropout", 0.0) if tokenizer else 0.0
+        )
+        r = self.cfg.run
+        loader = iter(make_loader(data, self.step * o.grad_accum, r.workers, r.prefetch, self.device.type == "cuda"))
+        bar = _progress(stage, o.steps, self.step, enabled=r.progress)
+        t_window, n_window = time.perf_counter(), 0
+        while self.step < o.steps:
+            step = self.step
+            lr = lr_at(step, o)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr * g["lr_scale"]
+            gen = torch.Generator().manual_seed(step_seed(r.seed, stage, step))
+            total = torch.zeros((), device=self.device)
+            for _ in range(o.grad_accum):
+                item = next(loader)
+                with self._autocast():
+                    loss = loss_fn(item, gen) / o.grad_accum
+                loss.backward()
+                total += loss.detach()
+            if o.grad_clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
+            else:
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step = step + 1
+            if after_step is not None:
+                after_step(self.step)
+            n_window += o.batch_size
+            loss_value = float(total)
+            self._log_window.append(loss_value)
+            if bar is not None:
+                sps = n_window / max(time.perf_counter() - t_window, 1e-9)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{sps:.0f}", refresh=False)
+            if self.step % r.log_every == 0 or self.step == o.steps:
+                elapsed = time.perf_counter() - t_window
+                self.log(
+                    {
+                        "event": "train",
+                        "stage": stage,
+                        "step": self.step,
+                        "loss": sum(self._log_window) / len(self._log_window),
+                        "lr": lr,
+                        "grad_norm": float(grad_norm),
+                        "samples_per_s": n_window / max(elapsed, 1e-9),
+                    }
+                )
+                self._log_window, t_window, n_window = [], time.perf_counter(), 0
+            if self.step % self.cfg.checkpoint.every == 0 or self.step == o.steps:
+                self.save()
+        if bar is not None:
+            bar.close()
+
+    def _evaluate(self, step: int) -> None:
+        record = {"event": "eval", "stage": self.stage, "step": step}
+        for hook in self.eval_hooks:
+            record.update(hook(self, step) or {})
+        self.log(record)
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    def log(self, record: dict) -> None:
+        record = {"time": time.time(), **record}
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {"vae": self.vae, "unet": self.unet, "text_encoder": self.text_encoder}
+
+    def save(self) -> Path:
+        tensors = {}
+        for name, module in self._modules().items():
+            tensors.update({f"model.{name}.{k}": v for k, v in module.state_dict().items()})
+        tensors.update({f"ema.unet.{k}": v for k, v in self.ema_unet.state_dict().items()})
+        tensors.update({f"ema.text_encoder.{k}": v for k, v in self.ema_text.state_dict().items()})
+        optim_meta = None
+        if self.optimizer is not None:
+            opt_tensors, optim_meta = ckpt.optimizer_to_flat(self.optimizer)
+            tensors.update(opt_tensors)
+        tensors.update(ckpt.rng_to_flat())
+        state = {
+            "stage": self.stage,
+            "step": self.step,
+            "scaling_factor": float(self.vae.config.scaling_factor),
+            "optimizer": optim_meta,
+            "config": self.cfg.to_dict(),
+        }
+        name = ckpt.checkpoint_name(STAGES.index(self.stage) + 1, self.stage, self.step)
+        path = ckpt.save_checkpoint(self.checkpoint_dir, name, tensors, state, self.cfg.to_json(), self.cfg.checkpoint.keep)
+        self.log({"event": "checkpoint", "stage": self.stage, "step": self.step, "path": str(path)})
+        return path
+
+    def load(self, path: str | Path) -> None:
+        tensors, state, config_json = ckpt.load_checkpoint(path)
+        saved = config_from_json(config_json)
+        for section in ("model", "diffusion"):
+            if getattr(saved, section) != getattr(self.cfg, section):
+                raise ValueError(
+                    f"checkpoint {str(path)!r} was trained with a different [{section}] config: "
+                    f"{getattr(saved, section)} vs {getattr(self.cfg, section)}"
+                )
+        if state.get("stage") not in STAGES:
+            raise ValueError(f"checkpoint {str(path)!r} names unknown stage {state.get('stage')!r}")
+        for name, module in self._modules().items():
+            _load_prefixed(module, tensors, f"model.{name}.", path)
+        self.ema_unet.load_state_dict(_strip(tensors, "ema.unet."))
+        self.ema_text.load_state_dict(_strip(tensors, "ema.text_encoder."))
+        self.vae.register_to_config(scaling_factor=state["scaling_factor"])
+        ckpt.rng_from_flat(tensors)
+        self.stage, self.step = state["stage"], int(state["step"])
+        self._pending_optim = (tensors, state["optimizer"]) if state.get("optimizer") else None
+        if self.stage == "unet" and self._pending_optim is None and self.step > 0:
+            raise ValueError(f"checkpoint {str(path)!r} lacks optimizer state")
+        if self.stage == "unet" or (self.stage == "vae" and self.step >= self.cfg.vae_train.steps):
+            if self.stage == "vae":
+                self._pending_optim = None  # the VAE optimizer is not needed by the UNet stage
+        self.log({"event": "resume", "stage": self.stage, "step": self.step, "path": str(path)})
+
+    # -- export --------------------------------------------------------------------------------------
+
+    def pipeline(self, ema: bool = True):
+        """A StableDiffusionPipeline over copies of the components (EMA weights by default)."""
+        unet, text = copy.deepcopy(self.unet).eval(), copy.deepcopy(self.text_encoder).eval()
+        if ema:
+            self.ema_unet.copy_to(unet)
+            self.ema_text.copy_to(text)
+        return build_pipeline(copy.deepcopy(self.vae).eval(), text, self.tokenizer, unet, self.cfg.diffusion)
+
+    def export(self, out_dir: str | Path | None = None, fp16: bool | None = None) -> Path:
+        out_dir = Path(out_dir) if out_dir is not None else self.export_dir()
+        pipe = self.pipeline(ema=True).to("cpu")
+        path = export_pipeline(pipe, out_dir, self.cfg.export.fp16 if fp16 is None else fp16)
+        (path / "t2ikit_train_config.json").write_text(self.cfg.to_json())
+        self.log({"event": "export", "path": str(path), "stage": self.stage, "step": self.step})
+        return path
+
+
+def _strip(tensors: dict, prefix: str) -> dict:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _load_prefixed(module: torch.nn.Module, tensors: dict, prefix: str, path) -> None:
+    part = _strip(tensors, prefix)
+    missing, unexpected = module.load_state_dict(part, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {str(path)!r} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+
+
+def _progress(stage: str, total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"train {stage}", file=sys.stderr, dynamic_ncols=True)
