@@ -1,0 +1,92 @@
+"""`t2ikit generate PROMPT`: images from a model folder, saved as PNGs that carry their parameters."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """"WxH" -> (height, width)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size must be WIDTHxHEIGHT, e.g. 64x64; got {text!r}") from None
+    return h, w
+
+
+def output_paths(out: str, count: int) -> list[Path]:
+    """`out` for one image; for several, `STEM-0.png`, `STEM-1.png`, ... beside it."""
+    path = Path(out)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"--out must end in .png; got {out!r}")
+    if count == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{k}{path.suffix}") for k in range(count)]
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("generate", help="generate images from a prompt")
+    parser.add_argument("prompt", help="the text prompt (\"\" for an unconditional image)")
+    parser.add_argument("--model", default=None, help="model folder or name (default: the shipped model)")
+    parser.add_argument("--sampler", default=None, help="ddim, dpmpp_2m, euler, euler_a, unipc (default: the model's)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 20)")
+    parser.add_argument("--guidance", type=float, default=None, help="CFG scale >= 0; 1 = none (default: the model's)")
+    parser.add_argument("--negative", default=None, help="negative prompt")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")
+    parser.add_argument("--n", type=int, default=1, help="number of images")
+    parser.add_argument("--size", default=None, help="WIDTHxHEIGHT in pixels (default: the model's)")
+    parser.add_argument("--out", default="out.png", help="output PNG; with --n > 1, OUT-0.png, OUT-1.png, ...")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.set_defaults(func=_generate)
+
+
+def _generate(args) -> int:
+    import warnings
+
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+    from PIL.PngImagePlugin import PngInfo
+    from transformers.utils import logging as transformers_logging
+
+    from t2ikit.cli.info import PNG_KEY, format_parameters
+    from t2ikit.cli.models import resolve_model
+    from t2ikit.diffusion.samplers import check_sampler, sampler_display_name
+    from t2ikit.pipeline import T2IPipeline
+
+    size = parse_size(args.size) if args.size is not None else None
+    if args.sampler is not None:
+        check_sampler(args.sampler)  # before the model loads
+    paths = output_paths(args.out, args.n if args.n >= 1 else 1)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1; got {args.threads}")
+        torch.set_num_threads(args.threads)
+    transformers_logging.disable_progress_bar()  # weight-loading bars: noise for a one-shot command
+    diffusers_logging.disable_progress_bar()
+    pipe = T2IPipeline.from_folder(resolve_model(args.model), device=args.device)
+    spec = pipe.make_spec(args.prompt, args.negative, args.steps, args.guidance, args.seed, args.n, size, args.sampler)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = pipe.run(spec, progress=not args.quiet)
+    for w in caught:  # prompt warnings as sentences, not as a source line of pipeline.py
+        print(f"t2ikit generate: warning: {w.message}", file=sys.stderr)
+    for path, image, seed in zip(paths, result.pil(), result.seeds):
+        settings = {
+            "Steps": spec.steps,
+            "Sampler": sampler_display_name(spec.sampler),
+            "CFG scale": spec.guidance,
+            "Seed": seed,
+            "Size": f"{spec.size[1]}x{spec.size[0]}",
+            "Model": pipe.name,
+        }
+        info = PngInfo()
+        info.add_text(PNG_KEY, format_parameters(spec.prompts[0], args.negative, settings))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, pnginfo=info)
+        print(path)
+    if not args.quiet:
+        print(f"{len(paths)} image(s) from {pipe.path}", file=sys.stderr)
+    return 0
