@@ -1,0 +1,413 @@
+"""CompBench: the oracle over fixed prompt suites with fixed seeds (in the spirit of GenEval and
+T2I-CompBench, but exact: every prompt parses to a spec and the oracle checks every statement).
+
+A suite is a list of items (category, prompt, image seed). The default suite of a split draws, for every
+category of `categories.CATEGORIES`, prompts `i = 0..n_prompts-1` from
+`sample_scene(BENCH_SEED, i, category, split).spec`, worded by `write_caption` with a fixed rng, and
+`seeds` images per prompt. Split "heldout" puts in every prompt a colour-shape pair of vocab.HELD_OUT,
+which the training split never shows. Item j of a suite is generated with image seed BENCH_IMAGE_SEED + j,
+so consecutive items have consecutive seeds (a pipeline seeds image k of a call with seed + k: one call
+per batch gives every item its own seed).
+
+A generator is any callable `(prompts: list[str], seeds: list[int]) -> list[image]` (images in any
+format the oracle reads; batch in, batch out); `make_generator` builds the reference ones
+("ground-truth": the world's own render of the prompt's spec; "noise": uniform random pixels) and the
+model one (`T2IPipeline.from_folder(path).generate`). Results: per category the share of images whose
+every check passed, with a 95% Wilson interval, and per-check accuracy; as a dict (JSON) and Markdown.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from t2ikit.world.caption import parse_caption, write_caption
+from t2ikit.world.categories import CATEGORIES, SPLITS
+from t2ikit.world.oracle import score
+from t2ikit.world.scene import Spec, make_scene, sample_scene
+
+BENCH_SEED = 0xBE7C4  # world seed of the suites; training streams use small seeds (configs: 0)
+BENCH_IMAGE_SEED = 1000  # image seed of item 0; item j gets BENCH_IMAGE_SEED + j
+DEFAULT_N_PROMPTS = 50  # prompts per category
+DEFAULT_SEEDS = 2  # images per prompt
+DEFAULT_RESOLUTION = 64  # of the reference generators' images
+CUSTOM_CATEGORY = "custom"  # category of prompts read from a file or a manifest without one
+CHECK_KINDS = ("present", "colour", "size", "count", "relation", "background", "fill")
+WILSON_Z = 1.959964  # two-sided 95%
+
+Generator = Callable[[list[str], list[int]], Sequence]
+
+# ---------------------------------------------------------------------------------------------------
+# Suites
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    category: str
+    prompt: str
+    seed: int
+    spec: Spec
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str  # "train", "heldout", or the prompt file's name
+    items: tuple[Item, ...]
+    config: dict  # what made it: split, n_prompts, seeds, bench seed
+
+
+def make_suite(split: str = "train", n_prompts: int = DEFAULT_N_PROMPTS, seeds: int = DEFAULT_SEEDS,
+               categories: Sequence[str] = CATEGORIES, bench_seed: int = BENCH_SEED) -> Suite:
+    """The fixed suite of `split`: n_prompts per category, `seeds` images per prompt."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+    _check_positive("n_prompts", n_prompts)
+    _check_positive("seeds", seeds)
+    unknown = [c for c in categories if c not in CATEGORIES]
+    if unknown or not categories:
+        raise ValueError(f"unknown categories {list(unknown) or '(none given)'}; allowed: {', '.join(CATEGORIES)}")
+    prompts = []
+    for category in categories:
+        for i in range(n_prompts):
+            spec = sample_scene(bench_seed, i, category=category, split=split, reference=False).spec
+            wording = np.random.default_rng([bench_seed, CATEGORIES.index(category), SPLITS.index(split), i])
+            caption = write_caption(spec, wording)
+            prompts.append((category, caption, parse_caption(caption)))  # scored as read, like any prompt
+    config = {"split": split, "n_prompts": n_prompts, "seeds": seeds, "categories": list(categories),
+              "bench_seed": bench_seed, "image_seed": BENCH_IMAGE_SEED}
+    return Suite(split, _items(prompts, seeds), config)
+
+
+def suite_from_prompts(prompts: Sequence[str], seeds: int = DEFAULT_SEEDS, name: str = CUSTOM_CATEGORY) -> Suite:
+    """A suite of the user's own captions (category "custom"); ValueError lists every unreadable one."""
+    _check_positive("seeds", seeds)
+    parsed, errors = [], []
+    for n, prompt in enumerate(prompts, start=1):
+        try:
+            parsed.append((CUSTOM_CATEGORY, prompt, parse_caption(prompt)))
+        except ValueError as err:
+            errors.append(f"prompt {n}: {err}")
+    if errors:
+        raise ValueError("cannot read these prompts:\n" + "\n".join(errors))
+    if not parsed:
+        raise ValueError("no prompts given")
+    return Suite(name, _items(parsed, seeds), {"prompts": name, "n_prompts": len(parsed), "seeds": seeds,
+                                                 "image_seed": BENCH_IMAGE_SEED})
+
+
+def suite_from_file(path: str | Path, seeds: int = DEFAULT_SEEDS) -> Suite:
+    """One caption per line (blank lines and lines starting with '#' are skipped); errors name the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"prompt file {str(path)!r} does not exist")
+    prompts, errors = [], []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            parse_caption(text)
+        except ValueError as err:
+            errors.append(f"{path}:{n}: {err}")
+        prompts.append(text)
+    if errors:
+        raise ValueError(f"{len(errors)} line(s) of {path} cannot be read:\n" + "\n".join(errors))
+    if not prompts:
+        raise ValueError(f"prompt file {path} has no prompts")
+    return suite_from_prompts(prompts, seeds, name=path.name)
+
+
+def _items(prompts: list[tuple[str, str, Spec]], seeds: int) -> tuple[Item, ...]:
+    items = []
+    for category, prompt, spec in prompts:
+        for _ in range(seeds):
+            items.append(Item(category, prompt, BENCH_IMAGE_SEED + len(items), spec))
+    return tuple(items)
+
+
+def _check_positive(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Generators
+# ---------------------------------------------------------------------------------------------------
+
+
+def ground_truth_generator(resolution: int = DEFAULT_RESOLUTION) -> Generator:
+    """The world's own render of each prompt's spec, laid out with the item's seed: the ceiling."""
+    from t2ikit.world.render import render_rgb
+
+    def generate(prompts: list[str], seeds: list[int]) -> list[np.ndarray]:
+        images = []
+        for prompt, seed in zip(prompts, seeds):
+            spec = parse_caption(prompt)
+            for attempt in range(8):  # a layout search can fail for a crowded spec: retry on a new stream
+                try:
+                    scene = make_scene(spec, np.random.default_rng([seed, attempt]), reference=False)
+                    break
+                except ValueError:
+                    if attempt == 7:
+                        raise
+            images.append(render_rgb(scene, resolution))
+        return images
+
+    return generate
+
+
+def noise_generator(resolution: int = DEFAULT_RESOLUTION) -> Generator:
+    """Uniform random pixels: the floor (what a model that ignores the prompt and draws nothing gets)."""
+
+    def generate(prompts: list[str], seeds: list[int]) -> list[np.ndarray]:
+        return [np.random.default_rng(seed).random((resolution, resolution, 3), dtype=np.float32) for seed in seeds]
+
+    return generate
+
+
+def pipeline_generator(pipeline, steps: int = 20, **generate_kwargs) -> Generator:
+    """Wrap a T2IPipeline (anything with `generate(prompts, seed=, steps=, ...)` seeding image k with
+    seed + k): one call per run of consecutive seeds."""
+
+    def generate(prompts: list[str], seeds: list[int]) -> list:
+        images: list = []
+        start = 0
+        while start < len(prompts):
+            end = start + 1
+            while end < len(prompts) and seeds[end] == seeds[start] + (end - start):
+                end += 1
+            images += list(pipeline.generate(list(prompts[start:end]), seed=int(seeds[start]), steps=steps,
+                                             progress=False, **generate_kwargs))
+            start = end
+        return images
+
+    return generate
+
+
+def default_model_path() -> Path:
+    """The shipped model folder, src/t2ikit/weights/shapes-v1."""
+    return Path(__file__).resolve().parent.parent / "weights" / "shapes-v1"
+
+
+def make_generator(name: str, model: str | Path | None = None, steps: int = 20,
+                   resolution: int = DEFAULT_RESOLUTION) -> Generator:
+    """"ground-truth", "noise" or "model" (the folder `model`, default the shipped one)."""
+    if name == "ground-truth":
+        return ground_truth_generator(resolution)
+    if name == "noise":
+        return noise_generator(resolution)
+    if name == "model":
+        path = Path(model) if model is not None else default_model_path()
+        if not path.is_dir():
+            raise ValueError(f"model folder {str(path)!r} does not exist"
+                             + (" (the shipped model has not been trained into the package yet; pass --model DIR)"
+                                if model is None else ""))
+        from t2ikit.pipeline import T2IPipeline  # torch and diffusers: only when a model is asked for
+
+        return pipeline_generator(T2IPipeline.from_folder(path), steps=steps)
+    raise ValueError(f"unknown generator {name!r}; allowed: ground-truth, noise, model")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Running and scoring
+# ---------------------------------------------------------------------------------------------------
+
+
+def run(suite: Suite, generator: Generator, batch_size: int = 16, save_images: str | Path | None = None,
+        generator_name: str | None = None) -> dict:
+    """Generate every item of `suite` in batches, score each with the oracle, summarise (see `summarise`)."""
+    _check_positive("batch_size", batch_size)
+    if not callable(generator):
+        raise TypeError(f"generator must be a callable (prompts, seeds) -> images, got {type(generator).__name__}")
+    save_dir = Path(save_images) if save_images is not None else None
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    records, manifest = [], []
+    t_generate = t_score = 0.0
+    for start in range(0, len(suite.items), batch_size):
+        batch = suite.items[start:start + batch_size]
+        t0 = time.perf_counter()
+        images = generator([it.prompt for it in batch], [it.seed for it in batch])
+        t_generate += time.perf_counter() - t0
+        images = _as_list(images)
+        if len(images) != len(batch):
+            raise ValueError(f"the generator returned {len(images)} images for {len(batch)} prompts")
+        for k, (item, image) in enumerate(zip(batch, images)):
+            t0 = time.perf_counter()
+            records.append(_record(item, score(image, item.spec)))
+            t_score += time.perf_counter() - t0
+            if save_dir is not None:
+                name = f"{start + k:05d}.png"
+                _to_pil(image).save(save_dir / name)
+                manifest.append({"prompt": item.prompt, "seed": item.seed, "file": name, "category": item.category})
+    if save_dir is not None:
+        (save_dir / "manifest.json").write_text(json.dumps({"suite": suite.config, "images": manifest}, indent=2))
+    result = summarise(records)
+    result["config"] = {**suite.config, "suite": suite.name, "generator": generator_name or _name(generator)}
+    result["seconds"] = {"generate": round(t_generate, 3), "score": round(t_score, 3)}
+    return result
+
+
+def evaluate(generator, split: str = "train", n_prompts: int = DEFAULT_N_PROMPTS, seeds: int = DEFAULT_SEEDS,
+             categories: Sequence[str] = CATEGORIES, batch_size: int = 16, **generator_kwargs) -> dict:
+    """CompBench of `generator` on the fixed suite of `split`: what a trainer calls periodically.
+
+    `generator`: a callable (prompts, seeds) -> images, a name for `make_generator`, or a pipeline
+    (an object with `generate`). Returns the result dict (see `summarise`).
+    """
+    if isinstance(generator, str):
+        name, generator = generator, make_generator(generator, **generator_kwargs)
+    elif hasattr(generator, "generate") and not callable(generator):
+        name, generator = f"pipeline:{getattr(generator, 'name', '?')}", pipeline_generator(generator, **generator_kwargs)
+    else:
+        name = None
+    suite = make_suite(split, n_prompts, seeds, categories)
+    return run(suite, generator, batch_size=batch_size, generator_name=name)
+
+
+def evaluate_folder(folder: str | Path) -> dict:
+    """Score a folder of images listed in `folder`/manifest.json: a list (or {"images": [...]}) of
+    {"prompt", "seed", "file"[, "category"]}. Every entry is checked before any image is scored."""
+    from PIL import Image
+
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise ValueError(f"{folder} has no manifest.json listing its images (prompt, seed, file)")
+    data = json.loads(path.read_text())
+    entries = data.get("images") if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected a non-empty list of images, or {{\"images\": [...]}}")
+    items, errors = [], []
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not {"prompt", "file"} <= set(entry):
+            errors.append(f"entry {n}: needs at least 'prompt' and 'file', got {entry!r}")
+            continue
+        if not (folder / entry["file"]).is_file():
+            errors.append(f"entry {n}: image file {entry['file']!r} is missing")
+            continue
+        try:
+            spec = parse_caption(entry["prompt"])
+        except ValueError as err:
+            errors.append(f"entry {n}: {err}")
+            continue
+        items.append((Item(entry.get("category", CUSTOM_CATEGORY), entry["prompt"], entry.get("seed", -1), spec),
+                      folder / entry["file"]))
+    if errors:
+        raise ValueError(f"{path}: {len(errors)} bad entr{'y' if len(errors) == 1 else 'ies'}:\n" + "\n".join(errors))
+    records = []
+    for item, file in items:
+        with Image.open(file) as im:
+            if im.mode not in ("RGB", "P", "L"):
+                raise ValueError(f"{file}: image mode {im.mode} is not supported; save RGB images")
+            image = im.convert("RGB")
+        records.append(_record(item, score(image, item.spec)))
+    result = summarise(records)
+    suite_config = data.get("suite", {}) if isinstance(data, dict) else {}
+    result["config"] = {**suite_config, "suite": str(folder), "generator": f"folder:{folder}"}
+    return result
+
+
+def _record(item: Item, s) -> dict:
+    return {"category": item.category, "prompt": item.prompt, "seed": item.seed, "passed": s.all_passed,
+            "checks": [(c.kind, c.passed) for c in s.checks],
+            "failed": [f"{c.name}: {c.detail}" for c in s.failures()]}
+
+
+def wilson_interval(passed: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (Wilson 1927); (0, 1) when n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = passed / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _accuracy(passed: int, n: int) -> dict:
+    lo, hi = wilson_interval(passed, n)
+    return {"n": n, "passed": passed, "accuracy": passed / n if n else 0.0, "ci95": [round(lo, 4), round(hi, 4)]}
+
+
+def summarise(records: list[dict]) -> dict:
+    """{"per_category": {cat: {n, passed, accuracy, ci95, checks: {kind: accuracy}}}, "overall": ...,
+    "mean_category_accuracy", "examples": failing items (up to 3 per category)}."""
+    by_category: dict[str, list[dict]] = {}
+    for r in records:
+        by_category.setdefault(r["category"], []).append(r)
+
+    def block(rs: list[dict]) -> dict:
+        out = _accuracy(sum(r["passed"] for r in rs), len(rs))
+        kinds: dict[str, list[int]] = {}
+        for r in rs:
+            for kind, passed in r["checks"]:
+                hit = kinds.setdefault(kind, [0, 0])
+                hit[0] += passed
+                hit[1] += 1
+        out["checks"] = {k: round(kinds[k][0] / kinds[k][1], 4) for k in CHECK_KINDS if k in kinds}
+        return out
+
+    per_category = {c: block(rs) for c, rs in by_category.items()}
+    return {
+        "per_category": per_category,
+        "overall": block(records),
+        "mean_category_accuracy": float(np.mean([v["accuracy"] for v in per_category.values()])) if records else 0.0,
+        "examples": {c: [{"prompt": r["prompt"], "seed": r["seed"], "failed": r["failed"]}
+                         for r in rs if not r["passed"]][:3] for c, rs in by_category.items()},
+    }
+
+
+def markdown(result: dict) -> str:
+    """One row per category: images, accuracy (all checks passed) with its 95% interval, per-check accuracy."""
+    config = result.get("config", {})
+    kinds = [k for k in CHECK_KINDS if any(k in v["checks"] for v in result["per_category"].values())]
+    head = f"CompBench — suite {config.get('suite', '?')}, generator {config.get('generator', '?')}"
+    lines = [head, "", "| category | images | accuracy | 95% CI | " + " | ".join(kinds) + " |",
+             "|---" * (4 + len(kinds)) + "|"]
+    rows = list(result["per_category"].items()) + [("**all**", result["overall"])]
+    for name, v in rows:
+        cells = [f"{100 * v['checks'][k]:.1f}" if k in v["checks"] else "-" for k in kinds]
+        lines.append(f"| {name} | {v['n']} | {100 * v['accuracy']:.1f}% | "
+                     f"[{100 * v['ci95'][0]:.1f}, {100 * v['ci95'][1]:.1f}] | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"mean over categories: {100 * result['mean_category_accuracy']:.1f}%")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------------
+
+
+def _as_list(images) -> list:
+    if type(images).__module__.startswith("torch") and getattr(images, "ndim", 0) == 4:
+        return list(images)  # (N, 3, H, W) -> N CHW tensors
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images)  # (N, H, W, 3)
+    return list(images)
+
+
+def _to_pil(image):
+    from PIL import Image
+
+    from t2ikit.world.oracle import as_reference_rgb
+
+    if type(image).__module__.startswith("PIL"):
+        return image
+    if type(image).__module__.startswith("torch"):
+        image = image.detach().cpu().permute(1, 2, 0).numpy()
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8:
+        return Image.fromarray(image)
+    as_reference_rgb(image)  # the same input checks as the oracle's
+    return Image.fromarray((np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+
+
+def _name(generator) -> str:
+    return getattr(generator, "__qualname__", type(generator).__name__)

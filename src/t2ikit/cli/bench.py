@@ -1,0 +1,107 @@
+"""`t2ikit bench SUITE`: measured benchmarks, one sub-verb each.
+
+Adding a suite is one function: `_add_<suite>(verbs)` that builds its parser and sets `func`, listed in
+SUITES. Handlers import what they need, so registration stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _add_oracle(verbs) -> None:
+    p = verbs.add_parser("oracle", help="how accurate the oracle is on rendered scenes, clean and degraded")
+    p.add_argument("--n", type=int, default=2000, help="scenes per category")
+    p.add_argument("--resolution", type=int, default=64, help="render resolution")
+    p.add_argument("--conditions", default="clean,noise,blur,random,wrong",
+                   help="comma-separated subset of clean, noise, blur, random, wrong")
+    p.add_argument("--categories", default=None, help="comma-separated categories (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
+    p.add_argument("--out", default=None, help="also write oracle.json and oracle.md to this folder")
+    p.set_defaults(func=_oracle)
+
+
+def _oracle(args) -> int:
+    from t2ikit.bench.oracle_bench import markdown, oracle_accuracy
+    from t2ikit.world.categories import CATEGORIES
+
+    if args.n < 1:
+        raise ValueError(f"--n must be at least 1, got {args.n}")
+    categories = CATEGORIES if args.categories is None else tuple(args.categories.split(","))
+    unknown = [c for c in categories if c not in CATEGORIES]
+    if unknown:
+        raise ValueError(f"unknown --categories {unknown}; allowed: {', '.join(CATEGORIES)}")
+    conditions = tuple(c for c in args.conditions.split(",") if c)
+    result = oracle_accuracy(args.n, categories=categories, conditions=conditions, resolution=args.resolution)
+    command = "t2ikit bench oracle " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "oracle"] else None
+    result["command"] = command
+    text = markdown(result) + f"\n\n{result['ms_per_image']:.2f} ms per image scored"
+    _emit(args, result, text, "oracle")
+    return 0
+
+
+def _add_compbench(verbs) -> None:
+    p = verbs.add_parser("compbench", help="compositional benchmark: the oracle over fixed prompt suites")
+    p.add_argument("--generator", default="ground-truth", choices=["ground-truth", "noise", "model"],
+                   help="what makes the images (ignored with --images)")
+    p.add_argument("--model", default=None, help="model folder for --generator model (default: the shipped one)")
+    p.add_argument("--split", default="train", choices=["train", "heldout"])
+    p.add_argument("--categories", default=None, help="comma-separated categories (default: all)")
+    p.add_argument("--prompts", default=None, help="a file of captions, one per line, instead of the suite")
+    p.add_argument("--images", default=None, help="score a folder of images with a manifest.json instead")
+    p.add_argument("--n-prompts", type=int, default=None, help="prompts per category (default: 50)")
+    p.add_argument("--seeds", type=int, default=None, help="image seeds per prompt (default: 2)")
+    p.add_argument("--steps", type=int, default=20, help="sampling steps for --generator model")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts per generator call")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    p.add_argument("--out", default=None, help="write compbench.json, compbench.md (and images with --save-images)")
+    p.add_argument("--save-images", action="store_true", help="with --out: save every image and a manifest")
+    p.set_defaults(func=_compbench)
+
+
+def _compbench(args) -> int:
+    from t2ikit.bench import compbench as cb
+
+    suite_kwargs = {}
+    if args.n_prompts is not None:
+        suite_kwargs["n_prompts"] = args.n_prompts
+    if args.seeds is not None:
+        suite_kwargs["seeds"] = args.seeds
+    if args.categories is not None:
+        suite_kwargs["categories"] = tuple(args.categories.split(","))
+    if args.images is not None:
+        result = cb.evaluate_folder(args.images)
+    else:
+        if args.prompts is not None:
+            suite = cb.suite_from_file(args.prompts, **{k: v for k, v in suite_kwargs.items() if k == "seeds"})
+        else:
+            suite = cb.make_suite(split=args.split, **suite_kwargs)
+        generator = cb.make_generator(args.generator, model=args.model, steps=args.steps)
+        save_dir = Path(args.out) / "images" if (args.out and args.save_images) else None
+        result = cb.run(suite, generator, batch_size=args.batch_size, save_images=save_dir,
+                        generator_name=args.generator if args.generator != "model" else f"model:{args.model or 'default'}")
+    _emit(args, result, cb.markdown(result), "compbench")
+    return 0
+
+
+SUITES = [_add_oracle, _add_compbench]  # more suites (fusion, control, edit) add one function here
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("bench", help="benchmarks: oracle accuracy, CompBench, ...")
+    verbs = parser.add_subparsers(dest="bench_verb", metavar="SUITE", required=True)
+    for add in SUITES:
+        add(verbs)
+
+
+def _emit(args, result: dict, text: str, name: str) -> None:
+    """Print JSON or Markdown; with --out also write both files."""
+    print(json.dumps(result, indent=2) if args.json else text)
+    if getattr(args, "out", None):
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+        (out / f"{name}.md").write_text(text + "\n")
+        print(f"wrote {out / (name + '.json')} and {out / (name + '.md')}", file=sys.stderr)
