@@ -50,3 +50,22 @@ def test_parity_batch_with_per_image_generators(pipes):
     one = _reference(ref, "dpmpp_2m", "a red circle", "green", torch.Generator().manual_seed(5), "latent",
                      num_images_per_prompt=3)
     assert (got.latents[1:] - one[1:]).abs().max() > TOL  # one shared generator: a different batch
+
+
+def test_word_level_tokenizer_at_32_round_trips_through_diffusers(tmp_path):
+    """The shipped model's tokenizer (caption words, context 32) saved in a folder loads in diffusers."""
+    from t2ikit.text import known_words, token_positions
+    from t2ikit.world.vocab import caption_words
+
+    folder = make_tiny_sd_folder(tmp_path / "m32", max_length=32)
+    ref = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
+    ours = T2IPipeline.from_folder(folder)
+    prompt = "two small blue squares to the left of a red circle on a gray background"
+    assert ref.tokenizer.model_max_length == ours.tokenizer.model_max_length == 32
+    assert ref.tokenizer(prompt)["input_ids"] == ours.tokenizer(prompt)["input_ids"]
+    assert len(ref.tokenizer(prompt)["input_ids"]) == len(prompt.split()) + 2  # one token per word
+    assert known_words(ref.tokenizer) >= set(caption_words())
+    assert token_positions(ref.tokenizer, prompt, "red circle") == [10, 11]
+    ref.set_progress_bar_config(disable=True)
+    out = ref(prompt, num_inference_steps=1, generator=torch.Generator().manual_seed(0), output_type="latent")
+    assert out.images.shape == (1, 4, 8, 8)
