@@ -257,9 +257,12 @@ def detect(image) -> Reading:
 
     d = rgb - bg  # (H, W, 3)
     v = _PALETTE - bg  # (K, 3) blend directions
-    a_raw = np.einsum("hwc,kc->khw", d, v) / (v ** 2).sum(axis=1)[:, None, None]  # (K, H, W) coverage
+    vv = (v ** 2).sum(axis=1)[:, None, None]  # (K, 1, 1)
+    dv = np.einsum("hwc,kc->khw", d, v)  # (K, H, W)
+    a_raw = dv / vv  # coverage along each colour's blend line
     a = np.clip(a_raw, 0.0, 1.0)
-    residual = np.linalg.norm(d[None] - a[..., None] * v[:, None, None, :], axis=-1)  # (K, H, W)
+    # |d - a v| without building (K, H, W, 3): |d|^2 - 2 a d.v + a^2 |v|^2
+    residual = np.sqrt(np.maximum((d ** 2).sum(axis=-1)[None] - 2.0 * a * dv + a * a * vv, 0.0))  # (K, H, W)
     smoothed = ndimage.gaussian_filter(residual, (0, RESIDUAL_SMOOTHING, RESIDUAL_SMOOTHING), mode="nearest")
     label = np.argmin(smoothed, axis=0)  # (H, W) palette index per pixel
     coverage = np.take_along_axis(a, label[None], axis=0)[0]
