@@ -1,0 +1,134 @@
+"""CompBench: fixed suites, reference generators at the ceiling and the floor, folders, prompt files, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from t2ikit.bench import compbench as cb
+from t2ikit.cli import main
+from t2ikit.world import vocab
+from t2ikit.world.caption import parse_caption
+from t2ikit.world.categories import CATEGORIES
+
+
+def test_suites_are_fixed_and_split():
+    a, b = cb.make_suite("train", 4, 2), cb.make_suite("train", 4, 2)
+    assert a == b and len(a.items) == len(CATEGORIES) * 4 * 2
+    assert [it.seed for it in a.items] == list(range(cb.BENCH_IMAGE_SEED, cb.BENCH_IMAGE_SEED + len(a.items)))
+    held = cb.make_suite("heldout", 4, 1)
+    for it in a.items:
+        assert parse_caption(it.prompt) == it.spec
+        assert not any((g.colour, g.shape) in vocab.HELD_OUT for g in it.spec.groups), it.prompt
+    for it in held.items:
+        assert any((g.colour, g.shape) in vocab.HELD_OUT for g in it.spec.groups), it.prompt
+    assert {it.category for it in held.items} == set(CATEGORIES)
+    with pytest.raises(ValueError, match="split"):
+        cb.make_suite("test")
+    with pytest.raises(ValueError, match="n_prompts"):
+        cb.make_suite("train", 0)
+    with pytest.raises(ValueError, match="categories"):
+        cb.make_suite("train", 2, categories=("single", "poetry"))
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_ground_truth_is_the_ceiling_and_noise_the_floor(split):
+    truth = cb.evaluate("ground-truth", split, n_prompts=4, seeds=2)
+    noise = cb.evaluate("noise", split, n_prompts=4, seeds=1)
+    assert truth["overall"]["accuracy"] == 1.0
+    assert noise["overall"]["accuracy"] == 0.0
+    for category in CATEGORIES:
+        assert truth["per_category"][category]["n"] == 8
+        assert truth["per_category"][category]["checks"]["present"] == 1.0
+
+
+def test_a_generator_that_ignores_the_prompt_fails():
+    suite = cb.make_suite("train", 3, 1, categories=("colour_binding", "spatial"))
+    truth = cb.ground_truth_generator()
+    # every image drawn for the previous item's prompt
+    shifted = lambda prompts, seeds: truth(prompts[1:] + prompts[:1], seeds)  # noqa: E731
+    result = cb.run(suite, shifted, batch_size=6)
+    assert result["overall"]["accuracy"] <= 0.34
+
+
+def test_wilson_interval():
+    lo, hi = cb.wilson_interval(0, 10)
+    assert lo == 0.0 and abs(hi - 0.2775) < 1e-3
+    lo, hi = cb.wilson_interval(5, 10)
+    assert abs(lo - 0.2366) < 1e-3 and abs(hi - 0.7634) < 1e-3
+    assert cb.wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_folder_round_trip(tmp_path):
+    suite = cb.make_suite("train", 2, 2, categories=("single", "counting", "style"))
+    ran = cb.run(suite, cb.ground_truth_generator(), batch_size=5, save_images=tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert len(manifest["images"]) == len(suite.items)
+    read = cb.evaluate_folder(tmp_path)
+    assert read["per_category"] == ran["per_category"]
+    manifest["images"][1]["file"] = "missing.png"
+    manifest["images"][2]["prompt"] = "a red circle beside a blue square"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="2 bad entries") as err:
+        cb.evaluate_folder(tmp_path)
+    assert "entry 1" in str(err.value) and "entry 2" in str(err.value)
+
+
+def test_prompt_file_with_a_bad_line_fails_before_any_compute(tmp_path, capsys):
+    path = tmp_path / "prompts.txt"
+    path.write_text("# my suite\na red circle\n\nthree green squeres\na blue diamond above a pink circle\n")
+
+    def never(prompts, seeds):
+        raise AssertionError("generated before the prompts were checked")
+
+    with pytest.raises(ValueError, match=r"prompts.txt:4:"):
+        cb.suite_from_file(path)
+    assert main(["bench", "compbench", "--prompts", str(path)]) == 2
+    assert "prompts.txt:4:" in capsys.readouterr().err
+    path.write_text("a red circle\na blue diamond above a pink circle\n")
+    suite = cb.suite_from_file(path, seeds=3)
+    assert len(suite.items) == 6 and {it.category for it in suite.items} == {cb.CUSTOM_CATEGORY}
+    assert cb.run(suite, cb.ground_truth_generator())["overall"]["accuracy"] == 1.0
+    with pytest.raises(AssertionError):
+        cb.run(suite, never)
+
+
+def test_generator_contract():
+    suite = cb.make_suite("train", 2, 1, categories=("single",))
+    with pytest.raises(ValueError, match="returned 1 images for 2"):
+        cb.run(suite, lambda prompts, seeds: [np.zeros((64, 64, 3))])
+    with pytest.raises(TypeError, match="callable"):
+        cb.run(suite, "ground-truth")
+
+
+def test_pipeline_generator_groups_consecutive_seeds():
+    calls = []
+
+    class FakePipeline:  # seeds image k of a call with seed + k, as T2IPipeline.generate does
+        def generate(self, prompts, seed, steps, progress):
+            calls.append((len(prompts), seed, steps))
+            truth = cb.ground_truth_generator()
+            return truth(prompts, [seed + k for k in range(len(prompts))])
+
+    result = cb.evaluate(FakePipeline(), "train", n_prompts=3, seeds=2, categories=("spatial",), batch_size=4,
+                         steps=5)
+    assert calls == [(4, cb.BENCH_IMAGE_SEED, 5), (2, cb.BENCH_IMAGE_SEED + 4, 5)]
+    assert result["overall"]["accuracy"] == 1.0
+    gen = cb.pipeline_generator(FakePipeline(), steps=1)
+    calls.clear()
+    gen(["a red circle"] * 3, [7, 8, 20])
+    assert calls == [(2, 7, 1), (1, 20, 1)]
+
+
+def test_cli_json_and_markdown(tmp_path, capsys):
+    assert main(["bench", "compbench", "--n-prompts", "1", "--seeds", "1", "--json",
+                 "--categories", "single,complex"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["per_category"]) == {"single", "complex"} and result["overall"]["accuracy"] == 1.0
+    assert main(["bench", "compbench", "--generator", "noise", "--n-prompts", "1", "--seeds", "1",
+                 "--out", str(tmp_path)]) == 0
+    assert "| single | 1 | 0.0% |" in capsys.readouterr().out
+    assert (tmp_path / "compbench.json").is_file() and (tmp_path / "compbench.md").is_file()
+    assert main(["bench", "compbench", "--generator", "model", "--model", str(tmp_path / "nope")]) == 2
+    assert main(["bench", "oracle", "--n", "2", "--categories", "single", "--conditions", "clean,random"]) == 0
+    assert "| single | 100.00% (100.0%) | 0.00% (0.0%) |" in capsys.readouterr().out
