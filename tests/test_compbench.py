@@ -132,3 +132,14 @@ def test_cli_json_and_markdown(tmp_path, capsys):
     assert main(["bench", "compbench", "--generator", "model", "--model", str(tmp_path / "nope")]) == 2
     assert main(["bench", "oracle", "--n", "2", "--categories", "single", "--conditions", "clean,random"]) == 0
     assert "| single | 100.00% (100.0%) | 0.00% (0.0%) |" in capsys.readouterr().out
+
+
+def test_model_generator_on_a_tiny_folder(tmp_path, capsys):
+    from tiny import make_tiny_sd_folder
+
+    make_tiny_sd_folder(tmp_path / "tiny")
+    assert main(["bench", "compbench", "--generator", "model", "--model", str(tmp_path / "tiny"), "--steps", "2",
+                 "--size", "64", "--n-prompts", "1", "--seeds", "1", "--categories", "single", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["per_category"]["single"]["n"] == 1  # random weights: the score itself means nothing
+    assert result["config"]["generator"].startswith("model:")

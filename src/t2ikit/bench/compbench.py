@@ -188,6 +188,7 @@ def pipeline_generator(pipeline, steps: int = 20, **generate_kwargs) -> Generato
             start = end
         return images
 
+    generate.bench_name = f"pipeline:{getattr(pipeline, 'name', type(pipeline).__name__)}"
     return generate
 
 
@@ -197,8 +198,9 @@ def default_model_path() -> Path:
 
 
 def make_generator(name: str, model: str | Path | None = None, steps: int = 20,
-                   resolution: int = DEFAULT_RESOLUTION) -> Generator:
-    """"ground-truth", "noise" or "model" (the folder `model`, default the shipped one)."""
+                   resolution: int = DEFAULT_RESOLUTION, **generate_kwargs) -> Generator:
+    """"ground-truth", "noise" or "model" (the folder `model`, default the shipped one; `generate_kwargs`
+    such as guidance, sampler or size go to its `generate`)."""
     if name == "ground-truth":
         return ground_truth_generator(resolution)
     if name == "noise":
@@ -211,7 +213,7 @@ def make_generator(name: str, model: str | Path | None = None, steps: int = 20,
                                 if model is None else ""))
         from t2ikit.pipeline import T2IPipeline  # torch and diffusers: only when a model is asked for
 
-        return pipeline_generator(T2IPipeline.from_folder(path), steps=steps)
+        return pipeline_generator(T2IPipeline.from_folder(path), steps=steps, **generate_kwargs)
     raise ValueError(f"unknown generator {name!r}; allowed: ground-truth, noise, model")
 
 
@@ -265,7 +267,8 @@ def evaluate(generator, split: str = "train", n_prompts: int = DEFAULT_N_PROMPTS
     if isinstance(generator, str):
         name, generator = generator, make_generator(generator, **generator_kwargs)
     elif hasattr(generator, "generate") and not callable(generator):
-        name, generator = f"pipeline:{getattr(generator, 'name', '?')}", pipeline_generator(generator, **generator_kwargs)
+        generator = pipeline_generator(generator, **generator_kwargs)
+        name = generator.bench_name
     else:
         name = None
     suite = make_suite(split, n_prompts, seeds, categories)
@@ -410,4 +413,4 @@ def _to_pil(image):
 
 
 def _name(generator) -> str:
-    return getattr(generator, "__qualname__", type(generator).__name__)
+    return getattr(generator, "bench_name", None) or getattr(generator, "__qualname__", type(generator).__name__)

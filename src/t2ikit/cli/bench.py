@@ -54,6 +54,7 @@ def _add_compbench(verbs) -> None:
     p.add_argument("--n-prompts", type=int, default=None, help="prompts per category (default: 50)")
     p.add_argument("--seeds", type=int, default=None, help="image seeds per prompt (default: 2)")
     p.add_argument("--steps", type=int, default=20, help="sampling steps for --generator model")
+    p.add_argument("--size", type=int, default=None, help="image size for --generator model (default: the model's)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generator call")
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     p.add_argument("--out", default=None, help="write compbench.json, compbench.md (and images with --save-images)")
@@ -78,10 +79,11 @@ def _compbench(args) -> int:
             suite = cb.suite_from_file(args.prompts, **{k: v for k, v in suite_kwargs.items() if k == "seeds"})
         else:
             suite = cb.make_suite(split=args.split, **suite_kwargs)
-        generator = cb.make_generator(args.generator, model=args.model, steps=args.steps)
+        extra = {"size": (args.size, args.size)} if args.size is not None and args.generator == "model" else {}
+        generator = cb.make_generator(args.generator, model=args.model, steps=args.steps, **extra)
         save_dir = Path(args.out) / "images" if (args.out and args.save_images) else None
         result = cb.run(suite, generator, batch_size=args.batch_size, save_images=save_dir,
-                        generator_name=args.generator if args.generator != "model" else f"model:{args.model or 'default'}")
+                        generator_name=args.generator if args.generator != "model" else f"model:{args.model or 'shapes-v1'}")
     _emit(args, result, cb.markdown(result), "compbench")
     return 0
 
