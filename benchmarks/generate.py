@@ -47,6 +47,8 @@ def time_pair(ours, ref, batch: int, args, config: dict) -> tuple[float, float]:
 
     from t2ikit.diffusion.samplers import make_scheduler
 
+    sync = torch.cuda.synchronize if str(args.device).startswith("cuda") else (lambda: None)
+
     def run_ours():
         ours.generate(PROMPT, steps=args.steps, guidance=args.guidance, seed=0, n=batch, sampler=args.sampler,
                       progress=False)
@@ -59,8 +61,10 @@ def time_pair(ours, ref, batch: int, args, config: dict) -> tuple[float, float]:
 
     out = {}
     for name, fn in (("ours", run_ours), ("ref", run_ref)) if args._order else (("ref", run_ref), ("ours", run_ours)):
+        sync()
         start = time.perf_counter()
-        fn()
+        fn()  # both end in PIL images, i.e. on the host: the clock covers the whole generation
+        sync()
         out[name] = time.perf_counter() - start
     return out["ours"], out["ref"]
 
@@ -71,6 +75,7 @@ def cold_cli(model: Path, args, workdir: Path) -> float:
            "--sampler", args.sampler, "--out", str(out), "--quiet"]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    cmd += ["--device", args.device]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     elapsed = time.perf_counter() - start
@@ -89,6 +94,7 @@ def main(argv=None) -> int:
     parser.add_argument("--guidance", type=float, default=None, help="default: the model's")
     parser.add_argument("--sampler", default="dpmpp_2m")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="torch device for both pipelines")
     args = parser.parse_args(argv)
 
     import torch
@@ -106,15 +112,17 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         model, source = pick_model(args.model, workdir)
-        ours = T2IPipeline.from_folder(model)
+        ours = T2IPipeline.from_folder(model, device=args.device)
         ref = StableDiffusionPipeline.from_pretrained(model, local_files_only=True, use_safetensors=True,
                                                       safety_checker=None, requires_safety_checker=False)
+        ref.to(args.device)
         ref.set_progress_bar_config(disable=True)
         args.guidance = ours.defaults["guidance"] if args.guidance is None else args.guidance
         config = ours.scheduler_config
         results = {
             "model": str(model), "model_source": source, "sampler": args.sampler, "steps": args.steps,
             "guidance": args.guidance, "size": list(ours.default_size), "threads": torch.get_num_threads(),
+            "device": args.device,
             "repeats": args.repeats, "batches": {},
         }
         for batch in batches:
@@ -140,7 +148,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"model {results['model']} ({source}); {args.sampler}, {args.steps} steps, guidance {args.guidance}, "
+    print(f"model {results['model']} ({source}) on {args.device}; {args.sampler}, {args.steps} steps, guidance {args.guidance}, "
           f"size {results['size'][1]}x{results['size'][0]}, {results['threads']} threads, {args.repeats} repeats")
     print(f"{'batch':>5} {'ours ms/img':>12} {'diffusers ms/img':>17} {'ratio (median)':>15} {'range':>15}")
     for batch, r in results["batches"].items():

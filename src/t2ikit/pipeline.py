@@ -303,6 +303,12 @@ class T2IPipeline:
         """(B, T, D) text embeddings, as the UNet cross-attends to them."""
         return encode_prompts(self.tokenizer, self.text_encoder, prompts)
 
+    def _encode_each(self, texts: list[str]) -> torch.Tensor:
+        """(len(texts), T, D): each distinct text encoded once (one batch, as diffusers does), then gathered."""
+        unique = list(dict.fromkeys(texts))
+        rows = torch.tensor([unique.index(t) for t in texts], device=self.device)
+        return self.encode_text(unique)[rows]
+
     @torch.no_grad()
     def run(self, spec: GenerationSpec, decode: bool = True, progress: bool = True, callback=None) -> Generation:
         """Generate from a validated spec: the lower-level call behind `generate`."""
@@ -313,11 +319,8 @@ class T2IPipeline:
                 check_prompt(self.tokenizer, prompt)
         seeds = [spec.seed + k for k in range(spec.count)]
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        texts = spec.image_prompts() + (spec.image_negatives() if spec.guidance != 1.0 else [])
-        unique = list(dict.fromkeys(texts))  # encode each distinct text once, then gather per image
-        rows = torch.tensor([unique.index(t) for t in texts], device=self.device)
-        embeds = self.encode_text(unique)[rows]  # (N or 2N, T, D)
-        cond, uncond = embeds[: spec.count], (embeds[spec.count :] if spec.guidance != 1.0 else None)
+        cond = self._encode_each(spec.image_prompts())  # (N, T, D)
+        uncond = self._encode_each(spec.image_negatives()) if spec.guidance != 1.0 else None
         h, w = spec.size[0] // self.vae_scale_factor, spec.size[1] // self.vae_scale_factor
         noise = initial_noise((spec.count, self.unet.config.in_channels, h, w), generators, self.device, self.dtype)
         scheduler = make_scheduler(spec.sampler, self.scheduler_config)
