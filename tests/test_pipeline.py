@@ -125,3 +125,6 @@ def test_folder_defaults_are_read(tmp_path, folder):
     assert (spec.guidance, spec.steps, spec.sampler) == (2.5, 3, "ddim")
     with pytest.raises(ValueError, match="unknown default"):
         write_model_defaults(own, cfg=1)
+    (own / "t2ikit.json").write_text(json.dumps({"defaults": {"cfg_scale": 3}}))
+    with pytest.raises(ValueError, match="unknown default\\(s\\) \\['cfg_scale'\\]"):
+        T2IPipeline.from_folder(own)

@@ -242,6 +242,9 @@ class T2IPipeline:
         for model in (unet, vae, text_encoder):
             model.requires_grad_(False).eval().to(device)
         defaults = config["t2ikit"].get("defaults", {})
+        unknown = set(defaults) - {"steps", "guidance", "sampler"}
+        if unknown:
+            raise ValueError(f"{root / T2IKIT_CONFIG}: unknown default(s) {sorted(unknown)}; allowed: steps, guidance, sampler")
         return cls(unet, vae, text_encoder, tokenizer, scheduler_config, path=root, defaults=defaults)
 
     # --- geometry -----------------------------------------------------------------------------------
