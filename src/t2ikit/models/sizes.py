@@ -54,7 +54,7 @@ class VAESize:
 MODEL_SIZES: dict[str, ModelSize] = {
     "xs": ModelSize((8, 16), 1, 8, 4, text_hidden=16, text_layers=1, text_heads=2),
     "s": ModelSize((32, 64, 128), 1, 32, 16, text_hidden=64, text_layers=2, text_heads=2),
-    "m": ModelSize((64, 128, 256), 2, 32, 32, text_hidden=128, text_layers=3, text_heads=4),
+    "m": ModelSize((64, 128, 128), 2, 32, 32, text_hidden=128, text_layers=3, text_heads=4),
     "l": ModelSize((96, 192, 384), 2, 32, 32, text_hidden=192, text_layers=4, text_heads=4),
 }
 
