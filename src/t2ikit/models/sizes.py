@@ -7,6 +7,7 @@ StableDiffusionPipeline folder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 
@@ -105,6 +106,14 @@ def initialize_weights(module: torch.nn.Module, generator: torch.Generator | Non
 # ----------------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Run a constructor on the global CPU generator seeded with `seed`, restoring the caller's state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def build_unet(size: str | ModelSize, latent_channels: int = 4, sample_size: int = 16, seed: int = 0):
     """A diffusers UNet2DConditionModel of a named size for (B, latent_channels, sample_size, sample_size)."""
     from diffusers import UNet2DConditionModel
@@ -112,18 +121,19 @@ def build_unet(size: str | ModelSize, latent_channels: int = 4, sample_size: int
     s = model_size(size) if isinstance(size, str) else size
     levels = len(s.block_out_channels)
     heads = tuple(max(1, c // s.head_dim) for c in s.block_out_channels)
-    unet = UNet2DConditionModel(
-        sample_size=sample_size,
-        in_channels=latent_channels,
-        out_channels=latent_channels,
-        down_block_types=("CrossAttnDownBlock2D",) * levels,
-        up_block_types=("CrossAttnUpBlock2D",) * levels,
-        block_out_channels=s.block_out_channels,
-        layers_per_block=s.layers_per_block,
-        norm_num_groups=s.norm_num_groups,
-        cross_attention_dim=s.cross_attention_dim,
-        attention_head_dim=heads,  # diffusers' legacy name: this is the number of heads per level
-    )
+    with _seeded(seed):  # layer constructors draw biases from the global generator
+        unet = UNet2DConditionModel(
+            sample_size=sample_size,
+            in_channels=latent_channels,
+            out_channels=latent_channels,
+            down_block_types=("CrossAttnDownBlock2D",) * levels,
+            up_block_types=("CrossAttnUpBlock2D",) * levels,
+            block_out_channels=s.block_out_channels,
+            layers_per_block=s.layers_per_block,
+            norm_num_groups=s.norm_num_groups,
+            cross_attention_dim=s.cross_attention_dim,
+            attention_head_dim=heads,  # diffusers' legacy name: this is the number of heads per level
+        )
     initialize_weights(unet, torch.Generator().manual_seed(seed))
     return unet
 
@@ -134,20 +144,21 @@ def build_vae(size: str | VAESize = "f4", sample_size: int = 64, scaling_factor:
 
     v = vae_size(size) if isinstance(size, str) else size
     levels = len(v.block_out_channels)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * levels,
-        up_block_types=("UpDecoderBlock2D",) * levels,
-        block_out_channels=v.block_out_channels,
-        layers_per_block=v.layers_per_block,
-        latent_channels=v.latent_channels,
-        norm_num_groups=v.norm_num_groups,
-        sample_size=sample_size,
-        scaling_factor=scaling_factor,
-        mid_block_add_attention=v.mid_attention,
-        force_upcast=False,
-    )
+    with _seeded(seed):
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * levels,
+            up_block_types=("UpDecoderBlock2D",) * levels,
+            block_out_channels=v.block_out_channels,
+            layers_per_block=v.layers_per_block,
+            latent_channels=v.latent_channels,
+            norm_num_groups=v.norm_num_groups,
+            sample_size=sample_size,
+            scaling_factor=scaling_factor,
+            mid_block_add_attention=v.mid_attention,
+            force_upcast=False,
+        )
     initialize_weights(vae, torch.Generator().manual_seed(seed))
     return vae
 
@@ -157,8 +168,7 @@ def build_text_encoder(size: str | ModelSize, tokenizer, seed: int = 0):
     from t2ikit.text.encoder import build_text_encoder as _build
 
     s = model_size(size) if isinstance(size, str) else size
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # transformers initialises from the global generator
+    with _seeded(seed):  # transformers initialises from the global generator
         return _build(
             hidden_size=s.text_hidden,
             layers=s.text_layers,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib
 import json
 import math
@@ -60,7 +61,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@functools.lru_cache(maxsize=4)
 def build_tokenizer(max_tokens: int):
+    """The word-level Shapes World tokenizer (cached: building it learns BPE merges, ~seconds)."""
     from t2ikit.text.tokenizer import build_tokenizer as _build
     from t2ikit.world.vocab import caption_words
 
@@ -145,8 +148,9 @@ class Trainer:
             self.load(ckpt.resolve_checkpoint(self.checkpoint_dir, resume))
         if self.stage == "vae":
             self._train_vae()
+            self.calibrate_vae()  # a resumed UNet stage keeps the factor stored in its checkpoint
             self.stage, self.step = "unet", 0
-        self.calibrate_vae()
+        self.vae.eval().requires_grad_(False)
         self._train_unet()
         if self.cfg.export.at_end:
             return self.export()
@@ -297,6 +301,7 @@ class Trainer:
 
     def log(self, record: dict) -> None:
         record = {"time": time.time(), **record}
+        self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -310,7 +315,10 @@ class Trainer:
         tensors.update({f"ema.unet.{k}": v for k, v in self.ema_unet.state_dict().items()})
         tensors.update({f"ema.text_encoder.{k}": v for k, v in self.ema_text.state_dict().items()})
         optim_meta = None
-        if self.optimizer is not None:
+        if self._pending_optim is not None:  # loaded but its stage has not started yet: keep it
+            pending_tensors, optim_meta = self._pending_optim
+            tensors.update({k: v for k, v in pending_tensors.items() if k.startswith("optim.")})
+        elif self.optimizer is not None:
             opt_tensors, optim_meta = ckpt.optimizer_to_flat(self.optimizer)
             tensors.update(opt_tensors)
         tensors.update(ckpt.rng_to_flat())
@@ -345,11 +353,8 @@ class Trainer:
         ckpt.rng_from_flat(tensors)
         self.stage, self.step = state["stage"], int(state["step"])
         self._pending_optim = (tensors, state["optimizer"]) if state.get("optimizer") else None
-        if self.stage == "unet" and self._pending_optim is None and self.step > 0:
-            raise ValueError(f"checkpoint {str(path)!r} lacks optimizer state")
-        if self.stage == "unet" or (self.stage == "vae" and self.step >= self.cfg.vae_train.steps):
-            if self.stage == "vae":
-                self._pending_optim = None  # the VAE optimizer is not needed by the UNet stage
+        if self.stage == "vae" and self.step >= self.cfg.vae_train.steps:
+            self._pending_optim = None  # stage 1 is complete; its optimizer is not needed any more
         self.log({"event": "resume", "stage": self.stage, "step": self.step, "path": str(path)})
 
     # -- export --------------------------------------------------------------------------------------

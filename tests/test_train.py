@@ -1,0 +1,227 @@
+"""The trainer on the tiny config: configs, data stream, checkpoints (atomic, exact resume after SIGKILL,
+bad input refused) and the exported diffusers folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from t2ikit.train import checkpoint as ckpt
+from t2ikit.train.config import OptimConfig, TrainConfig, load_config
+from t2ikit.train.data import ShapesBatches, make_loader
+from t2ikit.train.trainer import Trainer, lr_at
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.toml"
+
+
+def tiny_config(tmp_path: Path, extra: str = "", name: str = "run.toml") -> Path:
+    """configs/tiny.toml with `extra` TOML lines merged in (later keys of a table win by rewriting it)."""
+    text = TINY.read_text()
+    for line in extra.strip().splitlines():
+        section, assignment = line.split(" ", 1)  # "[table] key = value"
+        key = assignment.split("=")[0].strip()
+        head, sep, rest = text.partition(section + "\n")
+        kept = [ln for ln in rest.splitlines() if not ln.split("=")[0].strip() == key]
+        text = head + sep + assignment + "\n" + "\n".join(kept) + "\n"
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_shipped_configs_load():
+    cfg = load_config(TINY)
+    assert cfg.model.size == "xs" and cfg.unet_train.steps > 0
+    load_config(ROOT / "configs" / "shapes-v1.toml")
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = tiny_config(tmp_path, "[unet_train] snr_gama = 5.0")
+    with pytest.raises(ValueError, match="unet_train.snr_gama"):
+        load_config(path)
+    (tmp_path / "t.toml").write_text("[trainer]\nsteps = 1\n")
+    with pytest.raises(ValueError, match="'trainer'"):
+        load_config(tmp_path / "t.toml")
+
+
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        ('[model] size = "xxl"', "unknown model size 'xxl'"),
+        ('[model] vae = "f16"', "unknown VAE size"),
+        ("[unet_train] steps = \"ten\"", "unet_train.steps"),
+        ("[vae_train] grad_accum = 3", "grad_accum"),
+        ('[diffusion] prediction_type = "sample"', "prediction_type"),
+    ],
+)
+def test_bad_values_are_errors(tmp_path, extra, match):
+    with pytest.raises(ValueError, match=match):
+        load_config(tiny_config(tmp_path, extra))
+
+
+def test_lr_warmup_then_cosine_to_floor():
+    o = OptimConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(0, o) == pytest.approx(0.1) and lr_at(9, o) == pytest.approx(1.0)
+    assert lr_at(10, o) == pytest.approx(1.0) and lr_at(100, o) == pytest.approx(0.1)
+    assert all(lr_at(t, o) >= lr_at(t + 1, o) for t in range(10, 100))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_stream_is_deterministic_and_workers_agree():
+    from t2ikit.train.trainer import build_tokenizer
+
+    tok = build_tokenizer(48)
+    ds = ShapesBatches(seed=5, batch_size=3, length=4, resolution=32, tokenizer=tok, caption_dropout=0.5)
+    a, b = ds[2], ShapesBatches(5, 3, 4, 32, tok, 0.5)[2]
+    assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["input_ids"], b["input_ids"])
+    assert a["pixels"].shape == (3, 3, 32, 32) and -1 <= a["pixels"].min() and a["pixels"].max() <= 1
+    multi = [item["input_ids"] for item in make_loader(ds, start=1, workers=2, prefetch=1, pin_memory=False)]
+    assert len(multi) == 3 and all(torch.equal(m, ds[i + 1]["input_ids"]) for i, m in enumerate(multi))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no checkpoint to resume from"):
+        ckpt.resolve_checkpoint(tmp_path / "checkpoints", "latest")
+    with pytest.raises(ValueError, match="does not exist"):
+        ckpt.resolve_checkpoint(tmp_path, str(tmp_path / "ckpt-nope"))
+
+
+def test_pickle_checkpoints_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="refusing pickle"):
+        ckpt.resolve_checkpoint(tmp_path, str(tmp_path / "model.pt"))
+    folder = tmp_path / "ckpt-1-vae-000000001"
+    folder.mkdir()
+    torch.save({"w": torch.zeros(1)}, folder / "optimizer.bin")
+    with pytest.raises(ValueError, match="never unpickles"):
+        ckpt.load_checkpoint(folder)
+
+
+def test_atomic_save_keeps_last_k_and_detects_corruption(tmp_path):
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.ones(3))])
+    opt.param_groups[0]["params"][0].grad = torch.ones(3)
+    opt.step()
+    tensors, meta = ckpt.optimizer_to_flat(opt)
+    for step in (1, 2, 3):
+        ckpt.save_checkpoint(tmp_path, ckpt.checkpoint_name(1, "vae", step), tensors, {"optimizer": meta}, "{}", keep=2)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["ckpt-1-vae-000000002", "ckpt-1-vae-000000003"]
+    assert not list(tmp_path.glob(".tmp-*"))
+    loaded, state, _ = ckpt.load_checkpoint(tmp_path / "ckpt-1-vae-000000003")
+    opt2 = torch.optim.AdamW([torch.nn.Parameter(torch.ones(3))])
+    ckpt.optimizer_from_flat(opt2, loaded, state["optimizer"])
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    blob = tmp_path / "ckpt-1-vae-000000003" / ckpt.TENSORS
+    blob.write_bytes(blob.read_bytes()[:40])
+    with pytest.raises(ValueError, match="is corrupt"):
+        ckpt.load_checkpoint(blob.parent)
+    (tmp_path / "ckpt-1-vae-000000002" / ckpt.STATE).unlink()
+    with pytest.raises(ValueError, match="incomplete"):
+        ckpt.load_checkpoint(tmp_path / "ckpt-1-vae-000000002")
+
+
+def _final_tensors(out: Path) -> dict[str, torch.Tensor]:
+    tensors, state, _ = ckpt.load_checkpoint(ckpt.list_checkpoints(out / "checkpoints")[-1])
+    assert state["stage"] == "unet"
+    return {k: v for k, v in tensors.items() if not k.startswith("rng.")}
+
+
+def test_sigkill_and_resume_is_bit_identical(tmp_path):
+    extra = "[unet_train] steps = 10\n[export] at_end = false"
+    config = tiny_config(tmp_path, extra)
+    # The killed run: a real `t2ikit train` process, SIGKILLed once it has written a UNet checkpoint.
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "t2ikit", "train", "--config", str(config), "--out", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "ckpt-2-unet-000000002").exists():
+        if proc.poll() is not None:
+            pytest.fail(f"train exited early: {proc.stderr.read().decode()[-2000:]}")
+        assert time.time() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    steps_done = max(int(p.name.rsplit("-", 1)[1]) for p in ckpt.list_checkpoints(killed / "checkpoints"))
+    assert steps_done < 10, "the run finished before it was killed; make it longer"
+    Trainer(load_config(config), out=killed).run(resume="latest")
+    # The straight run, in this process.
+    straight = tmp_path / "straight"
+    Trainer(load_config(config), out=straight).run()
+    a, b = _final_tensors(straight), _final_tensors(killed)
+    assert a.keys() == b.keys() and any(k.startswith("optim.") for k in a)
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ after resume, e.g. {different[:3]}"
+
+
+def test_resume_refuses_a_different_model(tmp_path):
+    out = tmp_path / "run"
+    Trainer(load_config(tiny_config(tmp_path, "[unet_train] steps = 2\n[export] at_end = false")), out=out).run()
+    other = load_config(tiny_config(tmp_path, "[diffusion] prediction_type = \"epsilon\"", name="eps.toml"))
+    with pytest.raises(ValueError, match=r"different \[diffusion\] config"):
+        Trainer(other, out=out).run(resume="latest")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Export and CLI
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_export_loads_in_diffusers_and_generates(tmp_path):
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    from t2ikit.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(TINY), "--out", str(out), "--no-progress"]) == 0
+    assert (out / "model" / "model_index.json").is_file()
+    assert (ckpt.list_checkpoints(out / "checkpoints")[-1] / ckpt.CONFIG).is_file()
+    pipe = StableDiffusionPipeline.from_pretrained(out / "model")
+    assert isinstance(pipe.scheduler, DPMSolverMultistepScheduler)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert pipe.vae.config.scaling_factor != 1.0  # calibrated from the data
+    image = pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 32, 32, 3)
+    # EMA weights, not the raw ones, are exported.
+    tensors, _, _ = ckpt.load_checkpoint(ckpt.list_checkpoints(out / "checkpoints")[-1])
+    assert torch.equal(pipe.unet.conv_in.weight, tensors["ema.unet.conv_in.weight"])
+    assert not torch.equal(pipe.unet.conv_in.weight, tensors["model.unet.conv_in.weight"])
+    # On-demand fp16 export from the newest checkpoint.
+    half = tmp_path / "half"
+    assert main(["train", "--config", str(TINY), "--out", str(out), "--export-only", str(half), "--fp16"]) == 0
+    from safetensors.torch import load_file
+
+    weights = load_file(next((half / "unet").glob("*.safetensors")))
+    assert all(v.dtype == torch.float16 for v in weights.values())
+    StableDiffusionPipeline.from_pretrained(half, torch_dtype=torch.float32)
+
+
+def test_cli_reports_bad_input_as_a_sentence(tmp_path, capsys):
+    from t2ikit.cli import main
+
+    assert main(["train", "--config", str(tiny_config(tmp_path, "[run] sed = 1"))]) == 2
+    assert "unknown config key 'run.sed'" in capsys.readouterr().err
+    assert main(["train", "--config", str(TINY), "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "no checkpoint to resume from" in capsys.readouterr().err
