@@ -215,7 +215,7 @@ def test_export_loads_in_diffusers_and_generates(tmp_path):
 
     weights = load_file(next((half / "unet").glob("*.safetensors")))
     assert all(v.dtype == torch.float16 for v in weights.values())
-    StableDiffusionPipeline.from_pretrained(half, torch_dtype=torch.float32)
+    StableDiffusionPipeline.from_pretrained(half, dtype=torch.float32)
 
 
 def test_cli_reports_bad_input_as_a_sentence(tmp_path, capsys):
