@@ -100,3 +100,29 @@ def test_bad_hooks_are_refused():
         controller.install(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="layers"):
         AttentionStore(layers=[3])
+
+
+def test_pipeline_runs_hooks_with_the_sampling_clock(tmp_path):
+    from t2ikit.pipeline import T2IPipeline
+    import numpy as np
+    from tiny import make_tiny_sd_folder
+
+    folder = make_tiny_sd_folder(tmp_path / "m")
+    pipe = T2IPipeline.from_folder(folder)
+    plain = pipe.generate("a red circle", steps=3, progress=False)[0]
+    seen = []
+
+    class Clock(AttentionHook):
+        name = "clock"
+
+        def on_output(self, ctx, out):
+            seen.append((ctx.step, ctx.num_steps, ctx.guided, ctx.query_hw))
+            return out
+
+    store = AttentionStore(steps=[2])
+    hooked = pipe.generate("a red circle", steps=3, progress=False, hooks=[Clock(), store])[0]
+    assert {s[0] for s in seen} == {0, 1, 2} and all(s[1] == 3 and s[2] for s in seen)
+    assert store.sums and all(c == 1 for c in store.counts.values())  # step 2 only, once per layer
+    diff = np.abs(np.asarray(hooked, dtype=np.int16) - np.asarray(plain, dtype=np.int16)).max()
+    assert diff <= 2  # the probabilities path equals the fused one up to float rounding
+    assert not any("Hooked" in type(p).__name__ for p in pipe.unet.attn_processors.values())  # uninstalled

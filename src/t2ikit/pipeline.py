@@ -313,8 +313,16 @@ class T2IPipeline:
         return self.encode_text(unique)[rows]
 
     @torch.no_grad()
-    def run(self, spec: GenerationSpec, decode: bool = True, progress: bool = True, callback=None) -> Generation:
-        """Generate from a validated spec: the lower-level call behind `generate`."""
+    def run(self, spec: GenerationSpec, decode: bool = True, progress: bool = True, callback=None,
+            hooks=None) -> Generation:
+        """Generate from a validated spec: the lower-level call behind `generate`.
+
+        `hooks`: attention hooks (a list of t2ikit.attention AttentionHook, or an AttentionController) that
+        run inside every attention layer for this call only; their clock follows the sampling steps.
+        """
+        from t2ikit.attention.processor import AttentionController
+
+        controller = hooks if isinstance(hooks, AttentionController) or hooks is None else AttentionController(hooks)
         for prompt in dict.fromkeys(spec.prompts):
             check_prompt(self.tokenizer, prompt)
         for prompt in dict.fromkeys(spec.negative_prompts or []):
@@ -327,9 +335,15 @@ class T2IPipeline:
         h, w = spec.size[0] // self.vae_scale_factor, spec.size[1] // self.vae_scale_factor
         noise = initial_noise((spec.count, self.unet.config.in_channels, h, w), generators, self.device, self.dtype)
         scheduler = make_scheduler(spec.sampler, self.scheduler_config)
-        latents = sample(
-            self.unet, scheduler, noise, cond, uncond, spec.steps, spec.guidance, generators, progress, callback
-        )
+        if controller is not None:
+            controller.install(self.unet)
+        try:
+            latents = sample(self.unet, scheduler, noise, cond, uncond, spec.steps, spec.guidance, generators,
+                             progress, callback, controller)
+        finally:
+            if controller is not None:
+                controller.uninstall()
+                controller.reset_clock()
         images = self.decode(latents) if decode else None
         return Generation(latents=latents, images=images, spec=spec, seeds=seeds)
 
@@ -354,6 +368,7 @@ class T2IPipeline:
         size: tuple[int, int] | None = None,
         sampler: str | None = None,
         progress: bool = True,
+        hooks=None,
     ) -> list:
         """Images (PIL) for `prompt`: n per prompt, prompt-major; image k seeded `seed + k`.
 
@@ -361,7 +376,7 @@ class T2IPipeline:
         or 4.0 for a word-level model, dpmpp_2m); size defaults to the UNet's sample size.
         """
         spec = self.make_spec(prompt, negative_prompt, steps, guidance, seed, n, size, sampler)
-        return self.run(spec, progress=progress).pil()
+        return self.run(spec, progress=progress, hooks=hooks).pil()
 
 
 def write_model_defaults(folder: str | os.PathLike, **defaults) -> None:

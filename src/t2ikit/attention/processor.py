@@ -33,6 +33,7 @@ class AttentionContext:
     timestep: float | None  # the scheduler's timestep of this step
     query_tokens: int  # Nq, image tokens (h * w)
     latent_hw: tuple[int, int] | None  # (h, w) of the latent the UNet was called on, if known
+    guided: bool = False  # the batch is [uncond; cond] (classifier-free guidance): cond is the second half
 
     @property
     def query_hw(self) -> tuple[int, int]:
@@ -75,6 +76,7 @@ class AttentionController:
         self.hooks: list[AttentionHook] = []
         self.step, self.num_steps, self.timestep = -1, 0, None
         self.latent_hw: tuple[int, int] | None = None
+        self.guided = False  # set by the sampling loop: batch = [uncond; cond]
         self._installed: list[tuple[torch.nn.Module, dict]] = []
         for hook in hooks or []:
             self.add(hook)
@@ -168,7 +170,8 @@ class HookedAttnProcessor:
         c = self.controller
         hooks = c.hooks
         if hooks:
-            ctx = AttentionContext(self.name, self.cross, c.step, c.num_steps, c.timestep, query_tokens, c.latent_hw)
+            ctx = AttentionContext(self.name, self.cross, c.step, c.num_steps, c.timestep, query_tokens, c.latent_hw,
+                                   c.guided)
             hooks = [h for h in hooks if h.applies(ctx)]
         if not hooks:
             out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0)

@@ -53,6 +53,7 @@ def sample(
     generators: list[torch.Generator] | None = None,  # per image, for stochastic samplers' step noise
     progress: bool = True,
     callback=None,  # callback(i, t, latents) after every step
+    controller=None,  # an installed t2ikit.attention.AttentionController: its clock follows the steps
 ) -> torch.Tensor:
     """Reverse diffusion from `noise` to clean latents with classifier-free guidance.
 
@@ -65,8 +66,13 @@ def sample(
     step_params = inspect.signature(scheduler.step).parameters
     step_kwargs = {"generator": generators} if generators is not None and "generator" in step_params else {}
     latents = noise * scheduler.init_noise_sigma
+    if controller is not None:  # hooks read where they are: step, timestep, latent grid, batch layout
+        controller.latent_hw = tuple(noise.shape[-2:])
+        controller.guided = guided
     with progress_bar(len(scheduler.timesteps), progress) as update:
         for i, t in enumerate(scheduler.timesteps):
+            if controller is not None:
+                controller.set_step(i, len(scheduler.timesteps), t)
             x = torch.cat([latents, latents]) if guided else latents
             x = scheduler.scale_model_input(x, t)
             eps = unet(x, t, encoder_hidden_states=embeds, return_dict=False)[0]
