@@ -15,7 +15,7 @@ import torch
 
 from t2ikit.train import checkpoint as ckpt
 from t2ikit.train.config import OptimConfig, TrainConfig, load_config
-from t2ikit.train.data import ShapesBatches, make_loader
+from t2ikit.train.data import ShapesBatches, make_loader, to_model_input
 from t2ikit.train.trainer import Trainer, lr_at
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,9 @@ def test_stream_is_deterministic_and_workers_agree():
     ds = ShapesBatches(seed=5, batch_size=3, length=4, resolution=32, tokenizer=tok, caption_dropout=0.5)
     a, b = ds[2], ShapesBatches(5, 3, 4, 32, tok, 0.5)[2]
     assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["input_ids"], b["input_ids"])
-    assert a["pixels"].shape == (3, 3, 32, 32) and -1 <= a["pixels"].min() and a["pixels"].max() <= 1
+    assert a["pixels"].shape == (3, 3, 32, 32) and a["pixels"].dtype == torch.uint8
+    x = to_model_input(a["pixels"], "cpu")
+    assert x.dtype == torch.float32 and -1 <= x.min() and x.max() <= 1 and x.max() > 0.9
     multi = [item["input_ids"] for item in make_loader(ds, start=1, workers=2, prefetch=1, pin_memory=False)]
     assert len(multi) == 3 and all(torch.equal(m, ds[i + 1]["input_ids"]) for i, m in enumerate(multi))
 

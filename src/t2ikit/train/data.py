@@ -18,7 +18,11 @@ def _make_batch(seed: int, index: int, batch_size: int, resolution: int, split: 
 
 
 class ShapesBatches(Dataset):
-    """`dataset[i]` -> {"pixels": (B, 3, R, R) in [-1, 1], "input_ids": (B, T) or absent, "captions"}."""
+    """`dataset[i]` -> {"pixels": uint8 (B, 3, R, R), "input_ids": (B, T) or absent, "captions"}.
+
+    Pixels travel as uint8 (a quarter of the shared memory of float32 across worker processes, as PNGs
+    store them); `to_model_input` turns them into floats in [-1, 1] on the training device.
+    """
 
     def __init__(
         self,
@@ -42,8 +46,9 @@ class ShapesBatches(Dataset):
         if not 0 <= index < self.length:
             raise IndexError(index)
         batch = self.make_batch(self.seed, index, self.batch_size, self.resolution, self.split)
-        rgb = torch.from_numpy(np.ascontiguousarray(batch["rgb"], dtype=np.float32))  # (B, H, W, 3)
-        item = {"pixels": rgb.permute(0, 3, 1, 2).mul(2).sub(1).contiguous(), "captions": list(batch["captions"])}
+        rgb8 = np.rint(np.clip(batch["rgb"], 0.0, 1.0) * 255.0).astype(np.uint8)  # (B, H, W, 3)
+        pixels = torch.from_numpy(rgb8).permute(0, 3, 1, 2).contiguous()  # (B, 3, H, W)
+        item = {"pixels": pixels, "captions": list(batch["captions"])}
         if self.tokenizer is not None:
             # Dropout draws depend only on (seed, index): identical in any worker and after resume.
             rng = np.random.default_rng([self.seed, index, 0xC0F])
@@ -57,6 +62,11 @@ class ShapesBatches(Dataset):
                 return_tensors="pt",
             ).input_ids
         return item
+
+
+def to_model_input(pixels: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float32 (B, 3, H, W) in [-1, 1] on `device`."""
+    return pixels.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
 
 
 def make_loader(dataset: ShapesBatches, start: int, workers: int, prefetch: int, pin_memory: bool) -> DataLoader:

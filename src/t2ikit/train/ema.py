@@ -19,8 +19,9 @@ class EMA:
     @torch.no_grad()
     def update(self, module: torch.nn.Module, step: int) -> None:
         d = self.current_decay(step)
-        for k, p in module.named_parameters():
-            self.shadow[k].lerp_(p.detach().float(), 1 - d)
+        names = [k for k, _ in module.named_parameters()]
+        params = [p.detach().float() for _, p in module.named_parameters()]
+        torch._foreach_lerp_([self.shadow[k] for k in names], params, 1 - d)  # one fused launch per group
 
     @torch.no_grad()
     def copy_to(self, module: torch.nn.Module) -> None:

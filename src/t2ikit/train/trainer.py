@@ -23,7 +23,7 @@ import torch
 from t2ikit.models.sizes import build_text_encoder, build_unet, build_vae, vae_size
 from t2ikit.train import checkpoint as ckpt
 from t2ikit.train.config import OptimConfig, TrainConfig, config_from_json
-from t2ikit.train.data import ShapesBatches, make_loader
+from t2ikit.train.data import ShapesBatches, make_loader, to_model_input
 from t2ikit.train.ema import EMA
 from t2ikit.train.export import build_pipeline, export_pipeline, training_scheduler
 from t2ikit.train.losses import diffusion_loss, vae_loss
@@ -161,7 +161,7 @@ class Trainer:
         self.vae.train().requires_grad_(True)
 
         def loss_fn(item: dict, gen: torch.Generator) -> torch.Tensor:
-            pixels = item["pixels"].to(self.device, non_blocking=True)
+            pixels = to_model_input(item["pixels"], self.device)
             return vae_loss(self.vae, pixels, c.kl_weight, c.edge_weight, generator=gen)
 
         params = [{"params": [p for p in self.vae.parameters()], "lr_scale": 1.0}]
@@ -174,7 +174,10 @@ class Trainer:
         c = self.cfg.vae_train
         self.vae.eval().requires_grad_(False)
         data = self._dataset("calibrate", batch_size=c.batch_size, length=max(1, c.calibration_batches), tokenizer=None)
-        latents = [self.vae.encode(data[i]["pixels"].to(self.device)).latent_dist.mean.float() for i in range(len(data))]
+        latents = [
+            self.vae.encode(to_model_input(data[i]["pixels"], self.device)).latent_dist.mean.float()
+            for i in range(len(data))
+        ]
         std = torch.cat(latents).std().item()
         factor = 1.0 / max(std, 1e-6)
         self.vae.register_to_config(scaling_factor=factor)
@@ -187,7 +190,7 @@ class Trainer:
         factor = self.vae.config.scaling_factor
 
         def loss_fn(item: dict, gen: torch.Generator) -> torch.Tensor:
-            pixels = item["pixels"].to(self.device, non_blocking=True)
+            pixels = to_model_input(item["pixels"], self.device)
             ids = item["input_ids"].to(self.device, non_blocking=True)
             with torch.no_grad():
                 latents = self.vae.encode(pixels).latent_dist.mean * factor  # (B, C, h, w)
