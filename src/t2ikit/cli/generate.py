@@ -72,6 +72,8 @@ def _generate(args) -> int:
         warnings.simplefilter("always")
         result = pipe.run(spec, progress=not args.quiet)
     for w in caught:  # prompt warnings as sentences, not as a source line of pipeline.py
+        if issubclass(w.category, DeprecationWarning):  # libraries' notes to their own developers
+            continue
         print(f"t2ikit generate: warning: {w.message}", file=sys.stderr)
     for path, image, seed in zip(paths, result.pil(), result.seeds):
         settings = {
