@@ -88,7 +88,55 @@ def _compbench(args) -> int:
     return 0
 
 
-SUITES = [_add_oracle, _add_compbench]  # more suites (fusion, control, edit) add one function here
+def _add_fusion(verbs) -> None:
+    from t2ikit.bench.fusion import DEFAULT_STRATEGIES, Budget
+
+    d = Budget()
+    p = verbs.add_parser("fusion", help="fusion strategies trained on the same budget, or the gate study")
+    p.add_argument("--strategies", default=";".join(DEFAULT_STRATEGIES),
+                   help="';'-separated strategies (sequential, parallel, interleaved, gated, hierarchical:R=S,...)")
+    p.add_argument("--steps", type=int, default=d.steps, help="training steps per strategy (the budget)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per training step")
+    p.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate")
+    p.add_argument("--size", default=d.size, help="UNet size (models.sizes)")
+    p.add_argument("--seed", type=int, default=d.seed, help="model, data and noise seed")
+    p.add_argument("--n-prompts", type=int, default=d.n_prompts, help="CompBench prompts per category")
+    p.add_argument("--seeds", type=int, default=d.seeds, help="CompBench images per prompt")
+    p.add_argument("--sample-steps", type=int, default=d.sample_steps, help="sampler steps for CompBench images")
+    p.add_argument("--gates", action="store_true",
+                   help="instead: retrofit shapes-v1 to gated fusion, fine-tune the gates --steps steps, record them")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    p.add_argument("--out", default=None, help="write fusion.json, fusion.md (and gates*.png with --gates)")
+    p.set_defaults(func=_fusion)
+
+
+def _fusion(args) -> int:
+    import torch
+
+    from t2ikit.bench import fusion as fb
+    from t2ikit.models.fusion import parse_fusion
+
+    torch.set_num_threads(args.threads)
+    if args.gates:
+        result = fb.gate_study(steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                               sample_steps=args.sample_steps, out=args.out,
+                               log=lambda m: print(m, file=sys.stderr))
+        text = "\n".join(f"{k}: {v:.5f}" for k, v in result["summary"].items())
+    else:
+        strategies = [s.strip() for s in args.strategies.split(";") if s.strip()]
+        for s in strategies:
+            parse_fusion(s)  # a clear error before loading or training anything
+        budget = fb.Budget(steps=args.steps, batch_size=args.batch_size, lr=args.lr, size=args.size, seed=args.seed,
+                           n_prompts=args.n_prompts, seeds=args.seeds, sample_steps=args.sample_steps)
+        result = fb.compare(strategies, budget, log=lambda m: print(m, file=sys.stderr))
+        text = fb.markdown(result)
+    result["command"] = "t2ikit " + " ".join(sys.argv[1:])
+    _emit(args, result, text, "fusion")
+    return 0
+
+
+SUITES = [_add_oracle, _add_compbench, _add_fusion]  # more suites (fusion, control, edit) add one function here
 
 
 def register(subparsers) -> None:
