@@ -136,7 +136,33 @@ def _fusion(args) -> int:
     return 0
 
 
-SUITES = [_add_oracle, _add_compbench, _add_fusion]  # more suites (fusion, control, edit) add one function here
+def _add_decomposition(verbs) -> None:
+    p = verbs.add_parser("decomposition", help="CompBench subset: plain prompt vs component timestep weighting")
+    p.add_argument("--model", default=None, help="model folder (default: the shipped one)")
+    p.add_argument("--amplitude", type=float, default=0.3, help="weight swing of the linear schedule, in [0, 1)")
+    p.add_argument("--n-prompts", type=int, default=20, help="prompts per category")
+    p.add_argument("--seeds", type=int, default=2, help="image seeds per prompt")
+    p.add_argument("--categories", default="colour_binding,spatial,complex", help="comma-separated categories")
+    p.add_argument("--steps", type=int, default=20, help="sampling steps")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    p.add_argument("--out", default=None, help="also write decomposition.json and decomposition.md here")
+    p.set_defaults(func=_decomposition)
+
+
+def _decomposition(args) -> int:
+    from t2ikit.analysis.decomposition import LinearSchedule, compare_compbench, markdown
+    from t2ikit.bench.compbench import default_model_path
+    from t2ikit.pipeline import T2IPipeline
+
+    LinearSchedule(args.amplitude)  # checks the amplitude before loading anything
+    pipe = T2IPipeline.from_folder(args.model or default_model_path())
+    result = compare_compbench(pipe, amplitude=args.amplitude, n_prompts=args.n_prompts, seeds=args.seeds,
+                               categories=tuple(args.categories.split(",")), steps=args.steps)
+    _emit(args, result, markdown(result), "decomposition")
+    return 0
+
+
+SUITES = [_add_oracle, _add_compbench, _add_fusion, _add_decomposition]  # more suites (fusion, control, edit) add one function here
 
 
 def register(subparsers) -> None:
