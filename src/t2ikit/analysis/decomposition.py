@@ -211,3 +211,20 @@ def compare_compbench(pipe, amplitude: float = 0.3, n_prompts: int = 20, seeds: 
         block["n"] = len(idx)
         result[cat] = block
     return result
+
+
+def markdown(result: dict) -> str:
+    """A table of `compare_compbench`'s result."""
+    c = result["config"]
+    lines = [f"Component timestep weighting (amplitude {c['amplitude']}) vs plain prompt, {c['n_prompts']} prompts x "
+             f"{c['seeds']} seeds per category, {c['steps']} steps, model {c['model']}", "",
+             "| category | n | plain acc [95%] | weighted acc [95%] | diff acc [95% boot] | plain checks | weighted checks | diff checks [95% boot] |",
+             "|---|---|---|---|---|---|---|---|"]
+    for cat in [*c["categories"], "all"]:
+        b = result[cat]
+        pl, we, da, dc = b["plain"], b["weighted"], b["diff_accuracy"], b["diff_checks_passed"]
+        lines.append(f"| {cat} | {b['n']} | {pl['accuracy']:.3f} [{pl['ci95'][0]:.3f}, {pl['ci95'][1]:.3f}] | "
+                     f"{we['accuracy']:.3f} [{we['ci95'][0]:.3f}, {we['ci95'][1]:.3f}] | "
+                     f"{da['mean']:+.3f} [{da['ci95'][0]:+.3f}, {da['ci95'][1]:+.3f}] | {pl['checks_passed']:.3f} | "
+                     f"{we['checks_passed']:.3f} | {dc['mean']:+.3f} [{dc['ci95'][0]:+.3f}, {dc['ci95'][1]:+.3f}] |")
+    return "\n".join(lines)
