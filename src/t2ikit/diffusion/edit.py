@@ -1,0 +1,473 @@
+"""Text-guided editing of real images: invert, then regenerate under the target prompt.
+
+Methods (one `edit` call, `EditOptions.method`):
+
+    swap  prompt swap in noise space: the inverted x_T is sampled under the target prompt
+    p2p   Prompt-to-Prompt (Hertz et al. 2022): source and target sampled in one batch from x_T, the
+          source's attention injected into the target (t2ikit.attention.p2p) for the first steps
+
+Either can keep the image outside a mask (`EditOptions.mask`): "auto" is DiffEdit's mask (Couairon et
+al. 2022, Sec. 3.1: where the noise predictions under the source and the target prompts differ), or a
+user mask. Inside the loop the target latent outside the mask is reset to the inverted trajectory
+at every step, and the decoded image is composited with the input outside the mask, so those pixels
+are exactly kept.
+
+An instruction "change the red circle to a blue square" is read into source and target phrases with
+Shapes World's caption parser (`parse_instruction`), and turned into prompts (`instruction_prompts`).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+
+from t2ikit.diffusion.inversion import Inversion, check_guidance, ddim_denoise, invert, load_image, size_multiple
+
+METHODS = ("swap", "p2p")
+MASK_SAMPLES = 8  # DiffEdit: noise draws averaged per mask
+MASK_STRENGTH = 0.5  # DiffEdit: noise level (fraction of the schedule) at which predictions are compared
+MASK_THRESHOLD = 0.5  # DiffEdit: fraction of the normalised difference above which a latent pixel is edited
+
+
+class EditWarning(UserWarning):
+    """An edit that may not do what was asked: e.g. the source prompt does not describe the image."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Instructions
+
+
+@dataclass(frozen=True)
+class Instruction:
+    text: str
+    source: object  # t2ikit.world.scene.Group: the object to change
+    target: object  # Group: what it becomes
+    source_phrase: str
+    target_phrase: str
+
+
+_VERBS = ("change", "turn", "make", "replace", "swap", "transform", "convert", "recolour", "recolor")
+_JOINERS = (" into ", " to ", " with ", " for ")
+
+
+def _group_from_phrase(phrase: str, what: str):
+    """A Group from a noun phrase ("the red circle", "a small blue square", "red circles")."""
+    from t2ikit.world import vocab
+    from t2ikit.world.caption import CaptionError, parse_caption
+
+    words = phrase.strip().rstrip(".").split()
+    if words and words[0].lower() == "the":
+        words = words[1:]
+    if words and words[0].lower() not in ("a", "an", "one", "two", "three", "four"):
+        plural = words[-1].lower() in vocab.PLURAL_SHAPES.values()
+        words = (["two"] if plural else ["a"]) + words
+    try:
+        spec = parse_caption(" ".join(words))
+    except CaptionError as err:
+        raise ValueError(f"cannot read the {what} part {phrase.strip()!r} of the instruction as a Shapes World "
+                         f"object: {str(err).splitlines()[0]}") from None
+    if len(spec.groups) != 1 or spec.relations:
+        raise ValueError(f"the {what} part {phrase.strip()!r} of the instruction must name one object, "
+                         f"it names {len(spec.groups)}")
+    return spec.groups[0]
+
+
+def _target_group(phrase: str, source):
+    """The target: a full object phrase, or attribute words that change the source ("blue", "a square", "large")."""
+    from t2ikit.world import vocab
+
+    words = [w for w in phrase.strip().rstrip(".").lower().split() if w not in ("a", "an", "the", "one")]
+    if not words:
+        raise ValueError(f"the target part {phrase.strip()!r} of the instruction is empty")
+    changes = {}
+    for w in words:
+        if w in vocab.COLOURS:
+            changes["colour"] = w
+        elif w in vocab.SHAPES:
+            changes["shape"] = w
+        elif w in vocab.PLURAL_SHAPES.values():
+            changes["shape"] = w[:-1]
+        elif w in vocab.SIZE_WORDS:
+            changes["size"] = vocab.SIZE_WORDS[w]
+        else:
+            raise ValueError(f"cannot read {w!r} in the target part {phrase.strip()!r} of the instruction: "
+                             f"expected colours ({', '.join(vocab.COLOURS)}), shapes ({', '.join(vocab.SHAPES)}) "
+                             f"or sizes ({', '.join(vocab.SIZE_WORDS)})")
+    target = replace(source, **changes)
+    if target == source:
+        raise ValueError(f"the instruction changes nothing: {phrase.strip()!r} is what the object already is")
+    return target
+
+
+def parse_instruction(text: str) -> Instruction:
+    """Read "change the red circle to a blue square" / "make the red circle blue" / "turn X into Y".
+
+    ValueError names the part that cannot be read (the verb, the object to change, or the target).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"instruction must be a str; got {type(text).__name__}")
+    s = " ".join(text.strip().split())
+    m = re.match(r"(?i)^(\w+)\s+(.*)$", s)
+    if m is None or m.group(1).lower() not in _VERBS:
+        first = m.group(1) if m else s
+        raise ValueError(f"cannot read the instruction {text!r}: it must start with a verb ({', '.join(_VERBS)}), "
+                         f"not {first!r}; e.g. 'change the red circle to a blue square'")
+    rest = m.group(2)
+    lower = f" {rest.lower()} "
+    cut = [(lower.find(j), j) for j in _JOINERS if lower.find(j) >= 0]
+    if cut:
+        at, joiner = min(cut)
+        source_phrase, target_phrase = rest[:max(at - 1, 0)], rest[at - 1 + len(joiner):]
+    else:  # "make the red circle blue": the longest object phrase, then attribute words
+        words = rest.split()
+        for k in range(len(words) - 1, 0, -1):
+            try:
+                _group_from_phrase(" ".join(words[:k]), "source")
+            except ValueError:
+                continue
+            source_phrase, target_phrase = " ".join(words[:k]), " ".join(words[k:])
+            break
+        else:
+            raise ValueError(f"cannot read the instruction {text!r}: expected '<verb> <object> to <target>', "
+                             f"e.g. 'change the red circle to a blue square'; no ' to '/' into ' found")
+    source = _group_from_phrase(source_phrase, "source")
+    try:
+        target = _group_from_phrase(target_phrase, "target")
+        if target.count != source.count and not re.match(r"(?i)\s*(two|three|four)\b", target_phrase):
+            target = replace(target, count=source.count)
+    except ValueError:
+        target = _target_group(target_phrase, source)
+    return Instruction(text, source, target, source_phrase.strip(), target_phrase.strip())
+
+
+def _write_group(group) -> str:
+    from t2ikit.world.caption import write_caption
+    from t2ikit.world.scene import Spec
+
+    return write_caption(Spec((group,)))
+
+
+def instruction_prompts(instruction: Instruction | str, source_prompt: str | None = None) -> tuple[str, str]:
+    """(source prompt, target prompt) of an instruction; the object is found in `source_prompt` if given."""
+    from t2ikit.world.caption import CaptionError, decompose, parse_caption
+
+    ins = parse_instruction(instruction) if isinstance(instruction, str) else instruction
+    if source_prompt is None:
+        return _write_group(ins.source), _write_group(ins.target)
+    try:
+        spec = parse_caption(source_prompt)
+        parts = decompose(source_prompt)
+    except CaptionError as err:
+        raise ValueError(f"the source prompt {source_prompt!r} is not a Shapes World caption, so the "
+                         f"instruction's object cannot be found in it: {str(err).splitlines()[0]}") from None
+    s = ins.source
+    for span in parts.objects:
+        g = spec.groups[span.ref[0]]
+        if (g.colour, g.shape) == (s.colour, s.shape) and (s.size is None or g.size == s.size):
+            new = _write_group(replace(ins.target, count=g.count))
+            if g.count == 1 and span.text.split()[0].lower() == "one":
+                new = "one " + new.split(" ", 1)[1]
+            target = source_prompt[:span.start] + new + source_prompt[span.end:]
+            return source_prompt, target
+    raise ValueError(f"the instruction's object {ins.source_phrase!r} is not in the source prompt {source_prompt!r}")
+
+
+def describe_image(image) -> str | None:
+    """A Shapes World caption of what the oracle reads in `image` (objects joined by 'and'), or None."""
+    from t2ikit.world.caption import write_caption
+    from t2ikit.world.oracle import detect
+    from t2ikit.world.scene import Group, Spec
+
+    reading = detect(image)
+    seen: dict[tuple[str, str], int] = {}
+    for d in reading.detections:
+        if d.shape is not None:
+            seen[(d.colour, d.shape)] = seen.get((d.colour, d.shape), 0) + 1
+    if not seen:
+        return None
+    groups = tuple(Group(c, s, None, n) for (c, s), n in seen.items())
+    try:
+        return write_caption(Spec(groups).validate())
+    except ValueError:
+        return None
+
+
+def check_source(images: torch.Tensor, prompts: list[str]) -> list[str]:
+    """Warn (EditWarning) where the oracle disagrees with a Shapes World source prompt; the messages."""
+    from t2ikit.world.caption import CaptionError, parse_caption
+    from t2ikit.world.oracle import MIN_RESOLUTION, score
+
+    messages = []
+    for k, (image, prompt) in enumerate(zip(images, prompts)):
+        if image.shape[-1] != image.shape[-2] or image.shape[-1] < MIN_RESOLUTION:
+            continue
+        try:
+            spec = parse_caption(prompt)
+        except (CaptionError, ValueError):
+            continue  # not a Shapes World caption: nothing to check it against
+        failures = score(image.permute(1, 2, 0).numpy(), spec).failures()
+        if failures:
+            msg = (f"the source prompt {prompt!r} may not describe image {k}: the oracle reads "
+                   + "; ".join(f"{c.name}: {c.detail}" for c in failures[:3]))
+            messages.append(msg)
+            warnings.warn(msg, EditWarning, stacklevel=3)
+    return messages
+
+
+# ----------------------------------------------------------------------------------------------------
+# Masks
+
+
+def load_mask(mask, shape: tuple[int, int], batch: int) -> torch.Tensor:
+    """A user mask (path, PIL, (H, W) array/tensor, (B, 1, H, W) tensor; nonzero = edit) -> (B, 1, H, W) float."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(mask, (str, bytes)) or hasattr(mask, "__fspath__"):
+        try:
+            with Image.open(mask) as im:
+                mask = np.asarray(im.convert("L"))
+        except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+            raise ValueError(f"mask {str(mask)!r} cannot be read as an image: {err}") from None
+    if type(mask).__module__.startswith("PIL"):
+        mask = np.asarray(mask.convert("L"))
+    if isinstance(mask, np.ndarray):
+        mask = torch.from_numpy(mask.astype(np.float32) / (255.0 if mask.dtype == np.uint8 else 1.0))
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be 'auto', a path, PIL image, array or tensor; got {type(mask).__name__}")
+    m = mask.float()
+    while m.ndim < 4:
+        m = m[None]
+    if tuple(m.shape[-2:]) != tuple(shape) or m.shape[1] != 1 or m.shape[0] not in (1, batch):
+        raise ValueError(f"mask has shape {tuple(mask.shape)}; it must be {shape[0]}x{shape[1]} pixels, "
+                         f"the size of the image")
+    return (m > 0.5).float().expand(batch, 1, *shape).clone()
+
+
+@torch.no_grad()
+def diffedit_mask(pipe, latents: torch.Tensor, source_cond: torch.Tensor, target_cond: torch.Tensor,
+                  schedule_config: dict, samples: int = MASK_SAMPLES, strength: float = MASK_STRENGTH,
+                  threshold: float = MASK_THRESHOLD, seed: int = 0) -> torch.Tensor:
+    """DiffEdit's mask (Couairon et al. 2022, Sec. 3.1): (B, 1, h, w) in {0, 1} at latent resolution.
+
+    Noise the image latents to `strength` of the schedule `samples` times; |eps(target) - eps(source)|,
+    averaged over channels and draws, normalised to [0, 1] per image, thresholded at `threshold`.
+    """
+    from diffusers import DDPMScheduler
+
+    from t2ikit.diffusion.inversion import split_output
+
+    config = {k: v for k, v in schedule_config.items() if not k.startswith("_")}
+    sched = DDPMScheduler.from_config(config)
+    t = torch.tensor(min(int(strength * sched.config.num_train_timesteps), sched.config.num_train_timesteps - 1))
+    alpha = float(sched.alphas_cumprod[t])
+    b = latents.shape[0]
+    gen = torch.Generator("cpu").manual_seed(seed)
+    noise = torch.randn((samples, *latents.shape), generator=gen).to(latents)  # (S, B, C, h, w)
+    x = (alpha ** 0.5 * latents[None] + (1 - alpha) ** 0.5 * noise).flatten(0, 1)  # (S*B, C, h, w)
+    embeds = torch.cat([source_cond.repeat(samples, 1, 1), target_cond.repeat(samples, 1, 1)])
+    out = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=embeds, return_dict=False)[0]
+    eps_s, eps_t = (split_output(o, x, alpha, sched.config.prediction_type)[0] for o in out.chunk(2))
+    diff = (eps_t - eps_s).abs().mean(1).view(samples, b, *latents.shape[-2:]).mean(0)  # (B, h, w)
+    diff = diff / diff.flatten(1).amax(1).clamp_min(1e-8)[:, None, None]
+    return (diff >= threshold).float()[:, None]
+
+
+def _to_latent_mask(pixel_mask: torch.Tensor, factor: int) -> torch.Tensor:
+    """A latent pixel is edited if any of its image pixels is."""
+    return F.max_pool2d(pixel_mask, factor)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Editing
+
+
+@dataclass
+class EditOptions:
+    """How to edit; validated by `check` before any compute."""
+
+    method: str = "p2p"  # "swap" | "p2p"
+    mode: str = "auto"  # p2p alignment: "replace" | "refine" | "reweight" | "auto" (replace if it can, else refine)
+    cross_steps: int | float | None = None  # p2p: steps (int) or fraction (float) with cross-attention injected; None: 0.8
+    self_steps: int | float | None = None  # p2p: steps or fraction with self-attention injected; None: 0.4
+    reweight: dict[str, float] | None = None  # p2p: {target word: factor} for attention re-weighting
+    mask: object = None  # None (whole image), "auto" (DiffEdit) or a mask (path, array, tensor; nonzero = edit)
+    steps: int = 20  # DDIM steps of inversion and editing
+    guidance: float = 1.0  # CFG scale of the edit; > 1 uses `uncond` inversion
+    uncond: str = "negative-prompt"  # how guidance > 1 stays on the inverted trajectory (see inversion.py)
+    mask_samples: int = MASK_SAMPLES
+    mask_strength: float = MASK_STRENGTH
+    mask_threshold: float = MASK_THRESHOLD
+    seed: int = 0  # of DiffEdit's noise draws
+
+    def check(self) -> EditOptions:
+        from t2ikit.attention.p2p import MODES
+
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
+        if self.mode not in MODES + ("auto",):
+            raise ValueError(f"mode must be one of {', '.join(MODES + ('auto',))}; got {self.mode!r}")
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
+            raise ValueError(f"steps must be an int >= 1; got {self.steps!r}")
+        check_guidance(self.guidance)
+        if isinstance(self.mask, str) and self.mask != "auto" and not self.mask.strip():
+            raise ValueError("mask must be None, 'auto' or a mask image")
+        if not (isinstance(self.mask_samples, int) and self.mask_samples >= 1):
+            raise ValueError(f"mask_samples must be an int >= 1; got {self.mask_samples!r}")
+        if not 0.0 < self.mask_strength < 1.0:
+            raise ValueError(f"mask_strength must be in (0, 1); got {self.mask_strength!r}")
+        if not 0.0 < self.mask_threshold < 1.0:
+            raise ValueError(f"mask_threshold must be in (0, 1); got {self.mask_threshold!r}")
+        return self
+
+
+@dataclass
+class EditResult:
+    images: torch.Tensor  # (B, 3, H, W) in [0, 1]: the edited images
+    source_prompts: list[str]
+    target_prompts: list[str]
+    inversion: Inversion
+    mask: torch.Tensor | None = None  # (B, 1, H, W) pixel mask that was edited (None: whole image)
+    warnings: list[str] = field(default_factory=list)
+
+    def pil(self) -> list:
+        from t2ikit.pipeline import to_pil
+
+        return to_pil(self.images)
+
+
+def _as_list(x, n: int, name: str) -> list[str]:
+    items = [x] * n if isinstance(x, str) else list(x) if isinstance(x, (list, tuple)) else None
+    if items is None or len(items) != n or not all(isinstance(p, str) for p in items):
+        raise ValueError(f"{name} must be a str or a list of {n} str (one per image); got {x!r}")
+    return items
+
+
+def edit(pipe, image, source: str | list[str] | None = None, target: str | list[str] | None = None,
+         instruction: str | None = None, options: EditOptions | None = None, inversion: Inversion | None = None,
+         progress: bool = False, **kwargs) -> EditResult:
+    """Edit `image` (path, PIL, array, tensor or a (B, 3, H, W) batch) from `source` to `target` prompt.
+
+    Or give `instruction` ("change the red circle to a blue square"), with or without `source` (without it
+    the source prompt is what the oracle reads in the image, else the instruction's object alone).
+    Options: an EditOptions, or its fields as keyword arguments. An `inversion` of the same images under
+    the same source prompts (and steps, guidance) may be passed to edit again without inverting again.
+    """
+    from t2ikit.attention.p2p import PromptToPromptHook, align, resolve_steps
+    from t2ikit.attention.processor import AttentionController
+    from t2ikit.text.check import check_prompt
+
+    if options is not None and kwargs:
+        raise ValueError("give options either as an EditOptions or as keyword arguments, not both")
+    opts = (options or EditOptions(**kwargs)).check()
+    images = load_image(image, size_multiple(pipe))
+    n = len(images)
+    if instruction is not None:
+        if target is not None:
+            raise ValueError("give either target or instruction, not both")
+        ins = parse_instruction(instruction)
+        if source is None:
+            described = [describe_image(im.permute(1, 2, 0).numpy()) if im.shape[-1] == im.shape[-2] >= 32
+                         else None for im in images]
+            pairs = []
+            for d in described:
+                try:
+                    pairs.append(instruction_prompts(ins, d) if d else instruction_prompts(ins))
+                except ValueError:
+                    pairs.append(instruction_prompts(ins))
+        else:
+            pairs = [instruction_prompts(ins, s) for s in _as_list(source, n, "source")]
+        sources, targets = [p[0] for p in pairs], [p[1] for p in pairs]
+    else:
+        if source is None or target is None:
+            raise ValueError("give source and target prompts, or an instruction")
+        sources, targets = _as_list(source, n, "source"), _as_list(target, n, "target")
+    for p in dict.fromkeys(sources + targets):
+        check_prompt(pipe.tokenizer, p)
+    h, w = images.shape[-2:]
+    user_mask = None if opts.mask is None or (isinstance(opts.mask, str) and opts.mask == "auto") \
+        else load_mask(opts.mask, (h, w), n)
+    hook = None
+    if opts.method == "p2p":
+        alignments = []
+        for s, t in zip(sources, targets):
+            mode = opts.mode
+            if mode == "auto":
+                mode = "reweight" if opts.reweight else "replace"
+                try:
+                    align(pipe.tokenizer, s, t, "replace")
+                except ValueError:
+                    mode = "refine"
+                if opts.reweight:
+                    mode = "reweight"
+            alignments.append(align(pipe.tokenizer, s, t, mode, opts.reweight))
+        hook = PromptToPromptHook(alignments, resolve_steps(opts.cross_steps, opts.steps, 0.8, "cross_steps"),
+                                  resolve_steps(opts.self_steps, opts.steps, 0.4, "self_steps"))
+    elif opts.reweight or opts.cross_steps is not None or opts.self_steps is not None:
+        raise ValueError("reweight, cross_steps and self_steps are Prompt-to-Prompt options; use method='p2p'")
+    if inversion is not None:
+        if inversion.prompts != sources or inversion.schedule.steps != opts.steps or inversion.guidance != opts.guidance:
+            raise ValueError("the inversion passed was made with other prompts, steps or guidance than this edit")
+    messages = check_source(images, sources)
+
+    # --- compute ---
+    if inversion is None:
+        inversion = invert(pipe, images, sources, steps=opts.steps, guidance=opts.guidance, uncond=opts.uncond,
+                           progress=progress)
+    schedule, traj = inversion.schedule, inversion.trajectory
+    factor = pipe.vae_scale_factor
+    target_cond = pipe._encode_each(targets)
+    if user_mask is not None:
+        pixel_mask, latent_mask = user_mask, _to_latent_mask(user_mask, factor)
+    elif opts.mask == "auto":
+        latent_mask = diffedit_mask(pipe, traj[-1], inversion.cond, target_cond, pipe.scheduler_config,
+                                    opts.mask_samples, opts.mask_strength, opts.mask_threshold, opts.seed)
+        pixel_mask = F.interpolate(latent_mask, scale_factor=factor, mode="nearest")
+    else:
+        pixel_mask = latent_mask = None
+    uncond = inversion.uncond
+    if opts.method == "p2p":
+        rows = torch.cat([torch.arange(n), torch.arange(n)])
+        cond = torch.cat([inversion.cond, target_cond])
+        noise = traj[0][rows]
+        uncond = inversion.uncond_for(rows)
+        if opts.uncond == "negative-prompt" and opts.guidance != 1.0:  # the target's uncond is the source's cond
+            uncond = inversion.cond[rows]
+    else:
+        cond, noise = target_cond, traj[0]
+    if opts.uncond == "negative-prompt" and opts.guidance != 1.0 and opts.method == "swap":
+        uncond = inversion.cond
+
+    def blend(i, x):  # keep the inverted trajectory outside the mask (latent level i + 1)
+        if latent_mask is None:
+            return x
+        m = latent_mask.to(x)
+        keep = traj[i + 1]
+        if opts.method == "p2p":
+            x = x.clone()
+            x[n:] = m * x[n:] + (1 - m) * keep
+            return x
+        return m * x + (1 - m) * keep
+
+    controller = AttentionController([hook]) if hook is not None else None
+    if controller is not None:
+        controller.install(pipe.unet)
+    try:
+        z = ddim_denoise(pipe.unet, schedule, noise, cond, uncond, opts.guidance, controller=controller,
+                         after_step=blend)
+    finally:
+        if controller is not None:
+            controller.uninstall()
+            controller.reset_clock()
+    out = pipe.decode(z[n:] if opts.method == "p2p" else z)
+    if pixel_mask is not None:
+        out = pixel_mask * out + (1 - pixel_mask) * images
+    return EditResult(out, sources, targets, inversion, pixel_mask, messages)
+
+
+__all__ = ["EditOptions", "EditResult", "EditWarning", "Instruction", "check_source", "describe_image",
+           "diffedit_mask", "edit", "instruction_prompts", "load_mask", "parse_instruction"]
