@@ -39,6 +39,7 @@ class Budget:
     seeds: int = 1  # CompBench images per prompt
     sample_steps: int = 10  # sampler steps for CompBench images
     guidance: float = 4.0  # CFG scale for CompBench images
+    image_size: int | None = None  # CompBench image side; None: the base model's (the oracle needs >= 32)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -149,7 +150,9 @@ def compare(strategies=DEFAULT_STRATEGIES, budget: Budget | None = None, base=No
         unet = retrofit(fresh(), spec, seed=b.seed, from_scratch=True)
         run = train_unet(unet, batches, list(unet.parameters()), schedule, b.lr, b.seed, b.snr_gamma)
         pipe = with_unet(base, unet)
-        result = cb.evaluate(pipe, n_prompts=b.n_prompts, seeds=b.seeds, steps=b.sample_steps, guidance=b.guidance)
+        extra = {"size": (b.image_size, b.image_size)} if b.image_size else {}
+        result = cb.evaluate(pipe, n_prompts=b.n_prompts, seeds=b.seeds, steps=b.sample_steps, guidance=b.guidance,
+                             **extra)
         n_images = result["overall"]["n"]
         warm = run["step_times"][min(5, len(run["step_times"]) - 1):]
         row = {
