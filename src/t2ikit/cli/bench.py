@@ -162,7 +162,44 @@ def _decomposition(args) -> int:
     return 0
 
 
-SUITES = [_add_oracle, _add_compbench, _add_fusion, _add_decomposition]  # more suites (fusion, control, edit) add one function here
+def _add_edit(verbs) -> None:
+    p = verbs.add_parser("edit", help="text-guided editing: oracle-judged success and preservation per method")
+    p.add_argument("--model", default=None, help="model folder or name (default: the shipped model)")
+    p.add_argument("--n", type=int, default=20, help="edits per kind")
+    p.add_argument("--kinds", default=None, help="comma-separated: colour,shape,size,object,relation (default: all)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated: ground-truth,reconstruct,swap,swap+mask,p2p,p2p+mask (default: all)")
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    p.add_argument("--guidance", type=float, default=1.0, help="CFG scale of the edits")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    p.add_argument("--out", default=None, help="also write edit.json and edit.md to this folder")
+    p.set_defaults(func=_edit)
+
+
+def _edit(args) -> int:
+    from t2ikit.bench import edit as eb
+
+    kinds = eb.KINDS if args.kinds is None else tuple(args.kinds.split(","))
+    methods = eb.METHODS if args.methods is None else tuple(args.methods.split(","))
+    bad = [k for k in kinds if k not in eb.KINDS] + [m for m in methods if m not in eb.METHODS]
+    if bad:
+        raise ValueError(f"unknown --kinds/--methods {bad}; kinds: {', '.join(eb.KINDS)}; methods: {', '.join(eb.METHODS)}")
+    if args.n < 1 or args.steps < 1:
+        raise ValueError(f"--n and --steps must be >= 1; got {args.n}, {args.steps}")
+    pipe = None
+    if any(m != "ground-truth" for m in methods):
+        from t2ikit.cli.edit import load_pipeline
+
+        pipe = load_pipeline(args.model, args.threads)
+    result = eb.run(pipe, kinds, methods, n=args.n, steps=args.steps, guidance=args.guidance, progress=not args.json)
+    result["command"] = "t2ikit bench edit " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "edit"] else None
+    result["model"] = None if pipe is None else str(pipe.path)
+    _emit(args, result, eb.markdown(result), "edit")
+    return 0
+
+
+SUITES = [_add_oracle, _add_compbench, _add_fusion, _add_decomposition, _add_edit]  # more suites (fusion, control, edit) add one function here
 
 
 def register(subparsers) -> None:

@@ -1,0 +1,101 @@
+"""`t2ikit edit IMAGE --source TEXT --target TEXT | --instruction TEXT --out PATH`: text-guided editing."""
+
+from __future__ import annotations
+
+import sys
+
+
+def load_pipeline(model, threads):
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from t2ikit.cli.models import resolve_model
+    from t2ikit.pipeline import T2IPipeline
+
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1; got {threads}")
+        torch.set_num_threads(threads)
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+    return T2IPipeline.from_folder(resolve_model(model))
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("edit", help="edit an image by text: prompt swap, Prompt-to-Prompt, DiffEdit masks")
+    p.add_argument("image", help="PNG (or any image PIL reads) of a size the model takes")
+    p.add_argument("--source", default=None, help="a prompt that describes the image")
+    p.add_argument("--target", default=None, help="the prompt the edited image should match")
+    p.add_argument("--instruction", default=None, help="e.g. 'change the red circle to a blue square'")
+    p.add_argument("--method", default="p2p", choices=["p2p", "swap"], help="edit method")
+    p.add_argument("--mode", default="auto", choices=["auto", "replace", "refine", "reweight"],
+                   help="Prompt-to-Prompt alignment")
+    p.add_argument("--cross-steps", type=int, default=None, help="p2p: steps of cross-attention injection")
+    p.add_argument("--self-steps", type=int, default=None, help="p2p: steps of self-attention injection")
+    p.add_argument("--reweight", action="append", default=None, metavar="WORD=FACTOR",
+                   help="p2p: scale the attention to a target word (repeatable)")
+    p.add_argument("--mask", default=None, help="'auto' (DiffEdit) or a mask PNG of the image's size (white = edit)")
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    p.add_argument("--guidance", type=float, default=1.0, help="CFG scale (1 = none)")
+    p.add_argument("--uncond", default="negative-prompt", choices=["negative-prompt", "null-text", "none"],
+                   help="inversion for guidance > 1")
+    p.add_argument("--model", default=None, help="model folder or name (default: the shipped model)")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--save-mask", default=None, help="also write the mask used to this PNG")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_edit)
+
+
+def _reweights(items) -> dict[str, float] | None:
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        word, sep, factor = item.partition("=")
+        try:
+            out[word.strip()] = float(factor)
+        except ValueError:
+            raise ValueError(f"--reweight must be WORD=FACTOR, e.g. red=2; got {item!r}") from None
+        if not sep or not word.strip():
+            raise ValueError(f"--reweight must be WORD=FACTOR, e.g. red=2; got {item!r}")
+    return out
+
+
+def _edit(args) -> int:
+    import warnings
+    from pathlib import Path
+
+    from t2ikit.diffusion.edit import EditOptions, edit, parse_instruction
+    from t2ikit.diffusion.inversion import load_image
+
+    if not args.out.lower().endswith(".png"):
+        raise ValueError(f"--out must end in .png; got {args.out!r}")
+    if args.instruction is None and (args.source is None or args.target is None):
+        raise ValueError("give --source and --target, or --instruction")
+    if args.instruction is not None:
+        if args.target is not None:
+            raise ValueError("give --target or --instruction, not both")
+        parse_instruction(args.instruction)  # before the model loads
+    load_image(args.image)  # an unreadable file fails before the model loads
+    options = EditOptions(method=args.method, mode=args.mode, cross_steps=args.cross_steps, self_steps=args.self_steps,
+                          reweight=_reweights(args.reweight), mask=args.mask, steps=args.steps,
+                          guidance=args.guidance, uncond=args.uncond).check()
+    pipe = load_pipeline(args.model, args.threads)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = edit(pipe, args.image, args.source, args.target, instruction=args.instruction, options=options,
+                      progress=not args.quiet)
+    for w in caught:
+        print(f"t2ikit edit: warning: {w.message}", file=sys.stderr)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.pil()[0].save(out)
+    if args.save_mask and result.mask is not None:
+        from PIL import Image
+
+        Image.fromarray((result.mask[0, 0].numpy() * 255).astype("uint8")).save(args.save_mask)
+    print(f"{result.source_prompts[0]!r} -> {result.target_prompts[0]!r}", file=sys.stderr)
+    print(out)
+    return 0

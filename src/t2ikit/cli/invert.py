@@ -1,0 +1,44 @@
+"""`t2ikit invert IMAGE --prompt TEXT --out latents.safetensors`: DDIM inversion of a real image."""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("invert", help="DDIM-invert an image to the noise that regenerates it")
+    p.add_argument("image", help="PNG (or any image PIL reads) of a size the model takes")
+    p.add_argument("--prompt", required=True, help="a prompt that describes the image")
+    p.add_argument("--out", required=True, help="output .safetensors: latents (x_T), trajectory, embeddings")
+    p.add_argument("--model", default=None, help="model folder or name (default: the shipped model)")
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    p.add_argument("--guidance", type=float, default=1.0, help="CFG scale it must hold under (1 = none)")
+    p.add_argument("--uncond", default="null-text", choices=["null-text", "negative-prompt", "none"],
+                   help="how guidance > 1 is kept on the inverted trajectory")
+    p.add_argument("--check", action="store_true", help="also reconstruct and print the PSNR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.set_defaults(func=_invert)
+
+
+def _invert(args) -> int:
+    import warnings
+
+    from t2ikit.cli.edit import load_pipeline
+    from t2ikit.diffusion.inversion import invert, psnr, reconstruct, save_inversion
+
+    if not args.out.endswith(".safetensors"):
+        raise ValueError(f"--out must end in .safetensors; got {args.out!r}")
+    pipe = load_pipeline(args.model, args.threads)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inv = invert(pipe, args.image, args.prompt, steps=args.steps, guidance=args.guidance, uncond=args.uncond,
+                     progress=not args.quiet)
+    for w in caught:
+        print(f"t2ikit invert: warning: {w.message}", file=sys.stderr)
+    meta = {"model": pipe.name, "steps": args.steps}
+    if args.check:
+        meta["psnr"] = f"{float(psnr(reconstruct(pipe, inv), inv.images)[0]):.2f}"
+        print(f"reconstruction PSNR {meta['psnr']} dB", file=sys.stderr)
+    print(save_inversion(inv, args.out, meta))
+    return 0
