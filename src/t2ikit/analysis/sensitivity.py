@@ -123,7 +123,7 @@ def check_lambda(lam) -> float:
     return float(lam)
 
 
-def _generate(pipe, texts: list[str], seeds: list[int], steps, guidance, sampler) -> dict:
+def _generate(pipe, texts: list[str], seeds: list[int], steps, guidance, sampler, size=None) -> dict:
     """{(text, seed): (3, H, W) image}: seed-major batches, each distinct text encoded once."""
     from t2ikit.analysis.runner import sample_embeds
 
@@ -131,13 +131,18 @@ def _generate(pipe, texts: list[str], seeds: list[int], steps, guidance, sampler
     V = len(texts)
     cond = embeds.repeat(len(seeds), 1, 1)  # seed-major: rows s*V .. s*V + V - 1 share seed s
     all_seeds = [s for s in seeds for _ in range(V)]
-    images = sample_embeds(pipe, cond, all_seeds, steps, guidance, sampler, batch_size=min(V, 64))
+    images = sample_embeds(pipe, cond, all_seeds, steps, guidance, sampler, batch_size=min(V, 64), size=size)
     return {(texts[k % V], all_seeds[k]): images[k] for k in range(len(all_seeds))}
 
 
 def analyze(pipe, prompt: str, seeds=(0, 1, 2, 3), steps: int | None = None, guidance: float | None = None,
-            sampler: str | None = None, lam: float = 0.1, interactions: bool = True) -> dict:
-    """Sensitivity, interactions, information and length curve of `prompt` (module docstring) as a dict."""
+            sampler: str | None = None, lam: float = 0.1, interactions: bool = True,
+            size: tuple[int, int] | None = None) -> dict:
+    """Sensitivity, interactions, information and length curve of `prompt` (module docstring) as a dict.
+
+    Oracle-space measures need images of at least the oracle's minimum resolution (32 px); below it they
+    are None and the length curve uses the pixel quality.
+    """
     from t2ikit.analysis.attribution import word_labels
     from t2ikit.text.spans import word_token_spans
     from t2ikit.world.caption import parse_caption
@@ -152,9 +157,12 @@ def analyze(pipe, prompt: str, seeds=(0, 1, 2, 3), steps: int | None = None, gui
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be a non-empty list of distinct ints, got {seeds!r}")
-    spec = pipe.make_spec(prompt, None, steps, guidance, 0, 1, None, sampler)  # validates the rest
+    spec = pipe.make_spec(prompt, None, steps, guidance, 0, 1, size, sampler)  # validates the rest
+    from t2ikit.world.oracle import MIN_RESOLUTION
+
+    use_oracle = min(spec.size) >= MIN_RESOLUTION
     try:
-        truth = parse_caption(prompt)
+        truth = parse_caption(prompt) if use_oracle else None
     except ValueError:
         truth = None
     n = len(spans)
@@ -165,8 +173,8 @@ def analyze(pipe, prompt: str, seeds=(0, 1, 2, 3), steps: int | None = None, gui
     drop2 = {(i, j): drop_words(prompt, spans, [i, j]) for i, j in combinations(range(n), 2)} if interactions else {}
     subs = {i: [substitute(prompt, spans[i], w) for w in substitutes(spans[i].word)] for i in range(n)}
     texts = list(dict.fromkeys([prompt, "", *drop1, *drop2.values(), *(t for v in subs.values() for t in v)]))
-    img = _generate(pipe, texts, seeds, spec.steps, spec.guidance, spec.sampler)
-    readings = {key: detect(im.permute(1, 2, 0).numpy()) for key, im in img.items()}
+    img = _generate(pipe, texts, seeds, spec.steps, spec.guidance, spec.sampler, spec.size)
+    readings = {key: detect(im.permute(1, 2, 0).numpy()) for key, im in img.items()} if use_oracle else {}
     vec = {key: oracle_vector(r) for key, r in readings.items()}
 
     def pix(a, b):  # mean squared difference per pixel value
@@ -181,18 +189,19 @@ def analyze(pipe, prompt: str, seeds=(0, 1, 2, 3), steps: int | None = None, gui
         sens.append({
             "word": labels[i],
             "pixel": stats([pix(img[prompt, s], img[drop1[i], s]) for s in seeds]),
-            "oracle": stats([float(((vec[prompt, s] - vec[drop1[i], s]) ** 2).sum()) for s in seeds]),
+            "oracle": stats([float(((vec[prompt, s] - vec[drop1[i], s]) ** 2).sum()) for s in seeds]) if use_oracle else None,
         })
     inter_pix = np.zeros((n, n))
     inter_orc = np.zeros((n, n))
     for (i, j), t in drop2.items():
         inter_pix[i, j] = inter_pix[j, i] = np.mean(
             [float(((img[prompt, s] - img[drop1[i], s] - img[drop1[j], s] + img[t, s]) ** 2).mean()) for s in seeds])
-        inter_orc[i, j] = inter_orc[j, i] = np.mean(
-            [float(((vec[prompt, s] - vec[drop1[i], s] - vec[drop1[j], s] + vec[t, s]) ** 2).sum()) for s in seeds])
+        if use_oracle:
+            inter_orc[i, j] = inter_orc[j, i] = np.mean(
+                [float(((vec[prompt, s] - vec[drop1[i], s] - vec[drop1[j], s] + vec[t, s]) ** 2).sum()) for s in seeds])
     info = {}
     for i in range(n):
-        if not subs[i]:
+        if not subs[i] or not use_oracle:
             info[labels[i]] = None
             continue
         by_value = {prompt: [oracle_outcome(readings[prompt, s]) for s in seeds]}
@@ -205,7 +214,7 @@ def analyze(pipe, prompt: str, seeds=(0, 1, 2, 3), steps: int | None = None, gui
     prefixes = {L: drop_words(prompt, spans, order[L:]) for L in range(0, n + 1)}
     extra = [t for t in dict.fromkeys(prefixes.values()) if t not in texts]
     if extra:
-        img.update(_generate(pipe, extra, seeds, spec.steps, spec.guidance, spec.sampler))
+        img.update(_generate(pipe, extra, seeds, spec.steps, spec.guidance, spec.sampler, spec.size))
 
     def quality(text):
         if truth is not None:
@@ -224,7 +233,7 @@ def analyze(pipe, prompt: str, seeds=(0, 1, 2, 3), steps: int | None = None, gui
         "config": {"steps": spec.steps, "guidance": spec.guidance, "sampler": spec.sampler, "lambda": lam,
                    "model": getattr(pipe, "name", None)},
         "sensitivity": sens,
-        "interactions": {"pixel": inter_pix.tolist(), "oracle": inter_orc.tolist(),
+        "interactions": {"pixel": inter_pix.tolist(), "oracle": inter_orc.tolist() if use_oracle else None,
                          "formula": "G(t) - G(t\\i) - G(t\\j) + G(t\\{i,j}), squared norm, mean over seeds"}
         if interactions else None,
         "information": info,
@@ -277,6 +286,8 @@ def write_report(report: dict, out) -> list:
     paths[0].write_text(json.dumps(report, indent=2))
     if report.get("interactions"):
         for space in ("pixel", "oracle"):
+            if report["interactions"][space] is None:
+                continue
             p = out / f"interactions_{space}.png"
             matrix_heatmap(report["interactions"][space], report["words"], title=f"interaction ({space})").save(p)
             paths.append(p)
@@ -294,6 +305,8 @@ def markdown(report: dict) -> str:
         info = report["information"].get(s["word"])
 
         def ms(x):
+            if x is None:
+                return "–"
             return f"{x['mean']:.4f} ± {x['se']:.4f}" if x["se"] is not None else f"{x['mean']:.4f}"
 
         lines.append(f"| {s['word']} | {ms(s['pixel'])} | {ms(s['oracle'])} | "
