@@ -218,3 +218,31 @@ def test_bench_fusion_on_tiny_model(pipe):
         compare(["hierarchical:2=gated"], b, base=pipe)
     with pytest.raises(ValueError, match="unknown fusion strategy"):
         compare(["fancy"], b, base=pipe)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chosen by config: the trainer builds, trains and exports a fused UNet
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_trainer_config_fusion_round_trip(tmp_path):
+    from pathlib import Path
+
+    from t2ikit.models.retrofit import load_fused_unet
+    from t2ikit.train.config import load_config
+    from t2ikit.train.trainer import Trainer
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "tiny.toml")
+    cfg.model.fusion = "hierarchical:16=gated"
+    cfg.vae_train.steps, cfg.unet_train.steps, cfg.checkpoint.every = 1, 2, 100
+    trainer = Trainer(cfg, out=tmp_path / "run")
+    assert sum(isinstance(m, FusionBlock) and m.strategy == "gated" for m in trainer.unet.modules()) == 3  # down 1, up 2
+    folder = trainer.run()
+    unet = load_fused_unet(folder)
+    x, t, text = _inputs(unet)
+    x = torch.randn(2, 4, 16, 16)
+    ema = trainer.pipeline(ema=True).unet
+    assert torch.allclose(_out(unet, x, t, text), _out(ema, x, t, text), atol=1e-6)
+    cfg.model.fusion = "fancy"
+    with pytest.raises(ValueError, match="unknown fusion strategy 'fancy'"):
+        cfg.validate()

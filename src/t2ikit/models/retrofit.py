@@ -102,4 +102,38 @@ def _check_unet(unet) -> None:
         raise TypeError(f"retrofit needs a diffusers UNet2DConditionModel, got {type(unet).__name__}")
 
 
-__all__ = ["FusionSpec", "fusion_parameters", "fusion_plan", "resolutions", "retrofit", "transformer_blocks"]
+def load_fused_unet(folder, strategy=None):
+    """The UNet of a model folder trained with fusion (`t2ikit train` with model.fusion): a stock diffusers
+    loader would drop the fusion weights, so this rebuilds the blocks, then loads every weight strictly.
+
+    `strategy`: default the folder's t2ikit_train_config.json model.fusion."""
+    import json
+    from pathlib import Path
+
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if strategy is None:
+        config_path = folder / "t2ikit_train_config.json"
+        if not config_path.is_file():
+            raise ValueError(f"{folder} has no t2ikit_train_config.json naming its fusion; pass strategy=")
+        strategy = json.loads(config_path.read_text())["model"].get("fusion", "sequential")
+    unet_dir = folder / "unet"
+    weights = sorted(unet_dir.glob("*.safetensors"))
+    if not weights:
+        raise ValueError(f"{unet_dir} has no safetensors weights")
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(unet_dir))
+    retrofit(unet, strategy, from_scratch=True)
+    state = {}
+    for path in weights:
+        state.update(load_file(path))
+    missing, unexpected = unet.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{unet_dir} does not hold a {strategy!r} fusion UNet: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+    return unet.eval()
+
+
+__all__ = ["FusionSpec", "fusion_parameters", "fusion_plan", "load_fused_unet", "resolutions", "retrofit",
+           "transformer_blocks"]
