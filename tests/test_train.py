@@ -227,3 +227,26 @@ def test_cli_reports_bad_input_as_a_sentence(tmp_path, capsys):
     assert "unknown config key 'run.sed'" in capsys.readouterr().err
     assert main(["train", "--config", str(TINY), "--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "no checkpoint to resume from" in capsys.readouterr().err
+
+
+def test_eval_hooks_run_every_n_steps_and_compbench_plugs_in(tmp_path):
+    extra = "[unet_train] steps = 2\n[export] at_end = false\n[eval] every = 1\n[eval] compbench = true\n" \
+            "[eval] n_prompts = 1\n[eval] steps = 2"
+    calls = []
+    out = tmp_path / "run"
+    trainer = Trainer(load_config(tiny_config(tmp_path, extra)), out=out,
+                      eval_hooks=(lambda t, step: calls.append(step) or {"mine": step},))
+    trainer.run()
+    assert calls == [1, 2]
+    import json
+
+    evals = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert [e["mine"] for e in evals] == [1, 2]
+    assert all(0.0 <= e["compbench_overall"] <= 1.0 for e in evals)
+
+
+def test_fusion_option_retrofits_the_unet(tmp_path):
+    with pytest.raises(ValueError):
+        load_config(tiny_config(tmp_path, '[model] fusion = "telepathy"'))
+    trainer = Trainer(load_config(tiny_config(tmp_path, '[model] fusion = "gated"', name="g.toml")), out=tmp_path)
+    assert "Fusion" in type(trainer.unet.down_blocks[0].attentions[0].transformer_blocks[0]).__name__

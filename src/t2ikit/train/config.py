@@ -33,6 +33,8 @@ class ModelConfig:
     vae: str = "f4"  # VAE size, a key of t2ikit.models.sizes.VAE_SIZES
     resolution: int = 64  # image side in pixels
     max_tokens: int = 32  # tokenizer max_length (captions are padded/truncated to it)
+    fusion: str = "sequential"  # UNet fusion strategy (t2ikit.models.fusion): sequential, parallel, interleaved,
+    # gated or "hierarchical:16=sequential,8=gated"; anything but sequential is not a stock diffusers UNet
 
 
 @dataclass
@@ -82,8 +84,10 @@ class CheckpointConfig:
 @dataclass
 class EvalConfig:
     every: int = 0  # UNet steps between evaluations; 0 = never
-    compbench: bool = False  # run t2ikit.bench.compbench (when importable) on the EMA pipeline
-    suite: str = "quick"  # CompBench suite name passed through
+    compbench: bool = False  # run t2ikit.bench.compbench.evaluate (when importable) on the EMA pipeline
+    split: str = "train"  # CompBench suite: "train" or "heldout" (held-out colour-shape pairs)
+    n_prompts: int = 4  # CompBench prompts per category
+    seeds: int = 1  # CompBench images per prompt
     steps: int = 20  # sampler steps for evaluation images
     guidance: float = 4.0  # classifier-free guidance scale for evaluation images
 
@@ -110,6 +114,9 @@ class TrainConfig:
         from t2ikit.models.sizes import model_size, vae_size
 
         model_size(self.model.size)
+        from t2ikit.models.fusion import parse_fusion
+
+        parse_fusion(self.model.fusion)  # ValueError naming the allowed strategies
         v = vae_size(self.model.vae)
         if self.model.resolution % v.factor:
             raise ValueError(f"model.resolution={self.model.resolution} is not divisible by the VAE factor {v.factor}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import importlib
 import json
 import math
 import sys
@@ -71,16 +70,24 @@ def build_tokenizer(max_tokens: int):
 
 
 def compbench_hook(trainer: "Trainer", step: int) -> dict:
-    """CompBench on the EMA pipeline, when t2ikit.bench.compbench is importable and has `evaluate`."""
+    """CompBench (t2ikit.bench.compbench.evaluate) of the EMA pipeline; {} when the module is absent."""
     try:
-        module = importlib.import_module("t2ikit.bench.compbench")
-    except ModuleNotFoundError:
-        return {}
-    evaluate = getattr(module, "evaluate", None)
-    if not callable(evaluate):
+        from t2ikit.bench.compbench import evaluate
+    except ImportError:
         return {}
     e = trainer.cfg.eval
-    return dict(evaluate(trainer.pipeline(ema=True), suite=e.suite, steps=e.steps, guidance=e.guidance))
+    pipe = trainer.pipeline(ema=True).to(trainer.device)
+    pipe.set_progress_bar_config(disable=True)
+
+    def generate(prompts: list[str], seeds: list[int]) -> list:
+        generators = [torch.Generator(trainer.device).manual_seed(int(s)) for s in seeds]
+        out = pipe(list(prompts), num_inference_steps=e.steps, guidance_scale=e.guidance, generator=generators,
+                   output_type="np")
+        return list(out.images)  # (H, W, 3) float in [0, 1] each
+
+    result = evaluate(generate, split=e.split, n_prompts=e.n_prompts, seeds=e.seeds)
+    return {"compbench_overall": result["overall"]["accuracy"],
+            "compbench_mean_category": result["mean_category_accuracy"]}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -118,7 +125,12 @@ class Trainer:
         self.vae = build_vae(m.vae, sample_size=m.resolution, seed=cfg.run.seed).to(self.device)
         self.unet = build_unet(
             m.size, latent_channels=v.latent_channels, sample_size=self.latent_size, seed=cfg.run.seed + 1
-        ).to(self.device)
+        )
+        if m.fusion != "sequential":  # fusion blocks replace SD's transformer blocks (t2ikit.models.retrofit)
+            from t2ikit.models.retrofit import retrofit
+
+            retrofit(self.unet, m.fusion, seed=cfg.run.seed + 1, from_scratch=True)  # before .to(): new weights
+        self.unet = self.unet.to(self.device)
         self.text_encoder = build_text_encoder(m.size, self.tokenizer, seed=cfg.run.seed + 2).to(self.device)
         self.noise_scheduler = training_scheduler(cfg.diffusion)
         self.ema_unet = EMA(self.unet, cfg.unet_train.ema_decay)
