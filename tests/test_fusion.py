@@ -208,11 +208,12 @@ def test_gate_is_per_token_and_channel():
 def test_bench_fusion_on_tiny_model(pipe):
     from t2ikit.bench.fusion import Budget, compare, markdown
 
-    b = Budget(steps=2, batch_size=2, size="xs", n_prompts=1, seeds=1, sample_steps=2, image_size=32)
+    b = Budget(steps=2, batch_size=2, size="xs", n_prompts=1, seeds=1, sample_steps=2, image_size=32, timing_rounds=1)
     report = compare(["sequential", "gated"], b, base=pipe, log=lambda m: None)
     rows = report["rows"]
     assert [r["strategy"] for r in rows] == ["sequential", "gated"]
-    assert rows[1]["unet_params"] > rows[0]["unet_params"] and all(r["step_s"] > 0 for r in rows)
+    assert rows[1]["unet_params"] > rows[0]["unet_params"]
+    assert all(r["step_s"] > 0 and r["unet_call_s"] > 0 and r["step_s_training_phase"] > 0 for r in rows)
     assert "| gated |" in markdown(report)
     with pytest.raises(ValueError, match="resolution"):
         compare(["hierarchical:2=gated"], b, base=pipe)

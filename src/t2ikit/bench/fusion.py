@@ -40,6 +40,8 @@ class Budget:
     sample_steps: int = 10  # sampler steps for CompBench images
     guidance: float = 4.0  # CFG scale for CompBench images
     image_size: int | None = None  # CompBench image side; None: the base model's (the oracle needs >= 32)
+    timing_rounds: int = 20  # after training: rounds of one train step + one sampling call per strategy,
+    # interleaved across strategies so load from other processes hits all of them alike
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -145,7 +147,7 @@ def compare(strategies=DEFAULT_STRATEGIES, budget: Budget | None = None, base=No
     batches = encode_batches(base, b.steps, b.batch_size, b.seed, b.caption_dropout)
     log(f"encoded {b.steps} batches of {b.batch_size} in {time.perf_counter() - t0:.1f} s")
     schedule = noise_schedule(base)
-    rows = []
+    rows, unets = [], []
     for spec in specs:
         unet = retrofit(fresh(), spec, seed=b.seed, from_scratch=True)
         run = train_unet(unet, batches, list(unet.parameters()), schedule, b.lr, b.seed, b.snr_gamma)
@@ -164,10 +166,51 @@ def compare(strategies=DEFAULT_STRATEGIES, budget: Budget | None = None, base=No
             "compbench": result,
         }
         rows.append(row)
+        unets.append(unet)
         log(f"{spec.name}: params {row['unet_params']}, step {row['step_s'] * 1e3:.0f} ms, "
             f"sample {row['sample_s_per_image'] * 1e3:.0f} ms/image, loss {row['final_loss']:.4f}, "
             f"overall {_overall(result)}")
+    if b.timing_rounds > 0:
+        timings = interleaved_timing(unets, batches[0], schedule, b.timing_rounds, b.guidance != 1.0)
+        for row, (train_s, sample_s) in zip(rows, timings):
+            row["step_s_training_phase"] = row["step_s"]
+            row["step_s"], row["unet_call_s"] = train_s, sample_s
+        log("interleaved timing: " + ", ".join(f"{r['strategy']} {r['step_s'] * 1e3:.0f}/{r['unet_call_s'] * 1e3:.0f} ms"
+                                              for r in rows))
     return {"budget": dataclasses.asdict(b), "rows": rows}
+
+
+def interleaved_timing(unets, batch, schedule, rounds: int, guided: bool) -> list[tuple[float, float]]:
+    """Median seconds of (one training forward + backward, one sampling UNet call) per UNet, measured in
+    rounds that visit every UNet in turn (a slow moment of a shared machine costs all of them)."""
+    from t2ikit.train.losses import diffusion_loss
+
+    latents, states = batch
+    x = torch.cat([latents[:1]] * 2) if guided else latents[:1]  # one image, [uncond; cond] under CFG
+    ctx = torch.cat([states[:1]] * 2) if guided else states[:1]
+    t = torch.tensor([500])
+    train, sample = [[] for _ in unets], [[] for _ in unets]
+    for unet in unets:
+        unet.requires_grad_(True)  # with_unet froze them for sampling
+    for r in range(rounds + 1):  # round 0 warms up
+        for i, unet in enumerate(unets):
+            unet.train()
+            t0 = time.perf_counter()
+            loss = diffusion_loss(unet, latents, states, schedule, torch.Generator().manual_seed(r), 5.0)
+            loss.backward()
+            t1 = time.perf_counter()
+            unet.zero_grad(set_to_none=True)
+            unet.eval()
+            with torch.no_grad():
+                t2 = time.perf_counter()
+                unet(x, t, encoder_hidden_states=ctx)
+                t3 = time.perf_counter()
+            if r:
+                train[i].append(t1 - t0)
+                sample[i].append(t3 - t2)
+    for unet in unets:
+        unet.requires_grad_(False).eval()
+    return [(statistics.median(a), statistics.median(b)) for a, b in zip(train, sample)]
 
 
 def _overall(result: dict) -> str:
@@ -182,12 +225,14 @@ def markdown(report: dict) -> str:
     rows = report["rows"]
     categories = list(rows[0]["compbench"]["per_category"]) if rows else []
     checks = ["present", "colour", "count"]
-    head = (["strategy", "UNet params", "train step (ms)", "sample (ms/image)", "final loss", "overall"] + categories
+    head = (["strategy", "UNet params", "train fwd+bwd (ms)", "UNet call (ms)", "sample (ms/image)", "final loss",
+             "overall"] + categories
             + [f"check: {k}" for k in checks])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cats = r["compbench"]["per_category"]
         cells = [r["strategy"], f"{r['unet_params']:,}", f"{r['step_s'] * 1e3:.0f}",
+                 f"{r['unet_call_s'] * 1e3:.1f}" if "unet_call_s" in r else "-",
                  f"{r['sample_s_per_image'] * 1e3:.0f}", f"{r['final_loss']:.4f}", _overall(r["compbench"])]
         cells += [f"{cats[c]['accuracy']:.2f}" if c in cats else "-" for c in categories]
         overall_checks = r["compbench"]["overall"]["checks"]

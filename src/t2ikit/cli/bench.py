@@ -103,6 +103,8 @@ def _add_fusion(verbs) -> None:
     p.add_argument("--n-prompts", type=int, default=d.n_prompts, help="CompBench prompts per category")
     p.add_argument("--seeds", type=int, default=d.seeds, help="CompBench images per prompt")
     p.add_argument("--sample-steps", type=int, default=d.sample_steps, help="sampler steps for CompBench images")
+    p.add_argument("--timing-rounds", type=int, default=d.timing_rounds,
+                   help="rounds of interleaved step/UNet-call timing after training (0: phase medians only)")
     p.add_argument("--gates", action="store_true",
                    help="instead: retrofit shapes-v1 to gated fusion, fine-tune the gates --steps steps, record them")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
@@ -128,7 +130,8 @@ def _fusion(args) -> int:
         for s in strategies:
             parse_fusion(s)  # a clear error before loading or training anything
         budget = fb.Budget(steps=args.steps, batch_size=args.batch_size, lr=args.lr, size=args.size, seed=args.seed,
-                           n_prompts=args.n_prompts, seeds=args.seeds, sample_steps=args.sample_steps)
+                           n_prompts=args.n_prompts, seeds=args.seeds, sample_steps=args.sample_steps,
+                           timing_rounds=args.timing_rounds)
         result = fb.compare(strategies, budget, log=lambda m: print(m, file=sys.stderr))
         text = fb.markdown(result)
     result["command"] = "t2ikit " + " ".join(sys.argv[1:])
