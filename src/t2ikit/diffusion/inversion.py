@@ -346,7 +346,7 @@ def save_inversion(inversion: Inversion, path: str | os.PathLike, metadata: dict
             "uncond_mode": inversion.uncond_mode, "prediction_type": inversion.schedule.prediction_type,
             **{k: str(v) for k, v in (metadata or {}).items()}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=meta)
+    save_file({k: v.detach().float().cpu().clone().contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
     return path
 
 
