@@ -294,3 +294,66 @@ def markdown(result: dict) -> str:
     lines.append(f"\n{c['n']} edits per kind, {c['steps']} DDIM steps, guidance {c['guidance']}; "
                  f"{result['seconds']} s in all")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inversion alone: reconstruction PSNR by steps and guidance, and agreement with diffusers
+
+
+def run_inversion(pipe, n: int = 8, steps_list=(20, 50, 100), guidances=(4.0,), seed: int = BENCH_SEED) -> dict:
+    """Reconstruction PSNR of the first `n` colour-edit source images (real renders), per inversion setting.
+
+    Rows: "vae" (encode-decode only: the ceiling), DDIM at guidance 1 for each step count, and for each
+    guidance > 1 (at the first step count): no fix, negative-prompt inversion, null-text inversion.
+    "peer": max |x_T(ours) - x_T(diffusers DDIMInverseScheduler)| at the first step count.
+    """
+    import torch
+    from diffusers import DDIMInverseScheduler
+
+    from t2ikit.diffusion.inversion import ddim_invert, ddim_schedule, encode_image, invert, psnr, reconstruct
+
+    cases = make_cases("colour", n, seed)
+    images = torch.stack([torch.from_numpy(c.source_image).permute(2, 0, 1) for c in cases])
+    prompts = [c.source_prompt for c in cases]
+    rows = {}
+
+    def add(name, rec, seconds):
+        p = psnr(rec, images).tolist()
+        rows[name] = {**_mean(p), "seconds": round(seconds, 2)}
+
+    t0 = time.perf_counter()
+    add("vae", pipe.decode(encode_image(pipe, images)), time.perf_counter() - t0)
+    for steps in steps_list:
+        t0 = time.perf_counter()
+        inv = invert(pipe, images, prompts, steps=steps)
+        add(f"ddim {steps} steps, guidance 1", reconstruct(pipe, inv), time.perf_counter() - t0)
+    steps = steps_list[0]
+    for g in guidances:
+        for mode in ("none", "negative-prompt", "null-text"):
+            t0 = time.perf_counter()
+            inv = invert(pipe, images, prompts, steps=steps, guidance=g, uncond=mode)
+            add(f"ddim {steps} steps, guidance {g}, uncond {mode}", reconstruct(pipe, inv), time.perf_counter() - t0)
+    # peer: diffusers' DDIMInverseScheduler on the same model, image and prompt
+    config = {k: v for k, v in pipe.scheduler_config.items() if not k.startswith("_")}
+    sched = DDIMInverseScheduler.from_config({**config, "clip_sample": False, "set_alpha_to_one": True})
+    sched.set_timesteps(steps)
+    cond = pipe.encode_text(prompts)
+    x0 = encode_image(pipe, images)
+    with torch.no_grad():
+        x = x0
+        for t in sched.timesteps:
+            x = sched.step(pipe.unet(x, t, encoder_hidden_states=cond, return_dict=False)[0], t, x,
+                           return_dict=False)[0]
+    ours = ddim_invert(pipe.unet, ddim_schedule(pipe.scheduler_config, steps), x0, cond)[0]
+    peer = {"max_abs_diff": float((ours - x).abs().max()), "max_abs": float(x.abs().max()), "steps": steps}
+    return {"rows": rows, "peer": peer, "n": n}
+
+
+def inversion_markdown(result: dict) -> str:
+    lines = ["| inversion | reconstruction PSNR (dB, mean ± s.e.) | seconds |", "| --- | --- | --- |"]
+    for name, r in result["rows"].items():
+        lines.append(f"| {name} | {r['mean']:.2f} ± {r['se']:.2f} | {r['seconds']} |")
+    p = result["peer"]
+    lines.append(f"\nvs diffusers DDIMInverseScheduler ({p['steps']} steps): max |x_T difference| "
+                 f"{p['max_abs_diff']:.2e} (|x_T| up to {p['max_abs']:.2f}); {result['n']} images")
+    return "\n".join(lines)

@@ -176,6 +176,8 @@ def _add_edit(verbs) -> None:
     p.add_argument("--guidance", type=float, default=1.0, help="CFG scale of the edits")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    p.add_argument("--inversion", action="store_true",
+                   help="instead: reconstruction PSNR at 20, 50, 100 steps and with guidance, and diffusers agreement")
     p.add_argument("--out", default=None, help="also write edit.json and edit.md to this folder")
     p.set_defaults(func=_edit)
 
@@ -190,6 +192,13 @@ def _edit(args) -> int:
         raise ValueError(f"unknown --kinds/--methods {bad}; kinds: {', '.join(eb.KINDS)}; methods: {', '.join(eb.METHODS)}")
     if args.n < 1 or args.steps < 1:
         raise ValueError(f"--n and --steps must be >= 1; got {args.n}, {args.steps}")
+    if args.inversion:
+        from t2ikit.cli.edit import load_pipeline
+
+        result = eb.run_inversion(load_pipeline(args.model, args.threads), n=min(args.n, 8))
+        result["command"] = "t2ikit bench edit " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "edit"] else None
+        _emit(args, result, eb.inversion_markdown(result), "inversion")
+        return 0
     pipe = None
     if any(m != "ground-truth" for m in methods):
         from t2ikit.cli.edit import load_pipeline

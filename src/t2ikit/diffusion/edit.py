@@ -97,10 +97,7 @@ def _target_group(phrase: str, source):
             raise ValueError(f"cannot read {w!r} in the target part {phrase.strip()!r} of the instruction: "
                              f"expected colours ({', '.join(vocab.COLOURS)}), shapes ({', '.join(vocab.SHAPES)}) "
                              f"or sizes ({', '.join(vocab.SIZE_WORDS)})")
-    target = replace(source, **changes)
-    if target == source:
-        raise ValueError(f"the instruction changes nothing: {phrase.strip()!r} is what the object already is")
-    return target
+    return replace(source, **changes)
 
 
 def parse_instruction(text: str) -> Instruction:
@@ -141,6 +138,8 @@ def parse_instruction(text: str) -> Instruction:
             target = replace(target, count=source.count)
     except ValueError:
         target = _target_group(target_phrase, source)
+    if target == source:
+        raise ValueError(f"the instruction changes nothing: {target_phrase.strip()!r} is what the object already is")
     return Instruction(text, source, target, source_phrase.strip(), target_phrase.strip())
 
 
