@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from tiny import make_tiny_sd_folder, tiny_components
+from tiny import make_tiny_sd_folder
 
 from t2ikit.attention.capture import AttentionStore
 from t2ikit.attention.processor import AttentionController
@@ -26,6 +26,12 @@ def pipe(folder):
     from t2ikit.pipeline import T2IPipeline
 
     return T2IPipeline.from_folder(folder)
+
+
+@pytest.fixture
+def unet(pipe):
+    """A fresh copy of the tiny folder's UNet (down 1, mid 1, up 2 transformer blocks at 8 and 4)."""
+    return copy.deepcopy(pipe.unet).requires_grad_(True)
 
 
 def _inputs(unet, seed=0):
@@ -64,14 +70,12 @@ def test_bad_strategy_names(bad, match):
         parse_fusion(bad)
 
 
-def test_bad_input_fails_before_compute():
-    parts = tiny_components()
-    unet = parts["unet"]
+def test_bad_input_fails_before_compute(unet, pipe):
     before = copy.deepcopy(unet.state_dict())
     with pytest.raises(ValueError, match=r"resolution\(s\) \[16\].*\[8, 4\]"):
         retrofit(unet, "hierarchical:16=gated")
     with pytest.raises(TypeError, match="UNet2DConditionModel, got AutoencoderKL"):
-        retrofit(parts["vae"], "gated")
+        retrofit(pipe.vae, "gated")
     with pytest.raises(ValueError, match="parallel fusion cannot start equal"):
         retrofit(unet, "parallel")
     assert not any(isinstance(m, FusionBlock) for m in unet.modules())  # nothing was replaced
@@ -81,8 +85,7 @@ def test_bad_input_fails_before_compute():
         retrofit(unet, "gated")
 
 
-def test_plan_resolutions_match_the_forward_pass():
-    unet = tiny_components()["unet"]
+def test_plan_resolutions_match_the_forward_pass(unet):
     assert resolutions(unet) == [8, 4]
     seen = {}
 
@@ -134,8 +137,8 @@ def test_new_parameters_train_and_change_the_output(pipe):
         assert (_out(unet, x, t, text) - ref).abs().max().item() > 1e-6
 
 
-def test_parallel_from_scratch_has_learnable_alpha_beta():
-    unet = retrofit(tiny_components()["unet"], "parallel", from_scratch=True)
+def test_parallel_from_scratch_has_learnable_alpha_beta(unet):
+    unet = retrofit(unet, "parallel", from_scratch=True)
     blocks = [m for m in unet.modules() if isinstance(m, FusionBlock)]
     assert all(b.alpha.requires_grad and b.beta.requires_grad and b.alpha.item() == 1.0 for b in blocks)
     x, t, text = _inputs(unet)
@@ -143,8 +146,8 @@ def test_parallel_from_scratch_has_learnable_alpha_beta():
     assert all(b.alpha.grad is not None and b.beta.grad is not None for b in blocks)
 
 
-def test_batch_equals_single():
-    unet = retrofit(tiny_components()["unet"], "hierarchical:8=gated,4=parallel", from_scratch=True)
+def test_batch_equals_single(unet):
+    unet = retrofit(unet, "hierarchical:8=gated,4=parallel", from_scratch=True)
     x, t, text = _inputs(unet)
     both = _out(unet, x, t, text)
     one = _out(unet, x[1:], t[1:], text[1:])
@@ -157,8 +160,8 @@ def test_batch_equals_single():
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_hooked_processor_and_capture_in_every_strategy(strategy):
-    unet = retrofit(tiny_components()["unet"], strategy, from_scratch=True)
+def test_hooked_processor_and_capture_in_every_strategy(unet, strategy):
+    unet = retrofit(unet, strategy, from_scratch=True)
     x, t, text = _inputs(unet)
     ref = _out(unet, x, t, text)
     store = AttentionStore()
