@@ -250,3 +250,14 @@ def test_fusion_option_retrofits_the_unet(tmp_path):
         load_config(tiny_config(tmp_path, '[model] fusion = "telepathy"'))
     trainer = Trainer(load_config(tiny_config(tmp_path, '[model] fusion = "gated"', name="g.toml")), out=tmp_path)
     assert "Fusion" in type(trainer.unet.down_blocks[0].attentions[0].transformer_blocks[0]).__name__
+
+
+def test_time_limit_checkpoints_and_resume_finishes(tmp_path):
+    from t2ikit.cli import main
+
+    config, out = tiny_config(tmp_path, "[export] at_end = false"), tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(out), "--time-limit", "1e-9"]) == 0
+    assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["ckpt-1-vae-000000001"]
+    assert '"time_limit"' in (out / "log.jsonl").read_text()
+    assert main(["train", "--config", str(config), "--out", str(out), "--resume"]) == 0
+    assert ckpt.list_checkpoints(out / "checkpoints")[-1].name == "ckpt-2-unet-000000006"

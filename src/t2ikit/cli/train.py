@@ -23,6 +23,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="run folder (overrides run.out)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="overrides run.device")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (overrides run.workers)")
+    p.add_argument(
+        "--time-limit", type=float, default=None, metavar="MIN",
+        help="checkpoint, export and stop after MIN minutes (overrides run.time_limit_min); --resume continues",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--export-only",
@@ -63,6 +67,10 @@ def handler(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.workers is not None:
         cfg.run.workers = args.workers
+    if args.time_limit is not None:
+        if args.time_limit < 0:
+            raise ValueError(f"--time-limit must be >= 0 minutes, got {args.time_limit}")
+        cfg.run.time_limit_min = args.time_limit
     if args.no_progress:
         cfg.run.progress = False
     if args.fp16:

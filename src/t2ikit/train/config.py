@@ -25,6 +25,8 @@ class RunConfig:
     prefetch: int = 4  # batches each worker renders ahead
     log_every: int = 10  # optimizer steps per JSONL log record
     progress: bool = True  # tqdm progress bar on stderr
+    time_limit_min: float = 0.0  # > 0: after this many minutes, checkpoint, export and stop (a GPU lease)
+    compile: bool = False  # torch.compile the UNet forward (CUDA; weights and checkpoints are unchanged)
 
 
 @dataclass

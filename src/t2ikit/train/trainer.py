@@ -158,8 +158,12 @@ class Trainer:
         (self.out / "config.json").write_text(self.cfg.to_json())
         if resume:
             self.load(ckpt.resolve_checkpoint(self.checkpoint_dir, resume))
+        self._t_start = time.monotonic()
+        self.stopped_early = False
         if self.stage == "vae":
             self._train_vae()
+            if self.stopped_early:
+                return self.export() if self.cfg.export.at_end else None
             self.calibrate_vae()  # a resumed UNet stage keeps the factor stored in its checkpoint
             self.stage, self.step = "unet", 0
         self.vae.eval().requires_grad_(False)
@@ -196,6 +200,8 @@ class Trainer:
         return factor
 
     def _train_unet(self) -> None:
+        # A compiled wrapper shares the UNet's parameters; state dicts and EMA keep using self.unet.
+        unet_forward = torch.compile(self.unet) if self.cfg.run.compile else self.unet
         c = self.cfg.unet_train
         self.unet.train()
         self.text_encoder.train()
@@ -207,7 +213,7 @@ class Trainer:
             with torch.no_grad():
                 latents = self.vae.encode(pixels).latent_dist.mean * factor  # (B, C, h, w)
             states = self.text_encoder(ids)[0]  # (B, T, D), as StableDiffusionPipeline encodes prompts
-            return diffusion_loss(self.unet, latents, states, self.noise_scheduler, gen, c.snr_gamma)
+            return diffusion_loss(unet_forward, latents, states, self.noise_scheduler, gen, c.snr_gamma)
 
         def after_step(step: int) -> None:
             self.ema_unet.update(self.unet, step)
@@ -301,8 +307,14 @@ class Trainer:
                     }
                 )
                 self._log_window, t_window, n_window = [], time.perf_counter(), 0
-            if self.step % self.cfg.checkpoint.every == 0 or self.step == o.steps:
+            limit = r.time_limit_min * 60
+            out_of_time = limit > 0 and time.monotonic() - getattr(self, "_t_start", time.monotonic()) > limit
+            if self.step % self.cfg.checkpoint.every == 0 or self.step == o.steps or out_of_time:
                 self.save()
+            if out_of_time:
+                self.stopped_early = True
+                self.log({"event": "time_limit", "stage": stage, "step": self.step, "minutes": r.time_limit_min})
+                break
         if bar is not None:
             bar.close()
 
