@@ -218,6 +218,10 @@ def test_bench_fusion_on_tiny_model(pipe):
     assert rows[1]["unet_params"] > rows[0]["unet_params"]
     assert all(r["step_s"] > 0 and r["unet_call_s"] > 0 and r["step_s_training_phase"] > 0 for r in rows)
     assert "| gated |" in markdown(report)
+    from t2ikit.bench.fusion import retrofit_equality
+
+    check = retrofit_equality(base=pipe, strategies=("gated", "interleaved"), batch=1)
+    assert all(v["max_abs_diff"] < 1e-5 and v["added_params"] > 0 for v in check.values())
     with pytest.raises(ValueError, match="resolution"):
         compare(["hierarchical:2=gated"], b, base=pipe)
     with pytest.raises(ValueError, match="unknown fusion strategy"):

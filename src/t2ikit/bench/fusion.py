@@ -247,6 +247,36 @@ def markdown(report: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Retrofit equality (part 4)
+# ----------------------------------------------------------------------------------------------------
+
+RETROFIT_STRATEGIES = ("sequential", "interleaved", "gated", "hierarchical:16=gated,8=interleaved,4=sequential")
+
+
+@torch.no_grad()
+def retrofit_equality(base=None, strategies=RETROFIT_STRATEGIES, batch: int = 4, seed: int = 0) -> dict:
+    """Max |retrofitted UNet - original| over a random batch (latents, timesteps, real prompt states),
+    for each strategy, on the base model (default the shipped one); also the parameters added."""
+    from t2ikit.models.retrofit import retrofit
+    from t2ikit.models.sizes import count_params
+
+    base = base or load_base()
+    g = torch.Generator().manual_seed(seed)
+    c, s = base.unet.config.in_channels, base.unet.config.sample_size
+    x = torch.randn(batch, c, s, s, generator=g)
+    t = torch.randint(0, 1000, (batch,), generator=g)
+    text = base.encode_text(list(GATE_PROMPTS[:batch]) + [""] * max(0, batch - len(GATE_PROMPTS)))[:batch]
+    ref = base.unet(x, t, encoder_hidden_states=text).sample
+    out = {}
+    for strategy in strategies:
+        unet = retrofit(copy.deepcopy(base.unet), strategy, seed=seed)
+        diff = (unet(x, t, encoder_hidden_states=text).sample - ref).abs().max().item()
+        out[strategy] = {"max_abs_diff": diff, "added_params": count_params(unet) - count_params(base.unet),
+                         "output_std": ref.std().item()}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
 # Gate behaviour (part 5)
 # ----------------------------------------------------------------------------------------------------
 

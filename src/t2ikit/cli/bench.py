@@ -107,6 +107,8 @@ def _add_fusion(verbs) -> None:
                    help="rounds of interleaved step/UNet-call timing after training (0: phase medians only)")
     p.add_argument("--gates", action="store_true",
                    help="instead: retrofit shapes-v1 to gated fusion, fine-tune the gates --steps steps, record them")
+    p.add_argument("--retrofit-check", action="store_true",
+                   help="instead: max |retrofitted - original| UNet output on shapes-v1 for each retrofit strategy")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     p.add_argument("--out", default=None, help="write fusion.json, fusion.md (and gates*.png with --gates)")
@@ -120,7 +122,12 @@ def _fusion(args) -> int:
     from t2ikit.models.fusion import parse_fusion
 
     torch.set_num_threads(args.threads)
-    if args.gates:
+    if args.retrofit_check:
+        result = {"retrofit": fb.retrofit_equality(seed=args.seed)}
+        text = "\n".join(["| strategy | max abs diff | added params |", "|---|---|---|"]
+                         + [f"| {k} | {v['max_abs_diff']:.2e} | {v['added_params']:,} |"
+                            for k, v in result["retrofit"].items()])
+    elif args.gates:
         result = fb.gate_study(steps=args.steps, batch_size=args.batch_size, seed=args.seed,
                                sample_steps=args.sample_steps, out=args.out,
                                log=lambda m: print(m, file=sys.stderr))
