@@ -217,7 +217,8 @@ def test_export_loads_in_diffusers_and_generates(tmp_path):
 
     weights = load_file(next((half / "unet").glob("*.safetensors")))
     assert all(v.dtype == torch.float16 for v in weights.values())
-    StableDiffusionPipeline.from_pretrained(half, dtype=torch.float32)
+    loaded = StableDiffusionPipeline.from_pretrained(half)  # one dtype for every part, no dtype= needed
+    loaded("a red circle", num_inference_steps=1, height=32, width=32, output_type="np")
 
 
 def test_cli_reports_bad_input_as_a_sentence(tmp_path, capsys):

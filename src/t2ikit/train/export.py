@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -55,6 +56,16 @@ def build_pipeline(vae, text_encoder, tokenizer, unet, diffusion: DiffusionConfi
     )
 
 
+def _load_as_float32(config_path: Path) -> None:
+    """fp16 weights on disk, float32 in the config: transformers loads a text encoder in its config's dtype
+    while diffusers loads its models in float32, so without this a plain from_pretrained mixes dtypes."""
+    config = json.loads(config_path.read_text())
+    for key in ("dtype", "torch_dtype"):
+        if key in config:
+            config[key] = "float32"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def export_pipeline(pipeline, out_dir: str | Path, fp16: bool = False) -> Path:
     """save_pretrained(safetensors) into a temporary folder, then rename over out_dir (atomic)."""
     out_dir = Path(out_dir)
@@ -65,6 +76,8 @@ def export_pipeline(pipeline, out_dir: str | Path, fp16: bool = False) -> Path:
     if fp16:
         pipeline = pipeline.to(torch.float16)
     pipeline.save_pretrained(tmp, safe_serialization=True)
+    if fp16:
+        _load_as_float32(tmp / "text_encoder" / "config.json")
     if out_dir.exists():
         old = out_dir.parent / f".old-{out_dir.name}-{os.getpid()}"
         os.rename(out_dir, old)
