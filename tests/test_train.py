@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from t2ikit.train import checkpoint as ckpt
-from t2ikit.train.config import OptimConfig, TrainConfig, load_config
+from t2ikit.train.config import OptimConfig, load_config
 from t2ikit.train.data import ShapesBatches, make_loader, to_model_input
 from t2ikit.train.trainer import Trainer, lr_at
 
