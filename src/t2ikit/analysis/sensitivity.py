@@ -217,16 +217,20 @@ def analyze(pipe, prompt: str, seeds=(0, 1, 2, 3), steps: int | None = None, gui
         img.update(_generate(pipe, extra, seeds, spec.steps, spec.guidance, spec.sampler, spec.size))
 
     def quality(text):
+        """(mean, standard error) over seeds."""
         if truth is not None:
-            return float(np.mean([(lambda sc: sc.n_passed / len(sc.checks))(score(img[text, s].permute(1, 2, 0).numpy(), truth))
-                                  for s in seeds]))
-        ref = np.mean([pix(img["", s], img[prompt, s]) for s in seeds])
-        return float(1 - np.mean([pix(img[text, s], img[prompt, s]) for s in seeds]) / ref) if ref > 0 else 1.0
+            per_seed = [(lambda sc: sc.n_passed / len(sc.checks))(score(img[text, s].permute(1, 2, 0).numpy(), truth))
+                        for s in seeds]
+        else:
+            ref = np.mean([pix(img["", s], img[prompt, s]) for s in seeds])
+            per_seed = [1 - pix(img[text, s], img[prompt, s]) / ref if ref > 0 else 1.0 for s in seeds]
+        q = stats(per_seed)
+        return q["mean"], q["se"]
 
     curve = []
     for L, t in prefixes.items():
-        q = quality(t)
-        curve.append({"L": L, "prompt": t, "quality": q, "cost": L / n, "objective": q - lam * L / n})
+        q, se = quality(t)
+        curve.append({"L": L, "prompt": t, "quality": q, "quality_se": se, "cost": L / n, "objective": q - lam * L / n})
     best = max(curve, key=lambda c: (c["objective"], -c["L"]))
     return {
         "prompt": prompt, "words": labels, "seeds": seeds,
@@ -314,6 +318,7 @@ def markdown(report: dict) -> str:
     lines += ["", f"Length curve (quality: {report['quality_measure']}):", "", "| L | prompt | quality | objective |",
               "|---|---|---|---|"]
     for c in report["length_curve"]:
-        lines.append(f"| {c['L']} | {c['prompt']!r} | {c['quality']:.3f} | {c['objective']:.3f} |")
+        se = f" ± {c['quality_se']:.3f}" if c.get("quality_se") is not None else ""
+        lines.append(f"| {c['L']} | {c['prompt']!r} | {c['quality']:.3f}{se} | {c['objective']:.3f} |")
     lines += ["", f"best L = {report['best_length']}: {report['best_prompt']!r}"]
     return "\n".join(lines) + "\n"
