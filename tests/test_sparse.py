@@ -156,3 +156,14 @@ def test_hooks_in_the_pipeline(pipe):
         pipe.generate(prompts, hooks=[sp.TopKHook(2), AttentionStore()], **kw)
     wrapped = sp.HookedPipeline(pipe, lambda: [sp.PruneHook()], "prune")
     assert len(wrapped.generate(prompts, **kw)) == 2
+
+
+def test_bench_sparse_cli(pipe, capsys):
+    from t2ikit.cli import main
+
+    assert main(["bench", "sparse", "dense", "prune", "hier:1/1/0", "--model", str(pipe.path), "--n-prompts", "1",
+                 "--steps", "1", "--categories", "colour_binding", "--image-size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "| prune |" in out and "| hier:1/1/0 |" in out
+    assert main(["bench", "sparse", "topk:0", "--model", str(pipe.path)]) != 0  # refused before loading
+    assert main(["bench", "sparse", "hier:0/0/0", "--model", str(pipe.path)]) != 0

@@ -218,7 +218,46 @@ def _edit(args) -> int:
     return 0
 
 
-SUITES = [_add_oracle, _add_compbench, _add_fusion, _add_decomposition, _add_edit]  # more suites (fusion, control, edit) add one function here
+def _add_sparse(verbs) -> None:
+    p = verbs.add_parser("sparse", help="CompBench per sparse / hierarchical cross-attention variant")
+    p.add_argument("variants", nargs="*", default=["dense", "topk:8", "topp:0.9", "prune", "hier:1/1/0"],
+                   help="dense, topk:K, topp:P, prune (padding), prune:K, hier:W/P/S (default: a few of each)")
+    p.add_argument("--model", default=None, help="model folder (default: the shipped one)")
+    p.add_argument("--n-prompts", type=int, default=16, help="prompts per category")
+    p.add_argument("--seeds", type=int, default=1, help="image seeds per prompt")
+    p.add_argument("--categories", default="colour_binding,shape_binding", help="comma-separated categories")
+    p.add_argument("--steps", type=int, default=20, help="sampling steps")
+    p.add_argument("--image-size", type=int, default=None, help="image side (default: the model's)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    p.add_argument("--out", default=None, help="also write sparse.json and sparse.md here")
+    p.set_defaults(func=_sparse)
+
+
+def _sparse(args) -> int:
+    from t2ikit.attention.sparse import HookedPipeline, hooks_from_spec
+    from t2ikit.bench.compbench import default_model_path, evaluate
+    from t2ikit.pipeline import T2IPipeline
+
+    for v in args.variants:
+        hooks_from_spec(v)  # bad variants fail before the model loads
+    pipe = T2IPipeline.from_folder(args.model or default_model_path())
+    cats = tuple(args.categories.split(","))
+    size = {} if args.image_size is None else {"size": (args.image_size, args.image_size)}
+    result = {"config": {"n_prompts": args.n_prompts, "seeds": args.seeds, "steps": args.steps, "categories": cats},
+              "variants": {}}
+    lines = ["| variant | " + " | ".join(cats) + " |", "| --- |" + " --- |" * len(cats)]
+    for v in args.variants:
+        r = evaluate(HookedPipeline(pipe, lambda v=v: hooks_from_spec(v), v), "train", args.n_prompts, args.seeds,
+                     cats, steps=args.steps, **size)
+        result["variants"][v] = r["per_category"]
+        cells = [f"{r['per_category'][c]['accuracy']:.3f} [{r['per_category'][c]['ci95'][0]:.2f}, "
+                 f"{r['per_category'][c]['ci95'][1]:.2f}]" for c in cats]
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    _emit(args, result, "\n".join(lines), "sparse")
+    return 0
+
+
+SUITES = [_add_oracle, _add_compbench, _add_fusion, _add_decomposition, _add_edit, _add_sparse]  # more suites (fusion, control, edit) add one function here
 
 
 def register(subparsers) -> None:
