@@ -171,60 +171,21 @@ def plain_generator(pipe, steps: int = 20, **kwargs):
 def compare_compbench(pipe, amplitude: float = 0.3, n_prompts: int = 20, seeds: int = 2,
                       categories=("colour_binding", "spatial", "complex"), steps: int = 20,
                       split: str = "train") -> dict:
-    """CompBench subset: plain prompt vs component timestep weighting, same noise per item.
-
-    Per condition and category: all-checks accuracy with Wilson 95% intervals and the mean share of
-    checks passed; the paired difference (weighted - plain) of both with a 95% bootstrap interval over items.
-    """
-    import numpy as np
-
-    from t2ikit.bench.compbench import make_suite, wilson_interval
-    from t2ikit.world.oracle import score
+    """CompBench subset: plain prompt vs component timestep weighting, same noise per item (`paired_compbench`)."""
+    from t2ikit.analysis.paired import paired_compbench
 
     schedule = LinearSchedule(amplitude)
-    suite = make_suite(split, n_prompts, seeds, tuple(categories))
-    prompts = [it.prompt for it in suite.items]
-    item_seeds = [int(it.seed) for it in suite.items]
-    rows = {}
-    for name, gen in (("plain", plain_generator(pipe, steps)), ("weighted", decomposed_generator(pipe, schedule, steps))):
-        out = []
-        for start in range(0, len(prompts), 32):
-            images = gen(prompts[start:start + 32], item_seeds[start:start + 32])
-            for it, im in zip(suite.items[start:start + 32], images):
-                sc = score(im, it.spec)
-                out.append((it.category, float(sc.all_passed), sc.n_passed / len(sc.checks)))
-        rows[name] = out
-    rng = np.random.default_rng(0)
-    result = {"config": {"amplitude": amplitude, "n_prompts": n_prompts, "seeds": seeds, "steps": steps,
-                         "categories": list(categories), "split": split, "model": getattr(pipe, "name", None)}}
-    for cat in [*categories, "all"]:
-        idx = [k for k, r in enumerate(rows["plain"]) if cat == "all" or r[0] == cat]
-        block = {}
-        for name in ("plain", "weighted"):
-            passed = int(sum(rows[name][k][1] for k in idx))
-            block[name] = {"accuracy": passed / len(idx), "ci95": [round(x, 4) for x in wilson_interval(passed, len(idx))],
-                           "checks_passed": float(np.mean([rows[name][k][2] for k in idx]))}
-        for j, key in ((1, "accuracy"), (2, "checks_passed")):
-            d = np.array([rows["weighted"][k][j] - rows["plain"][k][j] for k in idx])
-            boot = d[rng.integers(0, len(d), size=(2000, len(d)))].mean(1)
-            block[f"diff_{key}"] = {"mean": float(d.mean()), "ci95": [float(x) for x in np.percentile(boot, [2.5, 97.5])]}
-        block["n"] = len(idx)
-        result[cat] = block
+    result = paired_compbench(plain_generator(pipe, steps), decomposed_generator(pipe, schedule, steps), n_prompts,
+                              seeds, categories, split)
+    result["config"].update({"amplitude": amplitude, "steps": steps, "model": getattr(pipe, "name", None)})
     return result
 
 
 def markdown(result: dict) -> str:
     """A table of `compare_compbench`'s result."""
+    from t2ikit.analysis.paired import markdown_table
+
     c = result["config"]
-    lines = [f"Component timestep weighting (amplitude {c['amplitude']}) vs plain prompt, {c['n_prompts']} prompts x "
-             f"{c['seeds']} seeds per category, {c['steps']} steps, model {c['model']}", "",
-             "| category | n | plain acc [95%] | weighted acc [95%] | diff acc [95% boot] | plain checks | weighted checks | diff checks [95% boot] |",
-             "|---|---|---|---|---|---|---|---|"]
-    for cat in [*c["categories"], "all"]:
-        b = result[cat]
-        pl, we, da, dc = b["plain"], b["weighted"], b["diff_accuracy"], b["diff_checks_passed"]
-        lines.append(f"| {cat} | {b['n']} | {pl['accuracy']:.3f} [{pl['ci95'][0]:.3f}, {pl['ci95'][1]:.3f}] | "
-                     f"{we['accuracy']:.3f} [{we['ci95'][0]:.3f}, {we['ci95'][1]:.3f}] | "
-                     f"{da['mean']:+.3f} [{da['ci95'][0]:+.3f}, {da['ci95'][1]:+.3f}] | {pl['checks_passed']:.3f} | "
-                     f"{we['checks_passed']:.3f} | {dc['mean']:+.3f} [{dc['ci95'][0]:+.3f}, {dc['ci95'][1]:+.3f}] |")
-    return "\n".join(lines)
+    return markdown_table(result, f"Component timestep weighting (amplitude {c['amplitude']}) vs plain prompt, "
+                                  f"{c['n_prompts']} prompts x {c['seeds']} seeds per category, {c['steps']} steps, "
+                                  f"model {c['model']}")
