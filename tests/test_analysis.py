@@ -177,3 +177,26 @@ def test_cli_explain_and_analyze(folder, tmp_path, capsys):
     assert main(["analyze", "a red circle", "--model", str(folder), "--lam", "-2"]) == 2
     assert main(["explain", "a (red:1.2 circle", "--model", str(folder)]) == 2
     assert "character 7" in capsys.readouterr().err
+
+
+# --- weighting benchmark helpers ------------------------------------------------------------------------
+
+
+def test_emphasize_wraps_words_of_the_kinds_and_escapes_the_rest():
+    from t2ikit.analysis.weighting_bench import emphasize
+    from t2ikit.text.weighting import parse_weighted
+
+    text = emphasize("a red circle left of (x)", ["colour", "relation"], 1.5)
+    assert text == r"a (red:1.5) circle (left:1.5) of \(x\)"
+    assert parse_weighted(text).plain == "a red circle left of (x)"
+    with pytest.raises(ValueError, match="unknown word kinds"):
+        emphasize("a red circle", ["texture"], 1.5)
+
+
+def test_paired_compbench_sees_a_real_difference():
+    from t2ikit.analysis.paired import paired_compbench
+    from t2ikit.bench.compbench import ground_truth_generator, noise_generator
+
+    r = paired_compbench(noise_generator(), ground_truth_generator(), n_prompts=3, seeds=1, categories=("single",))
+    assert r["all"]["plain"]["accuracy"] == 0.0 and r["all"]["weighted"]["accuracy"] == 1.0
+    assert r["all"]["diff_accuracy"]["ci95"][0] > 0
