@@ -200,3 +200,17 @@ def test_paired_compbench_sees_a_real_difference():
     r = paired_compbench(noise_generator(), ground_truth_generator(), n_prompts=3, seeds=1, categories=("single",))
     assert r["all"]["plain"]["accuracy"] == 0.0 and r["all"]["weighted"]["accuracy"] == 1.0
     assert r["all"]["diff_accuracy"]["ci95"][0] > 0
+
+
+def test_paraphrases_say_the_same_spec_differently():
+    from t2ikit.analysis.optimize import paraphrases
+    from t2ikit.world.caption import parse_caption
+
+    caption = "a red circle to the left of a blue square"
+    out = paraphrases(caption, 4)
+    assert out[0] == caption and len(set(out)) == 4
+    assert all(parse_caption(t) == parse_caption(caption) for t in out)
+    with pytest.raises(ValueError):
+        paraphrases("a zebra", 3)
+    with pytest.raises(ValueError, match="candidates"):
+        paraphrases(caption, 0)
