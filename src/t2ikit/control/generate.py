@@ -69,18 +69,52 @@ def parse_scales(items) -> dict[str, float]:
     return out
 
 
+def _background_latents(pipe, colour: str, size, count: int) -> torch.Tensor:
+    """(N, C, h, w) clean latents of a plain image of `colour`."""
+    from t2ikit.world import vocab
+
+    if colour not in vocab.BACKGROUNDS:
+        raise ValueError(f"unknown background {colour!r}; allowed: {', '.join(vocab.BACKGROUNDS)}")
+    rgb = torch.tensor(vocab.BACKGROUNDS[colour], dtype=pipe.dtype).view(1, 3, 1, 1).expand(1, 3, *size)
+    z = pipe.vae.encode((rgb * 2 - 1).to(pipe.device)).latent_dist.mean * pipe.vae.config.scaling_factor
+    return z.expand(count, -1, -1, -1)
+
+
+def _bootstrap_callback(pipe, scheduler, region_masks, latent_hw, background, spec, fraction, callback):
+    """Bootstrapping (MultiDiffusion, Bar-Tal et al. 2023, Sec. 4.2), on the one shared latent: for the
+    first `fraction` of the steps, the latents outside every region are replaced by a plain background
+    noised to the next step's level, so objects can only form inside the regions."""
+    count = spec.count
+    bg = _background_latents(pipe, background, spec.size, count)
+    union = latent_masks(region_masks, latent_hw).sum(0).clamp(max=1).to(pipe.device, pipe.dtype)  # (h, w)
+    gens = [torch.Generator("cpu").manual_seed(spec.seed + k) for k in range(count)]
+
+    def reset(i, t, z):
+        steps = len(scheduler.timesteps)
+        if i + 1 < steps and (i + 1) / steps <= fraction:
+            noise = torch.cat([torch.randn((1, *z.shape[1:]), generator=g) for g in gens]).to(z)
+            noisy = scheduler.add_noise(bg, noise, scheduler.timesteps[i + 1].reshape(1))
+            z.copy_(union * z + (1 - union) * noisy)
+        if callback is not None:
+            callback(i, t, z)
+
+    return reset
+
+
 @torch.no_grad()
 def generate_controlled(
     pipe,
     prompt: str | list[str],
     negative_prompt: str | None = None,
-    sketch=None,  # path, PIL image or (1, H, W) array
+    sketch=None,  # path, PIL image or (1, H, W) array; or a list of those, one per prompt
     depth=None,
     mask=None,  # (K, H, W) classes or a class-colour PNG
     reference=None,
     scales: dict | list | None = None,  # {"text": s, "sketch": s, ...} or ["sketch=0.8", ...]
     regions: list | None = None,  # Region or "x0,y0,x1,y1:prompt" / "mask.png:prompt"
     region_mode: str = "attention",  # "attention" (masked cross-attention) or "noise" (MultiDiffusion)
+    bootstrap: float = 0.0,  # with regions: fraction of steps the latents outside all regions are reset
+    background: str = "white",  # the plain background's colour (a Shapes World background name)
     adapters: dict | None = None,  # condition -> adapter folder or ConditionAdapter (default: shipped)
     guidance_mode: str = DEFAULT_MODE,
     steps: int | None = None,
@@ -109,7 +143,14 @@ def generate_controlled(
             raise ValueError(f"--scale {name}=... given without a {name} condition")
     if region_mode not in REGION_MODES:
         raise ValueError(f"unknown region mode {region_mode!r}; allowed: {', '.join(REGION_MODES)}")
-    maps = {name: load_condition(src, name, spec.size) for name, src in given.items()}
+    maps = {}  # name -> one (C, H, W) map per prompt
+    for name, src in given.items():
+        if isinstance(src, (list, tuple)):
+            if len(src) != len(spec.prompts):
+                raise ValueError(f"{name}: {len(src)} maps for {len(spec.prompts)} prompts; give one per prompt or one")
+            maps[name] = [load_condition(s, name, spec.size) for s in src]
+        else:
+            maps[name] = [load_condition(src, name, spec.size)] * len(spec.prompts)
     regions = [r if isinstance(r, Region) else parse_region(r, spec.size) for r in (regions or [])]
     if "regions" in scales and not regions:
         raise ValueError("--scale regions=... given without --region")
@@ -127,7 +168,7 @@ def generate_controlled(
     text_scale = scales.get("text", spec.guidance)
     residuals = None
     for name, adapter in adapters.items():
-        cond = to_batch([maps[name]] * count, pipe.device, pipe.dtype)
+        cond = to_batch([m for m in maps[name] for _ in range(spec.n)], pipe.device, pipe.dtype)  # (N, C, H, W)
         res = adapter(cond, scales.get(name, 1.0))
         residuals = res if residuals is None else [a + b for a, b in zip(residuals, res)]
     controller = hooks if isinstance(hooks, AttentionController) else AttentionController(hooks or [])
@@ -146,6 +187,8 @@ def generate_controlled(
     else:
         conditions = [Condition(base, text_scale, name="text")]
     scheduler = make_scheduler(spec.sampler, pipe.scheduler_config)
+    if regions and bootstrap > 0:
+        callback = _bootstrap_callback(pipe, scheduler, region_masks, (h, w), background, spec, bootstrap, callback)
     if controller.hooks:
         controller.install(pipe.unet)
     try:

@@ -1,0 +1,201 @@
+"""Control benchmark on Shapes World, judged by the oracle: regions, attribute control, consistency.
+
+- regions: two-object scenes; each object's box (grown by REGION_PAD px) is a region with the prompt
+  "a <colour> <shape>", the caption is the base prompt. A region got its prompt when the oracle reads an
+  object of that colour and shape with its centre inside the box. Methods: none (caption only, the
+  baseline), attention (masked cross-attention), noise (MultiDiffusion blend).
+- attribute: recolour the first object of a generated two-object image (`control.attributes.recolour`):
+  success = the oracle reads the new colour and the shape inside the box; kept = every other object the
+  oracle read in the source is read again (colour, shape, centre within 3 px); PSNR outside the box.
+- consistency: scenes of the training mix; per-condition metrics (control.consistency) of images
+  generated from the caption alone and from caption + sketch through each available adapter, plus the
+  renders themselves (the ceiling), and L_consistency with unit lambdas.
+Every rate has a 95% Wilson interval, every mean a 95% normal interval.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from t2ikit.bench.compbench import wilson_interval
+from t2ikit.world import vocab
+from t2ikit.world.caption import write_caption
+from t2ikit.world.render import render
+from t2ikit.world.scene import Group, Spec, sample_scene
+
+BENCH_SEED = 0xC0417  # world seed of the control suites (not the training stream's)
+REGION_PAD = 4  # px at 64 around an object's box
+KEEP_RADIUS = 3.0  # px at 64
+SECTIONS = ("regions", "attribute", "consistency")
+
+
+def _rate(k: int, n: int) -> dict:
+    lo, hi = wilson_interval(k, n)
+    return {"rate": k / n if n else 0.0, "passed": k, "n": n, "ci95": [lo, hi]}
+
+
+def _mean(values) -> dict:
+    v = np.asarray(values, np.float64)
+    half = 1.96 * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+    return {"mean": float(v.mean()), "ci95": [float(v.mean() - half), float(v.mean() + half)], "n": len(v)}
+
+
+def _box(obj, size: int) -> tuple[int, int, int, int]:
+    s = size / vocab.REFERENCE_RESOLUTION
+    x0, y0 = max(0, round((obj.x0 - REGION_PAD) * s)), max(0, round((obj.y0 - REGION_PAD) * s))
+    x1 = min(size, round((obj.x0 + obj.extent + REGION_PAD) * s))
+    y1 = min(size, round((obj.y0 + obj.extent + REGION_PAD) * s))
+    return x0, y0, x1, y1
+
+
+def _phrase(colour: str, shape: str) -> str:
+    return write_caption(Spec((Group(colour, shape),)))
+
+
+def _found(reading, colour, shape, box, size) -> bool:
+    s = vocab.REFERENCE_RESOLUTION / size
+    x0, y0, x1, y1 = (v * s for v in box)
+    return any(d.colour == colour and d.shape == shape and x0 <= d.centre[0] < x1 and y0 <= d.centre[1] < y1
+               for d in reading.detections)
+
+
+def _rgb(gen, k=0) -> np.ndarray:
+    return gen.images[k].permute(1, 2, 0).numpy()
+
+
+def bench_regions(pipe, n: int, seeds: int, steps: int, progress=None) -> dict:
+    from t2ikit.control.generate import generate_controlled
+    from t2ikit.world.oracle import detect
+
+    size = pipe.default_size[0]
+    out = {}
+    for method in ("none", "attention", "noise"):
+        region_hits, all_hits = 0, 0
+        for i in range(n):
+            scene = sample_scene(BENCH_SEED, i, category="colour_binding", reference=False)
+            boxes = [_box(o, size) for o in scene.objects]
+            regions = [f"{','.join(map(str, b))}:{_phrase(o.colour, o.shape)}" for o, b in zip(scene.objects, boxes)]
+            gen = generate_controlled(pipe, write_caption(scene.spec), steps=steps, seed=1000 * i, n=seeds,
+                                      regions=None if method == "none" else regions,
+                                      region_mode="attention" if method == "none" else method)
+            for k in range(seeds):
+                reading = detect(_rgb(gen, k))
+                hits = [_found(reading, o.colour, o.shape, b, size) for o, b in zip(scene.objects, boxes)]
+                region_hits += sum(hits)
+                all_hits += all(hits)
+            if progress:
+                progress(f"regions {method} {i + 1}/{n}")
+        out[method] = {"region_got_its_prompt": _rate(region_hits, 2 * n * seeds),
+                       "all_regions": _rate(all_hits, n * seeds)}
+    return out
+
+
+def bench_attribute(pipe, n: int, steps: int, progress=None) -> dict:
+    from t2ikit.control.attributes import recolour
+    from t2ikit.world.oracle import detect
+
+    size = pipe.default_size[0]
+    s = vocab.REFERENCE_RESOLUTION / size
+    results = {"with_region": [], "blend_only": []}
+    for i in range(n):
+        scene = sample_scene(BENCH_SEED + 1, i, category="colour_binding", reference=False)
+        prompt = write_caption(scene.spec)
+        obj = scene.objects[[o.group for o in scene.objects].index(0)]
+        new = next(c for c in vocab.COLOURS if c not in {g.colour for g in scene.spec.groups})
+        groups = tuple(Group(new, g.shape, g.size, g.count) if j == 0 else g for j, g in enumerate(scene.spec.groups))
+        new_prompt = write_caption(Spec(groups, scene.spec.relations, scene.spec.style))
+        box = _box(obj, size)
+        for name, use_region in (("with_region", True), ("blend_only", False)):
+            src, edit = recolour(pipe, prompt, new_prompt, box, _phrase(new, obj.shape), seed=7 * i, steps=steps,
+                                 use_region=use_region)
+            a, b = _rgb(src), _rgb(edit)
+            rb = detect(b)
+            x0, y0, x1, y1 = (v * s for v in box)
+            others = [d for d in detect(a).detections
+                      if not (x0 <= d.centre[0] < x1 and y0 <= d.centre[1] < y1)]
+            kept = all(any(e.colour == d.colour and e.shape == d.shape
+                           and np.hypot(e.centre[0] - d.centre[0], e.centre[1] - d.centre[1]) <= KEEP_RADIUS
+                           for e in rb.detections) for d in others)
+            outside = np.ones(a.shape[:2], bool)
+            outside[box[1]:box[3], box[0]:box[2]] = False
+            mse = float(((a - b)[outside] ** 2).mean())
+            results[name].append({"success": _found(rb, new, obj.shape, box, size), "kept": kept,
+                                  "psnr_outside": 99.0 if mse == 0 else float(10 * np.log10(1 / mse))})
+        if progress:
+            progress(f"attribute {i + 1}/{n}")
+    return {name: {"success": _rate(sum(r["success"] for r in rs), len(rs)),
+                   "kept": _rate(sum(r["kept"] for r in rs), len(rs)),
+                   "psnr_outside_db": _mean([r["psnr_outside"] for r in rs])} for name, rs in results.items()}
+
+
+def bench_consistency(pipe, n: int, steps: int, adapters: dict | None = None, progress=None) -> dict:
+    from t2ikit.control.consistency import consistency, weighted_consistency_loss
+    from t2ikit.control.generate import generate_controlled
+
+    size = pipe.default_size[0]
+    scenes = [sample_scene(BENCH_SEED + 2, i) for i in range(n)]
+    mods = [render(sc, size) for sc in scenes]
+    prompts = [write_caption(sc.spec) for sc in scenes]
+    images = {"ground-truth": [m.rgb for m in mods]}
+    gen = generate_controlled(pipe, prompts, steps=steps, seed=0)
+    images["text only"] = [_rgb(gen, k) for k in range(n)]
+    for name, adapter in (adapters or {}).items():
+        for scale in (1.0,):
+            gen = generate_controlled(pipe, prompts, steps=steps, seed=0, sketch=[m.sketch[None] for m in mods],
+                                      adapters={"sketch": adapter}, scales={"sketch": scale})
+            images[f"text + sketch adapter {name}"] = [_rgb(gen, k) for k in range(n)]
+        if progress:
+            progress(f"consistency {name}")
+    out = {}
+    for method, ims in images.items():
+        per = [consistency(im, sc, m) for im, sc, m in zip(ims, scenes, mods)]
+        out[method] = {k: _mean([p[k] for p in per]) for k in per[0]}
+        out[method]["L_consistency"] = _mean([weighted_consistency_loss(p) for p in per])
+    return out
+
+
+def run(pipe, sections=SECTIONS, n: int = 12, seeds: int = 2, steps: int = 20, adapters: dict | None = None,
+        progress=None) -> dict:
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown sections {sorted(unknown)}; allowed: {', '.join(SECTIONS)}")
+    if n < 2 or seeds < 1 or steps < 1:
+        raise ValueError(f"need n >= 2, seeds >= 1, steps >= 1; got n={n}, seeds={seeds}, steps={steps}")
+    start = time.time()
+    result = {"model": str(pipe.path), "n": n, "seeds": seeds, "steps": steps, "bench_seed": BENCH_SEED}
+    if "regions" in sections:
+        result["regions"] = bench_regions(pipe, n, seeds, steps, progress)
+    if "attribute" in sections:
+        result["attribute"] = bench_attribute(pipe, n, steps, progress)
+    if "consistency" in sections:
+        result["consistency"] = bench_consistency(pipe, n, steps, adapters, progress)
+    result["seconds"] = time.time() - start
+    return result
+
+
+def _fmt_rate(r: dict) -> str:
+    return f"{100 * r['rate']:.1f}% [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] (n={r['n']})"
+
+
+def _fmt_mean(r: dict) -> str:
+    return f"{r['mean']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+
+
+def markdown(result: dict) -> str:
+    lines = [f"Control benchmark: {result['model']}, n={result['n']} scenes, {result['steps']} steps"]
+    if "regions" in result:
+        lines += ["", "| regions | region got its prompt | all regions |", "| --- | --- | --- |"]
+        lines += [f"| {m} | {_fmt_rate(r['region_got_its_prompt'])} | {_fmt_rate(r['all_regions'])} |"
+                  for m, r in result["regions"].items()]
+    if "attribute" in result:
+        lines += ["", "| recolour one object | success | others kept | PSNR outside (dB) |", "| --- | --- | --- | --- |"]
+        lines += [f"| {m} | {_fmt_rate(r['success'])} | {_fmt_rate(r['kept'])} | {_fmt_mean(r['psnr_outside_db'])} |"
+                  for m, r in result["attribute"].items()]
+    if "consistency" in result:
+        keys = list(next(iter(result["consistency"].values())))
+        lines += ["", "| images | " + " | ".join(keys) + " |", "| --- |" + " --- |" * len(keys)]
+        lines += [f"| {m} | " + " | ".join(_fmt_mean(r[k]) for k in keys) + " |"
+                  for m, r in result["consistency"].items()]
+    return "\n".join(lines)
