@@ -257,6 +257,49 @@ def _sparse(args) -> int:
     return 0
 
 
+def _add_control(verbs) -> None:
+    p = verbs.add_parser("control", help="control: region prompts, recolouring one object, consistency with conditions")
+    p.add_argument("--sections", default="regions,attribute,consistency", help="comma-separated subset")
+    p.add_argument("--model", default=None, help="model folder (default: the shipped one)")
+    p.add_argument("--n", type=int, default=12, help="scenes per section")
+    p.add_argument("--seeds", type=int, default=2, help="image seeds per scene (regions)")
+    p.add_argument("--steps", type=int, default=20, help="sampling steps")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
+                   help="sketch adapter folder to measure (default: the shipped sketch-v1 if present)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
+    p.add_argument("--out", default=None, help="also write control.json and control.md to this folder")
+    p.set_defaults(func=_control)
+
+
+def _control(args) -> int:
+    import torch
+
+    from t2ikit.bench import control as bc
+    from t2ikit.bench.compbench import default_model_path
+    from t2ikit.control.generate import shipped_adapter
+    from t2ikit.pipeline import T2IPipeline
+
+    sections = tuple(s for s in args.sections.split(",") if s)
+    unknown = set(sections) - set(bc.SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown --sections {sorted(unknown)}; allowed: {', '.join(bc.SECTIONS)}")
+    adapters = {}
+    for item in args.adapter:
+        name, sep, folder = item.partition("=")
+        if not sep or not Path(folder).is_dir():
+            raise ValueError(f"--adapter must be NAME=DIR with an existing folder; got {item!r}")
+        adapters[name] = folder
+    if not args.adapter and shipped_adapter("sketch") is not None:
+        adapters["sketch-v1"] = shipped_adapter("sketch")
+    torch.set_num_threads(1)  # small models on a shared CPU: one thread is the fast setting
+    pipe = T2IPipeline.from_folder(args.model or default_model_path())
+    result = bc.run(pipe, sections, n=args.n, seeds=args.seeds, steps=args.steps, adapters=adapters,
+                    progress=lambda m: print(m, file=sys.stderr, flush=True))
+    result["command"] = "t2ikit bench control " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "control"] else None
+    _emit(args, result, bc.markdown(result), "control")
+    return 0
+
+
 SUITES = [_add_oracle, _add_compbench, _add_fusion, _add_decomposition, _add_edit, _add_sparse]  # more suites (fusion, control, edit) add one function here
 
 
