@@ -230,6 +230,14 @@ def gated_attention(q, k, v, gate: torch.Tensor, scale: float | None = None) -> 
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.expand(q.shape[0], q.shape[1], q.shape[2], -1))
 
 
+def relative_gates(logits: torch.Tensor) -> torch.Tensor:
+    """Gates g / max_j g_j of sigmoid keep scores (B, n). Attention with log g added to the scores is blind to
+    a common factor of all gates, so an unnormalised penalty on mean g just shrinks every gate alike and
+    learns nothing; relative to the row's largest gate, the penalty has to choose which tokens to drop."""
+    gate = torch.sigmoid(logits)
+    return gate / gate.amax(-1, keepdim=True)
+
+
 def train_keep_scorer(embeds: torch.Tensor, samples: list[tuple], dim: int | None = None, steps: int = 200,
                       sparsity: float = 0.05, lr: float = 3e-3, seed: int = 0) -> tuple[TokenKeepScorer, list]:
     """Train a TokenKeepScorer: loss = relative error of the gated attention output vs dense + sparsity * mean g.
@@ -245,7 +253,7 @@ def train_keep_scorer(embeds: torch.Tensor, samples: list[tuple], dim: int | Non
     dense = [F.scaled_dot_product_attention(q, k, v) for q, k, v in samples]
     history = []
     for step in range(steps):
-        gate = torch.sigmoid(scorer(embeds))  # (B, n)
+        gate = relative_gates(scorer(embeds))  # (B, n)
         err = sum(((gated_attention(q, k, v, gate) - o).norm() / o.norm()) for (q, k, v), o in zip(samples, dense))
         loss = err / len(samples) + sparsity * gate.mean()
         opt.zero_grad()
@@ -384,7 +392,7 @@ class PruneHook(_TextBound):
 
 
 class LearnedPruneHook(_TextBound):
-    """Learned sparsity: a TokenKeepScorer's keep scores choose the tokens (gate > threshold, or the top
+    """Learned sparsity: a TokenKeepScorer's relative gates choose the tokens (gate > threshold, or the top
     `keep`), gathered for all queries of an image."""
 
     name = "sparse-learned"
@@ -395,7 +403,7 @@ class LearnedPruneHook(_TextBound):
 
     @torch.no_grad()
     def row_info(self, pipe, texts):
-        return torch.sigmoid(self.scorer(pipe.encode_text(texts)))  # (B, n) gates
+        return relative_gates(self.scorer(pipe.encode_text(texts)))  # (B, n) gates in (0, 1]
 
     def on_qkv(self, ctx, q, k, v):
         gate = self.batch_rows(ctx, q.shape[0]).to(q.device)
