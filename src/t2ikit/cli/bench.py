@@ -300,7 +300,7 @@ def _control(args) -> int:
     return 0
 
 
-SUITES = [_add_oracle, _add_compbench, _add_fusion, _add_decomposition, _add_edit, _add_sparse]  # more suites (fusion, control, edit) add one function here
+SUITES = [_add_oracle, _add_compbench, _add_fusion, _add_decomposition, _add_edit, _add_sparse, _add_control]  # more suites (fusion, control, edit) add one function here
 
 
 def register(subparsers) -> None:
