@@ -184,8 +184,8 @@ def variants(pipe, scorer):
         "prune-padding": lambda: [sp.PruneHook()],
         "prune:8": lambda: [sp.PruneHook(keep=8)],
         "learned:8": lambda: [sp.LearnedPruneHook(scorer, keep=8)],
-        "hier:1,1,0": lambda: [HierarchicalHook((1, 1, 0))],
-        "hier:1,0.5,0.25": lambda: [HierarchicalHook((1, 0.5, 0.25))],
+        "hier:1/1/0": lambda: [HierarchicalHook((1, 1, 0))],
+        "hier:1/0.5/0.25": lambda: [HierarchicalHook((1, 0.5, 0.25))],
     }
 
 
