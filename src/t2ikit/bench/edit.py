@@ -193,16 +193,16 @@ def _psnr(mse: float, cap: float = 60.0) -> float:
 # Running methods
 
 
-def method_options(method: str, steps: int, guidance: float):
+def method_options(method: str, steps: int, guidance: float, mask_dilate: int = 1):
     from t2ikit.diffusion.edit import EditOptions
 
     base, _, masked = method.partition("+")
     return EditOptions(method="swap" if base == "reconstruct" else base, mask="auto" if masked else None,
-                       steps=steps, guidance=guidance)
+                       steps=steps, guidance=guidance, mask_dilate=mask_dilate)
 
 
 def edit_images(pipe, cases: list[EditCase], method: str, steps: int = 20, guidance: float = 1.0,
-                inversion=None) -> tuple[np.ndarray, object]:
+                inversion=None, mask_dilate: int = 1) -> tuple[np.ndarray, object]:
     """(len(cases), H, W, 3) edited images by `method`, and the inversion (reused across methods)."""
     import torch
 
@@ -220,7 +220,7 @@ def edit_images(pipe, cases: list[EditCase], method: str, steps: int = 20, guida
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the source prompts are exact: the oracle check is moot
-        result = edit(pipe, images, sources, targets, options=method_options(method, steps, guidance),
+        result = edit(pipe, images, sources, targets, options=method_options(method, steps, guidance, mask_dilate),
                       inversion=inversion)
     return result.images.permute(0, 2, 3, 1).numpy(), inversion
 
@@ -247,7 +247,7 @@ def summarise(records: list[dict]) -> dict:
 
 
 def run(pipe, kinds=KINDS, methods=METHODS, n: int = DEFAULT_N, steps: int = 20, guidance: float = 1.0,
-        seed: int = BENCH_SEED, progress: bool = False) -> dict:
+        seed: int = BENCH_SEED, progress: bool = False, mask_dilate: int = 1) -> dict:
     """{method: {kind: summary}} over `n` edits per kind; see the module docstring for the measures."""
     import sys
 
@@ -264,14 +264,14 @@ def run(pipe, kinds=KINDS, methods=METHODS, n: int = DEFAULT_N, steps: int = 20,
         inversion = None
         for method in methods:
             t0 = time.perf_counter()
-            images, inversion = edit_images(pipe, cases, method, steps, guidance, inversion)
+            images, inversion = edit_images(pipe, cases, method, steps, guidance, inversion, mask_dilate)
             records = [score_edit(c, im) for c, im in zip(cases, images)]
             results[method][kind] = {**summarise(records), "seconds": round(time.perf_counter() - t0, 2)}
             if progress:
                 s = results[method][kind]
                 print(f"{kind:9s} {method:13s} success {s['success']['rate']:.2f}  {time.perf_counter() - t0:.1f}s",
                       file=sys.stderr)
-    return {"results": results, "config": {"n": n, "steps": steps, "guidance": guidance, "seed": seed,
+    return {"results": results, "config": {"n": n, "steps": steps, "guidance": guidance, "seed": seed, "mask_dilate": mask_dilate,
                                             "kinds": list(kinds), "methods": list(methods)},
             "seconds": round(time.perf_counter() - started, 1)}
 

@@ -181,6 +181,7 @@ def _add_edit(verbs) -> None:
                    help="comma-separated: ground-truth,reconstruct,swap,swap+mask,p2p,p2p+mask (default: all)")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
     p.add_argument("--guidance", type=float, default=1.0, help="CFG scale of the edits")
+    p.add_argument("--mask-dilate", type=int, default=1, help="latent pixels the automatic mask is grown by")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     p.add_argument("--inversion", action="store_true",
@@ -211,7 +212,8 @@ def _edit(args) -> int:
         from t2ikit.cli.edit import load_pipeline
 
         pipe = load_pipeline(args.model, args.threads)
-    result = eb.run(pipe, kinds, methods, n=args.n, steps=args.steps, guidance=args.guidance, progress=not args.json)
+    result = eb.run(pipe, kinds, methods, n=args.n, steps=args.steps, guidance=args.guidance, progress=not args.json,
+                    mask_dilate=args.mask_dilate)
     result["command"] = "t2ikit bench edit " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "edit"] else None
     result["model"] = None if pipe is None else str(pipe.path)
     _emit(args, result, eb.markdown(result), "edit")

@@ -31,6 +31,7 @@ METHODS = ("swap", "p2p")
 MASK_SAMPLES = 8  # DiffEdit: noise draws averaged per mask
 MASK_STRENGTH = 0.5  # DiffEdit: noise level (fraction of the schedule) at which predictions are compared
 MASK_THRESHOLD = 0.5  # DiffEdit: fraction of the normalised difference above which a latent pixel is edited
+MASK_DILATE = 1  # latent pixels the automatic mask is grown by: a thresholded mask clips the object's edge
 
 
 class EditWarning(UserWarning):
@@ -301,6 +302,7 @@ class EditOptions:
     mask_samples: int = MASK_SAMPLES
     mask_strength: float = MASK_STRENGTH
     mask_threshold: float = MASK_THRESHOLD
+    mask_dilate: int = MASK_DILATE  # latent pixels the automatic mask is grown by (0: DiffEdit as published)
     seed: int = 0  # of DiffEdit's noise draws
 
     def check(self) -> EditOptions:
@@ -319,6 +321,8 @@ class EditOptions:
             raise ValueError(f"mask_samples must be an int >= 1; got {self.mask_samples!r}")
         if not 0.0 < self.mask_strength < 1.0:
             raise ValueError(f"mask_strength must be in (0, 1); got {self.mask_strength!r}")
+        if not (isinstance(self.mask_dilate, int) and self.mask_dilate >= 0):
+            raise ValueError(f"mask_dilate must be an int >= 0; got {self.mask_dilate!r}")
         if not 0.0 < self.mask_threshold < 1.0:
             raise ValueError(f"mask_threshold must be in (0, 1); got {self.mask_threshold!r}")
         return self
@@ -425,6 +429,8 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
     elif opts.mask == "auto":
         latent_mask = diffedit_mask(pipe, traj[-1], inversion.cond, target_cond, pipe.scheduler_config,
                                     opts.mask_samples, opts.mask_strength, opts.mask_threshold, opts.seed)
+        if opts.mask_dilate:
+            latent_mask = F.max_pool2d(latent_mask, 2 * opts.mask_dilate + 1, stride=1, padding=opts.mask_dilate)
         pixel_mask = F.interpolate(latent_mask, scale_factor=factor, mode="nearest")
     else:
         pixel_mask = latent_mask = None
