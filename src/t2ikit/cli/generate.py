@@ -40,6 +40,14 @@ def register(subparsers) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    for name in ("sketch", "depth", "mask", "reference"):  # t2ikit.control: conditions through adapters
+        parser.add_argument(f"--{name}", default=None, metavar="PNG", help=f"{name} condition image (image size)")
+    parser.add_argument("--scale", action="append", default=[], metavar="NAME=S",
+                        help="per-condition scale: text, regions, sketch, depth, mask, reference (repeatable)")
+    parser.add_argument("--region", action="append", default=[], metavar="BOX_OR_MASK:PROMPT",
+                        help="region prompt: 'x0,y0,x1,y1:a red circle' (pixels) or 'mask.png:...' (repeatable)")
+    parser.add_argument("--region-mode", default="attention", choices=["attention", "noise"],
+                        help="regions by masked cross-attention or by noise-space blending (MultiDiffusion)")
     parser.set_defaults(func=_generate)
 
 
@@ -60,6 +68,15 @@ def _generate(args) -> int:
     if args.sampler is not None:
         check_sampler(args.sampler)  # before the model loads
     paths = output_paths(args.out, args.n if args.n >= 1 else 1)
+    controls = {k: getattr(args, k) for k in ("sketch", "depth", "mask", "reference") if getattr(args, k)}
+    if args.scale or args.region:
+        from t2ikit.control.generate import parse_scales
+        from t2ikit.control.regions import parse_region
+
+        parse_scales(args.scale)  # names and numbers, before the model loads
+        for r in args.region:
+            parse_region(r)
+        controls.update(scales=args.scale, regions=args.region)
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1; got {args.threads}")
@@ -70,7 +87,14 @@ def _generate(args) -> int:
     spec = pipe.make_spec(args.prompt, args.negative, args.steps, args.guidance, args.seed, args.n, size, args.sampler)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = pipe.run(spec, progress=not args.quiet)
+        if controls:
+            from t2ikit.control.generate import generate_controlled
+
+            result = generate_controlled(pipe, args.prompt, args.negative, steps=args.steps, guidance=args.guidance,
+                                         seed=args.seed, n=args.n, size=size, sampler=args.sampler,
+                                         progress=not args.quiet, region_mode=args.region_mode, **controls)
+        else:
+            result = pipe.run(spec, progress=not args.quiet)
     for w in caught:  # prompt warnings as sentences, not as a source line of pipeline.py
         if issubclass(w.category, DeprecationWarning):  # libraries' notes to their own developers
             continue
