@@ -156,6 +156,37 @@ def bench_consistency(pipe, n: int, steps: int, adapters: dict | None = None, pr
     return out
 
 
+def adapter_heldout_loss(pipe, adapter, batches: int = 4, batch_size: int = 16, data_seed: int = 999) -> dict:
+    """Diffusion loss on held-out Shapes World batches with and without the adapter (same noise and
+    timesteps), and the paired per-sample difference with a 95% interval."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from t2ikit.control.adapters import load_adapter
+    from t2ikit.control.encoders import shapes_batch
+
+    adapter = load_adapter(adapter) if not isinstance(adapter, torch.nn.Module) else adapter
+    ns = DDPMScheduler.from_config({k: v for k, v in pipe.scheduler_config.items() if not k.startswith("_")})
+    name = adapter.config.modality
+    gen = torch.Generator().manual_seed(data_seed)
+    base, withs = [], []
+    with torch.no_grad():
+        for b in range(batches):
+            batch = shapes_batch(data_seed, b, batch_size, pipe.default_size[0], names=(name,))
+            z = pipe.vae.encode(batch["rgb"] * 2 - 1).latent_dist.mean * pipe.vae.config.scaling_factor
+            text = pipe.encode_text(batch["captions"])
+            t = torch.randint(0, ns.config.num_train_timesteps, (batch_size,), generator=gen)
+            noise = torch.randn(z.shape, generator=gen)
+            noisy = ns.add_noise(z, noise, t)
+            target = ns.get_velocity(z, noise, t) if ns.config.prediction_type == "v_prediction" else noise
+            for res, out in ((None, base), (adapter(batch[name]), withs)):
+                kw = {} if res is None else {"down_intrablock_additional_residuals": res}
+                pred = pipe.unet(noisy, t, encoder_hidden_states=text, return_dict=False, **kw)[0]
+                out += ((pred - target) ** 2).mean((1, 2, 3)).tolist()
+    return {"without": _mean(base), "with": _mean(withs),
+            "difference": _mean(np.asarray(withs) - np.asarray(base)), "batches": batches, "batch_size": batch_size}
+
+
 def run(pipe, sections=SECTIONS, n: int = 12, seeds: int = 2, steps: int = 20, adapters: dict | None = None,
         progress=None) -> dict:
     unknown = set(sections) - set(SECTIONS)
@@ -171,6 +202,7 @@ def run(pipe, sections=SECTIONS, n: int = 12, seeds: int = 2, steps: int = 20, a
         result["attribute"] = bench_attribute(pipe, n, steps, progress)
     if "consistency" in sections:
         result["consistency"] = bench_consistency(pipe, n, steps, adapters, progress)
+        result["adapter_heldout_loss"] = {name: adapter_heldout_loss(pipe, a) for name, a in (adapters or {}).items()}
     result["seconds"] = time.time() - start
     return result
 
@@ -198,4 +230,8 @@ def markdown(result: dict) -> str:
         lines += ["", "| images | " + " | ".join(keys) + " |", "| --- |" + " --- |" * len(keys)]
         lines += [f"| {m} | " + " | ".join(_fmt_mean(r[k]) for k in keys) + " |"
                   for m, r in result["consistency"].items()]
+    for name, r in result.get("adapter_heldout_loss", {}).items():
+        lines += ["", f"Held-out diffusion loss, adapter {name}: without {_fmt_mean(r['without'])}, with "
+                      f"{_fmt_mean(r['with'])}, paired difference {_fmt_mean(r['difference'])} "
+                      f"({r['batches']} x {r['batch_size']} samples)"]
     return "\n".join(lines)
