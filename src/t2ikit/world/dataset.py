@@ -14,16 +14,33 @@ from t2ikit.world.render import render_rgb
 from t2ikit.world.scene import sample_scene, scene_rng
 
 
+MAX_OBJECTS_TRIES = 64  # redraws of a scene over max_objects before falling back to category "single"
+
+
 def make_batch(seed: int, index: int, batch_size: int, resolution: int = 64, split: str = "train",
-               category: str | None = None) -> dict:
-    """{"rgb": float32 (B, H, W, 3) in [0, 1], "captions": list[str]} for batch `index` of stream `seed`."""
+               category: str | None = None, max_objects: int | None = None) -> dict:
+    """{"rgb": float32 (B, H, W, 3) in [0, 1], "captions": list[str]} for batch `index` of stream `seed`.
+
+    `max_objects` (a complexity curriculum) keeps only scenes with at most that many objects: a scene
+    over the limit is redrawn from derived streams (deterministically), so batch `index` is still a
+    pure function of its arguments; None keeps every scene, exactly as before.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if max_objects is not None and max_objects < 1:
+        raise ValueError(f"max_objects must be at least 1 (or None), got {max_objects}")
     rgb = np.empty((batch_size, resolution, resolution, 3), dtype=np.float32)
     captions = []
     for j in range(batch_size):
         scene_index = index * batch_size + j
         scene = sample_scene(seed, scene_index, category=category, split=split, reference=False)
+        tries = 0
+        while max_objects is not None and len(scene.objects) > max_objects:
+            tries += 1
+            redraw_seed, redraw_category = seed + 1_000_003 * tries, category
+            if tries > MAX_OBJECTS_TRIES:
+                redraw_category = "single"  # always one object
+            scene = sample_scene(redraw_seed, scene_index, category=redraw_category, split=split, reference=False)
         render_rgb(scene, resolution, out=rgb[j])
         # a separate stream for wording, so captions vary independently of the layout draw
         captions.append(write_caption(scene.spec, scene_rng(seed ^ 0xC0FFEE, scene_index)))
