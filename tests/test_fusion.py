@@ -217,6 +217,7 @@ def test_bench_fusion_on_tiny_model(pipe):
     assert [r["strategy"] for r in rows] == ["sequential", "gated"]
     assert rows[1]["unet_params"] > rows[0]["unet_params"]
     assert all(r["step_s"] > 0 and r["unet_call_s"] > 0 and r["step_s_training_phase"] > 0 for r in rows)
+    assert rows[1]["gflops_per_call"] > rows[0]["gflops_per_call"] > 0
     assert "| gated |" in markdown(report)
     from t2ikit.bench.fusion import retrofit_equality
 

@@ -128,7 +128,7 @@ def compare(strategies=DEFAULT_STRATEGIES, budget: Budget | None = None, base=No
     from t2ikit.bench import compbench as cb
     from t2ikit.models.fusion import parse_fusion
     from t2ikit.models.retrofit import fusion_plan, retrofit
-    from t2ikit.models.sizes import build_unet, count_params, model_size
+    from t2ikit.models.sizes import build_unet, count_params, model_size, unet_flops
 
     b = budget or Budget()
     if b.steps < 1 or b.batch_size < 1:
@@ -160,6 +160,7 @@ def compare(strategies=DEFAULT_STRATEGIES, budget: Budget | None = None, base=No
         row = {
             "strategy": spec.name,
             "unet_params": count_params(unet),
+            "gflops_per_call": unet_flops(unet, tuple(batches[0][0].shape[1:]), batches[0][1].shape[1]) / 1e9,
             "step_s": statistics.median(warm),
             "sample_s_per_image": result["seconds"]["generate"] / max(1, n_images),
             "final_loss": statistics.mean(run["losses"][-max(1, len(run["losses"]) // 10):]),
@@ -225,13 +226,14 @@ def markdown(report: dict) -> str:
     rows = report["rows"]
     categories = list(rows[0]["compbench"]["per_category"]) if rows else []
     checks = ["present", "colour", "count"]
-    head = (["strategy", "UNet params", "train fwd+bwd (ms)", "UNet call (ms)", "sample (ms/image)", "final loss",
+    head = (["strategy", "UNet params", "GFLOPs/call", "train fwd+bwd (ms)", "UNet call (ms)", "sample (ms/image)", "final loss",
              "overall"] + categories
             + [f"check: {k}" for k in checks])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cats = r["compbench"]["per_category"]
-        cells = [r["strategy"], f"{r['unet_params']:,}", f"{r['step_s'] * 1e3:.0f}",
+        cells = [r["strategy"], f"{r['unet_params']:,}", f"{r.get('gflops_per_call', float('nan')):.3f}",
+                 f"{r['step_s'] * 1e3:.0f}",
                  f"{r['unet_call_s'] * 1e3:.1f}" if "unet_call_s" in r else "-",
                  f"{r['sample_s_per_image'] * 1e3:.0f}", f"{r['final_loss']:.4f}", _overall(r["compbench"])]
         cells += [f"{cats[c]['accuracy']:.2f}" if c in cats else "-" for c in categories]
