@@ -3,7 +3,8 @@
 - regions: two-object scenes; each object's box (grown by REGION_PAD px) is a region with the prompt
   "a <colour> <shape>", the caption is the base prompt. A region got its prompt when the oracle reads an
   object of that colour and shape with its centre inside the box. Methods: none (caption only, the
-  baseline), attention (masked cross-attention), noise (MultiDiffusion blend).
+  baseline), attention (masked cross-attention), noise (MultiDiffusion blend), noise+bootstrap (and the
+  latents outside every region reset to a noised plain background for the first BOOTSTRAP of the steps).
 - attribute: recolour the first object of a generated two-object image (`control.attributes.recolour`):
   success = the oracle reads the new colour and the shape inside the box; kept = every other object the
   oracle read in the source is read again (colour, shape, centre within 3 px); PSNR outside the box.
@@ -28,6 +29,7 @@ from t2ikit.world.scene import Group, Spec, sample_scene
 BENCH_SEED = 0xC0417  # world seed of the control suites (not the training stream's)
 REGION_PAD = 4  # px at 64 around an object's box
 KEEP_RADIUS = 3.0  # px at 64
+BOOTSTRAP = 0.3  # fraction of steps the latents outside the regions are reset (method noise+bootstrap)
 SECTIONS = ("regions", "attribute", "consistency")
 
 
@@ -71,7 +73,7 @@ def bench_regions(pipe, n: int, seeds: int, steps: int, progress=None) -> dict:
 
     size = pipe.default_size[0]
     out = {}
-    for method in ("none", "attention", "noise"):
+    for method in ("none", "attention", "noise", "noise+bootstrap"):
         region_hits, all_hits = 0, 0
         for i in range(n):
             scene = sample_scene(BENCH_SEED, i, category="colour_binding", reference=False)
@@ -79,7 +81,8 @@ def bench_regions(pipe, n: int, seeds: int, steps: int, progress=None) -> dict:
             regions = [f"{','.join(map(str, b))}:{_phrase(o.colour, o.shape)}" for o, b in zip(scene.objects, boxes)]
             gen = generate_controlled(pipe, write_caption(scene.spec), steps=steps, seed=1000 * i, n=seeds,
                                       regions=None if method == "none" else regions,
-                                      region_mode="attention" if method == "none" else method)
+                                      region_mode="noise" if method.startswith("noise") else "attention",
+                                      bootstrap=BOOTSTRAP if method.endswith("bootstrap") else 0.0)
             for k in range(seeds):
                 reading = detect(_rgb(gen, k))
                 hits = [_found(reading, o.colour, o.shape, b, size) for o, b in zip(scene.objects, boxes)]
