@@ -27,6 +27,7 @@ class RunConfig:
     progress: bool = True  # tqdm progress bar on stderr
     time_limit_min: float = 0.0  # > 0: after this many minutes, checkpoint, export and stop (a GPU lease)
     compile: bool = False  # torch.compile the UNet forward (CUDA; weights and checkpoints are unchanged)
+    parallel: str = "ddp"  # under torchrun (WORLD_SIZE > 1): "ddp" (DistributedDataParallel) or "fsdp" (fully_shard)
 
 
 @dataclass
@@ -78,6 +79,25 @@ class UNetTrainConfig(OptimConfig):
 
 
 @dataclass
+class LossesConfig:
+    # L_total = L_reconstruction + text_alignment * L_text_alignment + image_quality * L_image_quality
+    text_alignment: float = 0.0  # lambda_1: InfoNCE between pooled text and pooled UNet mid-block features; 0 = off
+    image_quality: float = 0.0  # lambda_2: Sobel-edge L1 between predicted-x0 and true latents; 0 = off
+    weighting: str = "fixed"  # "fixed" (the lambdas), "uncertainty" (Kendall et al. 2018) or "gradnorm" (Chen et al. 2018)
+    proj_dim: int = 64  # width of the two projection heads of the alignment loss
+    temperature: float = 0.1  # InfoNCE softmax temperature
+    gradnorm_alpha: float = 1.5  # GradNorm restoring-force exponent
+    gradnorm_lr: float = 0.025  # GradNorm step size on the loss weights
+
+
+@dataclass
+class CurriculumConfig:
+    # Piecewise-constant schedules over stage-2 (UNet) optimizer steps: [[step, value], ...], first step 0.
+    resolution: list = field(default_factory=list)  # image side in px, e.g. [[0, 16], [200, 32]]; [] = model.resolution
+    complexity: list = field(default_factory=list)  # max objects per scene, e.g. [[0, 1], [100, 2], [200, 4]]; [] = any
+
+
+@dataclass
 class CheckpointConfig:
     every: int = 500  # optimizer steps between checkpoints (and one at the end of each stage)
     keep: int = 2  # complete checkpoints kept; older ones are deleted after a newer one is complete
@@ -108,6 +128,8 @@ class TrainConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     vae_train: VAETrainConfig = field(default_factory=lambda: VAETrainConfig(lr=1e-3, edge_weight=1.0))
     unet_train: UNetTrainConfig = field(default_factory=UNetTrainConfig)
+    losses: LossesConfig = field(default_factory=LossesConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -138,6 +160,20 @@ class TrainConfig:
                 )
         if not 0 <= self.unet_train.caption_dropout <= 1:
             raise ValueError(f"unet_train.caption_dropout must be in [0, 1], got {self.unet_train.caption_dropout}")
+        if self.run.parallel not in ("ddp", "fsdp"):
+            raise ValueError(f"run.parallel must be 'ddp' or 'fsdp', got {self.run.parallel!r}")
+        lo = self.losses
+        if lo.text_alignment < 0 or lo.image_quality < 0:
+            raise ValueError(
+                f"losses.text_alignment and losses.image_quality must be >= 0, got {lo.text_alignment}, {lo.image_quality}"
+            )
+        if lo.weighting not in ("fixed", "uncertainty", "gradnorm"):
+            raise ValueError(f"losses.weighting must be 'fixed', 'uncertainty' or 'gradnorm', got {lo.weighting!r}")
+        if lo.proj_dim < 1 or lo.temperature <= 0 or lo.gradnorm_lr < 0:
+            raise ValueError("losses.proj_dim must be >= 1, losses.temperature > 0 and losses.gradnorm_lr >= 0")
+        from t2ikit.train.curriculum import curriculum_from_config
+
+        curriculum_from_config(self)  # ValueError naming a bad schedule
         if self.checkpoint.every < 1 or self.checkpoint.keep < 1:
             raise ValueError("checkpoint.every and checkpoint.keep must be >= 1")
         return self

@@ -11,10 +11,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 
-def _make_batch(seed: int, index: int, batch_size: int, resolution: int, split: str) -> dict:
+def _make_batch(seed: int, index: int, batch_size: int, resolution: int, split: str, **kwargs) -> dict:
     from t2ikit.world.dataset import make_batch
 
-    return make_batch(seed, index, batch_size, resolution=resolution, split=split)
+    return make_batch(seed, index, batch_size, resolution=resolution, split=split, **kwargs)
 
 
 class ShapesBatches(Dataset):
@@ -34,10 +34,33 @@ class ShapesBatches(Dataset):
         caption_dropout: float = 0.0,  # probability that a caption is replaced by "" (for CFG)
         split: str = "train",  # Shapes World split
         make_batch=None,  # override of t2ikit.world.dataset.make_batch (tests); must be picklable
+        curriculum=None,  # t2ikit.train.curriculum.Curriculum: resolution and max objects per optimizer step
+        items_per_step: int = 1,  # items per optimizer step (grad_accum): item i belongs to step i // items_per_step
+        shard: tuple[int, int] = (0, 1),  # (rank, world): this process keeps scenes rank::world of each item
     ):
         self.seed, self.batch_size, self.length, self.resolution = seed, batch_size, length, resolution
         self.tokenizer, self.caption_dropout, self.split = tokenizer, caption_dropout, split
         self.make_batch = make_batch or _make_batch
+        self.curriculum, self.items_per_step, self.shard = curriculum, items_per_step, shard
+        if batch_size % shard[1]:
+            raise ValueError(f"the world size {shard[1]} does not divide the micro-batch of {batch_size} images")
+
+    def _render(self, index: int) -> dict:
+        resolution, kwargs = self.resolution, {}
+        if self.curriculum is not None:
+            step = index // self.items_per_step
+            resolution = self.curriculum.resolution_at(step)
+            if self.curriculum.max_objects_at(step) is not None:
+                kwargs["max_objects"] = self.curriculum.max_objects_at(step)
+        rank, world = self.shard
+        if world == 1:
+            return self.make_batch(self.seed, index, self.batch_size, resolution, self.split, **kwargs)
+        # Scene j of item `index` is scene index * batch_size + j of the stream: render only this rank's.
+        parts = [
+            self.make_batch(self.seed, index * self.batch_size + j, 1, resolution, self.split, **kwargs)
+            for j in range(rank, self.batch_size, world)
+        ]
+        return {"rgb": np.concatenate([p["rgb"] for p in parts]), "captions": [c for p in parts for c in p["captions"]]}
 
     def __len__(self) -> int:
         return self.length
@@ -45,14 +68,14 @@ class ShapesBatches(Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        batch = self.make_batch(self.seed, index, self.batch_size, self.resolution, self.split)
+        batch = self._render(index)
         rgb8 = np.rint(np.clip(batch["rgb"], 0.0, 1.0) * 255.0).astype(np.uint8)  # (B, H, W, 3)
         pixels = torch.from_numpy(rgb8).permute(0, 3, 1, 2).contiguous()  # (B, 3, H, W)
         item = {"pixels": pixels, "captions": list(batch["captions"])}
         if self.tokenizer is not None:
             # Dropout draws depend only on (seed, index): identical in any worker and after resume.
             rng = np.random.default_rng([self.seed, index, 0xC0F])
-            drop = rng.random(len(item["captions"])) < self.caption_dropout
+            drop = (rng.random(self.batch_size) < self.caption_dropout)[self.shard[0] :: self.shard[1]]
             captions = ["" if d else c for c, d in zip(item["captions"], drop)]
             item["input_ids"] = self.tokenizer(
                 captions,

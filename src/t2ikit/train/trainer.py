@@ -21,7 +21,9 @@ import torch
 
 from t2ikit.models.sizes import build_text_encoder, build_unet, build_vae, vae_size
 from t2ikit.train import checkpoint as ckpt
+from t2ikit.train import distributed
 from t2ikit.train.config import OptimConfig, TrainConfig, config_from_json
+from t2ikit.train.curriculum import curriculum_from_config
 from t2ikit.train.data import ShapesBatches, make_loader, to_model_input
 from t2ikit.train.ema import EMA
 from t2ikit.train.export import build_pipeline, export_pipeline, training_scheduler
@@ -90,6 +92,19 @@ def compbench_hook(trainer: "Trainer", step: int) -> dict:
             "compbench_mean_category": result["mean_category_accuracy"]}
 
 
+class _StageStep(torch.nn.Module):
+    """The trainable modules of a stage under one root, whose forward is the stage's loss: the unit that
+    DDP/FSDP wrap (DDP synchronises gradients only of parameters used inside its module's forward)."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module], loss_fn):
+        super().__init__()
+        self.parts = torch.nn.ModuleDict(modules)
+        self.loss_fn = loss_fn
+
+    def forward(self, item: dict, gen: torch.Generator):
+        return self.loss_fn(item, gen)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Trainer
 # ----------------------------------------------------------------------------------------------------
@@ -109,6 +124,18 @@ class Trainer:
         self.cfg = cfg.validate()
         self.out = Path(out if out is not None else cfg.run.out)
         self.device = resolve_device(device or cfg.run.device)
+        self.dist = distributed.init_from_env(self.device.type)  # torchrun: join the group; alone: rank 0 of 1
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        for name in ("vae_train", "unet_train"):
+            o = getattr(cfg, name)
+            if (o.batch_size // o.grad_accum) % self.dist.world:
+                raise ValueError(
+                    f"{name}: the world size {self.dist.world} does not divide the micro-batch of "
+                    f"{o.batch_size // o.grad_accum} images (batch_size {o.batch_size} / grad_accum {o.grad_accum}); "
+                    "the global batch must split evenly across ranks"
+                )
+        self.curriculum = curriculum_from_config(cfg)
         self.make_batch = make_batch
         self.eval_hooks = list(eval_hooks) + ([compbench_hook] if cfg.eval.compbench else [])
         if cfg.run.precision == "bf16" and self.device.type != "cuda":
@@ -133,6 +160,14 @@ class Trainer:
         self.unet = self.unet.to(self.device)
         self.text_encoder = build_text_encoder(m.size, self.tokenizer, seed=cfg.run.seed + 2).to(self.device)
         self.noise_scheduler = training_scheduler(cfg.diffusion)
+        self.multiloss = None
+        if cfg.losses.text_alignment > 0 or cfg.losses.image_quality > 0 or cfg.losses.weighting != "fixed":
+            from t2ikit.train.multiloss import MultiLoss
+
+            self.multiloss = MultiLoss(
+                cfg.losses, self.text_encoder.config.hidden_size, self.unet.config.block_out_channels[-1],
+                seed=cfg.run.seed + 3,
+            ).to(self.device)
         self.ema_unet = EMA(self.unet, cfg.unet_train.ema_decay)
         self.ema_text = EMA(self.text_encoder, cfg.unet_train.ema_decay)
         self.stage, self.step = STAGES[0], 0
@@ -155,7 +190,8 @@ class Trainer:
     def run(self, resume: str | None = None) -> Path | None:
         """Train every stage from the start or from a checkpoint ("latest" or a folder); export at the end."""
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(self.cfg.to_json())
+        if self.dist.is_main:
+            (self.out / "config.json").write_text(self.cfg.to_json())
         if resume:
             self.load(ckpt.resolve_checkpoint(self.checkpoint_dir, resume))
         self._t_start = time.monotonic()
@@ -176,12 +212,12 @@ class Trainer:
         c = self.cfg.vae_train
         self.vae.train().requires_grad_(True)
 
-        def loss_fn(item: dict, gen: torch.Generator) -> torch.Tensor:
+        def loss_fn(item: dict, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
             pixels = to_model_input(item["pixels"], self.device)
-            return vae_loss(self.vae, pixels, c.kl_weight, c.edge_weight, generator=gen)
+            return vae_loss(self.vae, pixels, c.kl_weight, c.edge_weight, generator=gen, shard=self.dist.shard), {}
 
         params = [{"params": [p for p in self.vae.parameters()], "lr_scale": 1.0}]
-        self._loop("vae", c, params, loss_fn, tokenizer=None)
+        self._loop("vae", c, params, _StageStep({"vae": self.vae}, loss_fn), tokenizer=None)
         self.vae.eval().requires_grad_(False)
 
     @torch.no_grad()
@@ -207,13 +243,37 @@ class Trainer:
         self.text_encoder.train()
         factor = self.vae.config.scaling_factor
 
-        def loss_fn(item: dict, gen: torch.Generator) -> torch.Tensor:
+        ml = self.multiloss
+        mid_store, hook = ({}, None)
+        if ml is not None and "text_alignment" in ml.names:
+            from t2ikit.train.multiloss import mid_block_capture
+
+            mid_store, hook = mid_block_capture(self.unet)
+        shared = None
+        if ml is not None and ml.cfg.weighting == "gradnorm":
+            from t2ikit.train.multiloss import shared_parameter
+
+            shared = shared_parameter(self.unet)
+
+        def loss_fn(item: dict, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
             pixels = to_model_input(item["pixels"], self.device)
             ids = item["input_ids"].to(self.device, non_blocking=True)
             with torch.no_grad():
                 latents = self.vae.encode(pixels).latent_dist.mean * factor  # (B, C, h, w)
             states = self.text_encoder(ids)[0]  # (B, T, D), as StableDiffusionPipeline encodes prompts
-            return diffusion_loss(unet_forward, latents, states, self.noise_scheduler, gen, c.snr_gamma)
+            outputs = {} if ml is not None else None
+            recon = diffusion_loss(
+                unet_forward, latents, states, self.noise_scheduler, gen, c.snr_gamma, self.dist.shard, outputs
+            )
+            if ml is None:
+                return recon, {}
+            terms = ml.terms(latents, states, ids, self.tokenizer.pad_token_id, outputs, self.noise_scheduler, recon,
+                             mid_store.get("mid"))
+            total = ml.combine(terms, shared)
+            weights = ml.current_weights().detach()
+            info = {f"loss_{n}": float(terms[n]) for n in ml.names}
+            info.update({f"weight_{n}": float(w) for n, w in zip(ml.names, weights)})
+            return total, info
 
         def after_step(step: int) -> None:
             self.ema_unet.update(self.unet, step)
@@ -225,13 +285,27 @@ class Trainer:
             {"params": list(self.unet.parameters()), "lr_scale": 1.0},
             {"params": list(self.text_encoder.parameters()), "lr_scale": c.text_lr_scale},
         ]
-        self._loop("unet", c, params, loss_fn, tokenizer=self.tokenizer, after_step=after_step)
+        parts = {"unet": self.unet, "text_encoder": self.text_encoder}
+        if ml is not None:
+            parts["aux"] = ml
+            if any(True for _ in ml.parameters()):  # projection heads and/or uncertainty log-variances
+                params.append({"params": list(ml.parameters()), "lr_scale": 1.0, "weight_decay": 0.0})
+        try:
+            self._loop("unet", c, params, _StageStep(parts, loss_fn), tokenizer=self.tokenizer, after_step=after_step)
+        finally:
+            if hook is not None:
+                hook.remove()
 
     # -- the loop ------------------------------------------------------------------------------------
 
-    def _dataset(self, stage: str, batch_size: int, length: int, tokenizer, caption_dropout: float = 0.0):
+    def _dataset(self, stage: str, batch_size: int, length: int, tokenizer, caption_dropout: float = 0.0,
+                 items_per_step: int = 1):
         offsets = {"vae": 0, "unet": 1, "calibrate": 2}  # a separate, reproducible stream per stage
+        curriculum = self.curriculum if stage == "unet" and (self.curriculum.resolution or self.curriculum.complexity) else None
         return ShapesBatches(
+            curriculum=curriculum,
+            items_per_step=items_per_step,
+            shard=self.dist.shard if stage != "calibrate" else (0, 1),
             seed=self.cfg.run.seed * 3 + offsets[stage],
             batch_size=batch_size,
             length=length,
@@ -246,9 +320,11 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _loop(self, stage: str, o: OptimConfig, groups: list[dict], loss_fn, tokenizer, after_step=None) -> None:
+    def _loop(self, stage: str, o: OptimConfig, groups: list[dict], step_module: _StageStep, tokenizer,
+              after_step=None) -> None:
         if self.step >= o.steps:
             return
+        model = distributed.wrap(step_module, self.dist, self.cfg.run.parallel)
         self.optimizer = torch.optim.AdamW(
             groups, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, fused=self.device.type == "cuda"
         )
@@ -258,11 +334,13 @@ class Trainer:
         params = [p for g in groups for p in g["params"]]
         micro = o.batch_size // o.grad_accum
         data = self._dataset(
-            stage, micro, o.steps * o.grad_accum, tokenizer, getattr(o, "caption_dropout", 0.0) if tokenizer else 0.0
+            stage, micro, o.steps * o.grad_accum, tokenizer, getattr(o, "caption_dropout", 0.0) if tokenizer else 0.0,
+            items_per_step=o.grad_accum,
         )
         r = self.cfg.run
         loader = iter(make_loader(data, self.step * o.grad_accum, r.workers, r.prefetch, self.device.type == "cuda"))
-        bar = _progress(stage, o.steps, self.step, enabled=r.progress)
+        bar = _progress(stage, o.steps, self.step, enabled=r.progress and self.dist.is_main)
+        info_window: dict[str, list[float]] = {}
         t_window, n_window = time.perf_counter(), 0
         while self.step < o.steps:
             step = self.step
@@ -271,12 +349,18 @@ class Trainer:
                 g["lr"] = lr * g["lr_scale"]
             gen = torch.Generator().manual_seed(step_seed(r.seed, stage, step))
             total = torch.zeros((), device=self.device)
-            for _ in range(o.grad_accum):
+            for k in range(o.grad_accum):
                 item = next(loader)
-                with self._autocast():
-                    loss = loss_fn(item, gen) / o.grad_accum
-                loss.backward()
+                last = k == o.grad_accum - 1
+                sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+                with sync:  # DDP all-reduces gradients once per optimizer step, on the last micro-batch
+                    with self._autocast():
+                        loss, info = model(item, gen)
+                        loss = loss / o.grad_accum
+                    loss.backward()
                 total += loss.detach()
+                for key, value in info.items():
+                    info_window.setdefault(key, []).append(value)
             if o.grad_clip > 0:
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
             else:
@@ -287,7 +371,7 @@ class Trainer:
             if after_step is not None:
                 after_step(self.step)
             n_window += o.batch_size
-            loss_value = float(total)
+            loss_value = float(distributed.mean_across(self.dist, total))  # the global batch's loss
             self._log_window.append(loss_value)
             if bar is not None:
                 sps = n_window / max(time.perf_counter() - t_window, 1e-9)
@@ -304,11 +388,14 @@ class Trainer:
                         "lr": lr,
                         "grad_norm": float(grad_norm),
                         "samples_per_s": n_window / max(elapsed, 1e-9),
+                        **self._window_means(info_window),
                     }
                 )
-                self._log_window, t_window, n_window = [], time.perf_counter(), 0
+                self._log_window, t_window, n_window, info_window = [], time.perf_counter(), 0, {}
             limit = r.time_limit_min * 60
             out_of_time = limit > 0 and time.monotonic() - getattr(self, "_t_start", time.monotonic()) > limit
+            if limit > 0:
+                out_of_time = distributed.any_across(self.dist, out_of_time)  # every rank stops at the same step
             if self.step % self.cfg.checkpoint.every == 0 or self.step == o.steps or out_of_time:
                 self.save()
             if out_of_time:
@@ -318,7 +405,18 @@ class Trainer:
         if bar is not None:
             bar.close()
 
+    def _window_means(self, window: dict[str, list[float]]) -> dict[str, float]:
+        """Per-term losses and weights over the log window, averaged over ranks (rank-local terms)."""
+        if not window:
+            return {}
+        keys = sorted(window)
+        means = torch.tensor([sum(window[k]) / len(window[k]) for k in keys], dtype=torch.float64)
+        means = distributed.mean_across(self.dist, means)
+        return {k: float(v) for k, v in zip(keys, means)}
+
     def _evaluate(self, step: int) -> None:
+        if not self.dist.is_main:
+            return
         record = {"event": "eval", "stage": self.stage, "step": step}
         for hook in self.eval_hooks:
             record.update(hook(self, step) or {})
@@ -327,13 +425,18 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------------
 
     def log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
         record = {"time": time.time(), **record}
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def _modules(self) -> dict[str, torch.nn.Module]:
-        return {"vae": self.vae, "unet": self.unet, "text_encoder": self.text_encoder}
+        modules = {"vae": self.vae, "unet": self.unet, "text_encoder": self.text_encoder}
+        if self.multiloss is not None:
+            modules["aux"] = self.multiloss
+        return modules
 
     def save(self) -> Path:
         tensors = {}
@@ -355,16 +458,22 @@ class Trainer:
             "scaling_factor": float(self.vae.config.scaling_factor),
             "optimizer": optim_meta,
             "config": self.cfg.to_dict(),
+            "world_size": self.dist.world,  # informational: the state is the same for any world size
         }
         name = ckpt.checkpoint_name(STAGES.index(self.stage) + 1, self.stage, self.step)
-        path = ckpt.save_checkpoint(self.checkpoint_dir, name, tensors, state, self.cfg.to_json(), self.cfg.checkpoint.keep)
-        self.log({"event": "checkpoint", "stage": self.stage, "step": self.step, "path": str(path)})
+        path = self.checkpoint_dir / name
+        if self.dist.is_main:  # rank 0 writes; the others wait until the checkpoint is complete
+            path = ckpt.save_checkpoint(
+                self.checkpoint_dir, name, tensors, state, self.cfg.to_json(), self.cfg.checkpoint.keep
+            )
+            self.log({"event": "checkpoint", "stage": self.stage, "step": self.step, "path": str(path)})
+        distributed.barrier(self.dist)
         return path
 
     def load(self, path: str | Path) -> None:
         tensors, state, config_json = ckpt.load_checkpoint(path)
         saved = config_from_json(config_json)
-        for section in ("model", "diffusion"):
+        for section in ("model", "diffusion", "losses"):
             if getattr(saved, section) != getattr(self.cfg, section):
                 raise ValueError(
                     f"checkpoint {str(path)!r} was trained with a different [{section}] config: "
@@ -379,6 +488,9 @@ class Trainer:
         self.vae.register_to_config(scaling_factor=state["scaling_factor"])
         ckpt.rng_from_flat(tensors)
         self.stage, self.step = state["stage"], int(state["step"])
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.dist.world:  # fine: the global batch and every draw are the same for any world size
+            self.log({"event": "resume_world_size", "saved": saved_world, "now": self.dist.world})
         self._pending_optim = (tensors, state["optimizer"]) if state.get("optimizer") else None
         if self.stage == "vae" and self.step >= self.cfg.vae_train.steps:
             self._pending_optim = None  # stage 1 is complete; its optimizer is not needed any more
@@ -396,10 +508,14 @@ class Trainer:
 
     def export(self, out_dir: str | Path | None = None, fp16: bool | None = None) -> Path:
         out_dir = Path(out_dir) if out_dir is not None else self.export_dir()
+        if not self.dist.is_main:  # rank 0 exports; the others wait for the folder
+            distributed.barrier(self.dist)
+            return out_dir
         pipe = self.pipeline(ema=True).to("cpu")
         path = export_pipeline(pipe, out_dir, self.cfg.export.fp16 if fp16 is None else fp16)
         (path / "t2ikit_train_config.json").write_text(self.cfg.to_json())
         self.log({"event": "export", "path": str(path), "stage": self.stage, "step": self.step})
+        distributed.barrier(self.dist)
         return path
 
 
