@@ -1,4 +1,4 @@
-"""`t2ikit scaling fit`: scaling laws from a table of runs. (`sweep`, which trains the runs, comes later.)
+"""`t2ikit scaling sweep|fit`: train a grid of runs (t2ikit.scaling.sweep) and fit scaling laws to its table.
 
 Each sub-verb is one `_add_<name>(verbs)` function that adds its parser and handler; adding `sweep`
 means adding `_add_sweep` to `SUBVERBS`.
@@ -35,7 +35,27 @@ def _add_fit(verbs) -> None:
     fit.set_defaults(func=_fit)
 
 
-SUBVERBS = [_add_fit]
+def _add_sweep(verbs) -> None:
+    sweep = verbs.add_parser(
+        "sweep", help="train a grid of model sizes x budgets and write the run table (runs.csv)",
+        description="Train every (size, budget) run of a sweep config on Shapes World (text encoder + UNet on "
+                    "one shared, frozen VAE) and write OUT/runs.csv with params, samples, flops (= 3 x UNet "
+                    "forward FLOPs per sample x samples), loss, accuracy, wall_s. Resumable: rerun the same "
+                    "command after a kill; finished runs are skipped, an unfinished one resumes its checkpoint.")
+    sweep.add_argument("--config", required=True, help="sweep TOML (see configs/sweep-cpu.toml)")
+    sweep.add_argument("--out", default=None, metavar="DIR", help="sweep folder (default: sweep.out of the config)")
+    sweep.set_defaults(func=_sweep)
+
+
+SUBVERBS = [_add_fit, _add_sweep]
+
+
+def _sweep(args) -> int:
+    from t2ikit.scaling.sweep import load_sweep_config, run_sweep
+
+    path = run_sweep(load_sweep_config(args.config), out=args.out, echo=lambda m: print(m, flush=True))
+    print(f"wrote {path}")
+    return 0
 
 
 def _fit(args) -> int:
