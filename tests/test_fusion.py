@@ -252,6 +252,11 @@ def test_trainer_config_fusion_round_trip(tmp_path):
     x = torch.randn(2, 4, 16, 16)
     ema = trainer.pipeline(ema=True).unet
     assert torch.allclose(_out(unet, x, t, text), _out(ema, x, t, text), atol=1e-6)
+    from t2ikit.pipeline import T2IPipeline  # the pipeline loads the fused UNet, gates included
+
+    loaded = T2IPipeline.from_folder(folder).unet
+    assert sum(isinstance(m, FusionBlock) for m in loaded.modules()) > 0
+    assert torch.allclose(_out(loaded, x, t, text), _out(ema, x, t, text), atol=1e-6)
     cfg.model.fusion = "fancy"
     with pytest.raises(ValueError, match="unknown fusion strategy 'fancy'"):
         cfg.validate()

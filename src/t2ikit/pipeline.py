@@ -232,7 +232,12 @@ class T2IPipeline:
         config = read_folder_config(root)
         load = {"local_files_only": True, "use_safetensors": True, "torch_dtype": dtype}
         try:
-            unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", **load)
+            if _fusion_of(root) != "sequential":  # a stock loader would silently drop the fusion weights
+                from t2ikit.models.retrofit import load_fused_unet
+
+                unet = load_fused_unet(root).to(dtype)
+            else:
+                unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", **load)
             vae = AutoencoderKL.from_pretrained(root, subfolder="vae", **load)
             text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", **load)
             tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer", local_files_only=True)
@@ -377,6 +382,17 @@ class T2IPipeline:
         """
         spec = self.make_spec(prompt, negative_prompt, steps, guidance, seed, n, size, sampler)
         return self.run(spec, progress=progress, hooks=hooks).pil()
+
+
+def _fusion_of(root: Path) -> str:
+    """The fusion strategy a t2ikit-trained folder records ("sequential", a stock UNet, otherwise)."""
+    path = root / "t2ikit_train_config.json"
+    if not path.is_file():
+        return "sequential"
+    try:
+        return json.loads(path.read_text()).get("model", {}).get("fusion", "sequential")
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise ValueError(f"{path} is not a valid training record: {err}") from None
 
 
 def write_model_defaults(folder: str | os.PathLike, **defaults) -> None:
