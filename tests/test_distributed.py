@@ -1,0 +1,83 @@
+"""Data-parallel training: 2 gloo processes on localhost give the weights of 1 process with the same global
+batch, resume across world sizes, and refuse a world size that does not divide the batch."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from t2ikit.train import checkpoint as ckpt
+from t2ikit.train.config import load_config
+from t2ikit.train.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from test_train import tiny_config  # noqa: E402
+
+# Short stages; the VAE stage keeps tiny's grad_accum = 2 (micro-batch 2 -> 1 image per rank). lr 1e-4: Adam's
+# first steps move a weight by ~lr * g / |g| whatever |g| is, so the float32 rounding of a near-zero gradient
+# summed in another order (1e-7 relative) moves weights by up to ~lr * 1e-3; at lr 1e-3 that is 1.6e-6.
+EXTRA = (
+    "[vae_train] steps = 2\n[vae_train] lr = 1e-4\n[unet_train] steps = 3\n[unet_train] lr = 1e-4\n"
+    "[checkpoint] every = 2\n[export] at_end = false"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(config: Path, out: Path, nproc: int, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1",
+           f"--master-port={_free_port()}", "-m", "t2ikit", "train", "--config", str(config), "--out", str(out),
+           "--no-progress", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    tensors, state, _ = ckpt.load_checkpoint(ckpt.list_checkpoints(out / "checkpoints")[-1])
+    return {k: v for k, v in tensors.items() if k.startswith(("model.", "ema."))}, state
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def test_two_gloo_ranks_equal_one_process_and_resume_across_world_sizes(tmp_path):
+    torch.set_num_threads(1)
+    config = tiny_config(tmp_path, EXTRA)
+    single = tmp_path / "single"
+    Trainer(load_config(config), out=single).run()
+    ddp = tmp_path / "ddp"
+    proc = _torchrun(config, ddp, 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (a, _), (b, state) = _weights(single), _weights(ddp)
+    assert state["world_size"] == 2 and state["step"] == 3
+    assert _max_diff(a, b) < 1e-6
+    # One log, written by rank 0, with the global-batch loss.
+    assert sum(1 for line in (ddp / "log.jsonl").read_text().splitlines() if '"event": "train"' in line) == 5
+    # Resume the 2-process run's step-2 checkpoint in 1 process: the same weights again.
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    src = ckpt.list_checkpoints(ddp / "checkpoints")[0]
+    assert src.name == "ckpt-2-unet-000000002"
+    os.symlink(src.resolve(), resumed / "checkpoints" / src.name)
+    Trainer(load_config(config), out=resumed).run(resume=str(src))
+    assert _max_diff(a, _weights(resumed)[0]) < 1e-6
+
+
+def test_world_size_must_divide_the_micro_batch(tmp_path):
+    config = tiny_config(tmp_path, "[unet_train] batch_size = 3\n" + EXTRA)
+    proc = _torchrun(config, tmp_path / "bad", 2)
+    assert proc.returncode != 0
+    assert "world size 2 does not divide the micro-batch" in proc.stderr
