@@ -319,11 +319,32 @@ def markdown(result: dict) -> str:
         cats = c["categories"]
         out += [f"CompBench on shapes-v1 ({c['n_prompts']} prompts x {c['seeds']} seed per category, {c['steps']} "
                 "steps; accuracy with 95% Wilson interval):", "",
-                "| variant | " + " | ".join(cats) + " | all |", "| --- |" + " ---: |" * (len(cats) + 1)]
+                "| variant | " + " | ".join(cats) + " | all | checks: present | colour | size |",
+                "| --- |" + " ---: |" * (len(cats) + 4)]
         for name, r in c["results"].items():
             cells = [r["per_category"][k] for k in cats] + [r["overall"]]
+            checks = r["overall"]["checks"]
             out.append(f"| {name} | " + " | ".join(f"{x['accuracy']:.3f} [{x['ci95'][0]:.2f}, {x['ci95'][1]:.2f}]"
-                                                    for x in cells) + " |")
+                                                    for x in cells)
+                       + " | " + " | ".join(f"{checks.get(k, float('nan')):.3f}" for k in ("present", "colour", "size"))
+                       + " |")
+        out.append("")
+    if all(key in result for key in ("quality", "unet", "compbench")):
+        qd, u, c = result["quality"]["levels"], result["unet"], result["compbench"]["results"]
+        out += ["One table (strategy at the CompBench level; information kept from the quality run, UNet time "
+                "ratio vs diffusers' default processor, CompBench colour_binding and the colour check):", "",
+                "| variant | kept tokens / 48 | KL | rel. attention error | rel. UNet error | UNet time | "
+                "colour_binding | colour check |", "| --- |" + " ---: |" * 7]
+        for name, r in c.items():
+            key = {"prune-padding": "prune-padding:None"}.get(name, name)
+            info = qd.get(key, {"kept_tokens": 48.0, "kl": 0.0, "rel_error": 0.0} if name == "dense" else None)
+            cells = ([f"{info['kept_tokens']:.1f}", f"{info['kl']:.3f}", f"{info['rel_error']:.3f}"] if info
+                     else ["-", "-", "-"])
+            cells += [f"{u[name]['rel_error']:.3f}", f"{u[name]['ratio']:.2f}"] if name in u else ["-", "-"]
+            cb = r["per_category"]["colour_binding"]
+            cells += [f"{cb['accuracy']:.2f} [{cb['ci95'][0]:.2f}, {cb['ci95'][1]:.2f}]",
+                      f"{cb['checks'].get('colour', float('nan')):.3f}"]
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
 
