@@ -135,6 +135,13 @@ class Trainer:
                     f"{o.batch_size // o.grad_accum} images (batch_size {o.batch_size} / grad_accum {o.grad_accum}); "
                     "the global batch must split evenly across ranks"
                 )
+        if self.dist.enabled and cfg.run.parallel == "fsdp":
+            # FSDP2 leaves parameters sharded (DTensors) outside its forward, which the frozen-VAE encode, the EMA,
+            # the safetensors checkpoint and the export here all read as whole tensors; until they gather, refuse.
+            raise ValueError(
+                "run.parallel='fsdp' is not supported yet by the trainer (checkpoints, EMA and export need gathered "
+                "weights); use run.parallel='ddp' (the models up to size 'l' fit one device: see `t2ikit plan`)"
+            )
         self.curriculum = curriculum_from_config(cfg)
         self.make_batch = make_batch
         self.eval_hooks = list(eval_hooks) + ([compbench_hook] if cfg.eval.compbench else [])
@@ -271,7 +278,7 @@ class Trainer:
                              mid_store.get("mid"))
             total = ml.combine(terms, shared)
             weights = ml.current_weights().detach()
-            info = {f"loss_{n}": float(terms[n]) for n in ml.names}
+            info = {f"loss_{n}": float(terms[n].detach()) for n in ml.names}
             info.update({f"weight_{n}": float(w) for n, w in zip(ml.names, weights)})
             return total, info
 
