@@ -92,7 +92,7 @@ def test_resolution_curriculum_trains(tmp_path):
         ({"losses": {"weighting": "magic"}}, "losses.weighting"),
         ({"losses": {"text_alignment": -1.0}}, "must be >= 0"),
         ({"losses": {"alignment": 1.0}}, "unknown config key 'losses.alignment'"),
-        ({"curriculum": {"resolution": [[0, 20]]}}, "divisible by"),
+        ({"curriculum": {"resolution": [[0, 18]]}}, "divisible by"),
         ({"curriculum": {"resolution": [[0, 64]]}}, "model.resolution"),
         ({"curriculum": {"resolution": [[5, 16]]}}, "start at 0"),
         ({"curriculum": {"complexity": [[0, 5]]}}, "1..4"),
