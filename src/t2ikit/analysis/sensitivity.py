@@ -28,7 +28,6 @@ from collections import Counter
 from itertools import combinations
 
 import numpy as np
-import torch
 
 from t2ikit.world import vocab
 

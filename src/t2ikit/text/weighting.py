@@ -92,7 +92,6 @@ def _parse_weighted(prompt: str, offset: int = 0, full: str | None = None) -> We
     chars: list[str] = []
     weights: list[float] = []
     stack: list[tuple[int, int]] = []  # (index into chars where the group starts, position of its "(")
-    factors: list[float] = []  # weight of each group, filled when it closes
     i = 0
     n = len(prompt)
     while i < n:
@@ -126,7 +125,6 @@ def _parse_weighted(prompt: str, offset: int = 0, full: str | None = None) -> We
                 raise PromptSyntaxError("a weight group holds no text", full, open_pos)
             for k in range(start, len(chars)):
                 weights[k] *= weight
-            factors.append(weight)
             continue
         chars.append(c)
         weights.append(1.0)
