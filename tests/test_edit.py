@@ -199,3 +199,12 @@ def test_cli_edit_invert_and_bench(folder, tmp_path, capsys):
     assert main(["bench", "edit", "--methods", "ground-truth", "--n", "2", "--kinds", "colour,relation", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["results"]["ground-truth"]["colour"]["success"]["rate"] == 1.0
+
+
+def test_p2p_without_injection_is_the_prompt_swap_and_injection_steps_and_reweight_matter(pipe):
+    run = lambda **kw: edit(pipe, IMAGE, "a red circle", "a blue circle", steps=4, **kw).images  # noqa: E731
+    swap = run(method="swap")
+    torch.testing.assert_close(run(method="p2p", cross_steps=0, self_steps=0), swap, atol=1e-5, rtol=0)
+    full = run(method="p2p", cross_steps=4, self_steps=4)
+    assert not torch.allclose(full, swap, atol=1e-4)
+    assert not torch.allclose(run(method="p2p", cross_steps=4, self_steps=4, reweight={"blue": 3.0}), full, atol=1e-4)

@@ -399,14 +399,9 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
         alignments = []
         for s, t in zip(sources, targets):
             mode = opts.mode
-            if mode == "auto":
-                mode = "reweight" if opts.reweight else "replace"
-                try:
-                    align(pipe.tokenizer, s, t, "replace")
-                except ValueError:
-                    mode = "refine"
-                if opts.reweight:
-                    mode = "reweight"
+            if mode == "auto":  # word swap when the token counts match, else refine; reweight applies to either
+                mode = "replace" if len(pipe.tokenizer(s)["input_ids"]) == len(pipe.tokenizer(t)["input_ids"]) \
+                    else "refine"
             alignments.append(align(pipe.tokenizer, s, t, mode, opts.reweight))
         hook = PromptToPromptHook(alignments, resolve_steps(opts.cross_steps, opts.steps, 0.8, "cross_steps"),
                                   resolve_steps(opts.self_steps, opts.steps, 0.4, "self_steps"))
