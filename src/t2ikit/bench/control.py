@@ -67,21 +67,29 @@ def _rgb(gen, k=0) -> np.ndarray:
     return gen.images[k].permute(1, 2, 0).numpy()
 
 
-def bench_regions(pipe, n: int, seeds: int, steps: int, progress=None) -> dict:
+def bench_regions(pipe, n: int, seeds: int, steps: int, progress=None, sketch_adapter=None) -> dict:
+    """Region methods alone, and with the scene's sketch through `sketch_adapter` when given (the sketch
+    fixes where objects go, the regions say which prompt goes where)."""
     from t2ikit.control.generate import generate_controlled
     from t2ikit.world.oracle import detect
 
     size = pipe.default_size[0]
     out = {}
-    for method in ("none", "attention", "noise", "noise+bootstrap"):
+    methods = ["none", "attention", "noise", "noise+bootstrap"]
+    if sketch_adapter is not None:
+        methods += ["sketch", "sketch+attention", "sketch+noise"]
+    for method in methods:
         region_hits, all_hits = 0, 0
         for i in range(n):
             scene = sample_scene(BENCH_SEED, i, category="colour_binding", reference=False)
             boxes = [_box(o, size) for o in scene.objects]
             regions = [f"{','.join(map(str, b))}:{_phrase(o.colour, o.shape)}" for o, b in zip(scene.objects, boxes)]
+            extra = {}
+            if method.startswith("sketch"):
+                extra = {"sketch": render(scene, size).sketch, "adapters": {"sketch": sketch_adapter}}
             gen = generate_controlled(pipe, write_caption(scene.spec), steps=steps, seed=1000 * i, n=seeds,
-                                      regions=None if method == "none" else regions,
-                                      region_mode="noise" if method.startswith("noise") else "attention",
+                                      regions=None if method in ("none", "sketch") else regions, **extra,
+                                      region_mode="noise" if method.endswith(("noise", "bootstrap")) else "attention",
                                       bootstrap=BOOTSTRAP if method.endswith("bootstrap") else 0.0)
             for k in range(seeds):
                 reading = detect(_rgb(gen, k))
@@ -200,7 +208,8 @@ def run(pipe, sections=SECTIONS, n: int = 12, seeds: int = 2, steps: int = 20, a
     start = time.time()
     result = {"model": str(pipe.path), "n": n, "seeds": seeds, "steps": steps, "bench_seed": BENCH_SEED}
     if "regions" in sections:
-        result["regions"] = bench_regions(pipe, n, seeds, steps, progress)
+        sketch = next((a for name, a in (adapters or {}).items() if "sketch" in name), None)
+        result["regions"] = bench_regions(pipe, n, seeds, steps, progress, sketch)
     if "attribute" in sections:
         result["attribute"] = bench_attribute(pipe, n, steps, progress)
     if "consistency" in sections:
