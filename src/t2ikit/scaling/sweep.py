@@ -338,7 +338,7 @@ def write_table(path: Path, rows: list[dict]) -> None:
 
 
 def run_sweep(cfg: SweepConfig, out: str | Path | None = None, echo=print) -> Path:
-    """Train every (size, budget) run not yet done, in order of cost; return the path of runs.csv."""
+    """Train every (size, budget) run not yet done, size by size, smallest budget first; return runs.csv."""
     import torch
 
     cfg.validate()
