@@ -167,7 +167,6 @@ def sample_conditions(
     n = noise.shape[0]
     if controller is not None:
         controller.latent_hw = tuple(noise.shape[-2:])
-        controller.guided = True
     timesteps = scheduler.timesteps
     with progress_bar(len(timesteps), progress) as update:
         for i, t in enumerate(timesteps):
@@ -175,6 +174,8 @@ def sample_conditions(
                 controller.set_step(i, len(timesteps), t)
             active = [c for c in conditions if c.active(i, len(timesteps))]
             rows = 1 + len(active)
+            if controller is not None:  # hooks that read "the cond half" need the 2-row layout [uncond; cond]
+                controller.guided = rows == 2
             embeds = torch.cat([uncond] + [c.embeds for c in active])  # (rows * N, T, D)
             x = scheduler.scale_model_input(torch.cat([latents] * rows), t)
             kwargs = {}
