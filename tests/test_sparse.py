@@ -167,3 +167,13 @@ def test_bench_sparse_cli(pipe, capsys):
     assert "| prune |" in out and "| hier:1/1/0 |" in out
     assert main(["bench", "sparse", "topk:0", "--model", str(pipe.path)]) != 0  # refused before loading
     assert main(["bench", "sparse", "hier:0/0/0", "--model", str(pipe.path)]) != 0
+
+
+def test_generate_cli_attention_option(pipe, tmp_path):
+    from t2ikit.cli import main
+
+    out = tmp_path / "x.png"
+    for variant in ("prune", "hier:1/1/0.5", "topk:3"):
+        assert main(["generate", "a red circle left of a blue square", "--model", str(pipe.path), "--steps", "1",
+                     "--quiet", "--attention", variant, "--out", str(out)]) == 0 and out.exists()
+    assert main(["generate", "a red circle", "--model", str(pipe.path), "--attention", "topp:1.5"]) == 2

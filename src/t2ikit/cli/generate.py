@@ -40,6 +40,8 @@ def register(subparsers) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--attention", default=None, metavar="VARIANT",
+                        help="sparse/hierarchical cross-attention: topk:K, topp:P, prune, prune:K, hier:W/P/S")
     for name in ("sketch", "depth", "mask", "reference"):  # t2ikit.control: conditions through adapters
         parser.add_argument(f"--{name}", default=None, metavar="PNG", help=f"{name} condition image (image size)")
     parser.add_argument("--scale", action="append", default=[], metavar="NAME=S",
@@ -77,6 +79,13 @@ def _generate(args) -> int:
         for r in args.region:
             parse_region(r)
         controls.update(scales=args.scale, regions=args.region)
+    hooks = None
+    if args.attention is not None:
+        from t2ikit.attention.sparse import _TextBound, hooks_from_spec
+
+        hooks = hooks_from_spec(args.attention)  # checked before the model loads
+        if controls:
+            raise ValueError("--attention cannot be combined with condition images, --scale or --region yet")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1; got {args.threads}")
@@ -94,7 +103,10 @@ def _generate(args) -> int:
                                          seed=args.seed, n=args.n, size=size, sampler=args.sampler,
                                          progress=not args.quiet, region_mode=args.region_mode, **controls)
         else:
-            result = pipe.run(spec, progress=not args.quiet)
+            for hook in hooks or []:
+                if isinstance(hook, _TextBound):
+                    hook.bind(pipe, spec.image_prompts(), spec.image_negatives())
+            result = pipe.run(spec, progress=not args.quiet, hooks=hooks)
     for w in caught:  # prompt warnings as sentences, not as a source line of pipeline.py
         if issubclass(w.category, DeprecationWarning):  # libraries' notes to their own developers
             continue
