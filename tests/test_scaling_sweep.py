@@ -110,9 +110,10 @@ def test_final_loss_counts_a_redone_step_once_and_wall_sums_attempts(tmp_path):
 # ----------------------------------------------------------------------------------------------------
 
 
-def test_sweep_writes_rows_and_restart_skips_done_runs(tmp_path):
+def test_sweep_writes_rows_and_restart_skips_done_runs(tmp_path, capsys):
     torch.set_num_threads(1)
-    cfg = load_sweep_config(write_config(tmp_path))
+    config = write_config(tmp_path)
+    cfg = load_sweep_config(config)
     out = tmp_path / "out"
     path = run_sweep(cfg, echo=lambda *_: None)
     with path.open() as f:
@@ -126,10 +127,13 @@ def test_sweep_writes_rows_and_restart_skips_done_runs(tmp_path):
     ratio = runs.flops / runs.samples
     assert ratio[0] == ratio[1] and ratio[2] == ratio[3]  # C = 3 x forward FLOPs x D, per size
 
-    # Restart: nothing left to train; every run folder keeps its single training attempt.
-    messages = []
-    run_sweep(cfg, echo=messages.append)
-    assert "4 done, 0 to train" in messages[0]
+    # Restart through the command line: nothing left to train; every run keeps its single training attempt.
+    from t2ikit.cli import main
+
+    capsys.readouterr()
+    assert main(["scaling", "sweep", "--config", str(config), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "4 done, 0 to train" in printed and f"wrote {path}" in printed
     starts = lambda run: sum('"sweep_start"' in line for line in (out / run / "log.jsonl").read_text().splitlines())
     assert starts("xs-3s") == 1
 
