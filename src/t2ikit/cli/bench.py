@@ -302,7 +302,39 @@ def _control(args) -> int:
     return 0
 
 
-SUITES = [_add_oracle, _add_compbench, _add_fusion, _add_decomposition, _add_edit, _add_sparse, _add_control]  # more suites (fusion, control, edit) add one function here
+def _add_binding(verbs) -> None:
+    p = verbs.add_parser("binding", help="CompBench binding/spatial: plain sampler vs Attend-and-Excite")
+    p.add_argument("--model", default=None, help="model folder (default: the shipped one)")
+    p.add_argument("--n-prompts", type=int, default=20, help="prompts per category")
+    p.add_argument("--seeds", type=int, default=2, help="image seeds per prompt")
+    p.add_argument("--categories", default="colour_binding,shape_binding,spatial", help="comma-separated categories")
+    p.add_argument("--steps", type=int, default=20, help="sampling steps")
+    p.add_argument("--excite-steps", type=int, default=None, help="first steps whose latent is updated")
+    p.add_argument("--step-size", type=float, default=None, help="gradient step size on the latent")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    p.add_argument("--out", default=None, help="also write binding.json and binding.md here")
+    p.set_defaults(func=_binding)
+
+
+def _binding(args) -> int:
+    import dataclasses
+
+    import torch
+
+    from t2ikit.analysis.excite import ExciteConfig, compare_binding, markdown
+    from t2ikit.bench.compbench import default_model_path
+    from t2ikit.pipeline import T2IPipeline
+
+    given = {k: v for k, v in (("excite_steps", args.excite_steps), ("step_size", args.step_size)) if v is not None}
+    config = dataclasses.replace(ExciteConfig(), **given).validate()  # checked before loading anything
+    torch.set_num_threads(1)
+    pipe = T2IPipeline.from_folder(args.model or default_model_path())
+    result = compare_binding(pipe, args.n_prompts, args.seeds, tuple(args.categories.split(",")), args.steps, config)
+    _emit(args, result, markdown(result), "binding")
+    return 0
+
+
+SUITES = [_add_oracle, _add_compbench, _add_fusion, _add_decomposition, _add_edit, _add_sparse, _add_control, _add_binding]  # more suites (fusion, control, edit) add one function here
 
 
 def register(subparsers) -> None:
