@@ -10,7 +10,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a model from a TOML config (VAE, then text encoder + UNet); resume; export",
-        description="Train a text-to-image model on Shapes World from a TOML run config.",
+        description="Train a text-to-image model on Shapes World from a TOML run config. Data-parallel: "
+        "torchrun --nproc-per-node N -m t2ikit train --config ... (DDP; the global batch is split over ranks).",
     )
     p.add_argument("--config", help="TOML run config, e.g. configs/tiny.toml")
     p.add_argument(

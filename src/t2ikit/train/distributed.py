@@ -1,4 +1,4 @@
-"""Data parallelism on torch.distributed: DDP (or FSDP2 `fully_shard`) under torchrun, gloo on CPU, nccl on CUDA.
+"""Data parallelism on torch.distributed: DDP under torchrun, gloo on CPU, nccl on CUDA (FSDP: refused for now).
 
 The global batch of every step is fixed by the config; rank r takes items r::world of it, and every draw
 (timesteps, noise, posterior samples) is made for the whole global batch from the step's seed and then
