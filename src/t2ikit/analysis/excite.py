@@ -48,22 +48,30 @@ class ExciteConfig:
 
 
 class GradAttentionMaps(AttentionHook):
-    """Keeps the cross-attention probabilities of the chosen grid size *with* their graph (unlike AttentionStore)."""
+    """Keeps cross-attention probabilities *with* their graph (AttentionStore detaches), per query grid."""
 
     needs_probs = True
     name = "excite-maps"
 
-    def __init__(self, grid: tuple[int, int]):
-        self.grid = grid
-        self.maps: list[torch.Tensor] = []  # each (B, h, w, Nk), mean over heads
+    def __init__(self):
+        self.maps: dict[tuple[int, int], list[torch.Tensor]] = {}  # grid -> [(B, h, w, Nk) mean over heads]
 
     def applies(self, ctx) -> bool:
-        return ctx.cross and ctx.query_hw == self.grid
+        return ctx.cross
 
     def on_probs(self, ctx, probs):
         b, _, nq, nk = probs.shape
-        self.maps.append(probs.mean(dim=1).reshape(b, *self.grid, nk))
+        self.maps.setdefault(ctx.query_hw, []).append(probs.mean(dim=1).reshape(b, *ctx.query_hw, nk))
         return probs
+
+    def mean_map(self, latent_hw: tuple[int, int]) -> torch.Tensor:
+        """(B, h, w, Nk): the mean over layers at A&E's grid, one down-sampling below the latent (SD's 16x16
+        maps of a 64x64 latent), or at the finest grid there is when the UNet has none there."""
+        if not self.maps:
+            raise ValueError("the UNet ran no cross-attention: nothing to excite")
+        want = (latent_hw[0] // 2, latent_hw[1] // 2)
+        grid = want if want in self.maps else max(self.maps, key=lambda g: g[0] * g[1])
+        return torch.stack(self.maps[grid]).mean(0)
 
 
 def object_words(tokenizer, prompt: str, words: list[str] | None = None) -> list[list[int]]:
@@ -118,11 +126,6 @@ def excite_loss(maps: torch.Tensor, positions: list[list[list[int]]], lengths: l
     return total
 
 
-def _excite_grid(latent_hw: tuple[int, int]) -> tuple[int, int]:
-    # A&E uses SD's 16x16 maps of a 64x64 latent: one down-sampling step below the latent grid
-    return latent_hw[0] // 2, latent_hw[1] // 2
-
-
 def sample_excite(pipe, prompts: list[str], seeds, steps: int | None = None, guidance: float | None = None,
                   sampler: str | None = None, config: ExciteConfig | None = None, words=None) -> torch.Tensor:
     """(N, 3, H, W) images: the plain seeded sampler (as `analysis.runner`) plus A&E latent updates.
@@ -154,7 +157,7 @@ def sample_excite(pipe, prompts: list[str], seeds, steps: int | None = None, gui
     scheduler = make_scheduler(spec.sampler, pipe.scheduler_config)
     scheduler.set_timesteps(spec.steps, device=noise.device)
     guided = spec.guidance != 1.0
-    hook = GradAttentionMaps(_excite_grid((h, w)))
+    hook = GradAttentionMaps()
     controller = AttentionController([hook])
     controller.latent_hw, controller.guided = (h, w), False  # the excite pass runs the conditional half only
     step_kwargs = {"generator": gens} if "generator" in inspect.signature(scheduler.step).parameters else {}
@@ -171,9 +174,7 @@ def sample_excite(pipe, prompts: list[str], seeds, steps: int | None = None, gui
                     x = latents.detach().requires_grad_(True)
                     with torch.enable_grad():
                         pipe.unet(scheduler.scale_model_input(x, t), t, encoder_hidden_states=cond, return_dict=False)
-                        if not hook.maps:
-                            raise ValueError(f"the UNet has no cross-attention at grid {hook.grid} to excite")
-                        maps = torch.stack(hook.maps).mean(0)  # (N, h', w', T)
+                        maps = hook.mean_map((h, w))  # (N, h', w', T)
                         loss = excite_loss(maps, positions, lengths, config.sigma)
                         grad, = torch.autograd.grad(loss, x)
                     latents = (x - config._step_size(i) * grad).detach()
