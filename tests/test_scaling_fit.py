@@ -192,3 +192,10 @@ def test_no_frontier_when_the_target_does_not_fall_with_data():
     assert report.notes and "no compute-optimal frontier" in report.notes[0]
     assert all(row["N"] is None for row in report.frontier)
     json.dumps(report.to_json(), allow_nan=False)
+
+
+def test_diverging_bootstrap_term_does_not_overflow():
+    from t2ikit.scaling.fit import _chinchilla_theta_to_params
+
+    params = _chinchilla_theta_to_params(np.array([1000.0, 0.3, 2.0, 0.4, -1.0]))  # log A far past float range
+    assert np.all(np.isfinite(params)) and params[1] > 1e300

@@ -480,8 +480,14 @@ class ChinchillaFit:
 
 
 def _chinchilla_theta_to_params(theta: np.ndarray) -> np.ndarray:
-    # theta = (log A, alpha, log B, beta, log E) -> (E, A, alpha, B, beta)
-    return np.array([math.exp(theta[4]), math.exp(theta[0]), theta[1], math.exp(theta[2]), theta[3]])
+    # theta = (log A, alpha, log B, beta, log E) -> (E, A, alpha, B, beta). A bootstrap resample that
+    # barely constrains a term can drive its log past float range: cap it, so that term's interval reads
+    # as unbounded (~1e304) instead of the fit crashing with OverflowError.
+    e = lambda v: float(np.exp(min(float(v), _MAX_LOG)))  # noqa: E731
+    return np.array([e(theta[4]), e(theta[0]), theta[1], e(theta[2]), theta[3]])
+
+
+_MAX_LOG = 700.0  # exp(700) ~ 1e304, still a finite float64
 
 
 def fit_chinchilla(n_params, n_samples, loss, *, huber_delta: float = HUBER_DELTA, bootstrap: int = 0,
