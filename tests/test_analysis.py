@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from tiny import make_tiny_sd_folder
 
 from t2ikit.analysis import runner
 from t2ikit.analysis.attribution import explain, overlay, word_labels
@@ -19,18 +18,6 @@ from t2ikit.analysis.decomposition import (
 )
 from t2ikit.analysis.sensitivity import analyze, check_lambda, drop_words, mutual_information, write_report
 from t2ikit.text.spans import word_token_spans
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_tiny_sd_folder(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
-def pipe(folder):
-    from t2ikit.pipeline import T2IPipeline
-
-    return T2IPipeline.from_folder(folder)
 
 
 # --- attribution ------------------------------------------------------------------------------------

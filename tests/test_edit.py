@@ -7,29 +7,16 @@ import pytest
 import torch
 from PIL import Image
 
-from tiny import make_tiny_sd_folder
 from t2ikit.attention.p2p import PromptToPromptHook, align, resolve_steps
 from t2ikit.attention.processor import AttentionContext
 from t2ikit.diffusion.edit import (
-    EditOptions,
     EditWarning,
     check_source,
     edit,
     instruction_prompts,
     parse_instruction,
 )
-from t2ikit.pipeline import T2IPipeline
 from t2ikit.world.scene import Group
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_tiny_sd_folder(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
-def pipe(folder):
-    return T2IPipeline.from_folder(folder)
 
 
 IMAGE = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))

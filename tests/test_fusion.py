@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-from tiny import make_tiny_sd_folder
 
 from t2ikit.attention.capture import AttentionStore
 from t2ikit.attention.processor import AttentionController
@@ -14,18 +13,6 @@ from t2ikit.models.fusion import FusionBlock, Gate, GateRecorder, parse_fusion, 
 from t2ikit.models.retrofit import fusion_parameters, fusion_plan, resolutions, retrofit
 
 STRATEGIES = ["sequential", "parallel", "interleaved", "gated", "hierarchical:8=gated,4=interleaved"]
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_tiny_sd_folder(tmp_path_factory.mktemp("fusion") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def pipe(folder):
-    from t2ikit.pipeline import T2IPipeline
-
-    return T2IPipeline.from_folder(folder)
 
 
 @pytest.fixture

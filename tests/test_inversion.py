@@ -5,7 +5,6 @@ import pytest
 import torch
 from PIL import Image
 
-from tiny import make_tiny_sd_folder
 from t2ikit.diffusion.inversion import (
     ddim_denoise,
     ddim_invert,
@@ -20,16 +19,6 @@ from t2ikit.diffusion.inversion import (
 from t2ikit.pipeline import T2IPipeline
 
 SHIPPED = "src/t2ikit/weights/shapes-v1"
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_tiny_sd_folder(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
-def pipe(folder):
-    return T2IPipeline.from_folder(folder)
 
 
 @pytest.fixture(scope="module")

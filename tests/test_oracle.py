@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from scipy import ndimage
 
 from t2ikit.bench.oracle_bench import degrade
 from t2ikit.world.categories import CATEGORIES

@@ -6,19 +6,8 @@ import shutil
 import pytest
 import torch
 
-from tiny import make_tiny_sd_folder
 from t2ikit.pipeline import T2IPipeline, write_model_defaults
 from t2ikit.text import PromptWarning
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_tiny_sd_folder(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
-def pipe(folder):
-    return T2IPipeline.from_folder(folder)
 
 
 def test_generate_returns_pil_images_of_the_default_size(pipe):

@@ -11,7 +11,6 @@ import argparse
 import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
