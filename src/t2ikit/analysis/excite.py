@@ -229,4 +229,4 @@ def markdown(result: dict) -> str:
     e = c["excite"]
     return markdown_table(result, f"Attend-and-Excite ({e['excite_steps']} excited steps, step size {e['step_size']}, "
                                   f"{e['iterations']} iteration(s)) vs the plain sampler, {c['n_prompts']} prompts x "
-                                  f"{c['seeds']} seeds per category, {c['steps']} steps (the 'weighted' columns are A&E)")
+                                  f"{c['seeds']} seeds per category, {c['steps']} steps ('weighted' = A&E)")

@@ -7,6 +7,9 @@ checks passed) and keeps the best; `compare_optimized` then measures plain vs ch
 *different* seeds, so the selection is not scored on the images that chose it.
 
     python -m t2ikit.analysis.optimize --n-prompts 10 --candidates 4
+
+Gradient-based prompt optimisation (soft prompts by textual inversion, hard prompts by PEZ projection) is in
+`t2ikit.analysis.soft_prompt`; a sampling-time binding fix (Attend-and-Excite) in `t2ikit.analysis.excite`.
 """
 
 from __future__ import annotations

@@ -140,9 +140,11 @@ def _vocab_word_ids(tokenizer, exclude: int) -> torch.Tensor:
     from t2ikit.text.tokenizer import known_words
 
     words = known_words(tokenizer)
-    specials = set(tokenizer.all_special_ids) | {exclude} | set(tokenizer.get_added_vocab().values())  # learned ones too
+    learned = set(tokenizer.get_added_vocab().values())  # tokens learned earlier are no vocabulary words
+    specials = set(tokenizer.all_special_ids) | {exclude} | learned
     if words is not None:  # word-level tokenizer: one id per known word
-        ids = {tokenizer.convert_tokens_to_ids(tokenizer.tokenize(w))[0] for w in words if len(tokenizer.tokenize(w)) == 1}
+        pieces = [tokenizer.tokenize(w) for w in words]
+        ids = {tokenizer.convert_tokens_to_ids(p)[0] for p in pieces if len(p) == 1}
     else:
         ids = set(range(len(tokenizer)))
     return torch.tensor(sorted(ids - specials))
