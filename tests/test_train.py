@@ -152,10 +152,14 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     config = tiny_config(tmp_path, extra)
     # The killed run: a real `t2ikit train` process, SIGKILLed once it has written a UNet checkpoint.
     killed = tmp_path / "killed"
+    # Same intra-op thread count as this process (which finishes both runs): float sums are only
+    # bit-reproducible for a fixed number of threads.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(
         [sys.executable, "-m", "t2ikit", "train", "--config", str(config), "--out", str(killed)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env=env,
     )
     deadline = time.time() + 120
     while not (killed / "checkpoints" / "ckpt-2-unet-000000002").exists():
