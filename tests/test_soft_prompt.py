@@ -43,9 +43,9 @@ def test_learning_changes_only_the_new_row_and_the_prompt_uses_it(pipe):
     ims = example_images("a red circle", 4, resolution=16)
     r = learn_token(pipe, "zorb", ims, SoftPromptConfig(steps=5, batch_size=2, lr=0.05))
     after = pipe.text_encoder.get_input_embeddings().weight
-    assert after.shape[0] == table.shape[0] + 1 and r.token_id == table.shape[0]
+    assert after.shape[0] == table.shape[0] + 1 and r.token_ids == [table.shape[0]]
     assert torch.equal(after[:-1], table)
-    assert torch.equal(after[r.token_id], r.vector)
+    assert torch.equal(after[r.token_ids], r.vectors)
     assert torch.equal(pipe.encode_text(["a red circle"]), before)  # the model itself is untouched
     assert len(r.losses) == 5 and all(np.isfinite(r.losses))
     from t2ikit.text.check import PromptWarning
@@ -60,12 +60,25 @@ def test_learning_changes_only_the_new_row_and_the_prompt_uses_it(pipe):
 
 def test_pez_forward_is_a_vocabulary_embedding_and_gradient_reaches_the_vector():
     base = torch.nn.Embedding(6, 4)
-    soft = SoftTokenEmbedding(base, 5, torch.randn(4), torch.arange(1, 5), project=True)
+    soft = SoftTokenEmbedding(base, [5], torch.randn(1, 4), torch.arange(1, 5), project=True)
     out = soft(torch.tensor([[0, 5]]))
-    assert torch.equal(out[0, 1], base.weight[soft.nearest()])
-    assert 1 <= soft.nearest() <= 4
+    assert torch.equal(out[0, 1], base.weight[soft.nearest()[0]])
+    assert torch.equal(out[0, 0], base.weight[0])
+    assert 1 <= soft.nearest()[0] <= 4
     out.sum().backward()
-    assert soft.vector.grad is not None and torch.all(soft.vector.grad == 1)
+    assert soft.vectors.grad is not None and torch.all(soft.vectors.grad == 1)
+
+
+def test_a_two_token_prompt_learns_two_rows(pipe):
+    table = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    r = learn_token(pipe, "zorb blick", example_images("a red circle", 2, resolution=16),
+                    SoftPromptConfig(steps=2, batch_size=2, lr=0.05, project=True))
+    after = pipe.text_encoder.get_input_embeddings().weight
+    assert len(r.token_ids) == 2 and len(r.projected_word.split()) == 2
+    assert torch.equal(after[: len(table)], table)
+    words = r.projected_word.split()  # PEZ rows hold the projected (vocabulary) embeddings
+    ids = [pipe.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words]
+    assert torch.equal(after[r.token_ids], table[ids])
 
 
 def test_bad_input_is_a_sentence(pipe):
@@ -80,6 +93,10 @@ def test_bad_input_is_a_sentence(pipe):
         learn_token(pipe, "zorb", ims, SoftPromptConfig(steps=0))
     with pytest.raises(ValueError, match="one lower-case"):
         add_token(pipe, "two words")
+    with pytest.raises(ValueError, match="clashes"):
+        learn_token(pipe, "zorb circle", ims, SoftPromptConfig(steps=1))
+    with pytest.raises(ValueError, match="distinct new words"):
+        learn_token(pipe, "zorb zorb", ims, SoftPromptConfig(steps=1))
     n = len(pipe.tokenizer)
     with pytest.raises(ValueError, match="init_word"):
         learn_token(pipe, "zorb", ims, SoftPromptConfig(steps=1, init_word="notaword"))

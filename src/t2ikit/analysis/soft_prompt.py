@@ -45,10 +45,10 @@ class SoftPromptConfig:
 
 @dataclass
 class SoftPromptResult:
-    token: str
-    token_id: int
-    vector: torch.Tensor  # (D,) the learned continuous embedding
-    projected_word: str  # its nearest vocabulary word (cosine); with project=True the word actually trained
+    token: str  # the learned word(s), space-separated: what the template is formatted with
+    token_ids: list[int]  # (K,) their ids
+    vectors: torch.Tensor  # (K, D) the learned continuous embeddings
+    projected_word: str  # their nearest vocabulary words (cosine); with project=True the words actually trained
     losses: list[float]  # training loss per step
 
 
@@ -107,47 +107,62 @@ def diffusion_eval_loss(pipe, latents: torch.Tensor, cond: torch.Tensor, draws: 
 
 
 class SoftTokenEmbedding(torch.nn.Module):
-    """Wraps a token-embedding table: positions holding `token_id` get `vector` (or its projection)."""
+    """Wraps a token-embedding table: positions holding `token_ids[k]` get `vectors[k]` (or its projection)."""
 
-    def __init__(self, base: torch.nn.Embedding, token_id: int, vector: torch.Tensor, vocab_ids: torch.Tensor,
+    def __init__(self, base: torch.nn.Embedding, token_ids: list[int], vectors: torch.Tensor, vocab_ids: torch.Tensor,
                  project: bool = False):
         super().__init__()
         self.base = base
-        self.token_id = token_id
-        self.vector = torch.nn.Parameter(vector.detach().clone())  # (D,)
+        self.token_ids = list(token_ids)
+        self.vectors = torch.nn.Parameter(vectors.detach().clone().reshape(len(self.token_ids), -1))  # (K, D)
         self.register_buffer("vocab_ids", vocab_ids)  # (V,) the words a projection may choose
         self.project = project
 
-    def nearest(self) -> int:
-        """The vocabulary id whose embedding is nearest (cosine) to the vector."""
-        table = self.base.weight[self.vocab_ids]  # (V, D)
-        sims = F.cosine_similarity(table, self.vector.detach()[None], dim=-1)
-        return int(self.vocab_ids[sims.argmax()])
+    def nearest(self) -> list[int]:
+        """For each vector, the vocabulary id whose embedding is nearest (cosine)."""
+        table = F.normalize(self.base.weight[self.vocab_ids], dim=-1)  # (V, D)
+        sims = F.normalize(self.vectors.detach(), dim=-1) @ table.T  # (K, V)
+        return [int(i) for i in self.vocab_ids[sims.argmax(dim=1)]]
 
     def effective(self) -> torch.Tensor:
         if not self.project:
-            return self.vector
-        hard = self.base.weight[self.nearest()]
-        return self.vector + (hard - self.vector).detach()  # PEZ: projected forward, continuous backward
+            return self.vectors
+        hard = self.base.weight[self.nearest()]  # (K, D)
+        return self.vectors + (hard - self.vectors).detach()  # PEZ: projected forward, continuous backward
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         e = self.base(input_ids)  # (B, T, D)
-        mask = (input_ids == self.token_id).unsqueeze(-1)
-        return torch.where(mask, self.effective().to(e.dtype), e)
+        eff = self.effective().to(e.dtype)
+        for k, token_id in enumerate(self.token_ids):
+            e = torch.where((input_ids == token_id).unsqueeze(-1), eff[k], e)
+        return e
 
 
-def _vocab_word_ids(tokenizer, exclude: int) -> torch.Tensor:
+def _vocab_word_ids(tokenizer) -> torch.Tensor:
+    """(V,) ids of the vocabulary words: no special tokens, no learned (added) tokens."""
     from t2ikit.text.tokenizer import known_words
 
     words = known_words(tokenizer)
     learned = set(tokenizer.get_added_vocab().values())  # tokens learned earlier are no vocabulary words
-    specials = set(tokenizer.all_special_ids) | {exclude} | learned
+    specials = set(tokenizer.all_special_ids) | learned
     if words is not None:  # word-level tokenizer: one id per known word
         pieces = [tokenizer.tokenize(w) for w in words]
         ids = {tokenizer.convert_tokens_to_ids(p)[0] for p in pieces if len(p) == 1}
     else:
         ids = set(range(len(tokenizer)))
     return torch.tensor(sorted(ids - specials))
+
+
+def check_new_token(tokenizer, token: str) -> None:
+    """ValueError unless `token` is one lower-case word the tokenizer does not know yet."""
+    from t2ikit.text.tokenizer import known_words
+
+    if not isinstance(token, str) or not token.isalpha() or token != token.lower():
+        raise ValueError(f"token must be one lower-case alphabetic word, got {token!r}")
+    words = known_words(tokenizer)
+    vocab = tokenizer.get_vocab()
+    if (words is not None and token in words) or token in vocab or token + "</w>" in vocab:
+        raise ValueError(f"token {token!r} clashes with a word the tokenizer already knows; choose a new word")
 
 
 def add_token(pipe, token: str) -> int:
@@ -157,15 +172,10 @@ def add_token(pipe, token: str) -> int:
     """
     from t2ikit.text.tokenizer import WORDS_KEY, known_words
 
-    if not isinstance(token, str) or not token.isalpha() or token != token.lower():
-        raise ValueError(f"token must be one lower-case alphabetic word, got {token!r}")
     tok = pipe.tokenizer
-    words = known_words(tok)
-    vocab = tok.get_vocab()
-    if (words is not None and token in words) or token in vocab or token + "</w>" in vocab:
-        raise ValueError(f"token {token!r} clashes with a word the tokenizer already knows; choose a new word")
+    check_new_token(tok, token)
     tok.add_tokens([token])
-    if words is not None:  # a word-level tokenizer: the token is now a known word (no "unknown word" warning)
+    if known_words(tok) is not None:  # a word-level tokenizer: the token is now a known word (no warning)
         tok.init_kwargs[WORDS_KEY] = [*tok.init_kwargs[WORDS_KEY], token]
     pipe.text_encoder.resize_token_embeddings(len(tok), mean_resizing=False)  # the row is set by the caller
     ids = tok(token, add_special_tokens=False)["input_ids"]
@@ -185,33 +195,38 @@ def word_of(tokenizer, token_id: int) -> str:
 
 def learn_token(pipe, token: str, images: torch.Tensor, config: SoftPromptConfig | None = None,
                 callback=None) -> SoftPromptResult:
-    """Textual inversion (or PEZ with config.project): learn `token`'s embedding from example `images`.
+    """Textual inversion (or PEZ with config.project): learn the embedding of `token` from example `images`.
 
-    `images`: (N, 3, H, W) in [0, 1], N >= 1. The token is added to `pipe` (tokenizer and text encoder,
-    as diffusers' load_textual_inversion does) and, after training, its row holds the learned vector, so
-    `pipe.generate(config.template.format(token))` uses it. Only that vector is trained.
+    `token`: one new word, or several separated by spaces (a K-token soft prompt). `images`: (N, 3, H, W)
+    in [0, 1], N >= 1. The words are added to `pipe` (tokenizer and text encoder, as diffusers'
+    load_textual_inversion does) and, after training, their rows hold the learned vectors (PEZ: the
+    projected ones), so `pipe.generate(config.template.format(token))` uses them. Only those rows train.
     """
     from t2ikit.train.losses import diffusion_loss
 
     config = (config or SoftPromptConfig()).validate()
-    latents = encode_images(pipe, images)  # checks images before any token is added
+    latents = encode_images(pipe, images)  # checks everything before any token is added
+    words = token.split() if isinstance(token, str) else []
+    if not words or len(set(words)) != len(words):
+        raise ValueError(f"token must be one or more distinct new words, got {token!r}")
+    for w in words:
+        check_new_token(pipe.tokenizer, w)
     if config.init_word is not None:
         init_ids = pipe.tokenizer(config.init_word, add_special_tokens=False)["input_ids"]
         if len(init_ids) != 1 or init_ids[0] == pipe.tokenizer.unk_token_id:
             raise ValueError(f"init_word must be one known vocabulary token, got {config.init_word!r} -> {init_ids}")
-    token_id = add_token(pipe, token)
+    token_ids = [add_token(pipe, w) for w in words]
     te = pipe.text_encoder
     base = te.get_input_embeddings()
-    vocab_ids = _vocab_word_ids(pipe.tokenizer, token_id)
-    with torch.no_grad():
-        init = base.weight[init_ids[0]] if config.init_word is not None else base.weight[vocab_ids].mean(0)
-    soft = SoftTokenEmbedding(base, token_id, init, vocab_ids, config.project)
-    prompt = config.template.format(token)
+    init = _initial_vector(pipe, config, token_ids)
+    soft = SoftTokenEmbedding(base, token_ids, init.expand(len(words), -1), _vocab_word_ids(pipe.tokenizer),
+                              config.project)
+    prompt = config.template.format(" ".join(words))
     ids = pipe.tokenizer([prompt], padding="max_length", max_length=pipe.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt").input_ids.to(pipe.device)
     sched = training_scheduler(pipe)
     g = torch.Generator("cpu").manual_seed(config.seed)
-    opt = torch.optim.Adam([soft.vector], lr=config.lr)
+    opt = torch.optim.Adam([soft.vectors], lr=config.lr)
     losses = []
     te.set_input_embeddings(soft)
     try:
@@ -224,18 +239,19 @@ def learn_token(pipe, token: str, images: torch.Tensor, config: SoftPromptConfig
             opt.step()
             losses.append(loss.item())
             if callback is not None:
-                callback(step, float(loss))
+                callback(step, losses[-1])
     finally:
         te.set_input_embeddings(base)
-    with torch.no_grad():
-        nearest = soft.nearest()
-        base.weight[token_id] = soft.effective().detach() if config.project else soft.vector.detach()
-    return SoftPromptResult(token, token_id, soft.vector.detach().clone(), word_of(pipe.tokenizer, nearest), losses)
+    hard = soft.nearest()
+    set_token_vector(pipe, token_ids, base.weight[hard].detach().clone() if config.project else soft.vectors.detach())
+    nearest = " ".join(word_of(pipe.tokenizer, i) for i in hard)
+    return SoftPromptResult(" ".join(words), token_ids, soft.vectors.detach().clone(), nearest, losses)
 
 
-def set_token_vector(pipe, token_id: int, vector: torch.Tensor) -> None:
+def set_token_vector(pipe, token_ids: list[int], vectors: torch.Tensor) -> None:
+    """Write (K, D) `vectors` into the text encoder's embedding rows `token_ids`."""
     with torch.no_grad():
-        pipe.text_encoder.get_input_embeddings().weight[token_id] = vector
+        pipe.text_encoder.get_input_embeddings().weight[token_ids] = vectors
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -260,7 +276,8 @@ def evaluate_prompt(pipe, prompt: str, caption: str, latents: torch.Tensor, seed
 
 def worked_example(pipe, caption: str, token: str = "zorb", config: SoftPromptConfig | None = None,
                    n_examples: int = 32, eval_seeds=tuple(range(200, 216)), steps: int = 20) -> dict:
-    """Learn `token` for `caption` softly and with PEZ; evaluate before / soft / nearest word / PEZ word."""
+    """Learn `token` (one or more new words) for `caption` softly and with PEZ; evaluate the prompt before,
+    soft, projected to its nearest words, and the PEZ-trained words."""
     from dataclasses import replace
 
     config = (config or SoftPromptConfig()).validate()
@@ -270,27 +287,28 @@ def worked_example(pipe, caption: str, token: str = "zorb", config: SoftPromptCo
     prompt = config.template.format(token)
     rows = {"reference caption": evaluate_prompt(pipe, caption, caption, held, seeds, steps)}
     soft = learn_token(pipe, token, train, replace(config, project=False))
-    learned = soft.vector
-    set_token_vector(pipe, soft.token_id, _initial_vector(pipe, config, soft.token_id))
+    init = _initial_vector(pipe, config, soft.token_ids).expand(len(soft.token_ids), -1)
+    set_token_vector(pipe, soft.token_ids, init)
     rows["before (initial vector)"] = evaluate_prompt(pipe, prompt, caption, held, seeds, steps)
-    set_token_vector(pipe, soft.token_id, learned)
+    set_token_vector(pipe, soft.token_ids, soft.vectors)
     rows["soft (textual inversion)"] = evaluate_prompt(pipe, prompt, caption, held, seeds, steps)
-    rows[f"projected: nearest word '{soft.projected_word}'"] = evaluate_prompt(
+    rows[f"projected: nearest word(s) '{soft.projected_word}'"] = evaluate_prompt(
         pipe, config.template.format(soft.projected_word), caption, held, seeds, steps)
-    pez_token = token + "pez"
-    pez = learn_token(pipe, pez_token, train, replace(config, project=True))
-    rows[f"PEZ word '{pez.projected_word}'"] = evaluate_prompt(
+    pez = learn_token(pipe, " ".join(w + "pez" for w in token.split()), train, replace(config, project=True))
+    rows[f"PEZ word(s) '{pez.projected_word}'"] = evaluate_prompt(
         pipe, config.template.format(pez.projected_word), caption, held, seeds, steps)
     return {"caption": caption, "token": token, "config": asdict(config), "n_examples": n_examples,
             "eval_seeds": seeds, "steps": steps, "final_train_loss": {"soft": soft.losses[-1], "pez": pez.losses[-1]},
             "rows": rows}
 
 
-def _initial_vector(pipe, config: SoftPromptConfig, token_id: int) -> torch.Tensor:
+def _initial_vector(pipe, config: SoftPromptConfig, token_ids: list[int]) -> torch.Tensor:
+    """(D,): the init word's embedding, or the mean vocabulary embedding."""
     base = pipe.text_encoder.get_input_embeddings()
-    if config.init_word is not None:
-        return base.weight[pipe.tokenizer(config.init_word, add_special_tokens=False)["input_ids"][0]].detach()
-    return base.weight[_vocab_word_ids(pipe.tokenizer, token_id)].mean(0).detach()
+    with torch.no_grad():
+        if config.init_word is not None:
+            return base.weight[pipe.tokenizer(config.init_word, add_special_tokens=False)["input_ids"][0]].clone()
+        return base.weight[_vocab_word_ids(pipe.tokenizer)].mean(0)
 
 
 def gain_survived(result: dict) -> dict:
@@ -324,7 +342,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None)
     p.add_argument("--caption", default="a purple triangle")
-    p.add_argument("--token", default="zorb")
+    p.add_argument("--token", default="zorb", help="new word(s) to learn; several words, space-separated, "
+                                                     "make a K-token prompt")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=5e-3)
