@@ -308,6 +308,7 @@ def _add_binding(verbs) -> None:
     p.add_argument("--n-prompts", type=int, default=20, help="prompts per category")
     p.add_argument("--seeds", type=int, default=2, help="image seeds per prompt")
     p.add_argument("--categories", default="colour_binding,shape_binding,spatial", help="comma-separated categories")
+    p.add_argument("--split", default="train", choices=("train", "heldout"), help="CompBench prompt split")
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
     p.add_argument("--excite-steps", type=int, default=None, help="first steps whose latent is updated")
     p.add_argument("--step-size", type=float, default=None, help="gradient step size on the latent")
@@ -329,7 +330,8 @@ def _binding(args) -> int:
     config = dataclasses.replace(ExciteConfig(), **given).validate()  # checked before loading anything
     torch.set_num_threads(1)
     pipe = T2IPipeline.from_folder(args.model or default_model_path())
-    result = compare_binding(pipe, args.n_prompts, args.seeds, tuple(args.categories.split(",")), args.steps, config)
+    result = compare_binding(pipe, args.n_prompts, args.seeds, tuple(args.categories.split(",")), args.steps, config,
+                             args.split)
     _emit(args, result, markdown(result), "binding")
     return 0
 
