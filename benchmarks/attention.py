@@ -1,6 +1,6 @@
 """Our hooked attention processor (no hooks: fused path) vs diffusers' AttnProcessor2_0, side by side.
 
-    python benchmarks/attention.py [--json] [--repeats 15] [--latent 32] [--batch 2]
+    python benchmarks/attention.py [--json] [--repeats 15] [--latent 32] [--batch 2] [--threads 1]
 
 Both run in one process on the same UNet and inputs, interleaved (A B A B ...) so machine noise hits both;
 prints ms per UNet forward for each and the ratio ours/diffusers with a bootstrap 95% interval.
@@ -42,8 +42,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--latent", type=int, default=32)
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: steady on a shared CPU)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     unet = build_unet()
     g = torch.Generator().manual_seed(0)
