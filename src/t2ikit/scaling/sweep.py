@@ -33,7 +33,6 @@ import json
 import math
 import os
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,17 +157,9 @@ def sweep_sizes(cfg: SweepConfig) -> dict:
 
 def load_sweep_config(path: str | Path) -> SweepConfig:
     """Read a TOML sweep config; unknown keys, unknown sizes and bad budgets raise ValueError."""
-    from t2ikit.train.config import from_dict
+    from t2ikit.train.config import from_dict, read_toml
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"sweep config {str(path)!r} does not exist")
-    with open(path, "rb") as f:
-        try:
-            data = tomllib.load(f)
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"sweep config {str(path)!r} is not valid TOML: {err}") from None
-    return from_dict(SweepConfig, data).validate()
+    return from_dict(SweepConfig, read_toml(path, "sweep config")).validate()
 
 
 @contextlib.contextmanager

@@ -222,17 +222,21 @@ def _check_type(value, hint, name: str):
     return value
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read a TOML run config; missing keys take the dataclass defaults."""
+def read_toml(path: str | Path, what: str = "config file") -> dict:
+    """The tables of a TOML file; ValueError (naming `what`) if it is missing or not valid TOML."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file {str(path)!r} does not exist")
+        raise ValueError(f"{what} {str(path)!r} does not exist")
     with open(path, "rb") as f:
         try:
-            data = tomllib.load(f)
+            return tomllib.load(f)
         except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"config file {str(path)!r} is not valid TOML: {err}") from None
-    return from_dict(TrainConfig, data).validate()
+            raise ValueError(f"{what} {str(path)!r} is not valid TOML: {err}") from None
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a TOML run config; missing keys take the dataclass defaults."""
+    return from_dict(TrainConfig, read_toml(path)).validate()
 
 
 def config_from_json(text: str) -> TrainConfig:
