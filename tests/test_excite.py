@@ -17,7 +17,7 @@ PROMPTS = ["a red circle to the left of a blue square", "two green triangles"]
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def excite_folder(tmp_path_factory):  # not conftest's: DPM-Solver and 32x32 images for the oracle
     root = make_tiny_sd_folder(tmp_path_factory.mktemp("tiny") / "model", scheduler="dpmpp_2m")
     config = root / "unet" / "config.json"  # 16x16 latents -> 32x32 images, the oracle's smallest
     config.write_text(json.dumps({**json.loads(config.read_text()), "sample_size": 16}))
@@ -25,8 +25,8 @@ def folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pipe(folder):
-    return T2IPipeline.from_folder(folder)
+def pipe(excite_folder):
+    return T2IPipeline.from_folder(excite_folder)
 
 
 def test_object_words_come_from_the_parser(pipe):
@@ -69,13 +69,14 @@ def test_bad_config_is_a_sentence(bad):
         ExciteConfig(**bad).validate()
 
 
-def test_cli_bench_binding(folder, capsys):
+def test_cli_bench_binding(excite_folder, capsys):
     from t2ikit.cli import main
 
-    assert main(["bench", "binding", "--model", str(folder), "--n-prompts", "1", "--seeds", "1", "--steps", "2",
+    model = str(excite_folder)
+    assert main(["bench", "binding", "--model", model, "--n-prompts", "1", "--seeds", "1", "--steps", "2",
                  "--excite-steps", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["config"]["categories"]) == {"colour_binding", "shape_binding", "spatial"}
     assert result["all"]["n"] == 3 and "diff_accuracy" in result["all"]
-    assert main(["bench", "binding", "--model", str(folder), "--excite-steps", "-2"]) == 2  # a sentence, no compute
+    assert main(["bench", "binding", "--model", model, "--excite-steps", "-2"]) == 2  # a sentence, no compute
     assert "excite_steps must be an int >= 0" in capsys.readouterr().err

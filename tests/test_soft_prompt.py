@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from tiny import make_tiny_sd_folder
 
 from t2ikit.analysis.soft_prompt import (SoftPromptConfig, SoftTokenEmbedding, add_token, encode_images,
                                          example_images, learn_token)
@@ -16,13 +15,8 @@ from t2ikit.pipeline import T2IPipeline
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_tiny_sd_folder(tmp_path_factory.mktemp("tiny") / "model")
-
-
 @pytest.fixture()
-def pipe(folder):  # fresh per test: learning adds a token to the tokenizer and text encoder
+def pipe(folder):  # conftest's tiny folder, a fresh pipeline per test: learning adds tokens to it
     return T2IPipeline.from_folder(folder)
 
 
