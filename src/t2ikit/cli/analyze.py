@@ -28,14 +28,11 @@ def handler(args) -> int:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     if not args.prompt.strip():
         raise ValueError("the prompt is empty; there are no words to analyse")
-    import torch
 
     from t2ikit.analysis.sensitivity import analyze, markdown, write_report
-    from t2ikit.cli.models import resolve_model
-    from t2ikit.pipeline import T2IPipeline
+    from t2ikit.cli.models import load_pipeline
 
-    torch.set_num_threads(1)  # tiny models on shared CPUs: threads cost more than they give
-    pipe = T2IPipeline.from_folder(resolve_model(args.model))
+    pipe = load_pipeline(args.model, threads=1)  # tiny models on shared CPUs: threads cost more than they give
     report = analyze(pipe, args.prompt, seeds=range(args.seeds), steps=args.steps, guidance=args.guidance,
                      lam=args.lam, interactions=not args.no_interactions)
     print(json.dumps(report, indent=2) if args.json else markdown(report))

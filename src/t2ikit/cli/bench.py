@@ -201,7 +201,7 @@ def _edit(args) -> int:
     if args.n < 1 or args.steps < 1:
         raise ValueError(f"--n and --steps must be >= 1; got {args.n}, {args.steps}")
     if args.inversion:
-        from t2ikit.cli.edit import load_pipeline
+        from t2ikit.cli.models import load_pipeline
 
         result = eb.run_inversion(load_pipeline(args.model, args.threads), n=min(args.n, 8))
         result["command"] = "t2ikit bench edit " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "edit"] else None
@@ -209,7 +209,7 @@ def _edit(args) -> int:
         return 0
     pipe = None
     if any(m != "ground-truth" for m in methods):
-        from t2ikit.cli.edit import load_pipeline
+        from t2ikit.cli.models import load_pipeline
 
         pipe = load_pipeline(args.model, args.threads)
     result = eb.run(pipe, kinds, methods, n=args.n, steps=args.steps, guidance=args.guidance, progress=not args.json,

@@ -5,22 +5,6 @@ from __future__ import annotations
 import sys
 
 
-def load_pipeline(model, threads):
-    import torch
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    from t2ikit.cli.models import resolve_model
-    from t2ikit.pipeline import T2IPipeline
-
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads must be >= 1; got {threads}")
-        torch.set_num_threads(threads)
-    transformers_logging.disable_progress_bar()
-    diffusers_logging.disable_progress_bar()
-    return T2IPipeline.from_folder(resolve_model(model))
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("edit", help="edit an image by text: prompt swap, Prompt-to-Prompt, DiffEdit masks")
@@ -67,6 +51,7 @@ def _edit(args) -> int:
     import warnings
     from pathlib import Path
 
+    from t2ikit.cli.models import load_pipeline
     from t2ikit.diffusion.edit import EditOptions, edit, parse_instruction
     from t2ikit.diffusion.inversion import load_image
 

@@ -38,7 +38,7 @@ def overlap_prompts(n_prompts: int) -> list[str]:
 
 
 def handler(args) -> int:
-    from t2ikit.cli.models import resolve_model
+    from t2ikit.cli.models import load_pipeline
 
     if args.overlap:
         if args.n_prompts < 1 or args.seeds < 1:
@@ -52,13 +52,10 @@ def handler(args) -> int:
 
         if not parse_weighted(args.prompt).plain.strip():
             raise ValueError(f"prompt {args.prompt!r} is empty; nothing to explain")
-    import torch
 
     from t2ikit.analysis.attribution import attribution_overlap, explain, overlay
-    from t2ikit.pipeline import T2IPipeline
 
-    torch.set_num_threads(1)  # tiny models on shared CPUs: threads cost more than they give
-    pipe = T2IPipeline.from_folder(resolve_model(args.model))
+    pipe = load_pipeline(args.model, threads=1)  # tiny models on shared CPUs: threads cost more than they give
     if args.overlap:
         result = attribution_overlap(pipe, overlap_prompts(args.n_prompts), list(range(args.seeds)), args.steps,
                                      args.guidance)

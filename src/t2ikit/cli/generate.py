@@ -56,15 +56,11 @@ def register(subparsers) -> None:
 def _generate(args) -> int:
     import warnings
 
-    import torch
-    from diffusers.utils import logging as diffusers_logging
     from PIL.PngImagePlugin import PngInfo
-    from transformers.utils import logging as transformers_logging
 
     from t2ikit.cli.info import PNG_KEY, format_parameters
-    from t2ikit.cli.models import resolve_model
+    from t2ikit.cli.models import load_pipeline
     from t2ikit.diffusion.samplers import check_sampler, sampler_display_name
-    from t2ikit.pipeline import T2IPipeline
 
     size = parse_size(args.size) if args.size is not None else None
     if args.sampler is not None:
@@ -86,13 +82,7 @@ def _generate(args) -> int:
         hooks = hooks_from_spec(args.attention)  # checked before the model loads
         if controls:
             raise ValueError("--attention cannot be combined with condition images, --scale or --region yet")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1; got {args.threads}")
-        torch.set_num_threads(args.threads)
-    transformers_logging.disable_progress_bar()  # weight-loading bars: noise for a one-shot command
-    diffusers_logging.disable_progress_bar()
-    pipe = T2IPipeline.from_folder(resolve_model(args.model), device=args.device)
+    pipe = load_pipeline(args.model, args.threads, args.device)
     spec = pipe.make_spec(args.prompt, args.negative, args.steps, args.guidance, args.seed, args.n, size, args.sampler)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
 def _invert(args) -> int:
     import warnings
 
-    from t2ikit.cli.edit import load_pipeline
+    from t2ikit.cli.models import load_pipeline
     from t2ikit.diffusion.inversion import invert, psnr, reconstruct, save_inversion
 
     if not args.out.endswith(".safetensors"):

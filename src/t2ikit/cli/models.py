@@ -87,6 +87,24 @@ def known_models() -> list[ModelEntry]:
     return entries
 
 
+def load_pipeline(model: str | None, threads: int | None = None, device: str = "cpu"):
+    """The T2IPipeline for a verb's `--model` (path, name or None for the shipped model), with `--threads`
+    applied and the libraries' weight-loading progress bars off (noise for a one-shot command)."""
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from t2ikit.pipeline import T2IPipeline
+
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1; got {threads}")
+        torch.set_num_threads(threads)
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+    return T2IPipeline.from_folder(resolve_model(model), device=device)
+
+
 def resolve_model(model: str | None) -> Path:
     """The folder for `--model`: a path, a known model's name, or None for the shipped model."""
     if model is None:
