@@ -9,7 +9,7 @@ import json
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a model from a TOML config (VAE, then text encoder + UNet); resume; export",
+        help="train a model (VAE, then text encoder + UNet) or a condition adapter from a TOML config; resume; export",
         description="Train a text-to-image model on Shapes World from a TOML run config. Data-parallel: "
         "torchrun --nproc-per-node N -m t2ikit train --config ... (DDP; the global batch is split over ranks).",
     )
@@ -62,6 +62,11 @@ def handler(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
 
+    from t2ikit.control.train_adapter import is_adapter_config
+
+    if is_adapter_config(args.config):
+        return _adapter(args)
+
     from t2ikit.train.config import load_config
     from t2ikit.train.trainer import Trainer
 
@@ -86,4 +91,21 @@ def handler(args: argparse.Namespace) -> int:
     path = trainer.run(resume=args.resume)
     if path is not None:
         print(path)
+    return 0
+
+
+def _adapter(args: argparse.Namespace) -> int:
+    """An `[adapter]` config: train a condition adapter on a frozen base model (t2ikit.control.train_adapter)."""
+    from t2ikit.control.train_adapter import load_adapter_config, run
+
+    unsupported = [flag for flag, value in (("--device", args.device not in (None, "cpu", "auto")),
+                                            ("--workers", args.workers is not None),
+                                            ("--time-limit", args.time_limit is not None),
+                                            ("--export-only", args.export_only is not None),
+                                            ("--fp16", args.fp16)) if value]
+    if unsupported:
+        raise ValueError(f"{args.config} is an adapter run config; {', '.join(unsupported)} apply only to model "
+                         "runs (adapter runs train on the CPU and write the adapter folder themselves)")
+    config = load_adapter_config(args.config, {"out": args.out})
+    print(run(config, resume=args.resume))
     return 0

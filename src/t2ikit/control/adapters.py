@@ -148,7 +148,11 @@ def load_adapter(folder: str | Path) -> ConditionAdapter:
     folder = Path(folder)
     if not (folder / ADAPTER_CONFIG).is_file() or not (folder / ADAPTER_WEIGHTS).is_file():
         raise ValueError(f"{folder} is not an adapter folder: needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
-    config = AdapterConfig(**json.loads((folder / ADAPTER_CONFIG).read_text())["config"])
+    config = json.loads((folder / ADAPTER_CONFIG).read_text())["config"]
+    if config.get("kind") == "attention":
+        raise ValueError(f"{folder} holds an attention (reference) adapter: load it with "
+                         "t2ikit.control.reference.load_reference_adapter(folder, unet)")
+    config = AdapterConfig(**config)
     adapter = ConditionAdapter(config)
     adapter.load_state_dict(load_file(folder / ADAPTER_WEIGHTS), strict=True)
     return adapter.eval().requires_grad_(False)

@@ -17,6 +17,7 @@ import torch
 
 from t2ikit.control.encoders import CONDITIONS, load_condition, to_batch
 from t2ikit.control.guidance import DEFAULT_MODE, Condition, sample_conditions
+from t2ikit.control.reference import ReferenceAdapter
 from t2ikit.control.regions import REGION_MODES, Region, RegionAttentionHook, check_regions, latent_masks, \
     parse_region, region_context
 
@@ -31,7 +32,13 @@ def shipped_adapter(name: str) -> Path | None:
 
 def _resolve_adapter(pipe, name: str, given):
     from t2ikit.control.adapters import ConditionAdapter, load_adapter
+    from t2ikit.control.reference import ReferenceAdapter, is_attention_adapter, load_reference_adapter
 
+    if isinstance(given, ReferenceAdapter):
+        if given.config.token_dim != pipe.unet.config.cross_attention_dim:
+            raise ValueError(f"the reference adapter's tokens are {given.config.token_dim} wide; this model's "
+                             f"cross-attention takes {pipe.unet.config.cross_attention_dim}")
+        return given.to(pipe.device, pipe.dtype)
     if isinstance(given, ConditionAdapter):
         adapter = given
     else:
@@ -42,6 +49,10 @@ def _resolve_adapter(pipe, name: str, given):
                 f"{[c for c in CONDITIONS if shipped_adapter(c)] or 'none'}); train one with "
                 f"`python -m t2ikit.control.train_adapter --modality {name} --out DIR` and pass adapters={{'{name}': DIR}}"
             )
+        if is_attention_adapter(folder):
+            if name != "reference":
+                raise ValueError(f"{folder} holds an attention (reference) adapter, not a {name} adapter")
+            return load_reference_adapter(folder, pipe.unet).to(pipe.device, pipe.dtype)
         adapter = load_adapter(folder)
     c = adapter.config
     if c.modality != name or tuple(c.channels) != tuple(pipe.unet.config.block_out_channels) \
@@ -166,12 +177,15 @@ def generate_controlled(
     base = pipe._encode_each(spec.image_prompts())  # (N, T, D)
     uncond = pipe._encode_each(spec.image_negatives())
     text_scale = scales.get("text", spec.guidance)
+    controller = hooks if isinstance(hooks, AttentionController) else AttentionController(hooks or [])
     residuals = None
     for name, adapter in adapters.items():
         cond = to_batch([m for m in maps[name] for _ in range(spec.n)], pipe.device, pipe.dtype)  # (N, C, H, W)
-        res = adapter(cond, scales.get(name, 1.0))
+        if isinstance(adapter, ReferenceAdapter):  # attention fusion: a hook on every cross-attention
+            controller.add(adapter.hook(cond, scales.get(name, 1.0)))
+            continue
+        res = adapter(cond, scales.get(name, 1.0))  # additive fusion: residuals into the down blocks
         residuals = res if residuals is None else [a + b for a, b in zip(residuals, res)]
-    controller = hooks if isinstance(hooks, AttentionController) else AttentionController(hooks or [])
     if regions and region_mode == "attention":
         region_states = [pipe._encode_each([r.prompt] * count) for r in regions]
         conditions = [Condition(region_context(base, region_states), text_scale, name="text+regions")]

@@ -5,11 +5,17 @@
 Reference-image tokens get their own key/value projections beside the text's, in every cross-attention
 layer, through an AttentionHook (on_qkv keeps the queries, on_output adds the reference branch before
 the output projection), so it stacks with every other hook. The new projections start as copies of the
-text's (IP-Adapter's initialisation) and train with the base model frozen; t2ikit ships no trained
-weights for them.
+text's (IP-Adapter's initialisation) and train with the base model frozen.
+
+`ReferenceAdapter` bundles the encoder and the projections into one module with a JSON config, saved and
+loaded like the additive adapters (safetensors, no pickle); `reference_loss` is its training objective.
 """
 
 from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -86,3 +92,98 @@ class ReferenceAttentionHook(AttentionHook):
         v = self.projections["v"][_key(ctx.layer)](tokens).view(b, -1, heads, d).transpose(1, 2)
         ref = F.scaled_dot_product_attention(q, k, v)  # (B, heads, Nq, d)
         return out + self.scale * ref.transpose(1, 2).reshape(b, -1, heads * d)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The trainable bundle: encoder + per-layer projections
+
+
+@dataclass
+class ReferenceConfig:
+    token_dim: int  # width of the reference tokens = the UNet's cross-attention dim
+    grid: int = 2  # tokens per image = grid^2 (coarse: identity more than layout)
+    hidden: int = 32  # width of the encoder's convs
+    modality: str = "reference"
+    kind: str = "attention"  # how it is fused (the additive ConditionAdapter's folders have no "kind")
+
+
+class ReferenceAdapter(nn.Module):
+    """ReferenceEncoder + the decoupled K/V projections of every cross-attention layer of one UNet."""
+
+    def __init__(self, unet, config: ReferenceConfig | None = None):
+        super().__init__()
+        self.config = config or ReferenceConfig(token_dim=unet.config.cross_attention_dim)
+        if self.config.token_dim != unet.config.cross_attention_dim:
+            raise ValueError(f"reference adapter tokens are {self.config.token_dim} wide; this UNet's "
+                             f"cross-attention takes {unet.config.cross_attention_dim}")
+        self.encoder = ReferenceEncoder(self.config.token_dim, self.config.grid, self.config.hidden)
+        self._hook = ReferenceAttentionHook(unet)
+        self.projections = self._hook.projections  # registered here, so state_dict() holds them
+
+    def hook(self, image: torch.Tensor, scale: float = 1.0) -> ReferenceAttentionHook:
+        """The attention hook carrying `image`'s tokens (image: (B, 3, H, W) in [0, 1]) at `scale`."""
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"reference adapter expects (B, 3, H, W) images; got {tuple(image.shape)}")
+        self._hook.scale = scale
+        return self._hook.set_tokens(self.encoder(image))
+
+
+def reference_loss(unet, adapter: ReferenceAdapter, latents, text_states, reference, noise_scheduler,
+                   generator: torch.Generator) -> torch.Tensor:
+    """The frozen UNet's eps/v MSE with the reference branch in every cross-attention, uniform timesteps."""
+    from t2ikit.attention.processor import AttentionController
+
+    b = latents.shape[0]
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
+    noise = torch.randn(latents.shape, generator=generator)
+    noisy = noise_scheduler.add_noise(latents, noise, t)
+    target = noise_scheduler.get_velocity(latents, noise, t) \
+        if noise_scheduler.config.prediction_type == "v_prediction" else noise
+    with AttentionController([adapter.hook(reference)]).install(unet):
+        pred = unet(noisy, t, encoder_hidden_states=text_states, return_dict=False)[0]
+    return F.mse_loss(pred.float(), target.float())
+
+
+def save_reference_adapter(adapter: ReferenceAdapter, folder: str | Path, extra: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    from t2ikit.control.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, folder / ADAPTER_WEIGHTS)
+    (folder / ADAPTER_CONFIG).write_text(json.dumps({"config": asdict(adapter.config), **(extra or {})}, indent=1))
+    return folder
+
+
+def is_attention_adapter(folder: str | Path) -> bool:
+    """True if `folder` holds a ReferenceAdapter (attention fusion) rather than an additive adapter."""
+    from t2ikit.control.adapters import ADAPTER_CONFIG
+
+    path = Path(folder) / ADAPTER_CONFIG
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("config", {}).get("kind") == "attention"
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def load_reference_adapter(folder: str | Path, unet) -> ReferenceAdapter:
+    """A ReferenceAdapter saved by `save_reference_adapter`, for `unet`; ValueError if it does not fit."""
+    from safetensors.torch import load_file
+
+    from t2ikit.control.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+    folder = Path(folder)
+    if not (folder / ADAPTER_CONFIG).is_file() or not (folder / ADAPTER_WEIGHTS).is_file():
+        raise ValueError(f"{folder} is not an adapter folder: needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
+    config = json.loads((folder / ADAPTER_CONFIG).read_text())["config"]
+    if config.get("kind") != "attention":
+        raise ValueError(f"{folder} holds an additive adapter, not an attention (IP-Adapter style) reference adapter")
+    adapter = ReferenceAdapter(unet, ReferenceConfig(**config))
+    try:
+        adapter.load_state_dict(load_file(folder / ADAPTER_WEIGHTS), strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"the reference adapter in {folder} does not fit this UNet: {str(err)[:300]}") from None
+    return adapter.eval().requires_grad_(False)

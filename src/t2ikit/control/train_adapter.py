@@ -1,8 +1,18 @@
 """Train a condition adapter on a frozen base model with Shapes World's exact (image, condition, caption).
 
+    t2ikit train --config configs/adapter-depth.toml [--out DIR] [--resume]
     python -m t2ikit.control.train_adapter --modality sketch --steps 300 --batch-size 16 --out DIR
 
-Only the adapter's weights train; the UNet, VAE and text encoder stay frozen (T2I-Adapter's recipe).
+Only the adapter's weights train; the UNet, VAE and text encoder stay frozen (T2I-Adapter's and
+IP-Adapter's recipe). sketch, depth and mask train an additive `ConditionAdapter`; reference trains the
+attention-fusion `ReferenceAdapter` (its own K/V projections beside the text's), on reference images that
+show the same objects in another layout, so it must carry identity (colour, shape, size), not positions.
+Caption dropout (the caption replaced by "" for a fraction of the samples) makes the adapter carry what
+the caption would otherwise say.
+
+Checkpoints (`OUT/checkpoints/ckpt-0-adapter-<step>`, atomic, safetensors) hold the adapter, AdamW's moments
+and the noise generator's state; the data of step k is a pure function of (data_seed, k), so `--resume`
+continues exactly where the run stopped.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ import argparse
 import json
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -22,68 +33,182 @@ class AdapterTrainConfig:
     batch_size: int = 16  # (image, condition, caption) triples per step
     lr: float = 1e-3  # AdamW learning rate (a fresh, zero-initialised adapter takes a large one)
     hidden: int = 32  # adapter width
-    seed: int = 0  # data stream and timestep/noise draws
+    grid: int = 2  # reference only: tokens per image = grid^2
+    caption_dropout: float = 0.0  # fraction of samples trained with the empty caption
+    seed: int = 0  # timestep/noise/dropout draws
     data_seed: int = 1234  # Shapes World stream (a different world seed from the base model's training)
     threads: int = 1  # torch CPU threads
+    checkpoint_every: int = 100  # steps between checkpoints (0: only at the end)
+    keep: int = 2  # checkpoints kept
+    model: str = ""  # base model folder; "" = the shipped default model
+    out: str = ""  # run folder: checkpoints/ and the trained adapter (adapter.safetensors, adapter_config.json)
+
+    def validate(self) -> AdapterTrainConfig:
+        from t2ikit.control.encoders import check_condition_name
+
+        check_condition_name(self.modality)
+        for name in ("steps", "batch_size", "hidden", "grid", "threads", "keep"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"adapter.{name} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"adapter.checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise ValueError(f"adapter.caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        if not self.lr > 0:
+            raise ValueError(f"adapter.lr must be > 0, got {self.lr}")
+        return self
 
 
-def train(pipe, config: AdapterTrainConfig, log_every: int = 25):
-    """(adapter, record): trains a ConditionAdapter for `pipe`'s UNet, base frozen."""
-    from diffusers import DDPMScheduler
+def load_adapter_config(path: str | Path, overrides: dict | None = None) -> AdapterTrainConfig:
+    """The `[adapter]` table of a TOML run config (unknown keys and other tables are errors)."""
+    from t2ikit.train.config import from_dict, read_toml
 
-    from t2ikit.control.adapters import ConditionAdapter, adapter_config_for, adapter_loss
-    from t2ikit.control.encoders import CONDITIONS, check_condition_name, shapes_batch
+    data = read_toml(path)
+    extra = sorted(set(data) - {"adapter"})
+    if extra or "adapter" not in data:
+        raise ValueError(f"{path}: an adapter run config holds exactly one table, [adapter]; found {sorted(data)}")
+    table = {**data["adapter"], **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    return from_dict(AdapterTrainConfig, table, "adapter").validate()
 
-    check_condition_name(config.modality)
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
+
+def is_adapter_config(path: str | Path) -> bool:
+    from t2ikit.train.config import read_toml
+
+    return "adapter" in read_toml(path)
+
+
+def make_adapter(pipe, config: AdapterTrainConfig):
+    """A fresh adapter for `pipe`: ReferenceAdapter for reference, ConditionAdapter otherwise."""
+    from t2ikit.control.adapters import ConditionAdapter, adapter_config_for
+    from t2ikit.control.encoders import CONDITIONS
+    from t2ikit.control.reference import ReferenceAdapter, ReferenceConfig
+
+    if config.modality == "reference":
+        rc = ReferenceConfig(token_dim=pipe.unet.config.cross_attention_dim, grid=config.grid, hidden=config.hidden)
+        return ReferenceAdapter(pipe.unet, rc)
     acfg = adapter_config_for(pipe.unet, pipe.vae_scale_factor, config.modality, CONDITIONS[config.modality],
                               config.hidden)
-    adapter = ConditionAdapter(acfg).train()
+    return ConditionAdapter(acfg)
+
+
+def save_trained(adapter, folder: str | Path, extra: dict | None = None) -> Path:
+    from t2ikit.control.adapters import save_adapter
+    from t2ikit.control.reference import ReferenceAdapter, save_reference_adapter
+
+    save = save_reference_adapter if isinstance(adapter, ReferenceAdapter) else save_adapter
+    return save(adapter, folder, extra)
+
+
+def _checkpoint(root: Path, step: int, adapter, opt, gen, losses, config: AdapterTrainConfig) -> Path:
+    from t2ikit.train.checkpoint import checkpoint_name, optimizer_to_flat, save_checkpoint
+
+    otensors, ometa = optimizer_to_flat(opt)
+    tensors = {**{f"model.{k}": v for k, v in adapter.state_dict().items()}, **otensors,
+               "rng.generator": gen.get_state()}
+    state = {"stage": "adapter", "step": step, "optimizer": ometa, "losses": losses}
+    return save_checkpoint(root, checkpoint_name(0, "adapter", step), tensors, state,
+                           json.dumps(asdict(config), indent=1), config.keep)
+
+
+def _restore(path: Path, adapter, opt, gen, config: AdapterTrainConfig) -> tuple[int, list[float]]:
+    from t2ikit.train.checkpoint import load_checkpoint, optimizer_from_flat
+
+    tensors, state, config_json = load_checkpoint(path)
+    saved = json.loads(config_json)
+    differs = {k for k in ("modality", "batch_size", "hidden", "grid", "data_seed", "seed", "caption_dropout", "lr",
+                           "model") if saved.get(k) != getattr(config, k)}
+    if state.get("stage") != "adapter" or differs:
+        raise ValueError(f"cannot resume from {path}: it is not a checkpoint of this adapter run "
+                         f"(differs in {sorted(differs) or 'stage'})")
+    adapter.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    optimizer_from_flat(opt, tensors, state["optimizer"])
+    gen.set_state(tensors["rng.generator"])
+    return int(state["step"]), list(state["losses"])
+
+
+def train(pipe, config: AdapterTrainConfig, log_every: int = 25, resume: str | None = None):
+    """(adapter, record): trains an adapter for `pipe`'s frozen UNet; checkpoints under config.out."""
+    from diffusers import DDPMScheduler
+
+    from t2ikit.control.adapters import adapter_loss
+    from t2ikit.control.encoders import shapes_batch
+    from t2ikit.control.reference import reference_loss
+
+    config.validate()
+    root = Path(config.out) / "checkpoints" if config.out else None
+    if resume is not None and root is None:
+        raise ValueError("resuming needs adapter.out (the run folder holding checkpoints/)")
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False)
+    adapter = make_adapter(pipe, config).train()
     opt = torch.optim.AdamW(adapter.parameters(), lr=config.lr, weight_decay=0.0)
     noise_scheduler = DDPMScheduler.from_config({k: v for k, v in pipe.scheduler_config.items()
                                                  if not k.startswith("_")})
     gen = torch.Generator().manual_seed(config.seed)
+    first, losses = 0, []
+    if resume is not None:
+        from t2ikit.train.checkpoint import resolve_checkpoint
+
+        first, losses = _restore(resolve_checkpoint(root, resume), adapter, opt, gen, config)
+        print(f"resumed at step {first}", flush=True)
     size = pipe.default_size[0]
-    losses, start = [], time.time()
-    for step in range(config.steps):
+    empty = pipe.encode_text([""])  # (1, T, D)
+    start = time.time()
+    for step in range(first, config.steps):
         batch = shapes_batch(config.data_seed, step, config.batch_size, size, names=(config.modality,))
         with torch.no_grad():
             latents = pipe.vae.encode(batch["rgb"] * 2 - 1).latent_dist.mean * pipe.vae.config.scaling_factor
             text = pipe.encode_text(batch["captions"])
-        loss = adapter_loss(pipe.unet, adapter, latents, text, batch[config.modality], noise_scheduler, gen)
+        if config.caption_dropout > 0:
+            drop = torch.rand(len(text), generator=gen) < config.caption_dropout
+            text = torch.where(drop[:, None, None], empty.expand_as(text), text)
+        loss_fn = reference_loss if config.modality == "reference" else adapter_loss
+        loss = loss_fn(pipe.unet, adapter, latents, text, batch[config.modality], noise_scheduler, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
-        if log_every and (step + 1) % log_every == 0:
+        losses.append(loss.item())
+        done = step + 1
+        if log_every and done % log_every == 0:
             recent = sum(losses[-log_every:]) / log_every
-            print(f"step {step + 1}/{config.steps} loss {recent:.4f} ({time.time() - start:.0f} s)", flush=True)
+            print(f"step {done}/{config.steps} loss {recent:.4f} ({time.time() - start:.0f} s)", flush=True)
+        if root is not None and ((config.checkpoint_every and done % config.checkpoint_every == 0)
+                                 or done == config.steps):
+            _checkpoint(root, done, adapter, opt, gen, losses, config)
     record = {"train_config": asdict(config), "base_model": str(pipe.path), "final_loss": losses[-1],
               "loss_first_25": sum(losses[:25]) / min(25, len(losses)),
-              "loss_last_25": sum(losses[-25:]) / min(25, len(losses)), "seconds": time.time() - start}
+              "loss_last_25": sum(losses[-25:]) / min(25, len(losses)), "seconds_this_run": time.time() - start}
     return adapter.eval().requires_grad_(False), record
 
 
-def main(argv=None) -> int:
+def run(config: AdapterTrainConfig, resume: str | None = None) -> Path:
+    """Train (or resume) the run of `config` and write the adapter into config.out; returns that folder."""
     from t2ikit.bench.compbench import default_model_path
-    from t2ikit.control.adapters import save_adapter
     from t2ikit.pipeline import T2IPipeline
 
+    config.validate()
+    if not config.out:
+        raise ValueError("adapter.out (or --out) is required: the folder the trained adapter is written to")
+    torch.set_num_threads(config.threads)
+    pipe = T2IPipeline.from_folder(config.model or default_model_path())
+    adapter, record = train(pipe, config, resume=resume)
+    folder = save_trained(adapter, config.out, extra=record)
+    print(json.dumps(record, indent=1))
+    return folder
+
+
+def main(argv=None) -> int:
     d = AdapterTrainConfig()
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, value in asdict(d).items():
         p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    p.add_argument("--model", default=None)
-    p.add_argument("--out", required=True)
+    p.add_argument("--resume", nargs="?", const="latest", default=None,
+                   help="continue from the newest checkpoint in OUT/checkpoints, or the given checkpoint folder")
     args = vars(p.parse_args(argv))
-    model, out = args.pop("model"), args.pop("out")
-    config = AdapterTrainConfig(**args)
-    torch.set_num_threads(config.threads)
-    pipe = T2IPipeline.from_folder(model or default_model_path())
-    adapter, record = train(pipe, config)
-    save_adapter(adapter, out, extra=record)
-    print(json.dumps(record, indent=1))
+    resume = args.pop("resume")
+    run(AdapterTrainConfig(**args), resume=resume)
     return 0
 
 

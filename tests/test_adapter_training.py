@@ -1,0 +1,93 @@
+"""Adapter runs from TOML configs, their checkpoints and exact resume, and the attention-fusion reference adapter."""
+
+import numpy as np
+import pytest
+import torch
+
+from tiny import make_tiny_sd_folder
+from t2ikit.control.adapters import load_adapter
+from t2ikit.control.generate import generate_controlled
+from t2ikit.control.reference import ReferenceAdapter, load_reference_adapter, save_reference_adapter
+from t2ikit.control.train_adapter import load_adapter_config
+from t2ikit.pipeline import T2IPipeline
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_sd_folder(tmp_path_factory.mktemp("m") / "tiny")
+
+
+def _write(path, body: str):
+    path.write_text(body)
+    return path
+
+
+def test_adapter_config_is_checked(tmp_path):
+    good = _write(tmp_path / "a.toml", '[adapter]\nmodality = "depth"\nsteps = 3\n')
+    cfg = load_adapter_config(good, {"out": "somewhere"})
+    assert (cfg.modality, cfg.steps, cfg.out) == ("depth", 3, "somewhere")
+    for body, message in [
+        ('[adapter]\nmodality = "depth"\nstep = 3\n', "unknown config key 'adapter.step'"),
+        ('[adapter]\nmodality = "edges"\n', "unknown condition 'edges'"),
+        ('[adapter]\ncaption_dropout = 1.0\n', "caption_dropout must be in"),
+        ('[adapter]\nsteps = "many"\n', "must be int"),
+        ('[adapter]\n[run]\nout = "x"\n', "exactly one table"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            load_adapter_config(_write(tmp_path / "b.toml", body))
+
+
+def _run(tmp_path, tiny, name, steps, resume=False, modality="sketch", extra="", rc=0):
+    from t2ikit.cli import main
+
+    config = _write(tmp_path / f"{name}.toml", f'[adapter]\nmodality = "{modality}"\nsteps = {steps}\nbatch_size = 2\n'
+                    f'hidden = 8\ncheckpoint_every = 2\nmodel = "{tiny}"\n{extra}')
+    argv = ["train", "--config", str(config), "--out", str(tmp_path / name)] + (["--resume"] if resume else [])
+    assert main(argv) == rc
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("modality, extra", [("sketch", ""), ("reference", "caption_dropout = 0.5\n")])
+def test_adapter_run_resumes_exactly(tmp_path, tiny, modality, extra, capsys):
+    from safetensors.torch import load_file
+
+    straight = _run(tmp_path, tiny, "straight", 4, modality=modality, extra=extra)
+    _run(tmp_path, tiny, "split", 2, modality=modality, extra=extra)  # stops at step 2 with a checkpoint
+    split = _run(tmp_path, tiny, "split", 4, resume=True, modality=modality, extra=extra)
+    a, b = load_file(straight / "adapter.safetensors"), load_file(split / "adapter.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    first = load_file(tmp_path / "split" / "checkpoints" / "ckpt-0-adapter-000000002" / "tensors.safetensors")
+    assert any(not torch.equal(first[f"model.{k}"], a[k]) for k in a)  # steps 3-4 changed the weights
+    capsys.readouterr()
+    _run(tmp_path, tiny, "split", 6, resume=True, modality=modality, extra=extra + "lr = 0.5\n", rc=2)
+    assert "not a checkpoint of this adapter run (differs in ['lr'])" in capsys.readouterr().err
+
+
+def test_reference_adapter_fuses_through_attention(tmp_path, tiny):
+    pipe = T2IPipeline.from_folder(tiny)
+    adapter = ReferenceAdapter(pipe.unet)
+    for p in adapter.encoder.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    save_reference_adapter(adapter, tmp_path / "ref")
+    again = load_reference_adapter(tmp_path / "ref", pipe.unet)
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(adapter.hook(image).tokens, again.hook(image).tokens)
+    with pytest.raises(ValueError, match="attention .reference. adapter"):
+        load_adapter(tmp_path / "ref")
+    reference = image[0].numpy()
+    plain = generate_controlled(pipe, "a red circle", steps=2, seed=3).images
+    fused = generate_controlled(pipe, "a red circle", steps=2, seed=3, reference=reference,
+                                adapters={"reference": tmp_path / "ref"}).images
+    off = generate_controlled(pipe, "a red circle", steps=2, seed=3, reference=reference,
+                              adapters={"reference": tmp_path / "ref"}, scales={"reference": 0.0}).images
+    assert not np.allclose(plain, fused)
+    assert np.array_equal(plain, off)  # scale 0: the branch is skipped
+    batch = generate_controlled(pipe, ["a red circle", "a blue square"], steps=2, seed=3, reference=reference,
+                                adapters={"reference": again}).images
+    assert np.allclose(batch[0], fused[0], atol=1e-5)  # a batch equals its items one by one
+    # a reference adapter built for another UNet (the shipped model's) is refused with a sentence
+    from t2ikit.bench.compbench import default_model_path
+
+    shipped = T2IPipeline.from_folder(default_model_path())
+    with pytest.raises(ValueError, match="wide|does not fit"):
+        load_reference_adapter(tmp_path / "ref", shipped.unet)
