@@ -91,3 +91,30 @@ def test_reference_adapter_fuses_through_attention(tmp_path, tiny):
     shipped = T2IPipeline.from_folder(default_model_path())
     with pytest.raises(ValueError, match="wide|does not fit"):
         load_reference_adapter(tmp_path / "ref", shipped.unet)
+
+
+def test_bench_control_consistency_pairs_and_conflict(tmp_path, tiny):
+    from t2ikit.bench import control as bc
+    from t2ikit.control.adapters import ConditionAdapter, adapter_config_for, save_adapter
+    from t2ikit.control.encoders import CONDITIONS
+
+    pipe = T2IPipeline.from_folder(tiny)
+    adapters = {}
+    for name in ("sketch", "depth"):
+        cfg = adapter_config_for(pipe.unet, pipe.vae_scale_factor, name, CONDITIONS[name], hidden=8)
+        adapters[name] = save_adapter(ConditionAdapter(cfg), tmp_path / name)
+    ref = ReferenceAdapter(pipe.unet)
+    adapters["reference"] = save_reference_adapter(ref, tmp_path / "reference")
+    result = bc.run(pipe, ("consistency", "conflict"), n=2, steps=1, adapters=adapters)
+    rows = result["consistency"]
+    assert set(rows) == {"ground-truth", "text only", "text + sketch", "text + depth", "text + reference",
+                         "text + sketch + depth", "text + sketch + reference", "empty prompt",
+                         "empty prompt + reference"}
+    assert rows["ground-truth"]["text"]["mean"] == 1.0  # renders satisfy their own captions
+    # zero-initialised additive adapters change nothing: the same images as the caption alone
+    assert rows["text + sketch"]["sketch"]["mean"] == rows["text only"]["sketch"]["mean"]
+    conflict = result["conflict"]
+    assert len(conflict) == len(bc.CONFLICT) and all(r["square (text wins)"]["n"] == 2 for r in conflict.values())
+    assert "circle sketch, caption says square" in bc.markdown(result)
+    with pytest.raises(ValueError, match="needs a sketch adapter"):
+        bc.run(pipe, ("conflict",), n=2, steps=1, adapters={})

@@ -30,7 +30,7 @@ BENCH_SEED = 0xC0417  # world seed of the control suites (not the training strea
 REGION_PAD = 4  # px at 64 around an object's box
 KEEP_RADIUS = 3.0  # px at 64
 BOOTSTRAP = 0.3  # fraction of steps the latents outside the regions are reset (method noise+bootstrap)
-SECTIONS = ("regions", "attribute", "consistency")
+SECTIONS = ("regions", "attribute", "consistency", "conflict")
 
 
 def _rate(k: int, n: int) -> dict:
@@ -141,24 +141,53 @@ def bench_attribute(pipe, n: int, steps: int, progress=None) -> dict:
                    "psnr_outside_db": _mean([r["psnr_outside"] for r in rs])} for name, rs in results.items()}
 
 
-def bench_consistency(pipe, n: int, steps: int, adapters: dict | None = None, progress=None) -> dict:
-    from t2ikit.control.consistency import consistency, weighted_consistency_loss
+PAIRS = (("sketch", "depth"), ("depth", "mask"), ("sketch", "reference"), ("mask", "reference"))
+CONFLICT = ((4.0, 0.5), (4.0, 1.0), (4.0, 2.0), (8.0, 1.0), (2.0, 1.0))  # (text guidance, sketch adapter scale)
+
+
+def _size(pipe) -> int:
+    """Image side for the consistency sections: the model's, at least the oracle's minimum."""
+    from t2ikit.world.oracle import MIN_RESOLUTION
+
+    return max(pipe.default_size[0], MIN_RESOLUTION)
+
+
+def _controlled(pipe, prompts, steps, adapters: dict, names, maps: dict, scales: dict | None = None) -> list:
     from t2ikit.control.generate import generate_controlled
 
-    size = pipe.default_size[0]
+    conds = {name: maps[name] for name in names}
+    size = _size(pipe)
+    gen = generate_controlled(pipe, prompts, steps=steps, seed=0, adapters={k: adapters[k] for k in names},
+                              scales={**{k: 1.0 for k in names}, **(scales or {})}, size=(size, size), **conds)
+    return [_rgb(gen, k) for k in range(len(prompts))]
+
+
+def bench_consistency(pipe, n: int, steps: int, adapters: dict | None = None, progress=None) -> dict:
+    """Per-condition consistency of images from the caption alone, the caption + each condition through its
+    adapter, pairs of conditions (PAIRS), and the empty prompt with and without the reference image."""
+    from t2ikit.control.consistency import consistency, weighted_consistency_loss
+    from t2ikit.control.encoders import from_modalities
+
+    adapters = adapters or {}
+    size = _size(pipe)
     scenes = [sample_scene(BENCH_SEED + 2, i) for i in range(n)]
     mods = [render(sc, size) for sc in scenes]
     prompts = [write_caption(sc.spec) for sc in scenes]
+    maps = {name: [from_modalities(m, name) for m in mods] for name in adapters}
     images = {"ground-truth": [m.rgb for m in mods]}
-    gen = generate_controlled(pipe, prompts, steps=steps, seed=0)
-    images["text only"] = [_rgb(gen, k) for k in range(n)]
-    for name, adapter in (adapters or {}).items():
-        for scale in (1.0,):
-            gen = generate_controlled(pipe, prompts, steps=steps, seed=0, sketch=[m.sketch[None] for m in mods],
-                                      adapters={"sketch": adapter}, scales={"sketch": scale})
-            images[f"text + sketch adapter {name}"] = [_rgb(gen, k) for k in range(n)]
+    images["text only"] = _controlled(pipe, prompts, steps, adapters, (), maps)
+    for name in adapters:
+        images[f"text + {name}"] = _controlled(pipe, prompts, steps, adapters, (name,), maps)
         if progress:
-            progress(f"consistency {name}")
+            progress(f"consistency: text + {name}")
+    for pair in PAIRS:
+        if all(p in adapters for p in pair):
+            images[f"text + {pair[0]} + {pair[1]}"] = _controlled(pipe, prompts, steps, adapters, pair, maps)
+            if progress:
+                progress(f"consistency: text + {' + '.join(pair)}")
+    if "reference" in adapters:  # the reference alone must carry the objects' identity
+        images["empty prompt"] = _controlled(pipe, [""] * n, steps, adapters, (), maps)
+        images["empty prompt + reference"] = _controlled(pipe, [""] * n, steps, adapters, ("reference",), maps)
     out = {}
     for method, ims in images.items():
         per = [consistency(im, sc, m) for im, sc, m in zip(ims, scenes, mods)]
@@ -167,16 +196,62 @@ def bench_consistency(pipe, n: int, steps: int, adapters: dict | None = None, pr
     return out
 
 
-def adapter_heldout_loss(pipe, adapter, batches: int = 4, batch_size: int = 16, data_seed: int = 999) -> dict:
+def bench_conflict(pipe, n: int, steps: int, adapters: dict, progress=None) -> dict:
+    """A deliberate conflict: the sketch of one circle, a caption saying square (same colour and size).
+    For each weighting (text guidance, sketch adapter scale) in CONFLICT: how often the oracle reads a
+    square (text wins) or a circle (sketch wins) of the stated colour, and the edge F1 with the sketch."""
+    from t2ikit.control.consistency import sketch_consistency
+    from t2ikit.control.generate import generate_controlled
+    from t2ikit.world.oracle import detect
+    from t2ikit.world.scene import make_scene
+
+    if "sketch" not in adapters:
+        raise ValueError("the conflict section needs a sketch adapter (--adapter sketch=DIR, or the shipped one)")
+    size = _size(pipe)
+    rng = np.random.default_rng(BENCH_SEED + 3)
+    scenes, prompts = [], []
+    for i in range(n):
+        colour = list(vocab.COLOURS)[int(rng.integers(len(vocab.COLOURS)))]
+        big = list(vocab.SIZES)[int(rng.integers(len(vocab.SIZES)))]
+        scenes.append(make_scene(Spec(groups=(Group(colour, "circle", big, 1),)), rng, reference=False))
+        prompts.append(write_caption(Spec(groups=(Group(colour, "square", big, 1),))))
+    mods = [render(sc, size) for sc in scenes]
+    sketches = [m.sketch[None].astype(np.float32) for m in mods]
+    out = {}
+    for text_scale, sketch_scale in CONFLICT:
+        gen = generate_controlled(pipe, prompts, steps=steps, seed=0, sketch=sketches, size=(size, size),
+                                  adapters={"sketch": adapters["sketch"]}, scales={"text": text_scale, "sketch": sketch_scale})
+        text_wins = sketch_wins = 0
+        f1 = []
+        for k, sc in enumerate(scenes):
+            rgb = _rgb(gen, k)
+            objs = [d for d in detect(rgb).detections if d.colour == sc.spec.groups[0].colour]
+            text_wins += any(o.shape == "square" for o in objs)
+            sketch_wins += any(o.shape == "circle" for o in objs)
+            f1.append(sketch_consistency(rgb, mods[k].sketch))
+        out[f"text {text_scale:g}, sketch {sketch_scale:g}"] = {
+            "text_scale": text_scale, "sketch_scale": sketch_scale, "square (text wins)": _rate(text_wins, n),
+            "circle (sketch wins)": _rate(sketch_wins, n), "sketch edge F1": _mean(f1)}
+        if progress:
+            progress(f"conflict: text {text_scale:g}, sketch {sketch_scale:g}")
+    return out
+
+
+def adapter_heldout_loss(pipe, adapter, batches: int = 4, batch_size: int = 16, data_seed: int = 999,
+                         empty_caption: bool = False) -> dict:
     """Diffusion loss on held-out Shapes World batches with and without the adapter (same noise and
-    timesteps), and the paired per-sample difference with a 95% interval."""
+    timesteps), and the paired per-sample difference with a 95% interval. `empty_caption`: every sample
+    with the empty prompt (what a reference adapter must make up for)."""
     import torch
     from diffusers import DDPMScheduler
 
+    from t2ikit.attention.processor import AttentionController
     from t2ikit.control.adapters import load_adapter
     from t2ikit.control.encoders import shapes_batch
+    from t2ikit.control.reference import ReferenceAdapter, is_attention_adapter, load_reference_adapter
 
-    adapter = load_adapter(adapter) if not isinstance(adapter, torch.nn.Module) else adapter
+    if not isinstance(adapter, torch.nn.Module):
+        adapter = load_reference_adapter(adapter, pipe.unet) if is_attention_adapter(adapter) else load_adapter(adapter)
     ns = DDPMScheduler.from_config({k: v for k, v in pipe.scheduler_config.items() if not k.startswith("_")})
     name = adapter.config.modality
     gen = torch.Generator().manual_seed(data_seed)
@@ -185,16 +260,21 @@ def adapter_heldout_loss(pipe, adapter, batches: int = 4, batch_size: int = 16, 
         for b in range(batches):
             batch = shapes_batch(data_seed, b, batch_size, pipe.default_size[0], names=(name,))
             z = pipe.vae.encode(batch["rgb"] * 2 - 1).latent_dist.mean * pipe.vae.config.scaling_factor
-            text = pipe.encode_text(batch["captions"])
+            text = pipe.encode_text([""] * batch_size if empty_caption else batch["captions"])
             t = torch.randint(0, ns.config.num_train_timesteps, (batch_size,), generator=gen)
             noise = torch.randn(z.shape, generator=gen)
             noisy = ns.add_noise(z, noise, t)
             target = ns.get_velocity(z, noise, t) if ns.config.prediction_type == "v_prediction" else noise
-            for res, out in ((None, base), (adapter(batch[name]), withs)):
-                kw = {} if res is None else {"down_intrablock_additional_residuals": res}
-                pred = pipe.unet(noisy, t, encoder_hidden_states=text, return_dict=False, **kw)[0]
+            for use, out in ((False, base), (True, withs)):
+                kw, controller = {}, AttentionController([])
+                if use and isinstance(adapter, ReferenceAdapter):
+                    controller.add(adapter.hook(batch[name]))
+                elif use:
+                    kw = {"down_intrablock_additional_residuals": adapter(batch[name])}
+                with controller.install(pipe.unet):
+                    pred = pipe.unet(noisy, t, encoder_hidden_states=text, return_dict=False, **kw)[0]
                 out += ((pred - target) ** 2).mean((1, 2, 3)).tolist()
-    return {"without": _mean(base), "with": _mean(withs),
+    return {"without": _mean(base), "with": _mean(withs), "empty_caption": empty_caption,
             "difference": _mean(np.asarray(withs) - np.asarray(base)), "batches": batches, "batch_size": batch_size}
 
 
@@ -208,13 +288,17 @@ def run(pipe, sections=SECTIONS, n: int = 12, seeds: int = 2, steps: int = 20, a
     start = time.time()
     result = {"model": str(pipe.path), "n": n, "seeds": seeds, "steps": steps, "bench_seed": BENCH_SEED}
     if "regions" in sections:
-        sketch = next((a for name, a in (adapters or {}).items() if "sketch" in name), None)
-        result["regions"] = bench_regions(pipe, n, seeds, steps, progress, sketch)
+        result["regions"] = bench_regions(pipe, n, seeds, steps, progress, (adapters or {}).get("sketch"))
     if "attribute" in sections:
         result["attribute"] = bench_attribute(pipe, n, steps, progress)
     if "consistency" in sections:
         result["consistency"] = bench_consistency(pipe, n, steps, adapters, progress)
         result["adapter_heldout_loss"] = {name: adapter_heldout_loss(pipe, a) for name, a in (adapters or {}).items()}
+        if "reference" in (adapters or {}):
+            result["adapter_heldout_loss"]["reference (empty caption)"] = adapter_heldout_loss(
+                pipe, adapters["reference"], empty_caption=True)
+    if "conflict" in sections:
+        result["conflict"] = bench_conflict(pipe, n, steps, adapters or {}, progress)
     result["seconds"] = time.time() - start
     return result
 
@@ -242,6 +326,11 @@ def markdown(result: dict) -> str:
         lines += ["", "| images | " + " | ".join(keys) + " |", "| --- |" + " --- |" * len(keys)]
         lines += [f"| {m} | " + " | ".join(_fmt_mean(r[k]) for k in keys) + " |"
                   for m, r in result["consistency"].items()]
+    if "conflict" in result:
+        lines += ["", "| conflict: circle sketch, caption says square | square (text wins) | circle (sketch wins) | "
+                      "sketch edge F1 |", "| --- | --- | --- | --- |"]
+        lines += [f"| {m} | {_fmt_rate(r['square (text wins)'])} | {_fmt_rate(r['circle (sketch wins)'])} | "
+                  f"{_fmt_mean(r['sketch edge F1'])} |" for m, r in result["conflict"].items()]
     for name, r in result.get("adapter_heldout_loss", {}).items():
         lines += ["", f"Held-out diffusion loss, adapter {name}: without {_fmt_mean(r['without'])}, with "
                       f"{_fmt_mean(r['with'])}, paired difference {_fmt_mean(r['difference'])} "

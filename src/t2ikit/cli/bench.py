@@ -261,13 +261,13 @@ def _sparse(args) -> int:
 
 def _add_control(verbs) -> None:
     p = verbs.add_parser("control", help="control: region prompts, recolouring one object, consistency with conditions")
-    p.add_argument("--sections", default="regions,attribute,consistency", help="comma-separated subset")
+    p.add_argument("--sections", default="regions,attribute,consistency,conflict", help="comma-separated subset")
     p.add_argument("--model", default=None, help="model folder (default: the shipped one)")
     p.add_argument("--n", type=int, default=12, help="scenes per section")
     p.add_argument("--seeds", type=int, default=2, help="image seeds per scene (regions)")
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
-    p.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
-                   help="sketch adapter folder to measure (default: the shipped sketch-v1 if present)")
+    p.add_argument("--adapter", action="append", default=[], metavar="CONDITION=DIR",
+                   help="adapter folder for a condition (sketch, depth, mask, reference); default: every shipped one")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
     p.add_argument("--out", default=None, help="also write control.json and control.md to this folder")
     p.set_defaults(func=_control)
@@ -285,14 +285,18 @@ def _control(args) -> int:
     unknown = set(sections) - set(bc.SECTIONS)
     if unknown:
         raise ValueError(f"unknown --sections {sorted(unknown)}; allowed: {', '.join(bc.SECTIONS)}")
+    from t2ikit.control.encoders import CONDITIONS
+
     adapters = {}
     for item in args.adapter:
         name, sep, folder = item.partition("=")
         if not sep or not Path(folder).is_dir():
-            raise ValueError(f"--adapter must be NAME=DIR with an existing folder; got {item!r}")
+            raise ValueError(f"--adapter must be CONDITION=DIR with an existing folder; got {item!r}")
+        if name not in CONDITIONS:
+            raise ValueError(f"--adapter {item!r}: unknown condition {name!r}; allowed: {', '.join(CONDITIONS)}")
         adapters[name] = folder
-    if not args.adapter and shipped_adapter("sketch") is not None:
-        adapters["sketch-v1"] = shipped_adapter("sketch")
+    if not args.adapter:
+        adapters = {c: shipped_adapter(c) for c in CONDITIONS if shipped_adapter(c) is not None}
     torch.set_num_threads(1)  # small models on a shared CPU: one thread is the fast setting
     pipe = T2IPipeline.from_folder(args.model or default_model_path())
     result = bc.run(pipe, sections, n=args.n, seeds=args.seeds, steps=args.steps, adapters=adapters,
