@@ -58,6 +58,13 @@ def test_adapter_run_resumes_exactly(tmp_path, tiny, modality, extra, capsys):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     first = load_file(tmp_path / "split" / "checkpoints" / "ckpt-0-adapter-000000002" / "tensors.safetensors")
     assert any(not torch.equal(first[f"model.{k}"], a[k]) for k in a)  # steps 3-4 changed the weights
+    from t2ikit.cli import main
+
+    argv = ["train", "--config", str(tmp_path / "straight.toml"), "--out", str(straight)]
+    assert main(argv + ["--export-only", str(tmp_path / "exported"), "--fp16"]) == 0
+    half = load_file(tmp_path / "exported" / "adapter.safetensors")
+    assert all(half[k].dtype == torch.float16 and torch.allclose(half[k].float(), a[k], rtol=1e-3, atol=1e-4)
+               for k in a)
     capsys.readouterr()
     _run(tmp_path, tiny, "split", 6, resume=True, modality=modality, extra=extra + "lr = 0.5\n", rc=2)
     assert "not a checkpoint of this adapter run (differs in ['lr'])" in capsys.readouterr().err
@@ -118,3 +125,25 @@ def test_bench_control_consistency_pairs_and_conflict(tmp_path, tiny):
     assert "circle sketch, caption says square" in bc.markdown(result)
     with pytest.raises(ValueError, match="needs a sketch adapter"):
         bc.run(pipe, ("conflict",), n=2, steps=1, adapters={})
+
+
+def test_recolour_holds_a_layout_condition_and_keeps_the_outside(tmp_path, tiny):
+    from t2ikit.control.adapters import ConditionAdapter, adapter_config_for, save_adapter
+    from t2ikit.control.attributes import recolour
+
+    pipe = T2IPipeline.from_folder(tiny)
+    adapter = ConditionAdapter(adapter_config_for(pipe.unet, pipe.vae_scale_factor, "sketch", 1, hidden=8))
+    for conv in adapter.outs:
+        torch.nn.init.normal_(conv.weight, std=0.5)
+    folder = save_adapter(adapter, tmp_path / "sketch")
+    sketch = np.zeros((16, 16), np.float32)
+    sketch[4:12, 4] = sketch[4:12, 11] = sketch[4, 4:12] = sketch[11, 4:12] = 1.0
+    box = (0, 0, 8, 16)  # the left half may change
+    src, edit = recolour(pipe, "a red square", "a blue square", box, "a blue square", steps=3,
+                         hold={"sketch": sketch}, adapters={"sketch": folder})
+    free, _ = recolour(pipe, "a red square", "a blue square", box, "a blue square", steps=3)
+    right = (slice(None), slice(None), slice(None), slice(4, 8))  # latent columns outside the box (VAE factor 2)
+    assert torch.equal(src.latents[right], edit.latents[right])
+    assert not torch.allclose(src.latents, free.latents)  # the held sketch shaped the source run
+    with pytest.raises(ValueError, match="no trained depth adapter|does not fit"):
+        recolour(pipe, "a red square", "a blue square", box, "a blue square", steps=3, hold={"depth": sketch})

@@ -103,13 +103,19 @@ def bench_regions(pipe, n: int, seeds: int, steps: int, progress=None, sketch_ad
     return out
 
 
-def bench_attribute(pipe, n: int, steps: int, progress=None) -> dict:
+def bench_attribute(pipe, n: int, steps: int, progress=None, adapters: dict | None = None) -> dict:
     from t2ikit.control.attributes import recolour
+    from t2ikit.control.encoders import from_modalities
     from t2ikit.world.oracle import detect
 
     size = pipe.default_size[0]
     s = vocab.REFERENCE_RESOLUTION / size
-    results = {"with_region": [], "blend_only": []}
+    methods = {"with_region": (True, None), "blend_only": (False, None)}
+    for holder in ("sketch", "mask"):  # the source scene's layout held by a condition in both runs
+        if holder in (adapters or {}):
+            methods[f"{holder} + region"] = (True, holder)
+            methods[f"{holder} + blend only"] = (False, holder)
+    results = {name: [] for name in methods}
     for i in range(n):
         scene = sample_scene(BENCH_SEED + 1, i, category="colour_binding", reference=False)
         prompt = write_caption(scene.spec)
@@ -118,9 +124,11 @@ def bench_attribute(pipe, n: int, steps: int, progress=None) -> dict:
         groups = tuple(Group(new, g.shape, g.size, g.count) if j == 0 else g for j, g in enumerate(scene.spec.groups))
         new_prompt = write_caption(Spec(groups, scene.spec.relations, scene.spec.style))
         box = _box(obj, size)
-        for name, use_region in (("with_region", True), ("blend_only", False)):
+        mods = render(scene, size, reference=False)
+        for name, (use_region, holder) in methods.items():
+            hold = {holder: from_modalities(mods, holder)} if holder else None
             src, edit = recolour(pipe, prompt, new_prompt, box, _phrase(new, obj.shape), seed=7 * i, steps=steps,
-                                 use_region=use_region)
+                                 use_region=use_region, hold=hold, adapters=adapters)
             a, b = _rgb(src), _rgb(edit)
             rb = detect(b)
             x0, y0, x1, y1 = (v * s for v in box)
@@ -290,7 +298,7 @@ def run(pipe, sections=SECTIONS, n: int = 12, seeds: int = 2, steps: int = 20, a
     if "regions" in sections:
         result["regions"] = bench_regions(pipe, n, seeds, steps, progress, (adapters or {}).get("sketch"))
     if "attribute" in sections:
-        result["attribute"] = bench_attribute(pipe, n, steps, progress)
+        result["attribute"] = bench_attribute(pipe, n, steps, progress, adapters)
     if "consistency" in sections:
         result["consistency"] = bench_consistency(pipe, n, steps, adapters, progress)
         result["adapter_heldout_loss"] = {name: adapter_heldout_loss(pipe, a) for name, a in (adapters or {}).items()}

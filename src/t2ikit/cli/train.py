@@ -100,12 +100,15 @@ def _adapter(args: argparse.Namespace) -> int:
 
     unsupported = [flag for flag, value in (("--device", args.device not in (None, "cpu", "auto")),
                                             ("--workers", args.workers is not None),
-                                            ("--time-limit", args.time_limit is not None),
-                                            ("--export-only", args.export_only is not None),
-                                            ("--fp16", args.fp16)) if value]
+                                            ("--time-limit", args.time_limit is not None)) if value]
     if unsupported:
         raise ValueError(f"{args.config} is an adapter run config; {', '.join(unsupported)} apply only to model "
                          "runs (adapter runs train on the CPU and write the adapter folder themselves)")
     config = load_adapter_config(args.config, {"out": args.out})
+    if args.export_only:
+        from t2ikit.control.train_adapter import export_adapter
+
+        print(export_adapter(config.out, args.export_only, fp16=args.fp16))
+        return 0
     print(run(config, resume=args.resume))
     return 0

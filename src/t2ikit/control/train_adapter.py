@@ -1,6 +1,7 @@
 """Train a condition adapter on a frozen base model with Shapes World's exact (image, condition, caption).
 
     t2ikit train --config configs/adapter-depth.toml [--out DIR] [--resume]
+    t2ikit train --config configs/adapter-depth.toml --export-only src/t2ikit/control/weights/depth-v1 --fp16
     python -m t2ikit.control.train_adapter --modality sketch --steps 300 --batch-size 16 --out DIR
 
 Only the adapter's weights train; the UNet, VAE and text encoder stay frozen (T2I-Adapter's and
@@ -97,6 +98,29 @@ def save_trained(adapter, folder: str | Path, extra: dict | None = None) -> Path
 
     save = save_reference_adapter if isinstance(adapter, ReferenceAdapter) else save_adapter
     return save(adapter, folder, extra)
+
+
+def export_adapter(trained: str | Path, folder: str | Path, fp16: bool = False) -> Path:
+    """Copy the trained adapter of run folder `trained` to `folder`, in float16 with `fp16` (how t2ikit ships
+    adapters: the weights are loaded into the model's dtype, so fp16 only halves the file)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from t2ikit.control.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+    trained, folder = Path(trained), Path(folder)
+    if not (trained / ADAPTER_WEIGHTS).is_file() or not (trained / ADAPTER_CONFIG).is_file():
+        raise ValueError(f"{trained} holds no trained adapter ({ADAPTER_WEIGHTS} + {ADAPTER_CONFIG}); train it first")
+    if folder.resolve() == trained.resolve():
+        raise ValueError("--export-only DIR must differ from the run folder")
+    tensors = load_file(trained / ADAPTER_WEIGHTS)
+    if fp16:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, folder / ADAPTER_WEIGHTS)
+    shutil.copyfile(trained / ADAPTER_CONFIG, folder / ADAPTER_CONFIG)
+    return folder
 
 
 def _checkpoint(root: Path, step: int, adapter, opt, gen, losses, config: AdapterTrainConfig) -> Path:
