@@ -80,3 +80,43 @@ def test_world_size_must_divide_the_micro_batch(tmp_path):
     proc = _torchrun(config, tmp_path / "bad", 2)
     assert proc.returncode != 0
     assert "world size 2 does not divide the micro-batch" in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------------
+# FSDP (run.parallel = "fsdp"): the same weights, checkpoints and export as one process
+# ----------------------------------------------------------------------------------------------------
+
+
+def _safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_fsdp_two_gloo_ranks_equal_one_process_export_and_resume(tmp_path):
+    torch.set_num_threads(1)
+    config = tiny_config(tmp_path, EXTRA + '\n[export] at_end = true\n[run] parallel = "fsdp"')
+    single = tmp_path / "single"
+    Trainer(load_config(config), out=single).run()  # 1 process: run.parallel is not used
+    fsdp = tmp_path / "fsdp"
+    proc = _torchrun(config, fsdp, 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (a, _), (b, state) = _weights(single), _weights(fsdp)
+    assert state["world_size"] == 2 and state["step"] == 3
+    assert _max_diff(a, b) < 1e-6  # whole tensors gathered from the shards: model, EMA
+    # Adam moments too, gathered into the same per-index layout as one process writes.
+    opt = [{k: v for k, v in ckpt.load_checkpoint(ckpt.list_checkpoints(out / "checkpoints")[-1])[0].items()
+            if k.startswith("optim.")} for out in (single, fsdp)]
+    assert _max_diff(*opt) < 1e-6
+    # The export (rank 0, EMA weights) matches too.
+    unet = "model/unet/diffusion_pytorch_model.safetensors"
+    assert _max_diff(_safetensors(single / unet), _safetensors(fsdp / unet)) < 1e-6
+    # Resume the FSDP step-2 checkpoint under FSDP (whole tensors cut into shards again, optimizer included).
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    src = ckpt.list_checkpoints(fsdp / "checkpoints")[0]
+    assert src.name == "ckpt-2-unet-000000002"
+    os.symlink(src.resolve(), resumed / "checkpoints" / src.name)
+    proc = _torchrun(config, resumed, 2, "--resume", str(src))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _max_diff(a, _weights(resumed)[0]) < 1e-6

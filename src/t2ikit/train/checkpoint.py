@@ -131,23 +131,34 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, st
 
 
 def optimizer_to_flat(opt: torch.optim.Optimizer, prefix: str = "optim.") -> tuple[dict, dict]:
+    """Whole tensors keyed by parameter index; FSDP-sharded moments are gathered (a collective: every rank calls it)."""
+    from t2ikit.train.distributed import full_tensor
+
     sd = opt.state_dict()
     tensors, scalars = {}, {}
-    for idx, entry in sd["state"].items():
-        for key, value in entry.items():
+    # Sorted: after a resume the state's order is the loaded file's, which differs between processes, and every
+    # rank must gather the same tensor at the same time.
+    for idx in sorted(sd["state"]):
+        entry = sd["state"][idx]
+        for key in sorted(entry):
+            value = entry[key]
             if torch.is_tensor(value):
-                tensors[f"{prefix}{idx}.{key}"] = value
+                tensors[f"{prefix}{idx}.{key}"] = full_tensor(value)
             else:
                 scalars.setdefault(str(idx), {})[key] = value
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
 def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict, meta: dict, prefix: str = "optim.") -> None:
+    """Inverse of optimizer_to_flat; whole moments of an FSDP-sharded parameter are cut like the parameter."""
+    from t2ikit.train.distributed import shard_like
+
+    params = [p for g in opt.param_groups for p in g["params"]]  # the indices of opt.state_dict()
     state: dict[int, dict] = {}
     for name, value in tensors.items():
         if name.startswith(prefix):
             idx, key = name[len(prefix) :].split(".", 1)
-            state.setdefault(int(idx), {})[key] = value
+            state.setdefault(int(idx), {})[key] = shard_like(value, params[int(idx)]) if int(idx) < len(params) else value
     for idx, entry in meta.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(entry)
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})

@@ -27,7 +27,7 @@ class RunConfig:
     progress: bool = True  # tqdm progress bar on stderr
     time_limit_min: float = 0.0  # > 0: after this many minutes, checkpoint, export and stop (a GPU lease)
     compile: bool = False  # torch.compile the UNet forward (CUDA; weights and checkpoints are unchanged)
-    parallel: str = "ddp"  # under torchrun (WORLD_SIZE > 1): "ddp" (DistributedDataParallel); "fsdp" is refused for now
+    parallel: str = "ddp"  # under torchrun (WORLD_SIZE > 1): "ddp" (DistributedDataParallel) or "fsdp" (FSDP2 fully_shard)
 
 
 @dataclass

@@ -1,8 +1,13 @@
-"""Data parallelism on torch.distributed: DDP under torchrun, gloo on CPU, nccl on CUDA (FSDP: refused for now).
+"""Data parallelism on torch.distributed under torchrun, gloo on CPU, nccl on CUDA: DDP, or FSDP2 (`fully_shard`).
 
 The global batch of every step is fixed by the config; rank r takes items r::world of it, and every draw
 (timesteps, noise, posterior samples) is made for the whole global batch from the step's seed and then
 sliced, so N processes compute the same gradient as one (up to float summation order).
+
+Under FSDP the stage's container is one FSDP unit: between steps each rank holds 1/world of every weight,
+gradient and optimizer moment (DTensors sharded on dim 0); a step all-gathers the weights, and
+reduce-scatters the gradients. Whatever reads whole tensors (checkpoints, EMA export, evaluation) gathers
+them with `full_tensor`, so a checkpoint holds the same whole tensors whatever the world size and layout.
 """
 
 from __future__ import annotations
@@ -81,5 +86,41 @@ def wrap(module: torch.nn.Module, info: DistInfo, parallel: str) -> torch.nn.Mod
     if parallel == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
+        # One unit for the whole container: the stage's loss reaches its modules through methods other than
+        # forward (vae.encode/decode), which per-module units would not see; the root unit gathers them all.
         return fully_shard(module)
     raise ValueError(f"run.parallel must be 'ddp' or 'fsdp', got {parallel!r}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sharded (FSDP) tensors <-> whole tensors
+# ----------------------------------------------------------------------------------------------------
+
+
+def is_sharded(t) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of an FSDP shard (a collective: every rank must call it, in the same order); t otherwise."""
+    return t.full_tensor() if is_sharded(t) else t
+
+
+def shard_like(t: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """A whole tensor cut the way FSDP cut `param` (every rank holds t, so each keeps its chunk; no
+    communication); t itself when param is not sharded or t is not shaped like it (e.g. Adam's step)."""
+    if not is_sharded(param) or is_sharded(t) or t.shape != param.shape:
+        return t
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(t.to(param.device), param.device_mesh, param.placements, src_data_rank=None)
+
+
+def full_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """module.state_dict() with every FSDP shard gathered (a collective under FSDP); the plain dict otherwise."""
+    sd = module.state_dict()
+    if not any(is_sharded(v) for v in sd.values()):
+        return sd
+    return {k: full_tensor(v) for k, v in sd.items()}

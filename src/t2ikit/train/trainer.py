@@ -135,12 +135,13 @@ class Trainer:
                     f"{o.batch_size // o.grad_accum} images (batch_size {o.batch_size} / grad_accum {o.grad_accum}); "
                     "the global batch must split evenly across ranks"
                 )
-        if self.dist.enabled and cfg.run.parallel == "fsdp":
-            # FSDP2 leaves parameters sharded (DTensors) outside its forward, which the frozen-VAE encode, the EMA,
-            # the safetensors checkpoint and the export here all read as whole tensors; until they gather, refuse.
+        self.fsdp = self.dist.enabled and cfg.run.parallel == "fsdp"
+        if self.fsdp and cfg.losses.weighting == "gradnorm":
+            # GradNorm differentiates each loss term w.r.t. one UNet weight; under FSDP the registered weight is a
+            # shard the forward does not use (it runs on the gathered copy), so that gradient does not exist.
             raise ValueError(
-                "run.parallel='fsdp' is not supported yet by the trainer (checkpoints, EMA and export need gathered "
-                "weights); use run.parallel='ddp' (the models up to size 'l' fit one device: see `t2ikit plan`)"
+                "losses.weighting='gradnorm' does not work with run.parallel='fsdp' (GradNorm needs the gradient of "
+                "each term w.r.t. a whole UNet weight); use run.parallel='ddp' or another losses.weighting"
             )
         self.curriculum = curriculum_from_config(cfg)
         self.make_batch = make_batch
@@ -153,34 +154,47 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
 
         m = cfg.model
-        v = vae_size(m.vae)
-        self.latent_size = m.resolution // v.factor
+        self.latent_size = m.resolution // vae_size(m.vae).factor
         self.tokenizer = build_tokenizer(m.max_tokens)
-        self.vae = build_vae(m.vae, sample_size=m.resolution, seed=cfg.run.seed).to(self.device)
-        self.unet = build_unet(
-            m.size, latent_channels=v.latent_channels, sample_size=self.latent_size, seed=cfg.run.seed + 1
-        )
-        if m.fusion != "sequential":  # fusion blocks replace SD's transformer blocks (t2ikit.models.retrofit)
-            from t2ikit.models.retrofit import retrofit
-
-            retrofit(self.unet, m.fusion, seed=cfg.run.seed + 1, from_scratch=True)  # before .to(): new weights
-        self.unet = self.unet.to(self.device)
-        self.text_encoder = build_text_encoder(m.size, self.tokenizer, seed=cfg.run.seed + 2).to(self.device)
+        self.vae = self._build("vae")
+        self.unet = self._build("unet")
+        self.text_encoder = self._build("text_encoder")
         self.noise_scheduler = training_scheduler(cfg.diffusion)
         self.multiloss = None
         if cfg.losses.text_alignment > 0 or cfg.losses.image_quality > 0 or cfg.losses.weighting != "fixed":
-            from t2ikit.train.multiloss import MultiLoss
-
-            self.multiloss = MultiLoss(
-                cfg.losses, self.text_encoder.config.hidden_size, self.unet.config.block_out_channels[-1],
-                seed=cfg.run.seed + 3,
-            ).to(self.device)
+            self.multiloss = self._build("aux")
         self.ema_unet = EMA(self.unet, cfg.unet_train.ema_decay)
         self.ema_text = EMA(self.text_encoder, cfg.unet_train.ema_decay)
         self.stage, self.step = STAGES[0], 0
         self.optimizer: torch.optim.Optimizer | None = None
         self._pending_optim: tuple[dict, dict] | None = None
         self._log_window: list[float] = []
+        self._sharded: dict[str, torch.nn.Module] = {}  # under FSDP, while a stage trains: its modules, sharded
+
+    def _build(self, name: str) -> torch.nn.Module:
+        """A freshly initialised component ("vae", "unet", "text_encoder", "aux") on the device; the same seeds
+        every time, so the models of a run start alike on every rank and in every run."""
+        m, seed = self.cfg.model, self.cfg.run.seed
+        v = vae_size(m.vae)
+        if name == "vae":
+            return build_vae(m.vae, sample_size=m.resolution, seed=seed).to(self.device)
+        if name == "unet":
+            unet = build_unet(m.size, latent_channels=v.latent_channels, sample_size=self.latent_size, seed=seed + 1)
+            if m.fusion != "sequential":  # fusion blocks replace SD's transformer blocks (t2ikit.models.retrofit)
+                from t2ikit.models.retrofit import retrofit
+
+                retrofit(unet, m.fusion, seed=seed + 1, from_scratch=True)  # before .to(): new weights
+            return unet.to(self.device)
+        if name == "text_encoder":
+            return build_text_encoder(m.size, self.tokenizer, seed=seed + 2).to(self.device)
+        if name == "aux":
+            from t2ikit.train.multiloss import MultiLoss
+
+            return MultiLoss(
+                self.cfg.losses, self.text_encoder.config.hidden_size, self.unet.config.block_out_channels[-1],
+                seed=seed + 3,
+            ).to(self.device)
+        raise ValueError(f"unknown component {name!r}")
 
     # -- paths ---------------------------------------------------------------------------------------
 
@@ -331,7 +345,12 @@ class Trainer:
               after_step=None) -> None:
         if self.step >= o.steps:
             return
+        names = {id(p): n for n, p in step_module.named_parameters()}
         model = distributed.wrap(step_module, self.dist, self.cfg.run.parallel)
+        if self.fsdp:  # fully_shard registered new (sharded) parameters in place of the ones the groups hold
+            current = dict(step_module.named_parameters())
+            groups = [{**g, "params": [current[names[id(p)]] for p in g["params"]]} for g in groups]
+            self._sharded = dict(step_module.parts)
         self.optimizer = torch.optim.AdamW(
             groups, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, fused=self.device.type == "cuda"
         )
@@ -411,6 +430,8 @@ class Trainer:
                 break
         if bar is not None:
             bar.close()
+        if self.fsdp:
+            self._unshard()
 
     def _window_means(self, window: dict[str, list[float]]) -> dict[str, float]:
         """Per-term losses and weights over the log window, averaged over ranks (rank-local terms)."""
@@ -422,12 +443,55 @@ class Trainer:
         return {k: float(v) for k, v in zip(keys, means)}
 
     def _evaluate(self, step: int) -> None:
+        if self._sharded:  # FSDP: every rank gathers whole copies, rank 0 evaluates them, the others wait
+            with self._gathered():
+                self._evaluate(step)
+            distributed.barrier(self.dist)
+            return
         if not self.dist.is_main:
             return
         record = {"event": "eval", "stage": self.stage, "step": step}
         for hook in self.eval_hooks:
             record.update(hook(self, step) or {})
         self.log(record)
+
+    # -- FSDP: whole modules back from shards --------------------------------------------------------
+
+    _ATTRS = {"vae": "vae", "unet": "unet", "text_encoder": "text_encoder", "aux": "multiloss"}
+
+    def _whole_copies(self) -> dict[str, torch.nn.Module]:
+        """Plain modules holding the whole weights of the sharded ones (a collective: every rank calls it)."""
+        out = {}
+        for name, module in self._sharded.items():
+            with torch.random.fork_rng(devices=[]):  # building draws default inits: leave the run's RNG as it was
+                plain = self._build(name)
+            plain.load_state_dict(distributed.full_state_dict(module))
+            if name == "vae":
+                plain.register_to_config(scaling_factor=module.config.scaling_factor)
+            out[name] = plain.train(module.training)
+        return out
+
+    def _unshard(self) -> None:
+        """End of an FSDP stage: whole, plain modules and EMA shadows replace the sharded ones for good."""
+        for name, plain in self._whole_copies().items():
+            setattr(self, self._ATTRS[name], plain)
+        self.ema_unet.gather()
+        self.ema_text.gather()
+        self._sharded = {}
+
+    @contextlib.contextmanager
+    def _gathered(self):
+        """Whole copies of the sharded modules and EMA in place of the shards while the block runs (eval hooks)."""
+        sharded, emas = self._sharded, (self.ema_unet.shadow, self.ema_text.shadow)
+        attrs = {name: getattr(self, self._ATTRS[name]) for name in sharded}
+        try:
+            self._unshard()
+            yield
+        finally:
+            for name, module in attrs.items():
+                setattr(self, self._ATTRS[name], module)
+            self.ema_unet.shadow, self.ema_text.shadow = emas
+            self._sharded = sharded
 
     # -- state ---------------------------------------------------------------------------------------
 
@@ -446,9 +510,9 @@ class Trainer:
         return modules
 
     def save(self) -> Path:
-        tensors = {}
+        tensors = {}  # whole tensors: under FSDP every rank gathers the shards, rank 0 writes
         for name, module in self._modules().items():
-            tensors.update({f"model.{name}.{k}": v for k, v in module.state_dict().items()})
+            tensors.update({f"model.{name}.{k}": v for k, v in distributed.full_state_dict(module).items()})
         tensors.update({f"ema.unet.{k}": v for k, v in self.ema_unet.state_dict().items()})
         tensors.update({f"ema.text_encoder.{k}": v for k, v in self.ema_text.state_dict().items()})
         optim_meta = None
@@ -507,6 +571,8 @@ class Trainer:
 
     def pipeline(self, ema: bool = True):
         """A StableDiffusionPipeline over copies of the components (EMA weights by default)."""
+        if self._sharded:
+            raise RuntimeError("Trainer.pipeline() under FSDP needs whole weights: call it inside Trainer._gathered()")
         unet, text = copy.deepcopy(self.unet).eval(), copy.deepcopy(self.text_encoder).eval()
         if ema:
             self.ema_unet.copy_to(unet)
