@@ -30,6 +30,7 @@ def test_adapter_config_is_checked(tmp_path):
         ('[adapter]\nmodality = "depth"\nstep = 3\n', "unknown config key 'adapter.step'"),
         ('[adapter]\nmodality = "edges"\n', "unknown condition 'edges'"),
         ('[adapter]\ncaption_dropout = 1.0\n', "caption_dropout must be in"),
+        ('[adapter]\nmodality = "depth"\nconsistency_weight = 0.1\n', "defined for sketch only"),
         ('[adapter]\nsteps = "many"\n', "must be int"),
         ('[adapter]\n[run]\nout = "x"\n', "exactly one table"),
     ]:
@@ -47,7 +48,8 @@ def _run(tmp_path, tiny, name, steps, resume=False, modality="sketch", extra="",
     return tmp_path / name
 
 
-@pytest.mark.parametrize("modality, extra", [("sketch", ""), ("reference", "caption_dropout = 0.5\n")])
+@pytest.mark.parametrize("modality, extra", [("sketch", ""), ("reference", "caption_dropout = 0.5\n"),
+                                             ("sketch", "consistency_weight = 0.5\nconsistency_max_t = 1000\n")])
 def test_adapter_run_resumes_exactly(tmp_path, tiny, modality, extra, capsys):
     from safetensors.torch import load_file
 
@@ -147,3 +149,21 @@ def test_recolour_holds_a_layout_condition_and_keeps_the_outside(tmp_path, tiny)
     assert not torch.allclose(src.latents, free.latents)  # the held sketch shaped the source run
     with pytest.raises(ValueError, match="no trained depth adapter|does not fit"):
         recolour(pipe, "a red square", "a blue square", box, "a blue square", steps=3, hold={"depth": sketch})
+
+
+def test_sketch_consistency_term_reaches_the_adapter(tiny):
+    from diffusers import DDPMScheduler
+
+    from t2ikit.control.train_adapter import AdapterTrainConfig, make_adapter, sketch_consistency_loss
+
+    pipe = T2IPipeline.from_folder(tiny)
+    adapter = make_adapter(pipe, AdapterTrainConfig(hidden=8))
+    ns = DDPMScheduler.from_config({k: v for k, v in pipe.scheduler_config.items() if not k.startswith("_")})
+    latents, text = torch.randn(2, 4, 8, 8), pipe.encode_text(["a red circle", "a blue square"])
+    sketch = (torch.rand(2, 1, 16, 16) > 0.8).float()
+    losses = [sketch_consistency_loss(pipe, adapter, latents, text, sketch, ns, torch.Generator().manual_seed(0),
+                                      weight, 1000) for weight in (0.0, 1.0)]
+    assert losses[1] > losses[0]  # the Dice term adds a positive amount on the same draws
+    losses[1].backward()
+    assert adapter.outs[0].weight.grad.abs().sum() > 0  # zero-init outputs still get the term's gradient
+    assert all(p.grad is None for p in pipe.vae.parameters())  # the VAE is only a path for gradients

@@ -36,6 +36,8 @@ class AdapterTrainConfig:
     hidden: int = 32  # adapter width
     grid: int = 2  # reference only: tokens per image = grid^2
     caption_dropout: float = 0.0  # fraction of samples trained with the empty caption
+    consistency_weight: float = 0.0  # sketch only: + w * L_sketch (soft-edge Dice of the decoded predicted x0)
+    consistency_max_t: int = 600  # ... on the samples with timestep below this (where x0 has a shape)
     seed: int = 0  # timestep/noise/dropout draws
     data_seed: int = 1234  # Shapes World stream (a different world seed from the base model's training)
     threads: int = 1  # torch CPU threads
@@ -55,6 +57,10 @@ class AdapterTrainConfig:
             raise ValueError(f"adapter.checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"adapter.caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        if self.consistency_weight < 0 or (self.consistency_weight > 0 and self.modality != "sketch"):
+            raise ValueError(f"adapter.consistency_weight must be >= 0 and is defined for sketch only (a decoded "
+                             f"image has edges; depth and masks would need an estimator); got "
+                             f"{self.consistency_weight} for {self.modality!r}")
         if not self.lr > 0:
             raise ValueError(f"adapter.lr must be > 0, got {self.lr}")
         return self
@@ -140,7 +146,7 @@ def _restore(path: Path, adapter, opt, gen, config: AdapterTrainConfig) -> tuple
     tensors, state, config_json = load_checkpoint(path)
     saved = json.loads(config_json)
     differs = {k for k in ("modality", "batch_size", "hidden", "grid", "data_seed", "seed", "caption_dropout", "lr",
-                           "model") if saved.get(k) != getattr(config, k)}
+                           "consistency_weight", "consistency_max_t", "model") if saved.get(k) != getattr(config, k)}
     if state.get("stage") != "adapter" or differs:
         raise ValueError(f"cannot resume from {path}: it is not a checkpoint of this adapter run "
                          f"(differs in {sorted(differs) or 'stage'})")
@@ -148,6 +154,34 @@ def _restore(path: Path, adapter, opt, gen, config: AdapterTrainConfig) -> tuple
     optimizer_from_flat(opt, tensors, state["optimizer"])
     gen.set_state(tensors["rng.generator"])
     return int(state["step"]), list(state["losses"])
+
+
+def sketch_consistency_loss(pipe, adapter, latents, text_states, sketch, noise_scheduler, generator,
+                            weight: float, max_t: int) -> torch.Tensor:
+    """adapter_loss + weight * L_sketch: the seed's L_consistency as a training term. The predicted x0 of
+    the samples with t < max_t is decoded by the frozen VAE and its soft edges are compared with the sketch
+    (Dice, `control.consistency.consistency_loss`); gradients reach the adapter through the UNet and VAE."""
+    import torch.nn.functional as F
+
+    from t2ikit.control.consistency import consistency_loss
+    from t2ikit.train.losses import predicted_x0
+
+    b = latents.shape[0]
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
+    noise = torch.randn(latents.shape, generator=generator)
+    noisy = noise_scheduler.add_noise(latents, noise, t)
+    target = noise_scheduler.get_velocity(latents, noise, t) \
+        if noise_scheduler.config.prediction_type == "v_prediction" else noise
+    pred = pipe.unet(noisy, t, encoder_hidden_states=text_states,
+                     down_intrablock_additional_residuals=adapter(sketch), return_dict=False)[0]
+    loss = F.mse_loss(pred.float(), target.float())
+    low = t < max_t
+    if weight > 0 and bool(low.any()):
+        x0 = predicted_x0(noise_scheduler, noisy[low], pred[low], t[low])
+        image = (pipe.vae.decode(x0 / pipe.vae.config.scaling_factor).sample.float() + 1).div(2).clamp(0, 1)
+        loss = loss + weight * consistency_loss({"image": image}, {"sketch": sketch[low]},
+                                                {"sketch": 1.0})
+    return loss
 
 
 def train(pipe, config: AdapterTrainConfig, log_every: int = 25, resume: str | None = None):
@@ -188,8 +222,13 @@ def train(pipe, config: AdapterTrainConfig, log_every: int = 25, resume: str | N
         if config.caption_dropout > 0:
             drop = torch.rand(len(text), generator=gen) < config.caption_dropout
             text = torch.where(drop[:, None, None], empty.expand_as(text), text)
-        loss_fn = reference_loss if config.modality == "reference" else adapter_loss
-        loss = loss_fn(pipe.unet, adapter, latents, text, batch[config.modality], noise_scheduler, gen)
+        cond = batch[config.modality]
+        if config.consistency_weight > 0:
+            loss = sketch_consistency_loss(pipe, adapter, latents, text, cond, noise_scheduler, gen,
+                                           config.consistency_weight, config.consistency_max_t)
+        else:
+            loss_fn = reference_loss if config.modality == "reference" else adapter_loss
+            loss = loss_fn(pipe.unet, adapter, latents, text, cond, noise_scheduler, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
