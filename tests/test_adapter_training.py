@@ -117,7 +117,8 @@ def test_bench_control_consistency_pairs_and_conflict(tmp_path, tiny):
     result = bc.run(pipe, ("consistency", "conflict"), n=2, steps=1, adapters=adapters)
     rows = result["consistency"]
     assert set(rows) == {"ground-truth", "text only", "text + sketch", "text + depth", "text + reference",
-                         "text + sketch + depth", "text + sketch + reference", "empty prompt",
+                         "text + sketch + depth", "text + sketch + reference", "text + sketch + depth (0.5 each)",
+                         "text + sketch + reference (0.5 each)", "empty prompt",
                          "empty prompt + reference"}
     assert rows["ground-truth"]["text"]["mean"] == 1.0  # renders satisfy their own captions
     # zero-initialised additive adapters change nothing: the same images as the caption alone

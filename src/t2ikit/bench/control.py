@@ -188,9 +188,11 @@ def bench_consistency(pipe, n: int, steps: int, adapters: dict | None = None, pr
         images[f"text + {name}"] = _controlled(pipe, prompts, steps, adapters, (name,), maps)
         if progress:
             progress(f"consistency: text + {name}")
-    for pair in PAIRS:
+    for pair in PAIRS:  # residuals add up: each at scale 1, and each at 0.5 (the pair's sum at 1)
         if all(p in adapters for p in pair):
             images[f"text + {pair[0]} + {pair[1]}"] = _controlled(pipe, prompts, steps, adapters, pair, maps)
+            images[f"text + {pair[0]} + {pair[1]} (0.5 each)"] = _controlled(
+                pipe, prompts, steps, adapters, pair, maps, {k: 0.5 for k in pair})
             if progress:
                 progress(f"consistency: text + {' + '.join(pair)}")
     if "reference" in adapters:  # the reference alone must carry the objects' identity
