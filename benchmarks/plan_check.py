@@ -3,7 +3,8 @@
 One device = one CPU core (every process runs with 1 thread). Measures the achieved FLOP/s of a matmul and
 the gloo all-reduce bandwidth of the gradient size, feeds them to the planner, and times real training
 steps (forward, backward, Adam) of a named-size diffusers UNet2DConditionModel with 1 process and with 2
-gloo processes under DistributedDataParallel on 127.0.0.1, at a few micro-batch sizes.
+gloo processes on 127.0.0.1, under DistributedDataParallel and under FSDP2 (`fully_shard` of the whole UNet
+as one unit, as the trainer's run.parallel = "fsdp" does), at a few micro-batch sizes.
 
     python benchmarks/plan_check.py [--size s] [--micro-batches 4,8,16] [--steps 3] [--json]
 
@@ -91,11 +92,18 @@ def worker(rank: int, world: int, port: int, size: str, micro_batches: list[int]
         bandwidth = allreduce_bandwidth(grad_bytes, world)
         ddp = torch.nn.parallel.DistributedDataParallel(unet)
         measured = {m: statistics.median(train_steps(ddp, m, steps, seed=rank)) for m in micro_batches}
+        from torch.distributed.fsdp import fully_shard
+
+        sharded = fully_shard(build_unet(size, latent_channels=LATENT[0], sample_size=LATENT[1]))
+        fsdp = {m: statistics.median(train_steps(sharded, m, steps, seed=rank)) for m in micro_batches}
         # A step ends when the slowest rank ends: take the max over ranks of each median.
-        out = [torch.tensor([measured[m] for m in micro_batches], dtype=torch.float64)]
-        dist.all_reduce(out[0], op=dist.ReduceOp.MAX)
+        out = torch.tensor([measured[m] for m in micro_batches] + [fsdp[m] for m in micro_batches],
+                           dtype=torch.float64)
+        dist.all_reduce(out, op=dist.ReduceOp.MAX)
+        k = len(micro_batches)
         if rank == 0:
-            queue.put({"bandwidth": bandwidth, "measured": dict(zip(micro_batches, out[0].tolist()))})
+            queue.put({"bandwidth": bandwidth, "measured": dict(zip(micro_batches, out[:k].tolist())),
+                       "fsdp": dict(zip(micro_batches, out[k:].tolist()))})
     finally:
         dist.destroy_process_group()
 
@@ -136,12 +144,13 @@ def main() -> None:
 
     fp32 = PRECISIONS["fp32"]
     rows = []
-    for n, measured in [(1, single), (world, double["measured"])]:
+    for n, zero, measured in [(1, 0, single), (world, 0, double["measured"]), (world, 3, double["fsdp"])]:
         hw = Hardware(devices=n, device_flops=flops, memory_bytes=1e12, bandwidth_bytes=bandwidth)
         for m in micro_batches:
-            parts = step_seconds(spec, Layout(n, 1, 1), hw, fp32, global_batch=m * n, micro_batch=m)
-            rows.append({"processes": n, "micro_batch": m, "measured_s": measured[m], "raw_s": parts["total"],
-                         "compute_s": parts["compute"], "comm_s": parts["data_comm"]})
+            layout = Layout(n, 1, 1, zero=zero)
+            parts = step_seconds(spec, layout, hw, fp32, global_batch=m * n, micro_batch=m)
+            rows.append({"processes": n, "layout": layout.name, "micro_batch": m, "measured_s": measured[m],
+                         "raw_s": parts["total"], "compute_s": parts["compute"], "comm_s": parts["data_comm"]})
     # The cost model has no fixed per-step term, but a small UNet on a CPU spends a large part of its step
     # in per-op overhead and the Adam update. Fit measured = overhead + raw / efficiency on the
     # single-process rows (a fit, not a check) and predict the two-process rows with it ("cal").
@@ -167,10 +176,10 @@ def main() -> None:
           f"(3 x forward); matmul {flops / 1e9:.3g} GFLOP/s per core; gloo all-reduce {bandwidth / 1e9:.3g} GB/s "
           f"(bus)")
     print(f"fitted on the 1-process rows: efficiency {efficiency:.3f}, fixed overhead {overhead:.4f} s/step")
-    print(f"{'procs':>5}{'micro':>6}{'measured s':>12}{'raw s':>9}{'raw err':>9}{'cal s':>9}{'cal err':>9}"
+    print(f"{'procs':>5}{'layout':>11}{'micro':>6}{'measured s':>12}{'raw s':>9}{'raw err':>9}{'cal s':>9}{'cal err':>9}"
           f"{'comm s':>9}")
     for r in rows:
-        print(f"{r['processes']:>5}{r['micro_batch']:>6}{r['measured_s']:>12.4f}{r['raw_s']:>9.4f}"
+        print(f"{r['processes']:>5}{r['layout']:>11}{r['micro_batch']:>6}{r['measured_s']:>12.4f}{r['raw_s']:>9.4f}"
               f"{r['raw_err']:>+9.1%}{r['cal_s']:>9.4f}{r['cal_err']:>+9.1%}{r['comm_s']:>9.4f}")
     print(f"({report['seconds']:.0f} s)")
 
