@@ -172,6 +172,13 @@ def test_cli_edit_invert_and_bench(folder, tmp_path, capsys):
     assert Image.open(tmp_path / "out.png").size == (16, 16)
     assert main(args + ["--instruction", "change the red circle to a blue square", "--method", "swap",
                         "--out", str(tmp_path / "out2.png")]) == 0
+    assert main(args + ["--source", "a red circle", "--target", "a blue circle", "--method", "blend", "--guidance", "4",
+                        "--mask", "attention", "--mask-snap", "1", "--strength", "0.7", "--out",
+                        str(tmp_path / "out3.png"), "--save-mask", str(tmp_path / "m.png")]) == 0
+    assert Image.open(tmp_path / "out3.png").size == (16, 16) and Image.open(tmp_path / "m.png").size == (16, 16)
+    assert main(args + ["--source", "a red circle", "--target", "a blue circle", "--strength", "0.7", "--out",
+                        str(tmp_path / "x.png")]) == 2
+    assert "blend options" in capsys.readouterr().err
     assert main(args + ["--instruction", "change the red circle to a glowing square", "--out",
                         str(tmp_path / "x.png")]) == 2
     assert "cannot read 'glowing'" in capsys.readouterr().err
@@ -195,3 +202,178 @@ def test_p2p_without_injection_is_the_prompt_swap_and_injection_steps_and_reweig
     full = run(method="p2p", cross_steps=4, self_steps=4)
     assert not torch.allclose(full, swap, atol=1e-4)
     assert not torch.allclose(run(method="p2p", cross_steps=4, self_steps=4, reweight={"blue": 3.0}), full, atol=1e-4)
+
+
+# --- blend: SDEdit + Blended Latent Diffusion, sketches, attention / detector masks -----------------------
+
+
+def _scene_image(groups, seed=0):
+    from t2ikit.world.render import render
+    from t2ikit.world.scene import Spec, make_scene
+
+    scene = make_scene(Spec(tuple(groups)), np.random.default_rng(seed), reference=False)
+    m = render(scene, 64, reference=False)
+    return scene, m, torch.from_numpy(m.rgb).permute(2, 0, 1)[None]
+
+
+@pytest.mark.parametrize("fill", ["filled", "outlined"])
+def test_image_sketch_is_shapes_worlds_sketch(fill):
+    from dataclasses import replace
+
+    from t2ikit.diffusion.blend import image_sketch
+    from t2ikit.world.render import render
+
+    for seed in range(3):
+        scene, _, _ = _scene_image([Group("red", "circle", "large"), Group("blue", "triangle", "large")], seed)
+        m = render(replace(scene, fill=fill), 64, reference=False)
+        sketch = image_sketch(torch.from_numpy(m.rgb).permute(2, 0, 1)[None])
+        assert sketch.shape == (1, 1, 64, 64) and np.array_equal(sketch[0, 0].numpy(), m.sketch)
+
+
+def test_changed_words_and_which_outlines_a_sketch_keeps():
+    from t2ikit.diffusion.blend import changed_words, outlines_kept, sketch_for_edit
+
+    assert changed_words("a green circle and a red square", "an orange circle and a red square") == (["green"], ["orange"])
+    assert outlines_kept("a red circle", "a blue circle") and not outlines_kept("a red circle", "a red square")
+    _, m, image = _scene_image([Group("red", "circle", "large"), Group("blue", "square", "large")])
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., :32] = 1
+    colour = sketch_for_edit(image, mask, ["a red circle and a blue square"], ["a green circle and a blue square"])
+    shape = sketch_for_edit(image, mask, ["a red circle and a blue square"], ["a red triangle and a blue square"])
+    assert np.array_equal(colour[0, 0].numpy(), m.sketch)  # a colour edit keeps every outline
+    assert shape[..., :32].sum() == 0 and torch.equal(shape[..., 32:], colour[..., 32:])
+
+
+def test_snap_mask_takes_the_object_the_rough_mask_covers_and_not_the_other():
+    from scipy import ndimage
+
+    from t2ikit.diffusion.blend import foreground, snap_mask
+
+    _, m, image = _scene_image([Group("red", "circle", "large"), Group("blue", "square", "large")])
+    labels, count = ndimage.label(foreground(image[0]))
+    assert count == 2
+    rough = torch.zeros(1, 1, 64, 64)
+    ys, xs = np.nonzero(labels == 1)
+    rough[0, 0, ys[len(ys) // 2], xs[len(xs) // 2]] = 1  # one pixel inside object 1
+    snapped = snap_mask(rough, image, pad=2)[0, 0].numpy() > 0
+    assert snapped[labels == 1].all() and not snapped[labels == 2].any()
+    y0, x0 = max(0, ys.min() - 2), max(0, xs.min() - 2)
+    assert snapped.sum() == (min(64, ys.max() + 3) - y0) * (min(64, xs.max() + 3) - x0)  # the box grown by 2 px
+
+
+def test_blended_denoise_keeps_the_trajectory_outside_and_starts_at_the_strength(pipe):
+    from t2ikit.diffusion.blend import blended_denoise, start_level
+    from t2ikit.diffusion.inversion import invert
+
+    assert start_level(20, 0.8) == 4 and start_level(20, 1.0) == 0 and start_level(20, 0.01) == 19
+    with pytest.raises(ValueError, match="strength must be"):
+        start_level(20, 0.0)
+    inv = invert(pipe, IMAGE, "a red circle", steps=4)
+    cond, neg = pipe.encode_text(["a blue square"]), inv.cond
+    kept = blended_denoise(pipe.unet, inv.schedule, inv.trajectory, cond, neg, 3.0, torch.zeros(1, 1, 8, 8), 0.5)
+    torch.testing.assert_close(kept, inv.trajectory[-1], rtol=0, atol=0)  # nothing inside: x_0 of the trajectory
+    full = blended_denoise(pipe.unet, inv.schedule, inv.trajectory, cond, neg, 3.0, None, 0.5)
+    half = torch.zeros(1, 1, 8, 8)
+    half[..., 4:] = 1
+    part = blended_denoise(pipe.unet, inv.schedule, inv.trajectory, cond, neg, 3.0, half, 0.5)
+    assert not torch.allclose(full, inv.trajectory[-1], atol=1e-3)
+    torch.testing.assert_close(part[..., :4], inv.trajectory[-1][..., :4], rtol=0, atol=0)
+    assert not torch.allclose(part[..., 4:], inv.trajectory[-1][..., 4:], atol=1e-3)
+    noised = blended_denoise(pipe.unet, inv.schedule, inv.trajectory, cond, neg, 3.0, None, 0.5, "noise",
+                             torch.Generator().manual_seed(0))
+    assert not torch.allclose(noised, full, atol=1e-3)
+
+
+def test_residual_unet_adds_adapter_residuals_to_every_cfg_row(pipe):
+    from t2ikit.control.adapters import ConditionAdapter, adapter_config_for
+    from t2ikit.diffusion.blend import ResidualUNet
+
+    adapter = ConditionAdapter(adapter_config_for(pipe.unet, pipe.vae_scale_factor, "sketch", 1, hidden=8))
+    x, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor(500)
+    states = pipe.encode_text(["", "a red circle"])
+    cond = torch.zeros(1, 1, 16, 16)
+    with torch.no_grad():
+        plain = pipe.unet(x, t, encoder_hidden_states=states, return_dict=False)[0]
+        torch.testing.assert_close(ResidualUNet(pipe.unet, adapter(cond))(x, t, states)[0], plain)  # zero-init: nothing
+        for conv in adapter.outs:
+            torch.nn.init.normal_(conv.weight, std=0.1)
+        res = adapter(cond)
+        both = ResidualUNet(pipe.unet, res)(x, t, states)[0]
+        one = pipe.unet(x[1:], t, encoder_hidden_states=states[1:], down_intrablock_additional_residuals=res,
+                        return_dict=False)[0]
+    assert not torch.allclose(both, plain, atol=1e-4)
+    torch.testing.assert_close(both[1:], one, atol=1e-5, rtol=1e-4)
+
+
+def test_blend_edit_keeps_outside_the_mask_exactly_and_changes_inside(pipe):
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., :, 8:] = 1
+    r = edit(pipe, IMAGE, "a red circle", "a blue square", method="blend", guidance=4.0, steps=4, mask=mask)
+    torch.testing.assert_close(r.images[..., :8], IMAGE[..., :8], rtol=0, atol=0)
+    assert not torch.allclose(r.images[..., 8:], IMAGE[..., 8:], atol=1e-2)
+    again = edit(pipe, IMAGE, "a red circle", "a blue square", method="blend", guidance=4.0, steps=4, mask=mask)
+    torch.testing.assert_close(again.images, r.images, rtol=0, atol=0)  # deterministic
+    att = edit(pipe, IMAGE, "a red circle", "a blue square", method="blend", guidance=4.0, steps=4,
+               mask="attention", mask_dilate=0)
+    assert att.mask.shape == (1, 1, 16, 16) and set(att.mask.unique().tolist()) <= {0.0, 1.0}
+    outside = (att.mask == 0).expand_as(IMAGE)
+    assert outside.any() and torch.equal(att.images[outside], IMAGE[outside])
+
+
+def test_detect_mask_boxes_the_edited_object_only_and_the_rest_is_kept(pipe):
+    scene, m, image = _scene_image([Group("red", "circle", "large"), Group("blue", "square", "large")])
+    r = edit(pipe, image, "a red circle and a blue square", "a green circle and a blue square", method="blend",
+             guidance=4.0, steps=3, mask="detect")
+    red = (m.instances == 1 + [o.colour for o in scene.objects].index("red"))
+    blue = (m.instances == 1 + [o.colour for o in scene.objects].index("blue"))
+    mask = r.mask[0, 0].numpy() > 0
+    assert mask[red].all() and not mask[blue].any()
+    keep = torch.from_numpy(~mask)[None, None].expand_as(image)
+    assert torch.equal(r.images[keep], image[keep])
+    with pytest.warns(EditWarning, match="no green triangle found"):
+        edit(pipe, image, "a green triangle and a blue square", "a red triangle and a blue square", method="blend",
+             guidance=4.0, steps=2, mask="detect")
+
+
+def test_blend_bad_input_is_refused_before_compute(pipe, monkeypatch):
+    import t2ikit.diffusion.edit as edit_module
+
+    def no_compute(*a, **k):
+        raise AssertionError("computed before refusing bad input")
+
+    monkeypatch.setattr(edit_module, "invert", no_compute)
+    cases = [
+        (dict(method="swap", strength=0.5), "blend options"),
+        (dict(method="blend", strength=0.0), "strength must be"),
+        (dict(method="blend", start="random"), "start must be one of"),
+        (dict(method="blend", uncond="null-text"), "null-text inversion is for swap and p2p"),
+        (dict(method="blend", mode="refine"), "Prompt-to-Prompt option"),
+        (dict(method="blend", mask_snap=-1), "mask_snap must be"),
+        (dict(method="blend", sketch=1.0), "does not fit this model"),  # the shipped adapter is shapes-v1's
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            edit(pipe, IMAGE, "a red circle", "a blue circle", **kwargs)
+    with pytest.raises(ValueError, match="only adds words"):
+        edit(pipe, IMAGE, "a circle", "a red circle", method="blend", mask="attention")
+    with pytest.raises(ValueError, match="changes 2 noun phrases"):
+        edit(pipe, IMAGE, "a red circle and a blue square", "a green circle and a red square", method="blend",
+             mask="detect")
+
+
+def test_relation_instructions_are_read_and_bad_ones_name_the_part():
+    ins = parse_instruction("move the red circle to the left of the blue square")
+    assert (ins.source, ins.relation, ins.other) == (Group("red", "circle"), "left of", Group("blue", "square"))
+    assert instruction_prompts(ins) == ("a red circle and a blue square", "a red circle to the left of a blue square")
+    assert instruction_prompts("put the red circle above the blue square", "a red circle below a blue square") \
+        == ("a red circle below a blue square", "a red circle above a blue square")
+    for text, part in [("move the red circle", "expected a relation"),
+                       ("move the red circle above", "no object after 'above'"),
+                       ("move the red blob above the blue square", "source part 'the red blob'"),
+                       ("place the red circle below the blue cloud", "reference object part 'the blue cloud'")]:
+        with pytest.raises(ValueError, match=part):
+            parse_instruction(text)
+    with pytest.raises(ValueError, match="not in the source prompt"):
+        instruction_prompts("move the red circle above the green square", "a red circle below a blue square")
+    with pytest.raises(ValueError, match="already has"):
+        instruction_prompts("move the red circle above the blue square", "a red circle above a blue square")

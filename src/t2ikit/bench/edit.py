@@ -15,6 +15,14 @@ with its colour, shape and size within PRESERVE_RADIUS px of its place) and PSNR
 (the edited object's boxes before and after, grown by REGION_PAD px). Relation edits move both objects:
 they have no untouched object and no outside region. A ground-truth editor (the target scene rendered)
 calibrates the scoring: it must score 100% on everything.
+
+Methods (t2ikit.diffusion.edit): reconstruct (the source prompt as the target), swap, p2p, each with
+"+mask" (DiffEdit's mask, grown by --mask-dilate), and blend (SDEdit from 0.8 of the schedule + Blended
+Latent Diffusion, guidance BLEND_GUIDANCE against the source prompt) with its mask: "+mask" DiffEdit's,
+"+attn" the source's cross-attention to the edited words, both snapped to the image's objects (boxes
+grown by MASK_SNAP px), or "+detect" the boxes Shapes World's detector finds for the edited object;
+"+sketch" adds the shipped sketch adapter holding the source's outlines (all of them for a colour
+edit, those outside the mask otherwise).
 """
 
 from __future__ import annotations
@@ -29,7 +37,10 @@ from t2ikit.world import vocab
 from t2ikit.world.scene import CANVAS, GAP, Group, Obj, Relation, Spec, make_scene, scene_rng
 
 KINDS = ("colour", "shape", "size", "object", "relation")
-METHODS = ("ground-truth", "reconstruct", "swap", "swap+mask", "p2p", "p2p+mask")
+METHODS = ("ground-truth", "reconstruct", "swap", "swap+mask", "p2p", "p2p+mask", "blend+mask", "blend+sketch+mask",
+           "blend+attn", "blend+detect", "blend+sketch+detect")
+BLEND_GUIDANCE = 5.0  # blend methods sample at this CFG scale (the bench's --guidance is the swap/p2p one)
+MASK_SNAP = 2  # px: blend methods snap their DiffEdit/attention mask to the image's objects' boxes grown by this
 BENCH_SEED = 0xED17  # world seed of the edit suites
 DEFAULT_N = 20  # edits per kind
 PRESERVE_RADIUS = 4.0  # px at 64: an untouched object may move this little
@@ -196,8 +207,12 @@ def _psnr(mse: float, cap: float = 60.0) -> float:
 def method_options(method: str, steps: int, guidance: float, mask_dilate: int = 1):
     from t2ikit.diffusion.edit import EditOptions
 
-    base, _, masked = method.partition("+")
-    return EditOptions(method="swap" if base == "reconstruct" else base, mask="auto" if masked else None,
+    base, *flags = method.split("+")
+    if base == "blend":
+        mask = "attention" if "attn" in flags else "detect" if "detect" in flags else "auto"
+        return EditOptions(method="blend", mask=mask, steps=steps, guidance=BLEND_GUIDANCE, mask_dilate=mask_dilate,
+                           mask_snap=MASK_SNAP, sketch=1.0 if "sketch" in flags else 0.0)
+    return EditOptions(method="swap" if base == "reconstruct" else base, mask="auto" if flags else None,
                        steps=steps, guidance=guidance, mask_dilate=mask_dilate)
 
 
@@ -291,8 +306,9 @@ def markdown(result: dict) -> str:
             lines.append(f"| {method} | {kind} | {rate(s['success'])} | {rate(s['preserved'])} | "
                          f"{db(s['psnr_outside'])} | {db(s['psnr'])} |")
     c = result["config"]
-    lines.append(f"\n{c['n']} edits per kind, {c['steps']} DDIM steps, guidance {c['guidance']}; "
-                 f"{result['seconds']} s in all")
+    blend = any(m.startswith("blend") for m in result["results"])
+    lines.append(f"\n{c['n']} edits per kind, {c['steps']} DDIM steps, guidance {c['guidance']}"
+                 + (f" (blend methods: {BLEND_GUIDANCE})" if blend else "") + f"; {result['seconds']} s in all")
     return "\n".join(lines)
 
 

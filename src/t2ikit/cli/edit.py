@@ -7,19 +7,29 @@ import sys
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("edit", help="edit an image by text: prompt swap, Prompt-to-Prompt, DiffEdit masks")
+    p = subparsers.add_parser("edit", help="edit an image by text: prompt swap, Prompt-to-Prompt, blended latents, masks")
     p.add_argument("image", help="PNG (or any image PIL reads) of a size the model takes")
     p.add_argument("--source", default=None, help="a prompt that describes the image")
     p.add_argument("--target", default=None, help="the prompt the edited image should match")
     p.add_argument("--instruction", default=None, help="e.g. 'change the red circle to a blue square'")
-    p.add_argument("--method", default="p2p", choices=["p2p", "swap"], help="edit method")
+    p.add_argument("--method", default="p2p", choices=["p2p", "swap", "blend"],
+                   help="edit method (blend: SDEdit + Blended Latent Diffusion; give it --guidance > 1, e.g. 5)")
     p.add_argument("--mode", default="auto", choices=["auto", "replace", "refine", "reweight"],
                    help="Prompt-to-Prompt alignment")
     p.add_argument("--cross-steps", type=int, default=None, help="p2p: steps of cross-attention injection")
     p.add_argument("--self-steps", type=int, default=None, help="p2p: steps of self-attention injection")
     p.add_argument("--reweight", action="append", default=None, metavar="WORD=FACTOR",
                    help="p2p: scale the attention to a target word (repeatable)")
-    p.add_argument("--mask", default=None, help="'auto' (DiffEdit) or a mask PNG of the image's size (white = edit)")
+    p.add_argument("--mask", default=None,
+                   help="'auto' (DiffEdit), 'attention' (cross-attention of the edited words), 'detect' (Shapes World's "
+                        "detector finds the edited object) or a mask PNG of the image's size (white = edit)")
+    p.add_argument("--mask-snap", type=int, default=None, metavar="PX",
+                   help="snap the mask to the image's objects, their boxes grown by PX pixels")
+    p.add_argument("--strength", type=float, default=None, help="blend: fraction of the schedule re-noised (default 0.8)")
+    p.add_argument("--start", default="inverted", choices=["inverted", "noise"],
+                   help="blend: the masked region starts from the inverted latent or the image freshly noised")
+    p.add_argument("--sketch", type=float, default=0.0, metavar="SCALE",
+                   help="blend: hold the source's outlines with the shipped sketch adapter at this scale (0: off)")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
     p.add_argument("--guidance", type=float, default=1.0, help="CFG scale (1 = none)")
     p.add_argument("--uncond", default="negative-prompt", choices=["negative-prompt", "null-text", "none"],
@@ -66,7 +76,9 @@ def _edit(args) -> int:
     load_image(args.image)  # an unreadable file fails before the model loads
     options = EditOptions(method=args.method, mode=args.mode, cross_steps=args.cross_steps, self_steps=args.self_steps,
                           reweight=_reweights(args.reweight), mask=args.mask, steps=args.steps,
-                          guidance=args.guidance, uncond=args.uncond).check()
+                          guidance=args.guidance, uncond=args.uncond, start=args.start, sketch=args.sketch,
+                          mask_snap=args.mask_snap,
+                          **({} if args.strength is None else {"strength": args.strength})).check()
     pipe = load_pipeline(args.model, args.threads)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

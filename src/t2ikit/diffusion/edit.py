@@ -5,12 +5,19 @@ Methods (one `edit` call, `EditOptions.method`):
     swap  prompt swap in noise space: the inverted x_T is sampled under the target prompt
     p2p   Prompt-to-Prompt (Hertz et al. 2022): source and target sampled in one batch from x_T, the
           source's attention injected into the target (t2ikit.attention.p2p) for the first steps
+    blend SDEdit + Blended Latent Diffusion (t2ikit.diffusion.blend): the inverted latent at `strength` of
+          the schedule is sampled under the target prompt at real guidance (the source prompt as the
+          negative), the latents outside the mask reset to the inverted source's at every step;
+          optionally the shipped sketch adapter holds the source's outlines (`sketch`)
 
-Either can keep the image outside a mask (`EditOptions.mask`): "auto" is DiffEdit's mask (Couairon et
-al. 2022, Sec. 3.1: where the noise predictions under the source and the target prompts differ), or a
-user mask. Inside the loop the target latent outside the mask is reset to the inverted trajectory
-at every step, and the decoded image is composited with the input outside the mask, so those pixels
-are exactly kept.
+Each can keep the image outside a mask (`EditOptions.mask`): "auto" is DiffEdit's mask (Couairon et
+al. 2022, Sec. 3.1: where the noise predictions under the source and the target prompts differ),
+"attention" the source's cross-attention to the edited words (P2P's local blend, Hertz et al. 2022,
+Sec. 3.3), "detect" the boxes of the objects Shapes World's detector (the oracle's reader) finds for the
+edited source phrase (a Grounded-SAM-style detector mask; Shapes World captions only), or a user mask.
+`mask_snap` snaps a rough mask to the image's objects (`blend.snap_mask`). Inside the loop the target
+latent outside the mask is reset to the inverted trajectory at every step, and the decoded image is
+composited with the input outside the mask, so those pixels are exactly kept.
 
 An instruction "change the red circle to a blue square" is read into source and target phrases with
 Shapes World's caption parser (`parse_instruction`), and turned into prompts (`instruction_prompts`).
@@ -27,11 +34,14 @@ import torch.nn.functional as F
 
 from t2ikit.diffusion.inversion import Inversion, check_guidance, ddim_denoise, invert, load_image, size_multiple
 
-METHODS = ("swap", "p2p")
+METHODS = ("swap", "p2p", "blend")
+MASKS = ("auto", "attention", "detect")  # automatic masks; anything else given is a user mask
 MASK_SAMPLES = 8  # DiffEdit: noise draws averaged per mask
 MASK_STRENGTH = 0.5  # DiffEdit: noise level (fraction of the schedule) at which predictions are compared
 MASK_THRESHOLD = 0.5  # DiffEdit: fraction of the normalised difference above which a latent pixel is edited
 MASK_DILATE = 1  # latent pixels the automatic mask is grown by: a thresholded mask clips the object's edge
+ATTENTION_THRESHOLD = 0.5  # attention mask: fraction of the min-max normalised map above which a pixel is edited
+BLEND_STRENGTH = 0.8  # blend: fraction of the schedule re-noised (SDEdit's t0)
 
 
 class EditWarning(UserWarning):
@@ -49,6 +59,8 @@ class Instruction:
     target: object  # Group: what it becomes
     source_phrase: str
     target_phrase: str
+    relation: str | None = None  # a relation instruction ("move X to the left of Y"): X's new relation to Y
+    other: object = None  # Group Y of a relation instruction
 
 
 _VERBS = ("change", "turn", "make", "replace", "swap", "transform", "convert", "recolour", "recolor")
@@ -101,19 +113,48 @@ def _target_group(phrase: str, source):
     return replace(source, **changes)
 
 
-def parse_instruction(text: str) -> Instruction:
-    """Read "change the red circle to a blue square" / "make the red circle blue" / "turn X into Y".
+_MOVE_VERBS = ("move", "put", "place")
+_RELATION_WORDS = (("to the left of", "left of"), ("to the right of", "right of"), ("left of", "left of"),
+                   ("right of", "right of"), ("above", "above"), ("over", "above"), ("below", "below"),
+                   ("under", "below"), ("beneath", "below"))
 
-    ValueError names the part that cannot be read (the verb, the object to change, or the target).
+
+def _parse_move(text: str, rest: str) -> Instruction:
+    """"move the red circle to the left of the blue square": the object, its new relation, the other object."""
+    lower = f" {rest.lower()} "
+    found = [(lower.find(f" {w} "), w, r) for w, r in _RELATION_WORDS if lower.find(f" {w} ") >= 0]
+    if not found:
+        raise ValueError(f"cannot read the instruction {text!r}: expected a relation "
+                         f"({', '.join(w for w, _ in _RELATION_WORDS)}) after the object, e.g. "
+                         f"'move the red circle to the left of the blue square'")
+    at, words, relation = min(found, key=lambda f: (f[0], -len(f[1])))
+    source_phrase, other_phrase = rest[:max(at, 0)].strip(), rest[at + len(words) + 1:].strip()
+    if not source_phrase:
+        raise ValueError(f"cannot read the instruction {text!r}: no object to move before {words!r}")
+    if not other_phrase:
+        raise ValueError(f"cannot read the instruction {text!r}: no object after {words!r} to move it {relation}")
+    source = _group_from_phrase(source_phrase, "source")
+    other = _group_from_phrase(other_phrase, "reference object")
+    return Instruction(text, source, source, source_phrase, f"{relation} {other_phrase}", relation, other)
+
+
+def parse_instruction(text: str) -> Instruction:
+    """Read "change the red circle to a blue square" / "make the red circle blue" / "turn X into Y", or a
+    relation change "move the red circle to the left of the blue square" (also put, place; above, below...).
+
+    ValueError names the part that cannot be read (the verb, the object to change, the target, the relation).
     """
     if not isinstance(text, str):
         raise TypeError(f"instruction must be a str; got {type(text).__name__}")
     s = " ".join(text.strip().split())
     m = re.match(r"(?i)^(\w+)\s+(.*)$", s)
+    if m is not None and m.group(1).lower() in _MOVE_VERBS:
+        return _parse_move(text, m.group(2))
     if m is None or m.group(1).lower() not in _VERBS:
         first = m.group(1) if m else s
-        raise ValueError(f"cannot read the instruction {text!r}: it must start with a verb ({', '.join(_VERBS)}), "
-                         f"not {first!r}; e.g. 'change the red circle to a blue square'")
+        raise ValueError(f"cannot read the instruction {text!r}: it must start with a verb "
+                         f"({', '.join(_VERBS + _MOVE_VERBS)}), not {first!r}; e.g. 'change the red circle to a "
+                         f"blue square' or 'move the red circle to the left of the blue square'")
     rest = m.group(2)
     lower = f" {rest.lower()} "
     cut = [(lower.find(j), j) for j in _JOINERS if lower.find(j) >= 0]
@@ -156,6 +197,8 @@ def instruction_prompts(instruction: Instruction | str, source_prompt: str | Non
     from t2ikit.world.caption import CaptionError, decompose, parse_caption
 
     ins = parse_instruction(instruction) if isinstance(instruction, str) else instruction
+    if ins.relation is not None:
+        return _relation_prompts(ins, source_prompt)
     if source_prompt is None:
         return _write_group(ins.source), _write_group(ins.target)
     try:
@@ -174,6 +217,33 @@ def instruction_prompts(instruction: Instruction | str, source_prompt: str | Non
             target = source_prompt[:span.start] + new + source_prompt[span.end:]
             return source_prompt, target
     raise ValueError(f"the instruction's object {ins.source_phrase!r} is not in the source prompt {source_prompt!r}")
+
+
+def _relation_prompts(ins: Instruction, source_prompt: str | None) -> tuple[str, str]:
+    """A relation instruction's prompts: the target says "<object> <relation> <other>"; the source is
+    `source_prompt` (which must name both objects) or the two objects joined by "and"."""
+    from t2ikit.world.caption import CaptionError, parse_caption, write_caption
+    from t2ikit.world.scene import Relation, Spec
+
+    pair = (ins.source, ins.other)
+    target = write_caption(Spec(pair, (Relation(0, ins.relation, 1),)))
+    if source_prompt is None:
+        return write_caption(Spec(pair)), target
+    try:
+        spec = parse_caption(source_prompt)
+    except CaptionError as err:
+        raise ValueError(f"the source prompt {source_prompt!r} is not a Shapes World caption, so the "
+                         f"instruction's objects cannot be found in it: {str(err).splitlines()[0]}") from None
+    seen = {(g.colour, g.shape) for g in spec.groups}
+    for g in pair:
+        if (g.colour, g.shape) not in seen:
+            raise ValueError(f"the instruction's object '{g.colour} {g.shape}' is not in the source prompt "
+                             f"{source_prompt!r}")
+    if any((spec.groups[r.subject], spec.groups[r.object], r.relation) == (ins.source, ins.other, ins.relation)
+           for r in spec.relations):
+        raise ValueError(f"the instruction changes nothing: the source prompt {source_prompt!r} already has "
+                         f"{ins.source_phrase!r} {ins.relation} the other object")
+    return source_prompt, target
 
 
 def describe_image(image) -> str | None:
@@ -277,6 +347,84 @@ def diffedit_mask(pipe, latents: torch.Tensor, source_cond: torch.Tensor, target
     return (diff >= threshold).float()[:, None]
 
 
+def edited_positions(tokenizer, source: str, target: str) -> list[int]:
+    """Token positions (BOS is 0) in `source` of the object the edit changes: its changed words and its noun.
+
+    ValueError if the target changes no word of the source (nothing to locate).
+    """
+    from t2ikit.diffusion.blend import changed_words
+    from t2ikit.text.phrases import phrase_token_spans
+    from t2ikit.text.spans import word_token_spans
+
+    removed, _ = changed_words(source, target)
+    if not removed:
+        raise ValueError(f"the attention mask needs a word of the source prompt {source!r} that the target "
+                         f"{target!r} changes; it only adds words (use mask='auto')")
+    words = [w for w in word_token_spans(tokenizer, source) if not w.truncated]
+    positions = []
+    for ps in phrase_token_spans(tokenizer, source):
+        if any(w.lower() in removed for w in ps.phrase.words):
+            positions += [p for w in words if ps.phrase.start <= w.start < ps.phrase.end
+                          and (w.word.lower() in removed or w.word == ps.phrase.head) for p in w.positions]
+    if not positions:  # a changed word outside any noun phrase
+        positions = [p for w in words if w.word.lower() in removed for p in w.positions]
+    return sorted(set(positions))
+
+
+@torch.no_grad()
+def attention_mask(pipe, inversion: Inversion, positions: list[list[int]],
+                   threshold: float = ATTENTION_THRESHOLD) -> torch.Tensor:
+    """The source's cross-attention to the edited words (P2P's local blend): (B, 1, h, w) in {0, 1}.
+
+    The inverted noise is sampled back under the source prompt (guidance 1) while an AttentionStore sums
+    the cross-attention of every layer below the full latent resolution (the full-resolution layers of this
+    model spread over the whole image); per image the map of `positions[b]` is min-max normalised and
+    thresholded at `threshold`.
+    """
+    from t2ikit.attention.capture import AttentionStore
+    from t2ikit.attention.processor import AttentionController
+
+    last = len(pipe.unet.config.up_block_types) - 1
+    store = AttentionStore(layers=lambda name: not name.startswith(("down_blocks.0.", f"up_blocks.{last}.")))
+    with AttentionController([store]).install(pipe.unet) as controller:
+        ddim_denoise(pipe.unet, inversion.schedule, inversion.noise, inversion.cond, controller=controller)
+    maps = store.mean_maps(tuple(inversion.noise.shape[-2:]))  # (B, Nk, h, w)
+    m = torch.stack([maps[b, pos].sum(0) for b, pos in enumerate(positions)])  # (B, h, w)
+    lo, hi = m.flatten(1).amin(1)[:, None, None], m.flatten(1).amax(1)[:, None, None]
+    return ((m - lo) / (hi - lo).clamp_min(1e-8) >= threshold).float()[:, None]
+
+
+def edited_group(source: str, target: str):
+    """The Shapes World object (Group) of `source` that the edit changes; ValueError if there is none."""
+    from t2ikit.diffusion.blend import changed_words
+    from t2ikit.text.phrases import noun_phrases
+
+    removed, _ = changed_words(source, target)
+    phrases = [ph.text for ph in noun_phrases(source) if any(w.lower() in removed for w in ph.words)]
+    if len(phrases) != 1:
+        raise ValueError(f"mask='detect' needs the edit to change one object of the source prompt {source!r}; "
+                         f"the target {target!r} changes {len(phrases)} noun phrases")
+    return _group_from_phrase(phrases[0], "edited")
+
+
+def detect_mask(images: torch.Tensor, groups: list, pad: int = 2) -> tuple[torch.Tensor, list[int]]:
+    """(B, 1, H, W) boxes, grown by `pad` px, of the objects Shapes World's detector reads as `groups[b]`
+    (colour and shape); and the indices of the images where it found none (their mask is empty)."""
+    from t2ikit.world.oracle import detect
+
+    out = torch.zeros(images.shape[0], 1, *images.shape[-2:])
+    missing = []
+    for b, (im, g) in enumerate(zip(images, groups)):
+        scale = im.shape[-1] / 64.0  # the detector's positions are on the 64 px reference canvas
+        found = [d for d in detect(im.permute(1, 2, 0).numpy()).detections if (d.colour, d.shape) == (g.colour, g.shape)]
+        for d in found:
+            x0, y0, x1, y1 = (int(round(v * scale)) for v in d.bbox)
+            out[b, 0, max(0, y0 - pad):y1 + pad, max(0, x0 - pad):x1 + pad] = 1
+        if not found:
+            missing.append(b)
+    return out, missing
+
+
 def _to_latent_mask(pixel_mask: torch.Tensor, factor: int) -> torch.Tensor:
     """A latent pixel is edited if any of its image pixels is."""
     return F.max_pool2d(pixel_mask, factor)
@@ -290,15 +438,21 @@ def _to_latent_mask(pixel_mask: torch.Tensor, factor: int) -> torch.Tensor:
 class EditOptions:
     """How to edit; validated by `check` before any compute."""
 
-    method: str = "p2p"  # "swap" | "p2p"
+    method: str = "p2p"  # "swap" | "p2p" | "blend"
     mode: str = "auto"  # p2p alignment: "replace" | "refine" | "reweight" | "auto" (replace if it can, else refine)
     cross_steps: int | float | None = None  # p2p: steps (int) or fraction (float) with cross-attention injected; None: 0.8
     self_steps: int | float | None = None  # p2p: steps or fraction with self-attention injected; None: 0.4
     reweight: dict[str, float] | None = None  # p2p: {target word: factor} for attention re-weighting
-    mask: object = None  # None (whole image), "auto" (DiffEdit) or a mask (path, array, tensor; nonzero = edit)
+    mask: object = None  # None (whole image), "auto" (DiffEdit), "attention", "detect" or a mask (path, array, tensor; nonzero = edit)
     steps: int = 20  # DDIM steps of inversion and editing
-    guidance: float = 1.0  # CFG scale of the edit; > 1 uses `uncond` inversion
-    uncond: str = "negative-prompt"  # how guidance > 1 stays on the inverted trajectory (see inversion.py)
+    guidance: float = 1.0  # CFG scale of the edit; > 1 uses `uncond` inversion (blend: uncond is its negative)
+    uncond: str = "negative-prompt"  # how guidance > 1 stays on the inverted trajectory (see inversion.py);
+    #                                  blend: "negative-prompt" = the source prompt is the negative, "none" = ""
+    strength: float = BLEND_STRENGTH  # blend: fraction of the schedule re-noised (1: from x_T)
+    start: str = "inverted"  # blend: the masked region starts from the inverted latent or the image freshly noised ("noise")
+    sketch: float = 0.0  # blend: scale of the shipped sketch adapter holding the source's outlines (0: off)
+    mask_snap: int | None = None  # snap the mask to the image's objects, their boxes grown by this many px (None: off)
+    attention_threshold: float = ATTENTION_THRESHOLD
     mask_samples: int = MASK_SAMPLES
     mask_strength: float = MASK_STRENGTH
     mask_threshold: float = MASK_THRESHOLD
@@ -315,8 +469,27 @@ class EditOptions:
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
             raise ValueError(f"steps must be an int >= 1; got {self.steps!r}")
         check_guidance(self.guidance)
-        if isinstance(self.mask, str) and self.mask != "auto" and not self.mask.strip():
-            raise ValueError("mask must be None, 'auto' or a mask image")
+        if isinstance(self.mask, str) and self.mask not in MASKS and not self.mask.strip():
+            raise ValueError(f"mask must be None, one of {', '.join(MASKS)} or a mask image")
+        if self.method == "blend":
+            from t2ikit.diffusion.blend import STARTS, start_level
+
+            start_level(self.steps, self.strength)
+            if self.start not in STARTS:
+                raise ValueError(f"start must be one of {', '.join(STARTS)}; got {self.start!r}")
+            if self.uncond == "null-text":
+                raise ValueError("blend takes uncond 'negative-prompt' (the source prompt as the negative) or "
+                                 "'none' (the empty prompt); null-text inversion is for swap and p2p")
+            if self.mode != "auto":
+                raise ValueError("mode is a Prompt-to-Prompt option; use method='p2p'")
+        elif self.strength != BLEND_STRENGTH or self.start != "inverted" or self.sketch:
+            raise ValueError("strength, start and sketch are blend options; use method='blend'")
+        if not (isinstance(self.sketch, (int, float)) and not isinstance(self.sketch, bool) and 0 <= self.sketch < 1e3):
+            raise ValueError(f"sketch must be a scale >= 0 (0: no sketch adapter); got {self.sketch!r}")
+        if self.mask_snap is not None and not (isinstance(self.mask_snap, int) and self.mask_snap >= 0):
+            raise ValueError(f"mask_snap must be None or an int >= 0 (px); got {self.mask_snap!r}")
+        if not 0.0 < self.attention_threshold < 1.0:
+            raise ValueError(f"attention_threshold must be in (0, 1); got {self.attention_threshold!r}")
         if not (isinstance(self.mask_samples, int) and self.mask_samples >= 1):
             raise ValueError(f"mask_samples must be an int >= 1; got {self.mask_samples!r}")
         if not 0.0 < self.mask_strength < 1.0:
@@ -392,8 +565,18 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
     for p in dict.fromkeys(sources + targets):
         check_prompt(pipe.tokenizer, p)
     h, w = images.shape[-2:]
-    user_mask = None if opts.mask is None or (isinstance(opts.mask, str) and opts.mask == "auto") \
-        else load_mask(opts.mask, (h, w), n)
+    auto_mask = opts.mask if isinstance(opts.mask, str) and opts.mask in MASKS else None
+    user_mask = None if opts.mask is None or auto_mask else load_mask(opts.mask, (h, w), n)
+    positions = groups = None
+    if auto_mask == "attention":
+        positions = [edited_positions(pipe.tokenizer, s, t) for s, t in zip(sources, targets)]
+    elif auto_mask == "detect":
+        groups = [edited_group(s, t) for s, t in zip(sources, targets)]
+    adapter = None
+    if opts.sketch:
+        from t2ikit.control.generate import _resolve_adapter
+
+        adapter = _resolve_adapter(pipe, "sketch", None)
     hook = None
     if opts.method == "p2p":
         alignments = []
@@ -407,28 +590,49 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
                                   resolve_steps(opts.self_steps, opts.steps, 0.4, "self_steps"))
     elif opts.reweight or opts.cross_steps is not None or opts.self_steps is not None:
         raise ValueError("reweight, cross_steps and self_steps are Prompt-to-Prompt options; use method='p2p'")
-    if inversion is not None:
-        if inversion.prompts != sources or inversion.schedule.steps != opts.steps or inversion.guidance != opts.guidance:
+    if inversion is not None:  # blend uses only the (unguided) trajectory, so any guidance's inversion serves
+        if inversion.prompts != sources or inversion.schedule.steps != opts.steps or (
+                inversion.guidance != opts.guidance and opts.method != "blend"):
             raise ValueError("the inversion passed was made with other prompts, steps or guidance than this edit")
     messages = check_source(images, sources)
 
     # --- compute ---
     if inversion is None:
-        inversion = invert(pipe, images, sources, steps=opts.steps, guidance=opts.guidance, uncond=opts.uncond,
-                           progress=progress)
+        blend = opts.method == "blend"
+        inversion = invert(pipe, images, sources, steps=opts.steps, guidance=1.0 if blend else opts.guidance,
+                           uncond="negative-prompt" if blend else opts.uncond, progress=progress)
     schedule, traj = inversion.schedule, inversion.trajectory
     factor = pipe.vae_scale_factor
     target_cond = pipe._encode_each(targets)
     if user_mask is not None:
         pixel_mask, latent_mask = user_mask, _to_latent_mask(user_mask, factor)
-    elif opts.mask == "auto":
-        latent_mask = diffedit_mask(pipe, traj[-1], inversion.cond, target_cond, pipe.scheduler_config,
-                                    opts.mask_samples, opts.mask_strength, opts.mask_threshold, opts.seed)
+    elif auto_mask == "detect":
+        pixel_mask, missing = detect_mask(images, groups, opts.mask_snap if opts.mask_snap is not None else 2)
+        for b in missing:
+            msg = (f"mask='detect': no {groups[b].colour} {groups[b].shape} found in image {b}; "
+                   f"its mask is empty, so it is kept as it is")
+            messages.append(msg)
+            warnings.warn(msg, EditWarning, stacklevel=2)
+        latent_mask = _to_latent_mask(pixel_mask, factor)
+    elif auto_mask:
+        if auto_mask == "auto":
+            latent_mask = diffedit_mask(pipe, traj[-1], inversion.cond, target_cond, pipe.scheduler_config,
+                                        opts.mask_samples, opts.mask_strength, opts.mask_threshold, opts.seed)
+        else:
+            latent_mask = attention_mask(pipe, inversion, positions, opts.attention_threshold)
         if opts.mask_dilate:
             latent_mask = F.max_pool2d(latent_mask, 2 * opts.mask_dilate + 1, stride=1, padding=opts.mask_dilate)
         pixel_mask = F.interpolate(latent_mask, scale_factor=factor, mode="nearest")
     else:
         pixel_mask = latent_mask = None
+    if opts.mask_snap is not None and pixel_mask is not None and auto_mask != "detect":
+        from t2ikit.diffusion.blend import snap_mask
+
+        latent_mask = _to_latent_mask(snap_mask(pixel_mask, images, opts.mask_snap), factor)
+        pixel_mask = F.interpolate(latent_mask, scale_factor=factor, mode="nearest")
+    if opts.method == "blend":
+        return _blend(pipe, opts, images, inversion, sources, targets, target_cond, latent_mask, pixel_mask,
+                      adapter, messages)
     uncond = inversion.uncond
     if opts.method == "p2p":
         rows = torch.cat([torch.arange(n), torch.arange(n)])
@@ -469,5 +673,23 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
     return EditResult(out, sources, targets, inversion, pixel_mask, messages)
 
 
+def _blend(pipe, opts: EditOptions, images, inversion: Inversion, sources, targets, target_cond, latent_mask,
+           pixel_mask, adapter, messages) -> EditResult:
+    """The blend method (t2ikit.diffusion.blend): masks are made; sample, decode, composite."""
+    from t2ikit.diffusion.blend import ResidualUNet, blended_denoise, sketch_for_edit
+
+    unet = pipe.unet
+    if adapter is not None:
+        sketch = sketch_for_edit(images, pixel_mask, sources, targets).to(pipe.device, pipe.dtype)
+        unet = ResidualUNet(pipe.unet, adapter(sketch, float(opts.sketch)))
+    negative = inversion.cond if opts.uncond == "negative-prompt" else pipe._encode_each([""] * len(sources))
+    z = blended_denoise(unet, inversion.schedule, inversion.trajectory, target_cond, negative, opts.guidance,
+                        latent_mask, opts.strength, opts.start, torch.Generator("cpu").manual_seed(opts.seed))
+    out = pipe.decode(z)
+    if pixel_mask is not None:
+        out = pixel_mask * out + (1 - pixel_mask) * images
+    return EditResult(out, sources, targets, inversion, pixel_mask, messages)
+
+
 __all__ = ["EditOptions", "EditResult", "EditWarning", "Instruction", "check_source", "describe_image",
-           "diffedit_mask", "edit", "instruction_prompts", "load_mask", "parse_instruction"]
+           "attention_mask", "detect_mask", "diffedit_mask", "edit", "edited_group", "edited_positions", "instruction_prompts", "load_mask", "parse_instruction"]
