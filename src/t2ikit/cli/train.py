@@ -11,7 +11,7 @@ def register(subparsers) -> None:
         "train",
         help="train a model (VAE, then text encoder + UNet) or a condition adapter from a TOML config; resume; export",
         description="Train a text-to-image model on Shapes World from a TOML run config. Data-parallel: "
-        "torchrun --nproc-per-node N -m t2ikit train --config ... (DDP; the global batch is split over ranks).",
+        "torchrun --nproc-per-node N -m t2ikit train --config ... (DDP, or FSDP with run.parallel = \"fsdp\"; the global batch is split over ranks).",
     )
     p.add_argument("--config", help="TOML run config, e.g. configs/tiny.toml")
     p.add_argument(
