@@ -75,16 +75,21 @@ def test_adapter_run_resumes_exactly(tmp_path, tiny, modality, extra, capsys):
 def test_reference_adapter_fuses_through_attention(tmp_path, tiny):
     pipe = T2IPipeline.from_folder(tiny)
     adapter = ReferenceAdapter(pipe.unet)
+    reference = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))[0].numpy()
+    plain = generate_controlled(pipe, "a red circle", steps=2, seed=3).images
+    untrained = generate_controlled(pipe, "a red circle", steps=2, seed=3, reference=reference,
+                                    adapters={"reference": adapter}).images
+    assert np.array_equal(plain, untrained)  # zero-initialised gates: a fresh adapter changes nothing
     for p in adapter.encoder.parameters():
         torch.nn.init.normal_(p, std=0.5)
+    for gate in adapter.gates.values():
+        torch.nn.init.constant_(gate, 1.0)
     save_reference_adapter(adapter, tmp_path / "ref")
     again = load_reference_adapter(tmp_path / "ref", pipe.unet)
     image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     assert torch.equal(adapter.hook(image).tokens, again.hook(image).tokens)
     with pytest.raises(ValueError, match="attention .reference. adapter"):
         load_adapter(tmp_path / "ref")
-    reference = image[0].numpy()
-    plain = generate_controlled(pipe, "a red circle", steps=2, seed=3).images
     fused = generate_controlled(pipe, "a red circle", steps=2, seed=3, reference=reference,
                                 adapters={"reference": tmp_path / "ref"}).images
     off = generate_controlled(pipe, "a red circle", steps=2, seed=3, reference=reference,

@@ -5,7 +5,8 @@
 Reference-image tokens get their own key/value projections beside the text's, in every cross-attention
 layer, through an AttentionHook (on_qkv keeps the queries, on_output adds the reference branch before
 the output projection), so it stacks with every other hook. The new projections start as copies of the
-text's (IP-Adapter's initialisation) and train with the base model frozen.
+text's (IP-Adapter's initialisation) and train with the base model frozen; the trained adapter also gates
+each layer's branch with a zero-initialised scalar, so training starts from the unchanged base model.
 
 `ReferenceAdapter` bundles the encoder and the projections into one module with a JSON config, saved and
 loaded like the additive adapters (safetensors, no pickle); `reference_loss` is its training objective.
@@ -29,8 +30,9 @@ class ReferenceEncoder(nn.Module):
 
     def __init__(self, token_dim: int, grid: int = 2, hidden: int = 32):
         super().__init__()
-        self.net = nn.Sequential(
+        self.net = nn.Sequential(  # three stride-2 stages: at 64 px a cell sees a whole small object
             nn.Conv2d(3, hidden, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.SiLU(),
             nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.SiLU(),
             nn.AdaptiveAvgPool2d(grid),
         )
@@ -51,7 +53,7 @@ class ReferenceAttentionHook(AttentionHook):
 
     name = "reference"
 
-    def __init__(self, unet, scale: float = 1.0):
+    def __init__(self, unet, scale: float = 1.0, gated: bool = False):
         self.scale = scale
         self.tokens: torch.Tensor | None = None  # (N, M, D), set with set_tokens
         self.heads: dict[str, int] = {}
@@ -68,6 +70,9 @@ class ReferenceAttentionHook(AttentionHook):
         if not k:
             raise ValueError("ReferenceAttentionHook: the UNet has no cross-attention layers")
         self.projections = nn.ModuleDict({"k": nn.ModuleDict(k), "v": nn.ModuleDict(v)})
+        # gated: a zero-initialised scalar per layer multiplies the branch (GLIGEN/Flamingo-style tanh-free gate),
+        # so an untrained adapter leaves the frozen model exactly as it was, like the additive adapters' zero convs
+        self.gates = nn.ParameterDict({key: nn.Parameter(torch.zeros(())) for key in k}) if gated else None
         self._query: torch.Tensor | None = None
 
     def set_tokens(self, tokens: torch.Tensor) -> ReferenceAttentionHook:
@@ -91,7 +96,8 @@ class ReferenceAttentionHook(AttentionHook):
         k = self.projections["k"][_key(ctx.layer)](tokens).view(b, -1, heads, d).transpose(1, 2)
         v = self.projections["v"][_key(ctx.layer)](tokens).view(b, -1, heads, d).transpose(1, 2)
         ref = F.scaled_dot_product_attention(q, k, v)  # (B, heads, Nq, d)
-        return out + self.scale * ref.transpose(1, 2).reshape(b, -1, heads * d)
+        gate = self.gates[_key(ctx.layer)] if self.gates is not None else 1.0
+        return out + self.scale * gate * ref.transpose(1, 2).reshape(b, -1, heads * d)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -103,6 +109,7 @@ class ReferenceConfig:
     token_dim: int  # width of the reference tokens = the UNet's cross-attention dim
     grid: int = 2  # tokens per image = grid^2 (coarse: identity more than layout)
     hidden: int = 32  # width of the encoder's convs
+    gated: bool = True  # zero-initialised per-layer gates: an untrained adapter changes nothing
     modality: str = "reference"
     kind: str = "attention"  # how it is fused (the additive ConditionAdapter's folders have no "kind")
 
@@ -117,8 +124,9 @@ class ReferenceAdapter(nn.Module):
             raise ValueError(f"reference adapter tokens are {self.config.token_dim} wide; this UNet's "
                              f"cross-attention takes {unet.config.cross_attention_dim}")
         self.encoder = ReferenceEncoder(self.config.token_dim, self.config.grid, self.config.hidden)
-        self._hook = ReferenceAttentionHook(unet)
+        self._hook = ReferenceAttentionHook(unet, gated=self.config.gated)
         self.projections = self._hook.projections  # registered here, so state_dict() holds them
+        self.gates = self._hook.gates
 
     def hook(self, image: torch.Tensor, scale: float = 1.0) -> ReferenceAttentionHook:
         """The attention hook carrying `image`'s tokens (image: (B, 3, H, W) in [0, 1]) at `scale`."""
