@@ -377,3 +377,152 @@ def test_relation_instructions_are_read_and_bad_ones_name_the_part():
         instruction_prompts("move the red circle above the green square", "a red circle below a blue square")
     with pytest.raises(ValueError, match="already has"):
         instruction_prompts("move the red circle above the blue square", "a red circle above a blue square")
+
+
+# --- target outlines and class masks for shape and size edits (t2ikit.diffusion.outline) ------------------
+
+
+def _red_circle_scene():
+    scene, m, image = _scene_image([Group("red", "circle", "large"), Group("blue", "square", "large")])
+    red = next(o for o in scene.objects if o.colour == "red")
+    return scene, m, image, red
+
+
+def _detect(image, source, target):
+    from t2ikit.diffusion.edit import detect_mask, edited_group
+
+    return detect_mask(image, [edited_group(source, target)], 2)[0]
+
+
+def test_target_outline_is_the_target_shape_rendered_in_the_object_box():
+    from dataclasses import replace
+
+    from t2ikit.diffusion.blend import image_sketch
+    from t2ikit.diffusion.outline import target_conditions
+    from t2ikit.world import vocab
+    from t2ikit.world.render import render
+
+    scene, m, image, red = _red_circle_scene()
+    src, tgt = "a red circle and a blue square", "a red triangle and a blue square"
+    mask = _detect(image, src, tgt)
+    made = target_conditions(image, mask, [src], [tgt])
+    assert made.missing == [] and torch.equal(made.mask, mask)  # same extent: the mask needs no growing
+    # the target scene (the circle redrawn as a triangle in its box) has exactly this sketch
+    truth = render(replace(scene, objects=tuple(replace(o, shape="triangle") if o is red else o
+                                                for o in scene.objects)), 64, reference=False)
+    assert np.array_equal(made.sketch[0, 0].numpy(), truth.sketch)
+    assert not np.array_equal(made.sketch[0, 0].numpy(), image_sketch(image)[0, 0].numpy())
+    tri = vocab.SHAPES.index("triangle")
+    assert np.array_equal(made.classes[0, tri].numpy() > 0, truth.classes[tri] & (truth.instances > 0)
+                          & (mask[0, 0].numpy() > 0))
+    assert made.classes[0].sum() == made.classes[0, tri].sum()  # only the target's channel, only in its box
+
+
+@pytest.mark.parametrize("before, after", [("large", "small"), ("small", "large")])
+def test_size_edit_draws_the_target_size_and_grows_the_mask_to_hold_it(before, after):
+    from t2ikit.diffusion.outline import target_conditions
+    from t2ikit.world import vocab
+
+    _, _, image = _scene_image([Group("red", "circle", before), Group("blue", "square", "small")], seed=3)
+    src, tgt = f"a {before} red circle and a small blue square", f"a {after} red circle and a small blue square"
+    mask = _detect(image, src, tgt)
+    made = target_conditions(image, mask, [src], [tgt])
+    drawn = made.classes[0, vocab.SHAPES.index("circle")].numpy() > 0
+    ys, xs = np.nonzero(drawn)
+    lo, hi = vocab.SIZES[after]
+    assert max(np.ptp(ys), np.ptp(xs)) + 1 == (lo + hi) // 2  # the vocabulary's extent for the target size
+    assert (made.mask[0, 0].numpy()[drawn] > 0).all() and (made.mask >= mask).all()
+    assert (made.mask.sum() > mask.sum()) == (after == "large")
+
+
+def test_detect_mask_finds_the_object_whose_size_word_changes():
+    from t2ikit.diffusion.edit import edited_group
+    from t2ikit.diffusion.outline import edited_groups
+
+    src, tgt = "a large red triangle and a large purple diamond", "a small red triangle and a large purple diamond"
+    assert edited_group(src, tgt) == Group("red", "triangle", "large")  # "large" is in both phrases
+    assert edited_groups(src, tgt) == (Group("red", "triangle", "large"), Group("red", "triangle", "small"))
+
+
+def test_blend_with_target_outline_shape_mask_and_local_prompt_uses_them_and_keeps_the_rest(pipe, monkeypatch):
+    from t2ikit.control import generate
+    from t2ikit.control.adapters import ConditionAdapter, adapter_config_for
+    from t2ikit.diffusion.outline import target_conditions
+
+    seen = {}
+
+    class Recording(ConditionAdapter):
+        def forward(self, cond, scale=1.0):
+            seen[self.config.modality] = (cond.clone(), scale)
+            return super().forward(cond, scale)
+
+    def tiny_adapter(pipe_, name, given):
+        a = Recording(adapter_config_for(pipe_.unet, pipe_.vae_scale_factor, name, {"sketch": 1, "mask": 4}[name], hidden=8))
+        for conv in a.outs:
+            torch.nn.init.normal_(conv.weight, std=0.2, generator=torch.Generator().manual_seed(1))
+        return a
+
+    monkeypatch.setattr(generate, "_resolve_adapter", tiny_adapter)
+    _, _, image, _ = _red_circle_scene()
+    src, tgt = "a red circle and a blue square", "a red triangle and a blue square"
+    kw = dict(method="blend", guidance=4.0, steps=3, mask="detect")
+    r = edit(pipe, image, src, tgt, sketch=1.0, target_outline=True, shape_mask=0.5, local_prompt=True, **kw)
+    made = target_conditions(image, _detect(image, src, tgt), [src], [tgt])
+    assert torch.equal(seen["sketch"][0], made.sketch) and torch.equal(seen["mask"][0], made.classes)
+    assert seen["mask"][1] == 0.5
+    keep = (r.mask == 0).expand_as(image)
+    assert keep.any() and torch.equal(r.images[keep], image[keep])
+    plain = edit(pipe, image, src, tgt, **kw)
+    assert torch.equal(plain.mask, r.mask) and not torch.allclose(plain.images, r.images, atol=1e-3)
+    local = edit(pipe, image, src, tgt, local_prompt=True, **kw)
+    assert not torch.allclose(plain.images, local.images, atol=1e-3)  # another prompt and negative
+
+
+def test_target_outline_bad_input_is_refused_before_compute(pipe, monkeypatch):
+    import t2ikit.diffusion.edit as edit_module
+
+    def no_compute(*a, **k):
+        raise AssertionError("computed before refusing bad input")
+
+    monkeypatch.setattr(edit_module, "invert", no_compute)
+    src, tgt = "a red circle and a blue square", "a red triangle and a blue square"
+    cases = [
+        (dict(method="swap", shape_mask=1.0), "blend options"),
+        (dict(method="p2p", local_prompt=True), "blend options"),
+        (dict(method="blend", mask="detect", target_outline=True), "give sketch > 0"),
+        (dict(method="blend", sketch=1.0, target_outline=True), "give a mask"),
+        (dict(method="blend", mask="detect", shape_mask=-1.0), "shape_mask must be an adapter scale"),
+        (dict(method="blend", mask="detect", local_prompt="yes"), "local_prompt must be True or False"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            edit(pipe, IMAGE, src, tgt, **kwargs)
+    with pytest.raises(ValueError, match="changes 2 noun phrases"):
+        edit(pipe, IMAGE, src, "a green triangle and a red square", method="blend", mask="detect", local_prompt=True)
+
+
+def test_bench_suite_seed_gives_another_suite_and_is_checked(capsys):
+    from t2ikit.bench.edit import make_cases, run
+    from t2ikit.cli import main
+
+    assert [c.source_prompt for c in make_cases("shape", 3, seed=1)] != [c.source_prompt for c in make_cases("shape", 3)]
+    with pytest.raises(ValueError, match="seed .* must be an int"):
+        run(None, ("colour",), ("ground-truth",), n=1, seed=-1)
+    assert main(["bench", "edit", "--methods", "ground-truth", "--n", "2", "--kinds", "shape", "--seed", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["config"]["seed"] == 1 and result["results"]["ground-truth"]["shape"]["success"]["rate"] == 1.0
+
+
+def test_cli_edit_target_outline_options(folder, tmp_path, capsys):
+    from t2ikit.cli import main
+
+    Image.fromarray((IMAGE[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    args = ["edit", str(tmp_path / "in.png"), "--model", str(folder), "--steps", "2", "--quiet", "--source",
+            "a red circle", "--target", "a red square", "--out", str(tmp_path / "o.png")]
+    assert main(args + ["--method", "blend", "--mask", "detect", "--target-outline"]) == 2
+    assert "give sketch > 0" in capsys.readouterr().err
+    assert main(args + ["--shape-mask", "1"]) == 2
+    assert "blend options" in capsys.readouterr().err
+    assert main(args + ["--method", "blend", "--guidance", "3", "--mask", "auto", "--mask-snap", "1",
+                        "--local-prompt"]) == 0
+    assert Image.open(tmp_path / "o.png").size == (16, 16)

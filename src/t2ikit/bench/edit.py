@@ -22,7 +22,11 @@ Latent Diffusion, guidance BLEND_GUIDANCE against the source prompt) with its ma
 "+attn" the source's cross-attention to the edited words, both snapped to the image's objects (boxes
 grown by MASK_SNAP px), or "+detect" the boxes Shapes World's detector finds for the edited object;
 "+sketch" adds the shipped sketch adapter holding the source's outlines (all of them for a colour
-edit, those outside the mask otherwise).
+edit, those outside the mask otherwise); "+outline" draws the target's outline (from the shape
+vocabulary, in the edited object's box, at the target size's extent for a size edit) into that sketch and
+"+shapemask" holds the target's silhouette with the shipped class-mask adapter (t2ikit.diffusion.outline);
+"+local" samples the masked object under its own phrase alone ("an orange triangle"), its source phrase
+the negative.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from t2ikit.world.scene import CANVAS, GAP, Group, Obj, Relation, Spec, make_sce
 
 KINDS = ("colour", "shape", "size", "object", "relation")
 METHODS = ("ground-truth", "reconstruct", "swap", "swap+mask", "p2p", "p2p+mask", "blend+mask", "blend+sketch+mask",
-           "blend+attn", "blend+detect", "blend+sketch+detect")
+           "blend+attn", "blend+detect", "blend+sketch+detect", "blend+sketch+outline+mask", "blend+sketch+outline+detect",
+           "blend+shapemask+detect", "blend+sketch+outline+shapemask+detect", "blend+shapemask+local+detect",
+           "blend+sketch+outline+shapemask+local+detect")
 BLEND_GUIDANCE = 5.0  # blend methods sample at this CFG scale (the bench's --guidance is the swap/p2p one)
 MASK_SNAP = 2  # px: blend methods snap their DiffEdit/attention mask to the image's objects' boxes grown by this
 BENCH_SEED = 0xED17  # world seed of the edit suites
@@ -211,7 +217,9 @@ def method_options(method: str, steps: int, guidance: float, mask_dilate: int = 
     if base == "blend":
         mask = "attention" if "attn" in flags else "detect" if "detect" in flags else "auto"
         return EditOptions(method="blend", mask=mask, steps=steps, guidance=BLEND_GUIDANCE, mask_dilate=mask_dilate,
-                           mask_snap=MASK_SNAP, sketch=1.0 if "sketch" in flags else 0.0)
+                           mask_snap=MASK_SNAP, sketch=1.0 if "sketch" in flags else 0.0,
+                           target_outline="outline" in flags, shape_mask=1.0 if "shapemask" in flags else 0.0,
+                           local_prompt="local" in flags)
     return EditOptions(method="swap" if base == "reconstruct" else base, mask="auto" if flags else None,
                        steps=steps, guidance=guidance, mask_dilate=mask_dilate)
 
@@ -272,6 +280,8 @@ def run(pipe, kinds=KINDS, methods=METHODS, n: int = DEFAULT_N, steps: int = 20,
         raise ValueError(f"unknown or no kinds/methods {bad}; kinds: {', '.join(KINDS)}; methods: {', '.join(METHODS)}")
     if pipe is None and any(m != "ground-truth" for m in methods):
         raise ValueError("methods other than 'ground-truth' need a model")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed (the edit suite's world seed) must be an int in [0, 2**32); got {seed!r}")
     results: dict = {m: {} for m in methods}
     started = time.perf_counter()
     for kind in kinds:

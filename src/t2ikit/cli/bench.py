@@ -182,6 +182,8 @@ def _add_edit(verbs) -> None:
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
     p.add_argument("--guidance", type=float, default=1.0, help="CFG scale of the edits")
     p.add_argument("--mask-dilate", type=int, default=1, help="latent pixels the automatic mask is grown by")
+    p.add_argument("--seed", type=int, default=None,
+                   help="world seed of the edit suite (default: the bench's, 0xED17); another seed is a held-out suite")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     p.add_argument("--inversion", action="store_true",
@@ -213,7 +215,7 @@ def _edit(args) -> int:
 
         pipe = load_pipeline(args.model, args.threads)
     result = eb.run(pipe, kinds, methods, n=args.n, steps=args.steps, guidance=args.guidance, progress=not args.json,
-                    mask_dilate=args.mask_dilate)
+                    mask_dilate=args.mask_dilate, seed=eb.BENCH_SEED if args.seed is None else args.seed)
     result["command"] = "t2ikit bench edit " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "edit"] else None
     result["model"] = None if pipe is None else str(pipe.path)
     _emit(args, result, eb.markdown(result), "edit")

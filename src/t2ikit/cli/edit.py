@@ -30,6 +30,14 @@ def register(subparsers) -> None:
                    help="blend: the masked region starts from the inverted latent or the image freshly noised")
     p.add_argument("--sketch", type=float, default=0.0, metavar="SCALE",
                    help="blend: hold the source's outlines with the shipped sketch adapter at this scale (0: off)")
+    p.add_argument("--target-outline", action="store_true",
+                   help="blend + --sketch, shape/size edits: the sketch holds the target's outline, drawn from Shapes "
+                        "World's shape vocabulary in the edited object's box (found inside --mask)")
+    p.add_argument("--shape-mask", type=float, default=0.0, metavar="SCALE",
+                   help="blend: hold the target shape's silhouette in the object's box with the shipped class-mask "
+                        "adapter at this scale (0: off)")
+    p.add_argument("--local-prompt", action="store_true",
+                   help="blend: sample the masked object under its own phrase alone, its source phrase the negative")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
     p.add_argument("--guidance", type=float, default=1.0, help="CFG scale (1 = none)")
     p.add_argument("--uncond", default="negative-prompt", choices=["negative-prompt", "null-text", "none"],
@@ -77,7 +85,8 @@ def _edit(args) -> int:
     options = EditOptions(method=args.method, mode=args.mode, cross_steps=args.cross_steps, self_steps=args.self_steps,
                           reweight=_reweights(args.reweight), mask=args.mask, steps=args.steps,
                           guidance=args.guidance, uncond=args.uncond, start=args.start, sketch=args.sketch,
-                          mask_snap=args.mask_snap,
+                          mask_snap=args.mask_snap, target_outline=args.target_outline, shape_mask=args.shape_mask,
+                          local_prompt=args.local_prompt,
                           **({} if args.strength is None else {"strength": args.strength})).check()
     pipe = load_pipeline(args.model, args.threads)
     with warnings.catch_warnings(record=True) as caught:

@@ -93,16 +93,26 @@ def snap_mask(pixel_mask: torch.Tensor, images: torch.Tensor, pad: int = 2, shar
 _WORD = re.compile(r"[a-z]+")
 
 
-def changed_words(source: str, target: str) -> tuple[list[str], list[str]]:
-    """The words of `source` that the target replaces or drops, and the words the target brings in
-    ("a" and "an" count as one word: "a red circle" -> "an orange circle" changes only the colour)."""
-    a, b = ([{"an": "a"}.get(w, w) for w in _WORD.findall(p.lower())] for p in (source, target))
+def changed_spans(source: str, target: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Char spans (start, end) of the words of `source` that the target replaces or drops, and of the words
+    the target brings in ("a" and "an" count as one word: "a red circle" -> "an orange circle" changes only
+    the colour)."""
+    ms, mt = (list(_WORD.finditer(p.lower())) for p in (source, target))
+    a, b = ([{"an": "a"}.get(m.group(), m.group()) for m in ms_] for ms_ in (ms, mt))
     removed, added = [], []
     for op, i0, i1, j0, j1 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
         if op != "equal":
-            removed += a[i0:i1]
-            added += b[j0:j1]
+            removed += [m.span() for m in ms[i0:i1]]
+            added += [m.span() for m in mt[j0:j1]]
     return removed, added
+
+
+def changed_words(source: str, target: str) -> tuple[list[str], list[str]]:
+    """The words of `source` that the target replaces or drops, and the words the target brings in
+    (`changed_spans`' words, lower case, "an" read as "a")."""
+    removed, added = changed_spans(source, target)
+    word = lambda p, i, j: {"an": "a"}.get(p[i:j].lower(), p[i:j].lower())  # noqa: E731
+    return [word(source, i, j) for i, j in removed], [word(target, i, j) for i, j in added]
 
 
 def outlines_kept(source: str, target: str) -> bool:
@@ -177,5 +187,5 @@ def blended_denoise(unet, schedule: Schedule, trajectory: torch.Tensor, cond: to
     return ddim_denoise(unet, sub, x, cond, uncond, guidance, controller=controller, after_step=keep_outside)
 
 
-__all__ = ["ResidualUNet", "blended_denoise", "changed_words", "foreground", "image_sketch", "snap_mask", "outlines_kept", "sketch_for_edit",
+__all__ = ["ResidualUNet", "blended_denoise", "changed_spans", "changed_words", "foreground", "image_sketch", "snap_mask", "outlines_kept", "sketch_for_edit",
            "start_level"]

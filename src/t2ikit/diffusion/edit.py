@@ -8,7 +8,10 @@ Methods (one `edit` call, `EditOptions.method`):
     blend SDEdit + Blended Latent Diffusion (t2ikit.diffusion.blend): the inverted latent at `strength` of
           the schedule is sampled under the target prompt at real guidance (the source prompt as the
           negative), the latents outside the mask reset to the inverted source's at every step;
-          optionally the shipped sketch adapter holds the source's outlines (`sketch`)
+          optionally the shipped sketch adapter holds the source's outlines (`sketch`); for a shape or size
+          edit the sketch can hold the target's outline, drawn from the shape vocabulary in the edited
+          object's box (`target_outline`), and the class-mask adapter its silhouette (`shape_mask`;
+          t2ikit.diffusion.outline)
 
 Each can keep the image outside a mask (`EditOptions.mask`): "auto" is DiffEdit's mask (Couairon et
 al. 2022, Sec. 3.1: where the noise predictions under the source and the target prompts differ),
@@ -396,11 +399,11 @@ def attention_mask(pipe, inversion: Inversion, positions: list[list[int]],
 
 def edited_group(source: str, target: str):
     """The Shapes World object (Group) of `source` that the edit changes; ValueError if there is none."""
-    from t2ikit.diffusion.blend import changed_words
+    from t2ikit.diffusion.blend import changed_spans
     from t2ikit.text.phrases import noun_phrases
 
-    removed, _ = changed_words(source, target)
-    phrases = [ph.text for ph in noun_phrases(source) if any(w.lower() in removed for w in ph.words)]
+    removed, _ = changed_spans(source, target)  # by place: "large" may be in both phrases, changed in one
+    phrases = [ph.text for ph in noun_phrases(source) if any(ph.start <= i < ph.end for i, _ in removed)]
     if len(phrases) != 1:
         raise ValueError(f"mask='detect' needs the edit to change one object of the source prompt {source!r}; "
                          f"the target {target!r} changes {len(phrases)} noun phrases")
@@ -451,6 +454,9 @@ class EditOptions:
     strength: float = BLEND_STRENGTH  # blend: fraction of the schedule re-noised (1: from x_T)
     start: str = "inverted"  # blend: the masked region starts from the inverted latent or the image freshly noised ("noise")
     sketch: float = 0.0  # blend: scale of the shipped sketch adapter holding the source's outlines (0: off)
+    target_outline: bool = False  # blend + sketch: the sketch holds the target's outline (shape vocabulary) in the object's box
+    shape_mask: float = 0.0  # blend: scale of the shipped class-mask adapter holding the target's silhouette there (0: off)
+    local_prompt: bool = False  # blend: sample under the edited object's phrase alone, its source phrase the negative
     mask_snap: int | None = None  # snap the mask to the image's objects, their boxes grown by this many px (None: off)
     attention_threshold: float = ATTENTION_THRESHOLD
     mask_samples: int = MASK_SAMPLES
@@ -482,10 +488,22 @@ class EditOptions:
                                  "'none' (the empty prompt); null-text inversion is for swap and p2p")
             if self.mode != "auto":
                 raise ValueError("mode is a Prompt-to-Prompt option; use method='p2p'")
-        elif self.strength != BLEND_STRENGTH or self.start != "inverted" or self.sketch:
-            raise ValueError("strength, start and sketch are blend options; use method='blend'")
-        if not (isinstance(self.sketch, (int, float)) and not isinstance(self.sketch, bool) and 0 <= self.sketch < 1e3):
-            raise ValueError(f"sketch must be a scale >= 0 (0: no sketch adapter); got {self.sketch!r}")
+        elif self.strength != BLEND_STRENGTH or self.start != "inverted" or self.sketch or self.target_outline \
+                or self.shape_mask or self.local_prompt:
+            raise ValueError("strength, start, sketch, target_outline, shape_mask and local_prompt are blend options; "
+                             "use method='blend'")
+        for name in ("sketch", "shape_mask"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1e3):
+                raise ValueError(f"{name} must be an adapter scale >= 0 (0: off); got {v!r}")
+        for name in ("target_outline", "local_prompt"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
+        if self.target_outline and not self.sketch:
+            raise ValueError("target_outline draws the target's outline into the sketch condition; give sketch > 0")
+        if (self.target_outline or self.shape_mask) and self.mask is None:
+            raise ValueError("target_outline and shape_mask draw the target in the edited object's box, which is "
+                             "found inside the mask; give a mask ('detect', 'auto', 'attention' or a mask image)")
         if self.mask_snap is not None and not (isinstance(self.mask_snap, int) and self.mask_snap >= 0):
             raise ValueError(f"mask_snap must be None or an int >= 0 (px); got {self.mask_snap!r}")
         if not 0.0 < self.attention_threshold < 1.0:
@@ -572,11 +590,17 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
         positions = [edited_positions(pipe.tokenizer, s, t) for s, t in zip(sources, targets)]
     elif auto_mask == "detect":
         groups = [edited_group(s, t) for s, t in zip(sources, targets)]
-    adapter = None
-    if opts.sketch:
-        from t2ikit.control.generate import _resolve_adapter
+    local = None
+    if opts.target_outline or opts.shape_mask or opts.local_prompt:
+        from t2ikit.diffusion.outline import edited_groups
 
-        adapter = _resolve_adapter(pipe, "sketch", None)
+        local = [edited_groups(s, t) for s, t in zip(sources, targets)]  # the target names one Shapes World object
+    adapters = {}
+    for name, scale in (("sketch", opts.sketch), ("mask", opts.shape_mask)):
+        if scale:
+            from t2ikit.control.generate import _resolve_adapter
+
+            adapters[name] = _resolve_adapter(pipe, name, None)
     hook = None
     if opts.method == "p2p":
         alignments = []
@@ -631,8 +655,10 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
         latent_mask = _to_latent_mask(snap_mask(pixel_mask, images, opts.mask_snap), factor)
         pixel_mask = F.interpolate(latent_mask, scale_factor=factor, mode="nearest")
     if opts.method == "blend":
+        if opts.local_prompt:  # the masked region is one object: its phrase alone, without the others' words
+            target_cond = pipe._encode_each([_write_group(after) for _, after in local])
         return _blend(pipe, opts, images, inversion, sources, targets, target_cond, latent_mask, pixel_mask,
-                      adapter, messages)
+                      adapters, messages, None if not opts.local_prompt else [_write_group(b) for b, _ in local])
     uncond = inversion.uncond
     if opts.method == "p2p":
         rows = torch.cat([torch.arange(n), torch.arange(n)])
@@ -674,15 +700,38 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
 
 
 def _blend(pipe, opts: EditOptions, images, inversion: Inversion, sources, targets, target_cond, latent_mask,
-           pixel_mask, adapter, messages) -> EditResult:
+           pixel_mask, adapters, messages, negative_prompts=None) -> EditResult:
     """The blend method (t2ikit.diffusion.blend): masks are made; sample, decode, composite."""
     from t2ikit.diffusion.blend import ResidualUNet, blended_denoise, sketch_for_edit
 
+    conds = {}
+    if opts.target_outline or opts.shape_mask:  # t2ikit.diffusion.outline: the target drawn in the object's box
+        from t2ikit.diffusion.outline import target_conditions
+
+        made = target_conditions(images, pixel_mask, sources, targets, opts.mask_snap if opts.mask_snap is not None else 2)
+        for b in made.missing:
+            msg = f"no object found inside the mask of image {b}: no target outline drawn there"
+            messages.append(msg)
+            warnings.warn(msg, EditWarning, stacklevel=3)
+        if not torch.equal(made.mask, pixel_mask):  # grown to hold the target's box (a size edit)
+            pixel_mask, latent_mask = made.mask, _to_latent_mask(made.mask, pipe.vae_scale_factor)
+        conds["mask"] = made.classes
+        if opts.target_outline:
+            conds["sketch"] = made.sketch
+    if "sketch" in adapters and "sketch" not in conds:
+        conds["sketch"] = sketch_for_edit(images, pixel_mask, sources, targets)
     unet = pipe.unet
-    if adapter is not None:
-        sketch = sketch_for_edit(images, pixel_mask, sources, targets).to(pipe.device, pipe.dtype)
-        unet = ResidualUNet(pipe.unet, adapter(sketch, float(opts.sketch)))
-    negative = inversion.cond if opts.uncond == "negative-prompt" else pipe._encode_each([""] * len(sources))
+    scales = {"sketch": float(opts.sketch), "mask": float(opts.shape_mask)}
+    residuals = None
+    for name, adapter in adapters.items():  # several adapters: residuals summed per level (T2I-Adapter's composition, Mou et al. 2023)
+        res = adapter(conds[name].to(pipe.device, pipe.dtype), scales[name])
+        residuals = res if residuals is None else [a + r for a, r in zip(residuals, res)]
+    if residuals is not None:
+        unet = ResidualUNet(pipe.unet, residuals)
+    if opts.uncond == "negative-prompt":
+        negative = inversion.cond if negative_prompts is None else pipe._encode_each(negative_prompts)
+    else:
+        negative = pipe._encode_each([""] * len(sources))
     z = blended_denoise(unet, inversion.schedule, inversion.trajectory, target_cond, negative, opts.guidance,
                         latent_mask, opts.strength, opts.start, torch.Generator("cpu").manual_seed(opts.seed))
     out = pipe.decode(z)
