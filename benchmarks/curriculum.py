@@ -18,7 +18,7 @@ the individual checks, pooled and per kind (present, colour, size, count, relati
 are correlated, so the pooled rate also gets a bootstrap interval over images; the spread between training
 seeds is the bar for a difference between variants.
 
-Each run writes OUT/seed<s>/<variant>/result.json when it ends, and the shared VAE is saved to OUT/vae.pt:
+Each run writes OUT/seed<s>/<variant>/result.json when it ends, and the shared VAE is saved to OUT/vae.safetensors:
 a rerun with the same OUT skips what is done (--fresh starts over), so runs can be split across processes
 (--seeds, --only) and tabulated together with --report. The numbers in docs/results/training.md:
   python benchmarks/curriculum.py --size xs --resolution 32 --steps 800 --vae-steps 600 --batch 16 \\
@@ -158,18 +158,24 @@ def paired_difference(runs: list[dict], base: list[dict], key: str) -> tuple[flo
 
 
 def shared_vae(args, out: Path, seed: int):
-    """The one VAE of every run: trained once (seed `seed`), then read back from OUT/vae.pt."""
+    """The one VAE of every run: trained once (seed `seed`), then read back from OUT/vae.safetensors."""
+    import json
+
+    from safetensors.torch import load_file, safe_open, save_file
+
     from t2ikit.train.trainer import Trainer
 
-    path = out / "vae.pt"
+    path = out / "vae.safetensors"
     made_with = {"vae": args.vae, "resolution": args.resolution, "vae_steps": args.vae_steps, "batch": args.batch,
                  "seed": seed}
     if path.exists():
-        saved = torch.load(path, weights_only=True)
-        if saved.get("made_with") != made_with:
-            raise SystemExit(f"{path} was trained with {saved.get('made_with')}, this run asks for {made_with}; "
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        saved_with = json.loads(meta.get("made_with", "null"))
+        if saved_with != made_with:
+            raise SystemExit(f"{path} was trained with {saved_with}, this run asks for {made_with}; "
                              "use another --out or --fresh")
-        return saved["state"], float(saved["scaling_factor"])
+        return load_file(path), float(meta["scaling_factor"])
     t0 = time.perf_counter()
     cfg = make_config(args, "baseline", seed)
     cfg.unet_train.steps = 0
@@ -177,7 +183,8 @@ def shared_vae(args, out: Path, seed: int):
     trainer.run()
     state, factor = trainer.vae.state_dict(), float(trainer.vae.config.scaling_factor)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": state, "scaling_factor": torch.tensor(factor), "made_with": made_with}, path)
+    save_file({k: v.contiguous() for k, v in state.items()}, path,
+              metadata={"made_with": json.dumps(made_with), "scaling_factor": repr(factor)})  # no pickle
     print(f"# shared VAE: {args.vae_steps} steps in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return state, factor
 
@@ -255,8 +262,8 @@ def main(argv=None) -> int:
     if outside:
         raise SystemExit(f"--eval-at: steps {outside} are outside 1..{args.steps}")
     out = Path(args.out)
-    if args.fresh and (out / "vae.pt").exists():
-        (out / "vae.pt").unlink()
+    if args.fresh and (out / "vae.safetensors").exists():
+        (out / "vae.safetensors").unlink()
     suite = make_suite("train", args.n_prompts, 1)
     vae = None  # trained (or read) when the first run needs it
     results = []
