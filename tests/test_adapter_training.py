@@ -173,3 +173,29 @@ def test_sketch_consistency_term_reaches_the_adapter(tiny):
     losses[1].backward()
     assert adapter.outs[0].weight.grad.abs().sum() > 0  # zero-init outputs still get the term's gradient
     assert all(p.grad is None for p in pipe.vae.parameters())  # the VAE is only a path for gradients
+
+
+def test_concat_reference_adapter_appends_tokens(tmp_path, tiny):
+    from t2ikit.control.reference import ReferenceConfig
+
+    pipe = T2IPipeline.from_folder(tiny)
+    adapter = ReferenceAdapter(pipe.unet, ReferenceConfig(token_dim=pipe.unet.config.cross_attention_dim, grid=2,
+                                                          fusion="concat"))
+    assert not hasattr(adapter, "projections")  # the frozen text K/V read the tokens
+    text = pipe.encode_text(["a red circle", "a blue square"])
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    ctx = adapter.context(text, image)
+    assert ctx.shape == (2, text.shape[1] + 4, text.shape[2]) and torch.equal(ctx[:, :text.shape[1]], text)
+    with pytest.raises(ValueError, match="decoupled fusion"):
+        adapter.hook(image)
+    folder = save_reference_adapter(adapter, tmp_path / "concat")
+    reference = image[0].numpy()
+    plain = generate_controlled(pipe, "a red circle", steps=2, seed=3).images
+    fused = generate_controlled(pipe, "a red circle", steps=2, seed=3, reference=reference,
+                                adapters={"reference": folder}).images
+    assert not np.allclose(plain, fused)
+    with pytest.raises(ValueError, match="use a reference or regions"):
+        generate_controlled(pipe, "a red circle", steps=2, reference=reference, adapters={"reference": folder},
+                            regions=["0,0,8,16:a red circle"])
+    with pytest.raises(ValueError, match="adapter.fusion must be one of"):
+        load_adapter_config(_write(tmp_path / "f.toml", '[adapter]\nmodality = "reference"\nfusion = "sum"\n'))

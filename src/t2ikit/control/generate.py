@@ -167,6 +167,9 @@ def generate_controlled(
         raise ValueError("--scale regions=... given without --region")
     region_masks = check_regions(regions, spec.size) if regions else None
     adapters = {name: _resolve_adapter(pipe, name, (adapters or {}).get(name)) for name in maps}
+    if regions and any(isinstance(a, ReferenceAdapter) and a.concat for a in adapters.values()):
+        raise ValueError("a concat-fusion reference adapter lengthens the text context, which region prompts do not "
+                         "share: use a reference or regions, not both")
 
     # --- compute ---
     count = spec.count
@@ -181,7 +184,11 @@ def generate_controlled(
     residuals = None
     for name, adapter in adapters.items():
         cond = to_batch([m for m in maps[name] for _ in range(spec.n)], pipe.device, pipe.dtype)  # (N, C, H, W)
-        if isinstance(adapter, ReferenceAdapter):  # attention fusion: a hook on every cross-attention
+        if isinstance(adapter, ReferenceAdapter) and adapter.concat:  # image tokens after the text's
+            base = adapter.context(base, cond, scales.get(name, 1.0))
+            uncond = adapter.context(uncond, cond, scales.get(name, 1.0))
+            continue
+        if isinstance(adapter, ReferenceAdapter):  # decoupled attention fusion: a hook on every cross-attention
             controller.add(adapter.hook(cond, scales.get(name, 1.0)))
             continue
         res = adapter(cond, scales.get(name, 1.0))  # additive fusion: residuals into the down blocks

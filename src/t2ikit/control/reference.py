@@ -104,12 +104,17 @@ class ReferenceAttentionHook(AttentionHook):
 # The trainable bundle: encoder + per-layer projections
 
 
+FUSIONS = ("decoupled", "concat")
+
+
 @dataclass
 class ReferenceConfig:
     token_dim: int  # width of the reference tokens = the UNet's cross-attention dim
     grid: int = 2  # tokens per image = grid^2 (coarse: identity more than layout)
     hidden: int = 32  # width of the encoder's convs
-    gated: bool = True  # zero-initialised per-layer gates: an untrained adapter changes nothing
+    gated: bool = True  # decoupled: zero-initialised per-layer gates, so an untrained adapter changes nothing
+    fusion: str = "decoupled"  # "decoupled" (own K/V per layer, IP-Adapter) or "concat" (tokens appended to the
+    #                            text context, read by the frozen text K/V: image tokens as pseudo-words)
     modality: str = "reference"
     kind: str = "attention"  # how it is fused (the additive ConditionAdapter's folders have no "kind")
 
@@ -123,15 +128,36 @@ class ReferenceAdapter(nn.Module):
         if self.config.token_dim != unet.config.cross_attention_dim:
             raise ValueError(f"reference adapter tokens are {self.config.token_dim} wide; this UNet's "
                              f"cross-attention takes {unet.config.cross_attention_dim}")
+        if self.config.fusion not in FUSIONS:
+            raise ValueError(f"unknown reference fusion {self.config.fusion!r}; allowed: {', '.join(FUSIONS)}")
         self.encoder = ReferenceEncoder(self.config.token_dim, self.config.grid, self.config.hidden)
-        self._hook = ReferenceAttentionHook(unet, gated=self.config.gated)
-        self.projections = self._hook.projections  # registered here, so state_dict() holds them
-        self.gates = self._hook.gates
+        self._hook = None
+        if self.config.fusion == "decoupled":
+            self._hook = ReferenceAttentionHook(unet, gated=self.config.gated)
+            self.projections = self._hook.projections  # registered here, so state_dict() holds them
+            self.gates = self._hook.gates
+
+    @property
+    def concat(self) -> bool:
+        return self.config.fusion == "concat"
+
+    def context(self, text_states: torch.Tensor, image: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """concat fusion: (B, T, D) text states -> (B, T + M, D) with `image`'s tokens (times `scale`) appended;
+        image rows are repeated over the blocks of a batch of several conditions."""
+        if not self.concat:
+            raise ValueError("context() is the concat fusion; a decoupled reference adapter works through hook()")
+        tokens = self.encoder(image) * scale  # (N, M, D)
+        b = text_states.shape[0]
+        if b % tokens.shape[0]:
+            raise ValueError(f"reference tokens for {tokens.shape[0]} images, the text batch is {b}")
+        return torch.cat([text_states, tokens.to(text_states).repeat(b // tokens.shape[0], 1, 1)], dim=1)
 
     def hook(self, image: torch.Tensor, scale: float = 1.0) -> ReferenceAttentionHook:
         """The attention hook carrying `image`'s tokens (image: (B, 3, H, W) in [0, 1]) at `scale`."""
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"reference adapter expects (B, 3, H, W) images; got {tuple(image.shape)}")
+        if self._hook is None:
+            raise ValueError("hook() is the decoupled fusion; a concat reference adapter works through context()")
         self._hook.scale = scale
         return self._hook.set_tokens(self.encoder(image))
 
@@ -147,8 +173,11 @@ def reference_loss(unet, adapter: ReferenceAdapter, latents, text_states, refere
     noisy = noise_scheduler.add_noise(latents, noise, t)
     target = noise_scheduler.get_velocity(latents, noise, t) \
         if noise_scheduler.config.prediction_type == "v_prediction" else noise
-    with AttentionController([adapter.hook(reference)]).install(unet):
-        pred = unet(noisy, t, encoder_hidden_states=text_states, return_dict=False)[0]
+    if adapter.concat:
+        pred = unet(noisy, t, encoder_hidden_states=adapter.context(text_states, reference), return_dict=False)[0]
+    else:
+        with AttentionController([adapter.hook(reference)]).install(unet):
+            pred = unet(noisy, t, encoder_hidden_states=text_states, return_dict=False)[0]
     return F.mse_loss(pred.float(), target.float())
 
 

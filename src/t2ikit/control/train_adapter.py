@@ -35,6 +35,7 @@ class AdapterTrainConfig:
     lr: float = 1e-3  # AdamW learning rate (a fresh, zero-initialised adapter takes a large one)
     hidden: int = 32  # adapter width
     grid: int = 2  # reference only: tokens per image = grid^2
+    fusion: str = "decoupled"  # reference only: "decoupled" (own K/V per layer) or "concat" (tokens after the text)
     caption_dropout: float = 0.0  # fraction of samples trained with the empty caption
     consistency_weight: float = 0.0  # sketch only: + w * L_sketch (soft-edge Dice of the decoded predicted x0)
     consistency_max_t: int = 600  # ... on the samples with timestep below this (where x0 has a shape)
@@ -61,6 +62,10 @@ class AdapterTrainConfig:
             raise ValueError(f"adapter.consistency_weight must be >= 0 and is defined for sketch only (a decoded "
                              f"image has edges; depth and masks would need an estimator); got "
                              f"{self.consistency_weight} for {self.modality!r}")
+        from t2ikit.control.reference import FUSIONS
+
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"adapter.fusion must be one of {', '.join(FUSIONS)}; got {self.fusion!r}")
         if not self.lr > 0:
             raise ValueError(f"adapter.lr must be > 0, got {self.lr}")
         return self
@@ -91,7 +96,8 @@ def make_adapter(pipe, config: AdapterTrainConfig):
     from t2ikit.control.reference import ReferenceAdapter, ReferenceConfig
 
     if config.modality == "reference":
-        rc = ReferenceConfig(token_dim=pipe.unet.config.cross_attention_dim, grid=config.grid, hidden=config.hidden)
+        rc = ReferenceConfig(token_dim=pipe.unet.config.cross_attention_dim, grid=config.grid, hidden=config.hidden,
+                             fusion=config.fusion)
         return ReferenceAdapter(pipe.unet, rc)
     acfg = adapter_config_for(pipe.unet, pipe.vae_scale_factor, config.modality, CONDITIONS[config.modality],
                               config.hidden)
@@ -145,7 +151,7 @@ def _restore(path: Path, adapter, opt, gen, config: AdapterTrainConfig) -> tuple
 
     tensors, state, config_json = load_checkpoint(path)
     saved = json.loads(config_json)
-    differs = {k for k in ("modality", "batch_size", "hidden", "grid", "data_seed", "seed", "caption_dropout", "lr",
+    differs = {k for k in ("modality", "batch_size", "hidden", "grid", "fusion", "data_seed", "seed", "caption_dropout", "lr",
                            "consistency_weight", "consistency_max_t", "model") if saved.get(k) != getattr(config, k)}
     if state.get("stage") != "adapter" or differs:
         raise ValueError(f"cannot resume from {path}: it is not a checkpoint of this adapter run "
