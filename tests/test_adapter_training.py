@@ -194,6 +194,10 @@ def test_concat_reference_adapter_appends_tokens(tmp_path, tiny):
     fused = generate_controlled(pipe, "a red circle", steps=2, seed=3, reference=reference,
                                 adapters={"reference": folder}).images
     assert not np.allclose(plain, fused)
+    from t2ikit.bench.control import adapter_heldout_loss
+
+    loss = adapter_heldout_loss(pipe, folder, batches=1, batch_size=2)
+    assert loss["difference"]["n"] == 2 and loss["difference"]["mean"] != 0  # the tokens reach the UNet
     with pytest.raises(ValueError, match="use a reference or regions"):
         generate_controlled(pipe, "a red circle", steps=2, reference=reference, adapters={"reference": folder},
                             regions=["0,0,8,16:a red circle"])

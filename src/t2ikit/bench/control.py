@@ -276,13 +276,15 @@ def adapter_heldout_loss(pipe, adapter, batches: int = 4, batch_size: int = 16, 
             noisy = ns.add_noise(z, noise, t)
             target = ns.get_velocity(z, noise, t) if ns.config.prediction_type == "v_prediction" else noise
             for use, out in ((False, base), (True, withs)):
-                kw, controller = {}, AttentionController([])
-                if use and isinstance(adapter, ReferenceAdapter):
+                kw, controller, context = {}, AttentionController([]), text
+                if use and isinstance(adapter, ReferenceAdapter) and adapter.concat:
+                    context = adapter.context(text, batch[name])
+                elif use and isinstance(adapter, ReferenceAdapter):
                     controller.add(adapter.hook(batch[name]))
                 elif use:
                     kw = {"down_intrablock_additional_residuals": adapter(batch[name])}
                 with controller.install(pipe.unet):
-                    pred = pipe.unet(noisy, t, encoder_hidden_states=text, return_dict=False, **kw)[0]
+                    pred = pipe.unet(noisy, t, encoder_hidden_states=context, return_dict=False, **kw)[0]
                 out += ((pred - target) ** 2).mean((1, 2, 3)).tolist()
     return {"without": _mean(base), "with": _mean(withs), "empty_caption": empty_caption,
             "difference": _mean(np.asarray(withs) - np.asarray(base)), "batches": batches, "batch_size": batch_size}
