@@ -47,7 +47,7 @@ def _resolve_adapter(pipe, name: str, given):
             raise ValueError(
                 f"no trained {name} adapter: t2ikit ships none for {name!r} (shipped: "
                 f"{[c for c in CONDITIONS if shipped_adapter(c)] or 'none'}); train one with "
-                f"`python -m t2ikit.control.train_adapter --modality {name} --out DIR` and pass adapters={{'{name}': DIR}}"
+                f"`t2ikit train --config configs/adapter-{name}.toml --out DIR` and pass adapters={{'{name}': DIR}}"
             )
         if is_attention_adapter(folder):
             if name != "reference":
