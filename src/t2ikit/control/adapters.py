@@ -114,24 +114,29 @@ class HierarchicalAdapter(nn.Module):
         return total
 
 
-def adapter_loss(unet, adapter: ConditionAdapter, latents, text_states, cond, noise_scheduler,
-                 generator: torch.Generator) -> torch.Tensor:
-    """MSE of the frozen UNet's eps/v prediction with the adapter's residuals, at uniform timesteps."""
+def noised_batch(latents, noise_scheduler, generator: torch.Generator):
+    """(t, noisy, target) for the base model's own loss: uniform timesteps, the eps or v target."""
     b = latents.shape[0]
     t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
     noise = torch.randn(latents.shape, generator=generator)
     noisy = noise_scheduler.add_noise(latents, noise, t)
     if noise_scheduler.config.prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(latents, noise, t)
-    else:
-        target = noise
+        return t, noisy, noise_scheduler.get_velocity(latents, noise, t)
+    return t, noisy, noise
+
+
+def adapter_loss(unet, adapter: ConditionAdapter, latents, text_states, cond, noise_scheduler,
+                 generator: torch.Generator) -> torch.Tensor:
+    """MSE of the frozen UNet's eps/v prediction with the adapter's residuals, at uniform timesteps."""
+    t, noisy, target = noised_batch(latents, noise_scheduler, generator)
     pred = unet(noisy, t, encoder_hidden_states=text_states,
                 down_intrablock_additional_residuals=adapter(cond), return_dict=False)[0]
     return F.mse_loss(pred.float(), target.float())
 
 
-def save_adapter(adapter: ConditionAdapter, folder: str | Path, extra: dict | None = None) -> Path:
-    """Write adapter.safetensors and adapter_config.json (plus `extra`, e.g. the training record)."""
+def save_adapter(adapter: nn.Module, folder: str | Path, extra: dict | None = None) -> Path:
+    """Write adapter.safetensors and adapter_config.json (plus `extra`, e.g. the training record) of any
+    adapter whose `config` is a dataclass (ConditionAdapter, reference.ReferenceAdapter)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)

@@ -15,7 +15,7 @@ loaded like the additive adapters (safetensors, no pickle); `reference_loss` is 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -167,12 +167,9 @@ def reference_loss(unet, adapter: ReferenceAdapter, latents, text_states, refere
     """The frozen UNet's eps/v MSE with the reference branch in every cross-attention, uniform timesteps."""
     from t2ikit.attention.processor import AttentionController
 
-    b = latents.shape[0]
-    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
-    noise = torch.randn(latents.shape, generator=generator)
-    noisy = noise_scheduler.add_noise(latents, noise, t)
-    target = noise_scheduler.get_velocity(latents, noise, t) \
-        if noise_scheduler.config.prediction_type == "v_prediction" else noise
+    from t2ikit.control.adapters import noised_batch
+
+    t, noisy, target = noised_batch(latents, noise_scheduler, generator)
     if adapter.concat:
         pred = unet(noisy, t, encoder_hidden_states=adapter.context(text_states, reference), return_dict=False)[0]
     else:
@@ -182,15 +179,9 @@ def reference_loss(unet, adapter: ReferenceAdapter, latents, text_states, refere
 
 
 def save_reference_adapter(adapter: ReferenceAdapter, folder: str | Path, extra: dict | None = None) -> Path:
-    from safetensors.torch import save_file
+    from t2ikit.control.adapters import save_adapter
 
-    from t2ikit.control.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, folder / ADAPTER_WEIGHTS)
-    (folder / ADAPTER_CONFIG).write_text(json.dumps({"config": asdict(adapter.config), **(extra or {})}, indent=1))
-    return folder
+    return save_adapter(adapter, folder, extra)
 
 
 def is_attention_adapter(folder: str | Path) -> bool:

@@ -169,15 +169,11 @@ def sketch_consistency_loss(pipe, adapter, latents, text_states, sketch, noise_s
     (Dice, `control.consistency.consistency_loss`); gradients reach the adapter through the UNet and VAE."""
     import torch.nn.functional as F
 
+    from t2ikit.control.adapters import noised_batch
     from t2ikit.control.consistency import consistency_loss
     from t2ikit.train.losses import predicted_x0
 
-    b = latents.shape[0]
-    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
-    noise = torch.randn(latents.shape, generator=generator)
-    noisy = noise_scheduler.add_noise(latents, noise, t)
-    target = noise_scheduler.get_velocity(latents, noise, t) \
-        if noise_scheduler.config.prediction_type == "v_prediction" else noise
+    t, noisy, target = noised_batch(latents, noise_scheduler, generator)
     pred = pipe.unet(noisy, t, encoder_hidden_states=text_states,
                      down_intrablock_additional_residuals=adapter(sketch), return_dict=False)[0]
     loss = F.mse_loss(pred.float(), target.float())
