@@ -143,3 +143,11 @@ def test_model_generator_on_a_tiny_folder(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["per_category"]["single"]["n"] == 1  # random weights: the score itself means nothing
     assert result["config"]["generator"].startswith("model:")
+    assert main(["bench", "compbench", "--generator", "model", "--model", str(tmp_path / "tiny"), "--steps", "2",
+                 "--size", "64", "--n-prompts", "1", "--seeds", "1", "--categories", "single", "--guidance", "7",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["generator"].endswith(",guidance=7")
+    assert main(["bench", "compbench", "--generator", "noise", "--guidance", "7"]) == 2
+    assert "--guidance applies to --generator model only" in capsys.readouterr().err
+    assert main(["bench", "compbench", "--generator", "model", "--guidance", "-1"]) == 2
+    assert "--guidance must be a number >= 0" in capsys.readouterr().err

@@ -55,6 +55,8 @@ def _add_compbench(verbs) -> None:
     p.add_argument("--seeds", type=int, default=None, help="image seeds per prompt (default: 2)")
     p.add_argument("--steps", type=int, default=20, help="sampling steps for --generator model")
     p.add_argument("--size", type=int, default=None, help="image size for --generator model (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="CFG scale for --generator model (default: the model's, 4.0 for shapes-v1)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generator call")
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     p.add_argument("--out", default=None, help="write compbench.json, compbench.md (and images with --save-images)")
@@ -80,10 +82,17 @@ def _compbench(args) -> int:
         else:
             suite = cb.make_suite(split=args.split, **suite_kwargs)
         extra = {"size": (args.size, args.size)} if args.size is not None and args.generator == "model" else {}
+        if args.guidance is not None:
+            if args.generator != "model":
+                raise ValueError("--guidance applies to --generator model only")
+            if not args.guidance >= 0 or args.guidance != args.guidance:
+                raise ValueError(f"--guidance must be a number >= 0; got {args.guidance}")
+            extra["guidance"] = args.guidance
         generator = cb.make_generator(args.generator, model=args.model, steps=args.steps, **extra)
         save_dir = Path(args.out) / "images" if (args.out and args.save_images) else None
         result = cb.run(suite, generator, batch_size=args.batch_size, save_images=save_dir,
-                        generator_name=args.generator if args.generator != "model" else f"model:{args.model or 'shapes-v1'}")
+                        generator_name=args.generator if args.generator != "model" else
+                        f"model:{args.model or 'shapes-v1'}" + (f",guidance={args.guidance:g}" if args.guidance is not None else ""))
     _emit(args, result, cb.markdown(result), "compbench")
     return 0
 
