@@ -203,3 +203,31 @@ def test_concat_reference_adapter_appends_tokens(tmp_path, tiny):
                             regions=["0,0,8,16:a red circle"])
     with pytest.raises(ValueError, match="adapter.fusion must be one of"):
         load_adapter_config(_write(tmp_path / "f.toml", '[adapter]\nmodality = "reference"\nfusion = "sum"\n'))
+
+
+def test_cli_png_records_conditions(tmp_path, tiny, capsys):
+    from PIL import Image
+
+    from t2ikit.cli import main
+    from t2ikit.cli.info import PNG_KEY, parse_parameters
+    from t2ikit.control.adapters import ConditionAdapter, adapter_config_for, save_adapter
+
+    sketch = tmp_path / "s.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(sketch)
+    pipe = T2IPipeline.from_folder(tiny)
+    save_adapter(ConditionAdapter(adapter_config_for(pipe.unet, pipe.vae_scale_factor, "sketch", 1, hidden=8)),
+                 tmp_path / "a")
+    out = tmp_path / "o.png"
+    base = ["generate", "a red circle", "--model", str(tiny), "--steps", "2", "--out", str(out), "--quiet"]
+    assert main(base + ["--region", "0,0,8,16:a red circle", "--scale", "regions=3"]) == 0
+    settings = parse_parameters(Image.open(out).text[PNG_KEY])["settings"]
+    assert settings["Regions"] == "0,0,8,16:a red circle" and settings["Condition scales"] == "regions=3"
+    assert settings["Region mode"] == "attention"
+    assert main(base + ["--sketch", str(sketch), "--adapter", f"sketch={tmp_path / 'a'}", "--scale", "sketch=0.5"]) == 0
+    settings = parse_parameters(Image.open(out).text[PNG_KEY])["settings"]
+    assert settings["Sketch image"] == str(sketch) and settings["Sketch adapter"] == str(tmp_path / "a")
+    capsys.readouterr()
+    assert main(base + ["--adapter", f"sketch={tmp_path / 'a'}"]) == 2
+    assert "given without --sketch" in capsys.readouterr().err
+    assert main(base + ["--sketch", str(sketch), "--adapter", f"edges={tmp_path / 'a'}"]) == 2
+    assert "--adapter must be CONDITION=DIR" in capsys.readouterr().err

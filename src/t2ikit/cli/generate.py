@@ -44,6 +44,8 @@ def register(subparsers) -> None:
                         help="sparse/hierarchical cross-attention: topk:K, topp:P, prune, prune:K, hier:W/P/S")
     for name in ("sketch", "depth", "mask", "reference"):  # t2ikit.control: conditions through adapters
         parser.add_argument(f"--{name}", default=None, metavar="PNG", help=f"{name} condition image (image size)")
+    parser.add_argument("--adapter", action="append", default=[], metavar="CONDITION=DIR",
+                        help="adapter folder for a condition instead of the shipped one (repeatable)")
     parser.add_argument("--scale", action="append", default=[], metavar="NAME=S",
                         help="per-condition scale: text, regions, sketch, depth, mask, reference (repeatable)")
     parser.add_argument("--region", action="append", default=[], metavar="BOX_OR_MASK:PROMPT",
@@ -75,6 +77,19 @@ def _generate(args) -> int:
         for r in args.region:
             parse_region(r)
         controls.update(scales=args.scale, regions=args.region)
+    if args.adapter:
+        from t2ikit.control.encoders import CONDITIONS
+
+        adapters = {}
+        for item in args.adapter:
+            name, sep, folder = item.partition("=")
+            if not sep or name not in CONDITIONS or not Path(folder).is_dir():
+                raise ValueError(f"--adapter must be CONDITION=DIR with CONDITION one of {', '.join(CONDITIONS)} and "
+                                 f"an existing folder; got {item!r}")
+            if not getattr(args, name):
+                raise ValueError(f"--adapter {item!r} given without --{name}")
+            adapters[name] = folder
+        controls["adapters"] = adapters
     hooks = None
     if args.attention is not None:
         from t2ikit.attention.sparse import _TextBound, hooks_from_spec
@@ -110,6 +125,18 @@ def _generate(args) -> int:
             "Size": f"{spec.size[1]}x{spec.size[0]}",
             "Model": pipe.name,
         }
+        for name in ("sketch", "depth", "mask", "reference"):  # conditions: where they came from, and how strong
+            if getattr(args, name):
+                settings[f"{name.capitalize()} image"] = getattr(args, name)
+        for name, folder in controls.get("adapters", {}).items():
+            settings[f"{name.capitalize()} adapter"] = folder
+        if args.scale:
+            settings["Condition scales"] = " ".join(args.scale)
+        if args.region:
+            settings["Regions"] = "; ".join(args.region)
+            settings["Region mode"] = args.region_mode
+        if args.attention is not None:
+            settings["Attention"] = args.attention
         info = PngInfo()
         info.add_text(PNG_KEY, format_parameters(spec.prompts[0], args.negative, settings))
         path.parent.mkdir(parents=True, exist_ok=True)
