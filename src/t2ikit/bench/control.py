@@ -16,6 +16,7 @@ Every rate has a 95% Wilson interval, every mean a 95% normal interval.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -256,7 +257,7 @@ def adapter_heldout_loss(pipe, adapter, batches: int = 4, batch_size: int = 16, 
     from diffusers import DDPMScheduler
 
     from t2ikit.attention.processor import AttentionController
-    from t2ikit.control.adapters import load_adapter
+    from t2ikit.control.adapters import load_adapter, noised_batch
     from t2ikit.control.encoders import shapes_batch
     from t2ikit.control.reference import ReferenceAdapter, is_attention_adapter, load_reference_adapter
 
@@ -271,19 +272,16 @@ def adapter_heldout_loss(pipe, adapter, batches: int = 4, batch_size: int = 16, 
             batch = shapes_batch(data_seed, b, batch_size, pipe.default_size[0], names=(name,))
             z = pipe.vae.encode(batch["rgb"] * 2 - 1).latent_dist.mean * pipe.vae.config.scaling_factor
             text = pipe.encode_text([""] * batch_size if empty_caption else batch["captions"])
-            t = torch.randint(0, ns.config.num_train_timesteps, (batch_size,), generator=gen)
-            noise = torch.randn(z.shape, generator=gen)
-            noisy = ns.add_noise(z, noise, t)
-            target = ns.get_velocity(z, noise, t) if ns.config.prediction_type == "v_prediction" else noise
+            t, noisy, target = noised_batch(z, ns, gen)
             for use, out in ((False, base), (True, withs)):
-                kw, controller, context = {}, AttentionController([]), text
+                kw, hooked, context = {}, contextlib.nullcontext(), text
                 if use and isinstance(adapter, ReferenceAdapter) and adapter.concat:
                     context = adapter.context(text, batch[name])
                 elif use and isinstance(adapter, ReferenceAdapter):
-                    controller.add(adapter.hook(batch[name]))
+                    hooked = AttentionController([adapter.hook(batch[name])]).install(pipe.unet)
                 elif use:
                     kw = {"down_intrablock_additional_residuals": adapter(batch[name])}
-                with controller.install(pipe.unet):
+                with hooked:
                     pred = pipe.unet(noisy, t, encoder_hidden_states=context, return_dict=False, **kw)[0]
                 out += ((pred - target) ** 2).mean((1, 2, 3)).tolist()
     return {"without": _mean(base), "with": _mean(withs), "empty_caption": empty_caption,

@@ -297,15 +297,9 @@ def _control(args) -> int:
     if unknown:
         raise ValueError(f"unknown --sections {sorted(unknown)}; allowed: {', '.join(bc.SECTIONS)}")
     from t2ikit.control.encoders import CONDITIONS
+    from t2ikit.control.generate import parse_adapter_args
 
-    adapters = {}
-    for item in args.adapter:
-        name, sep, folder = item.partition("=")
-        if not sep or not Path(folder).is_dir():
-            raise ValueError(f"--adapter must be CONDITION=DIR with an existing folder; got {item!r}")
-        if name not in CONDITIONS:
-            raise ValueError(f"--adapter {item!r}: unknown condition {name!r}; allowed: {', '.join(CONDITIONS)}")
-        adapters[name] = folder
+    adapters = parse_adapter_args(args.adapter)
     if not args.adapter:
         adapters = {c: shipped_adapter(c) for c in CONDITIONS if shipped_adapter(c) is not None}
     torch.set_num_threads(1)  # small models on a shared CPU: one thread is the fast setting

@@ -78,18 +78,12 @@ def _generate(args) -> int:
             parse_region(r)
         controls.update(scales=args.scale, regions=args.region)
     if args.adapter:
-        from t2ikit.control.encoders import CONDITIONS
+        from t2ikit.control.generate import parse_adapter_args
 
-        adapters = {}
-        for item in args.adapter:
-            name, sep, folder = item.partition("=")
-            if not sep or name not in CONDITIONS or not Path(folder).is_dir():
-                raise ValueError(f"--adapter must be CONDITION=DIR with CONDITION one of {', '.join(CONDITIONS)} and "
-                                 f"an existing folder; got {item!r}")
+        controls["adapters"] = parse_adapter_args(args.adapter)
+        for name, folder in controls["adapters"].items():
             if not getattr(args, name):
-                raise ValueError(f"--adapter {item!r} given without --{name}")
-            adapters[name] = folder
-        controls["adapters"] = adapters
+                raise ValueError(f"--adapter {name}={folder} given without --{name}")
     hooks = None
     if args.attention is not None:
         from t2ikit.attention.sparse import _TextBound, hooks_from_spec

@@ -80,6 +80,18 @@ def parse_scales(items) -> dict[str, float]:
     return out
 
 
+def parse_adapter_args(items) -> dict[str, str]:
+    """["sketch=DIR", ...] (the CLI's --adapter) -> {condition: folder}; each folder must exist."""
+    out = {}
+    for item in items or []:
+        name, sep, folder = item.partition("=")
+        if not sep or name not in CONDITIONS or not Path(folder).is_dir():
+            raise ValueError(f"--adapter must be CONDITION=DIR with CONDITION one of {', '.join(CONDITIONS)} and an "
+                             f"existing folder; got {item!r}")
+        out[name] = folder
+    return out
+
+
 def _background_latents(pipe, colour: str, size, count: int) -> torch.Tensor:
     """(N, C, h, w) clean latents of a plain image of `colour`."""
     from t2ikit.world import vocab
