@@ -266,3 +266,29 @@ def test_time_limit_checkpoints_and_resume_finishes(tmp_path):
     assert '"time_limit"' in (out / "log.jsonl").read_text()
     assert main(["train", "--config", str(config), "--out", str(out), "--resume"]) == 0
     assert ckpt.list_checkpoints(out / "checkpoints")[-1].name == "ckpt-2-unet-000000006"
+
+
+def test_init_fine_tunes_an_exported_model_and_keeps_its_vae(tmp_path):
+    """model.init starts from an exported folder: step 0 equals it, its VAE scaling factor is kept (no
+    recalibration when vae_train.steps = 0), and training moves the UNet; bad folders fail before compute."""
+    base = Trainer(load_config(tiny_config(tmp_path, "[unet_train] steps = 2", name="base.toml")), out=tmp_path / "base")
+    folder = base.run()
+    from diffusers import UNet2DConditionModel
+
+    exported = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
+    extra = f'[model] init = "{folder}"\n[vae_train] steps = 0\n[unet_train] steps = 2\n[checkpoint] every = 1'
+    ft = Trainer(load_config(tiny_config(tmp_path, extra, name="ft.toml")), out=tmp_path / "ft")
+    assert torch.equal(ft.unet.conv_in.weight, exported.conv_in.weight)
+    assert torch.equal(ft.ema_unet.shadow["conv_in.weight"], exported.conv_in.weight)
+    factor = base.vae.config.scaling_factor
+    assert ft.vae.config.scaling_factor == factor != 1.0
+    tuned = ft.run()
+    assert ft.vae.config.scaling_factor == factor
+    assert not torch.equal(UNet2DConditionModel.from_pretrained(tuned, subfolder="unet").conv_in.weight,
+                           exported.conv_in.weight)
+
+    with pytest.raises(ValueError, match="not a model folder"):
+        load_config(tiny_config(tmp_path, f'[model] init = "{tmp_path}"', name="none.toml"))
+    with pytest.raises(ValueError, match="does not fit model.size='s'"):
+        Trainer(load_config(tiny_config(tmp_path, f'[model] init = "{folder}"\n[model] size = "s"', name="s.toml")),
+                out=tmp_path / "s")

@@ -38,6 +38,8 @@ class ModelConfig:
     max_tokens: int = 32  # tokenizer max_length (captions are padded/truncated to it)
     fusion: str = "sequential"  # UNet fusion strategy (t2ikit.models.fusion): sequential, parallel, interleaved,
     # gated or "hierarchical:16=sequential,8=gated"; anything but sequential is not a stock diffusers UNet
+    init: str = ""  # a model folder (diffusers format, same size) to start from instead of a fresh init: fine-tuning.
+    # Its VAE, text encoder and UNet weights are loaded; with vae_train.steps = 0 its VAE scaling factor is kept
 
 
 @dataclass
@@ -144,6 +146,11 @@ class TrainConfig:
         v = vae_size(self.model.vae)
         if self.model.resolution % v.factor:
             raise ValueError(f"model.resolution={self.model.resolution} is not divisible by the VAE factor {v.factor}")
+        if self.model.init and not (Path(self.model.init) / "model_index.json").is_file():
+            raise ValueError(
+                f"model.init={self.model.init!r} is not a model folder (no model_index.json there); give the folder "
+                "of an exported model, such as a run's model/ or src/t2ikit/weights/shapes-v1"
+            )
         if self.run.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"run.device must be 'auto', 'cpu' or 'cuda', got {self.run.device!r}")
         if self.run.precision not in ("fp32", "bf16"):

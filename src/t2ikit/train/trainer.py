@@ -159,6 +159,8 @@ class Trainer:
         self.vae = self._build("vae")
         self.unet = self._build("unet")
         self.text_encoder = self._build("text_encoder")
+        if m.init:
+            self._init_from(Path(m.init))
         self.noise_scheduler = training_scheduler(cfg.diffusion)
         self.multiloss = None
         if cfg.losses.text_alignment > 0 or cfg.losses.image_quality > 0 or cfg.losses.weighting != "fixed":
@@ -196,6 +198,32 @@ class Trainer:
             ).to(self.device)
         raise ValueError(f"unknown component {name!r}")
 
+    def _init_from(self, folder: Path) -> None:
+        """Fine-tuning: load the VAE, text encoder and UNet weights (and the VAE scaling factor) of an exported
+        model folder into the freshly built components; the architecture must be the one the config names."""
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        vocab = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True).get_vocab()
+        if vocab != self.tokenizer.get_vocab():
+            raise ValueError(f"model.init={str(folder)!r}: its tokenizer's vocabulary is not t2ikit's, so its text "
+                             "encoder's embeddings would mean other words")
+        sources = {
+            "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32),
+            "text_encoder": CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=torch.float32),
+            "unet": UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32),
+        }
+        for name, source in sources.items():
+            try:
+                getattr(self, name).load_state_dict(source.state_dict(), strict=True)
+            except RuntimeError as err:
+                first = str(err).splitlines()[1:2] or [str(err)]
+                raise ValueError(
+                    f"model.init={str(folder)!r}: its {name} does not fit model.size={self.cfg.model.size!r} / "
+                    f"model.vae={self.cfg.model.vae!r} ({first[0].strip()})"
+                ) from None
+        self.vae.register_to_config(scaling_factor=float(sources["vae"].config.scaling_factor))
+
     # -- paths ---------------------------------------------------------------------------------------
 
     @property
@@ -221,7 +249,9 @@ class Trainer:
             self._train_vae()
             if self.stopped_early:
                 return self.export() if self.cfg.export.at_end else None
-            self.calibrate_vae()  # a resumed UNet stage keeps the factor stored in its checkpoint
+            if not (self.cfg.model.init and self.cfg.vae_train.steps == 0):
+                self.calibrate_vae()  # a resumed UNet stage keeps the factor stored in its checkpoint
+            # else: fine-tuning on the init folder's untouched VAE keeps the factor its UNet was trained with
             self.stage, self.step = "unet", 0
         self.vae.eval().requires_grad_(False)
         self._train_unet()
