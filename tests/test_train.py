@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -292,3 +293,30 @@ def test_init_fine_tunes_an_exported_model_and_keeps_its_vae(tmp_path):
     with pytest.raises(ValueError, match="does not fit model.size='s'"):
         Trainer(load_config(tiny_config(tmp_path, f'[model] init = "{folder}"\n[model] size = "s"', name="s.toml")),
                 out=tmp_path / "s")
+
+
+def test_style_share_mixes_style_scenes_into_the_vae_stream_only(tmp_path):
+    """vae_train.style_share draws that share of the VAE's scenes from the style category (per scene, so a
+    shard's one-scene batches equal the whole batch); 0 leaves the stream exactly as it was."""
+    from t2ikit.train.data import style_mixed_batch
+    from t2ikit.world.dataset import make_batch
+
+    whole = style_mixed_batch(3, 5, 8, 32, "train", style_share=0.5)
+    parts = [style_mixed_batch(3, 5 * 8 + j, 1, 32, "train", style_share=0.5) for j in range(8)]
+    assert np.array_equal(whole["rgb"], np.concatenate([p["rgb"] for p in parts]))
+    assert whole["captions"] == [c for p in parts for c in p["captions"]]
+    def not_white(images) -> int:  # the corner pixel is the background
+        return sum(bool((img[0, 0] < 0.99).any()) for img in images)
+
+    mixed, plain = style_mixed_batch(0, 0, 200, 16, "train", style_share=0.5), make_batch(0, 0, 200, 16)
+    assert not_white(mixed["rgb"]) > not_white(plain["rgb"]) + 20, (not_white(mixed["rgb"]), not_white(plain["rgb"]))
+    none = style_mixed_batch(0, 0, 4, 16, "train", style_share=0.0)
+    assert np.array_equal(none["rgb"], np.concatenate([make_batch(0, j, 1, 16)["rgb"] for j in range(4)]))
+    trainer = Trainer(load_config(tiny_config(tmp_path, "[vae_train] style_share = 0.5")), out=tmp_path / "run")
+    vae_item = trainer._dataset("vae", 8, 1, tokenizer=None)[0]
+    expected = style_mixed_batch(trainer.cfg.run.seed * 3, 0, 8, trainer.cfg.model.resolution, "train", 0.5)
+    assert vae_item["captions"] == expected["captions"]
+    unet_item = trainer._dataset("unet", 8, 1, tokenizer=None)[0]
+    assert unet_item["captions"] == make_batch(trainer.cfg.run.seed * 3 + 1, 0, 8, trainer.cfg.model.resolution)["captions"]
+    with pytest.raises(ValueError, match="style_share"):
+        load_config(tiny_config(tmp_path, "[vae_train] style_share = 2.0", name="bad.toml"))

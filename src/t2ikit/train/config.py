@@ -70,6 +70,8 @@ class VAETrainConfig(OptimConfig):
     kl_weight: float = 1e-6  # KL weight: tiny, so the latent keeps exact colours of 10 px objects
     edge_weight: float = 1.0  # extra L1 on edge pixels, where small shapes live
     calibration_batches: int = 4  # batches whose latent std sets vae.config.scaling_factor
+    style_share: float = 0.0  # share of VAE scenes drawn from the style category (gray/black backgrounds, outlines),
+    # which the training mix states for a quarter of its scenes; 0 = the training mix as the UNet sees it
 
 
 @dataclass
@@ -165,6 +167,8 @@ class TrainConfig:
                 raise ValueError(
                     f"{name}: steps must be >= 0 and grad_accum ({o.grad_accum}) must divide batch_size ({o.batch_size})"
                 )
+        if not 0 <= self.vae_train.style_share <= 1:
+            raise ValueError(f"vae_train.style_share must be in [0, 1], got {self.vae_train.style_share}")
         if not 0 <= self.unet_train.caption_dropout <= 1:
             raise ValueError(f"unet_train.caption_dropout must be in [0, 1], got {self.unet_train.caption_dropout}")
         if self.run.parallel not in ("ddp", "fsdp"):

@@ -17,6 +17,25 @@ def _make_batch(seed: int, index: int, batch_size: int, resolution: int, split: 
     return make_batch(seed, index, batch_size, resolution=resolution, split=split, **kwargs)
 
 
+def style_mixed_batch(seed: int, index: int, batch_size: int, resolution: int, split: str, style_share: float = 0.5,
+                      make_batch=None, **kwargs) -> dict:
+    """Like `make_batch`, but each scene is drawn from the style category with probability `style_share`
+    (a draw that depends only on (seed, scene index), so a shard's one-scene batches agree with the whole
+    batch). The training mix states a style for a quarter of its scenes, so gray and black backgrounds
+    are rare; a VAE that must keep objects on every background sees them this way (functools.partial
+    of this function is picklable, for DataLoader workers)."""
+    make_batch = make_batch or _make_batch
+    rgb, captions = [], []
+    for j in range(batch_size):
+        scene = index * batch_size + j
+        style = np.random.default_rng([seed, scene, 0x57F1E]).random() < style_share
+        part = make_batch(seed + 7 if style else seed, scene, 1, resolution, split,
+                          **({"category": "style"} if style else {}), **kwargs)
+        rgb.append(part["rgb"])
+        captions.extend(part["captions"])
+    return {"rgb": np.concatenate(rgb), "captions": captions}
+
+
 class ShapesBatches(Dataset):
     """`dataset[i]` -> {"pixels": uint8 (B, 3, R, R), "input_ids": (B, T) or absent, "captions"}.
 

@@ -24,7 +24,7 @@ from t2ikit.train import checkpoint as ckpt
 from t2ikit.train import distributed
 from t2ikit.train.config import OptimConfig, TrainConfig, config_from_json
 from t2ikit.train.curriculum import curriculum_from_config
-from t2ikit.train.data import ShapesBatches, make_loader, to_model_input
+from t2ikit.train.data import ShapesBatches, make_loader, style_mixed_batch, to_model_input
 from t2ikit.train.ema import EMA
 from t2ikit.train.export import build_pipeline, export_pipeline, training_scheduler
 from t2ikit.train.losses import diffusion_loss, vae_loss
@@ -353,6 +353,9 @@ class Trainer:
                  items_per_step: int = 1):
         offsets = {"vae": 0, "unet": 1, "calibrate": 2}  # a separate, reproducible stream per stage
         curriculum = self.curriculum if stage == "unet" and (self.curriculum.resolution or self.curriculum.complexity) else None
+        make_batch, share = self.make_batch, self.cfg.vae_train.style_share
+        if stage == "vae" and share > 0:  # the VAE sees more styled scenes; calibration keeps the UNet's mix
+            make_batch = functools.partial(style_mixed_batch, style_share=share, make_batch=make_batch)
         return ShapesBatches(
             curriculum=curriculum,
             items_per_step=items_per_step,
@@ -363,7 +366,7 @@ class Trainer:
             resolution=self.cfg.model.resolution,
             tokenizer=tokenizer,
             caption_dropout=caption_dropout,
-            make_batch=self.make_batch,
+            make_batch=make_batch,
         )
 
     def _autocast(self):
