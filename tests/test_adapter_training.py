@@ -33,6 +33,9 @@ def test_adapter_config_is_checked(tmp_path):
         ('[adapter]\nmodality = "depth"\nconsistency_weight = 0.1\n', "defined for sketch only"),
         ('[adapter]\nsteps = "many"\n', "must be int"),
         ('[adapter]\n[run]\nout = "x"\n', "exactly one table"),
+        ('[adapter]\nmodality = "depth"\ntokens = 4\n', "are for the reference modality"),
+        ('[adapter]\nmodality = "reference"\ndistill_steps = 2\nsteps = 3\n', "needs adapter.tokens"),
+        ('[adapter]\nmodality = "reference"\ntokens = 4\ndistill_steps = -1\n', "must be >= 0"),
     ]:
         with pytest.raises(ValueError, match=message):
             load_adapter_config(_write(tmp_path / "b.toml", body))
@@ -49,7 +52,8 @@ def _run(tmp_path, tiny, name, steps, resume=False, modality="sketch", extra="",
 
 
 @pytest.mark.parametrize("modality, extra", [("sketch", ""), ("reference", "caption_dropout = 0.5\n"),
-                                             ("sketch", "consistency_weight = 0.5\nconsistency_max_t = 1000\n")])
+                                             ("sketch", "consistency_weight = 0.5\nconsistency_max_t = 1000\n"),
+                                             ("reference", 'fusion = "concat"\ntokens = 16\ndistill_steps = 3\n')])
 def test_adapter_run_resumes_exactly(tmp_path, tiny, modality, extra, capsys):
     from safetensors.torch import load_file
 
@@ -188,6 +192,9 @@ def test_concat_reference_adapter_appends_tokens(tmp_path, tiny):
     assert ctx.shape == (2, text.shape[1] + 4, text.shape[2]) and torch.equal(ctx[:, :text.shape[1]], text)
     with pytest.raises(ValueError, match="decoupled fusion"):
         adapter.hook(image)
+    empty = pipe.encode_text([""])
+    null = adapter.null_context(text, empty)  # the unconditional branch: the empty caption's states, no image
+    assert null.shape == ctx.shape and torch.equal(null[:, text.shape[1]:], empty[:, :4].expand(2, -1, -1))
     folder = save_reference_adapter(adapter, tmp_path / "concat")
     reference = image[0].numpy()
     plain = generate_controlled(pipe, "a red circle", steps=2, seed=3).images
@@ -231,3 +238,30 @@ def test_cli_png_records_conditions(tmp_path, tiny, capsys):
     assert "given without --sketch" in capsys.readouterr().err
     assert main(base + ["--sketch", str(sketch), "--adapter", f"edges={tmp_path / 'a'}"]) == 2
     assert "--adapter must be CONDITION=DIR" in capsys.readouterr().err
+
+
+def test_distillation_aligns_resampler_tokens_with_the_text_states(tmp_path, tiny, capsys):
+    """distill_steps train the resampler's tokens towards the text encoder's states of the reference's caption
+    (the loss falls), the tokens then feed the UNet like words; a token count that is not the context length
+    is refused before any step."""
+    from t2ikit.control.encoders import shapes_batch
+    from t2ikit.control.reference import load_reference_adapter, reference_distill_loss
+
+    pipe = T2IPipeline.from_folder(tiny)
+    batch = shapes_batch(99, 0, 8, 16, names=("reference",))
+    target = pipe.encode_text(batch["reference_captions"])  # (8, 16, D)
+    extra = 'fusion = "concat"\ntokens = 16\ndistill_steps = 40\nlr = 3e-3\n'
+    folder = _run(tmp_path, tiny, "distill", 40, modality="reference", extra=extra)
+    untrained = ReferenceAdapter(pipe.unet, load_reference_adapter(folder, pipe.unet).config)
+    trained = load_reference_adapter(folder, pipe.unet)
+    with torch.no_grad():
+        before = reference_distill_loss(untrained, batch["reference"], target).item()
+        after = reference_distill_loss(trained, batch["reference"], target).item()
+    assert after < 0.5 * before, (before, after)
+    reference = batch["reference"][0].numpy()
+    fused, off = (generate_controlled(pipe, "", steps=2, seed=3, reference=reference, adapters={"reference": folder},
+                                      scales={"reference": s}).images for s in (1.0, 0.0))
+    assert not np.array_equal(np.asarray(fused), np.asarray(off))  # the tokens reach the UNet
+    capsys.readouterr()
+    _run(tmp_path, tiny, "wrong", 2, modality="reference", extra='tokens = 8\ndistill_steps = 1\n', rc=2)
+    assert "text context is 16 states long" in capsys.readouterr().err

@@ -10,6 +10,8 @@ Every condition is a float32 (C, H, W) map in [0, 1] at the image size:
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import numpy as np
@@ -102,12 +104,13 @@ def to_batch(maps: list[np.ndarray], device="cpu", dtype=torch.float32) -> torch
 def shapes_batch(seed: int, index: int, batch_size: int, resolution: int = 64, names=("sketch",),
                  split: str = "train") -> dict:
     """Exact (image, conditions, caption) triples from Shapes World: {"rgb": (B,3,H,W), name: (B,C,H,W),
-    "captions": [...]}; batch `index` of stream `seed` is always the same."""
+    "captions": [...]} (with "reference" also "reference_captions": the reference's objects and style in
+    the grammar's canonical wording); batch `index` of stream `seed` is always the same."""
     from t2ikit.world.caption import write_caption
     from t2ikit.world.render import render
     from t2ikit.world.scene import sample_scene, scene_rng
 
-    rgb, conds, captions = [], {n: [] for n in names}, []
+    rgb, conds, captions, ref_captions = [], {n: [] for n in names}, [], []
     for j in range(batch_size):
         k = index * batch_size + j
         scene = sample_scene(seed, k, split=split, reference="reference" in names)
@@ -116,4 +119,7 @@ def shapes_batch(seed: int, index: int, batch_size: int, resolution: int = 64, n
         for n in names:
             conds[n].append(from_modalities(m, n))
         captions.append(write_caption(scene.spec, scene_rng(seed ^ 0xC0FFEE, k)))
-    return {"rgb": to_batch(rgb), **{n: to_batch(v) for n, v in conds.items()}, "captions": captions}
+        if "reference" in names:  # what the reference shows: the objects and style, not the relations
+            ref_captions.append(write_caption(dataclasses.replace(scene.spec, relations=()), None))
+    out = {"rgb": to_batch(rgb), **{n: to_batch(v) for n, v in conds.items()}, "captions": captions}
+    return {**out, "reference_captions": ref_captions} if "reference" in names else out

@@ -198,7 +198,7 @@ def generate_controlled(
         cond = to_batch([m for m in maps[name] for _ in range(spec.n)], pipe.device, pipe.dtype)  # (N, C, H, W)
         if isinstance(adapter, ReferenceAdapter) and adapter.concat:  # image tokens after the text's
             base = adapter.context(base, cond, scales.get(name, 1.0))
-            uncond = adapter.context(uncond, cond, scales.get(name, 1.0))
+            uncond = adapter.null_context(uncond, pipe.encode_text([""]))  # guidance amplifies the reference too
             continue
         if isinstance(adapter, ReferenceAdapter):  # decoupled attention fusion: a hook on every cross-attention
             controller.add(adapter.hook(cond, scales.get(name, 1.0)))

@@ -44,6 +44,42 @@ class ReferenceEncoder(nn.Module):
         return self.norm(self.proj(x))
 
 
+class ResamplerEncoder(nn.Module):
+    """(B, 3, H, W) image in [0, 1] -> (B, N, D) tokens: N learned queries cross-attend to the conv feature map
+    (the Perceiver resampler of IP-Adapter-Plus, Ye et al. 2023, Sec. 3.3, and Flamingo). N can match the text
+    context, so the tokens can be trained to look like a caption's text states (`reference_distill_loss`)."""
+
+    def __init__(self, token_dim: int, n_tokens: int, hidden: int = 32, layers: int = 2, heads: int = 4):
+        super().__init__()
+        self.net = nn.Sequential(  # three stride-2 stages, as ReferenceEncoder, without the pooling
+            nn.Conv2d(3, hidden, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.SiLU(),
+        )
+        self.proj_in = nn.Linear(hidden + 2, token_dim)  # + the (y, x) of each cell: where an object is, in order
+        self.queries = nn.Parameter(torch.randn(n_tokens, token_dim) * token_dim**-0.5)
+        self.attn = nn.ModuleList(nn.MultiheadAttention(token_dim, heads, batch_first=True) for _ in range(layers))
+        self.mlp = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, 2 * token_dim), nn.GELU(),
+                          nn.Linear(2 * token_dim, token_dim))
+            for _ in range(layers)
+        )
+        self.norm_q = nn.ModuleList(nn.LayerNorm(token_dim) for _ in range(layers))
+        self.norm_out = nn.LayerNorm(token_dim)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        f = self.net(image * 2 - 1)  # (B, hidden, h, w)
+        b, _, h, w = f.shape
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        where = torch.stack([ys, xs]).to(f).expand(b, 2, h, w)
+        kv = self.proj_in(torch.cat([f, where], 1).flatten(2).transpose(1, 2))  # (B, h*w, D)
+        x = self.queries.expand(b, -1, -1)  # (B, N, D)
+        for attn, mlp, norm in zip(self.attn, self.mlp, self.norm_q):
+            x = x + attn(norm(x), kv, kv, need_weights=False)[0]
+            x = x + mlp(x)
+        return self.norm_out(x)
+
+
 def _key(layer: str) -> str:
     return layer.replace(".", "_")
 
@@ -115,6 +151,7 @@ class ReferenceConfig:
     gated: bool = True  # decoupled: zero-initialised per-layer gates, so an untrained adapter changes nothing
     fusion: str = "decoupled"  # "decoupled" (own K/V per layer, IP-Adapter) or "concat" (tokens appended to the
     #                            text context, read by the frozen text K/V: image tokens as pseudo-words)
+    tokens: int = 0  # 0: grid^2 pooled tokens (ReferenceEncoder); N > 0: N resampler tokens (ResamplerEncoder)
     modality: str = "reference"
     kind: str = "attention"  # how it is fused (the additive ConditionAdapter's folders have no "kind")
 
@@ -130,7 +167,11 @@ class ReferenceAdapter(nn.Module):
                              f"cross-attention takes {unet.config.cross_attention_dim}")
         if self.config.fusion not in FUSIONS:
             raise ValueError(f"unknown reference fusion {self.config.fusion!r}; allowed: {', '.join(FUSIONS)}")
-        self.encoder = ReferenceEncoder(self.config.token_dim, self.config.grid, self.config.hidden)
+        if self.config.tokens < 0:
+            raise ValueError(f"reference adapter tokens must be >= 0 (0: grid^2 pooled tokens), got {self.config.tokens}")
+        self.encoder = (ResamplerEncoder(self.config.token_dim, self.config.tokens, self.config.hidden)
+                        if self.config.tokens else ReferenceEncoder(self.config.token_dim, self.config.grid,
+                                                                     self.config.hidden))
         self._hook = None
         if self.config.fusion == "decoupled":
             self._hook = ReferenceAttentionHook(unet, gated=self.config.gated)
@@ -151,6 +192,17 @@ class ReferenceAdapter(nn.Module):
         if b % tokens.shape[0]:
             raise ValueError(f"reference tokens for {tokens.shape[0]} images, the text batch is {b}")
         return torch.cat([text_states, tokens.to(text_states).repeat(b // tokens.shape[0], 1, 1)], dim=1)
+
+    def null_context(self, text_states: torch.Tensor, empty_states: torch.Tensor) -> torch.Tensor:
+        """concat fusion, the unconditional branch: (B, T, D) -> (B, T + M, D) with the empty caption's first M
+        states in place of the image tokens ("no reference", as IP-Adapter feeds zero image embeddings to the
+        unconditional branch), so classifier-free guidance amplifies the reference as it amplifies the text.
+        empty_states: (1, T', D) text states of "" (T' >= M)."""
+        m = self.config.tokens or self.config.grid**2
+        if empty_states.shape[1] < m:
+            raise ValueError(f"the empty caption gives {empty_states.shape[1]} states; the adapter appends {m} tokens")
+        null = empty_states[:, :m].to(text_states).expand(text_states.shape[0], -1, -1)
+        return torch.cat([text_states, null], dim=1)
 
     def hook(self, image: torch.Tensor, scale: float = 1.0) -> ReferenceAttentionHook:
         """The attention hook carrying `image`'s tokens (image: (B, 3, H, W) in [0, 1]) at `scale`."""
@@ -176,6 +228,19 @@ def reference_loss(unet, adapter: ReferenceAdapter, latents, text_states, refere
         with AttentionController([adapter.hook(reference)]).install(unet):
             pred = unet(noisy, t, encoder_hidden_states=text_states, return_dict=False)[0]
     return F.mse_loss(pred.float(), target.float())
+
+
+def reference_distill_loss(adapter: ReferenceAdapter, reference, target_states) -> torch.Tensor:
+    """Align the encoder with the text encoder: MSE between the reference's tokens (B, N, D) and the frozen
+    text encoder's states (B, N, D) of a caption of the reference (its objects, no relations), so the frozen
+    cross-attention reads the tokens as it reads words (IP-Adapter relies on CLIP's image-text alignment for
+    this; Shapes World has no pretrained image encoder, so the alignment is learnt here)."""
+    tokens = adapter.encoder(reference)
+    if tokens.shape != target_states.shape:
+        raise ValueError(f"distillation needs as many tokens as the text context: the encoder gives "
+                         f"{tuple(tokens.shape)}, the text states are {tuple(target_states.shape)} (set tokens = "
+                         f"{target_states.shape[1]})")
+    return F.mse_loss(tokens.float(), target_states.float())
 
 
 def save_reference_adapter(adapter: ReferenceAdapter, folder: str | Path, extra: dict | None = None) -> Path:

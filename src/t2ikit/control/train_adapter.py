@@ -36,6 +36,10 @@ class AdapterTrainConfig:
     hidden: int = 32  # adapter width
     grid: int = 2  # reference only: tokens per image = grid^2
     fusion: str = "decoupled"  # reference only: "decoupled" (own K/V per layer) or "concat" (tokens after the text)
+    tokens: int = 0  # reference only: 0 = grid^2 pooled tokens; N = a resampler's N tokens (N = the text context
+    #                  length for distillation)
+    distill_steps: int = 0  # reference only: the first steps align the tokens with the text encoder's states of
+    #                         the reference's caption (reference_distill_loss) instead of the diffusion loss
     caption_dropout: float = 0.0  # fraction of samples trained with the empty caption
     consistency_weight: float = 0.0  # sketch only: + w * L_sketch (soft-edge Dice of the decoded predicted x0)
     consistency_max_t: int = 600  # ... on the samples with timestep below this (where x0 has a shape)
@@ -66,6 +70,15 @@ class AdapterTrainConfig:
 
         if self.fusion not in FUSIONS:
             raise ValueError(f"adapter.fusion must be one of {', '.join(FUSIONS)}; got {self.fusion!r}")
+        if self.tokens < 0 or self.distill_steps < 0:
+            raise ValueError(f"adapter.tokens and adapter.distill_steps must be >= 0; got {self.tokens} and "
+                             f"{self.distill_steps}")
+        if (self.tokens or self.distill_steps) and self.modality != "reference":
+            raise ValueError(f"adapter.tokens and adapter.distill_steps are for the reference modality, not "
+                             f"{self.modality!r}")
+        if self.distill_steps and not self.tokens:
+            raise ValueError("adapter.distill_steps needs adapter.tokens = the text context length (the tokens "
+                             "are matched to a caption's text states one for one)")
         if not self.lr > 0:
             raise ValueError(f"adapter.lr must be > 0, got {self.lr}")
         return self
@@ -97,7 +110,7 @@ def make_adapter(pipe, config: AdapterTrainConfig):
 
     if config.modality == "reference":
         rc = ReferenceConfig(token_dim=pipe.unet.config.cross_attention_dim, grid=config.grid, hidden=config.hidden,
-                             fusion=config.fusion)
+                             fusion=config.fusion, tokens=config.tokens)
         return ReferenceAdapter(pipe.unet, rc)
     acfg = adapter_config_for(pipe.unet, pipe.vae_scale_factor, config.modality, CONDITIONS[config.modality],
                               config.hidden)
@@ -192,7 +205,7 @@ def train(pipe, config: AdapterTrainConfig, log_every: int = 25, resume: str | N
 
     from t2ikit.control.adapters import adapter_loss
     from t2ikit.control.encoders import shapes_batch
-    from t2ikit.control.reference import reference_loss
+    from t2ikit.control.reference import reference_distill_loss, reference_loss
 
     config.validate()
     root = Path(config.out) / "checkpoints" if config.out else None
@@ -215,6 +228,9 @@ def train(pipe, config: AdapterTrainConfig, log_every: int = 25, resume: str | N
         print(f"resumed at step {first}", flush=True)
     size = pipe.default_size[0]
     empty = pipe.encode_text([""])  # (1, T, D)
+    if config.distill_steps and config.tokens != empty.shape[1]:
+        raise ValueError(f"adapter.tokens = {config.tokens}, but this model's text context is {empty.shape[1]} "
+                         f"states long; distillation matches them one for one (set tokens = {empty.shape[1]})")
     start = time.time()
     for step in range(first, config.steps):
         batch = shapes_batch(config.data_seed, step, config.batch_size, size, names=(config.modality,))
@@ -225,7 +241,11 @@ def train(pipe, config: AdapterTrainConfig, log_every: int = 25, resume: str | N
             drop = torch.rand(len(text), generator=gen) < config.caption_dropout
             text = torch.where(drop[:, None, None], empty.expand_as(text), text)
         cond = batch[config.modality]
-        if config.consistency_weight > 0:
+        if step < config.distill_steps:
+            with torch.no_grad():
+                target = pipe.encode_text(batch["reference_captions"])
+            loss = reference_distill_loss(adapter, cond, target)
+        elif config.consistency_weight > 0:
             loss = sketch_consistency_loss(pipe, adapter, latents, text, cond, noise_scheduler, gen,
                                            config.consistency_weight, config.consistency_max_t)
         else:
