@@ -66,9 +66,9 @@ def test_generate_warns_about_unknown_words(env, tmp_path, capsys):
 
 
 def test_missing_shipped_model_is_reported(env, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr("t2ikit.cli.models.shipped_model_path", lambda: tmp_path / "shapes-v1")
+    monkeypatch.setattr("t2ikit.cli.models.shipped_model_path", lambda: tmp_path / "shapes-v2")
     assert main(["generate", "a red circle", "--out", str(tmp_path / "a.png")]) == 2
-    assert "shipped model shapes-v1 is not installed" in capsys.readouterr().err
+    assert "shipped model shapes-v2 is not installed" in capsys.readouterr().err
     entries = known_models()
     assert entries[0].shipped and entries[0].kind == "missing" and entries[1].name == "tiny-sd"
 
@@ -76,7 +76,7 @@ def test_missing_shipped_model_is_reported(env, monkeypatch, tmp_path, capsys):
 def test_models_lists_shipped_first_then_env_folders(env, models_dir, capsys):
     assert main(["models", "--json"]) == 0
     entries = json.loads(capsys.readouterr().out)
-    assert entries[0]["name"] == "shapes-v1" and entries[0]["shipped"]
+    assert entries[0]["name"] == "shapes-v2" and entries[0]["shipped"]
     tiny = entries[1]
     assert tiny["name"] == "tiny-sd" and tiny["kind"] == "t2ikit word-level" and 1e4 < tiny["params"] < 1e7
     assert resolve_model("tiny-sd") == models_dir / "tiny-sd"

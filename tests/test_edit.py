@@ -349,7 +349,7 @@ def test_blend_bad_input_is_refused_before_compute(pipe, monkeypatch):
         (dict(method="blend", uncond="null-text"), "null-text inversion is for swap and p2p"),
         (dict(method="blend", mode="refine"), "Prompt-to-Prompt option"),
         (dict(method="blend", mask_snap=-1), "mask_snap must be"),
-        (dict(method="blend", sketch=1.0), "does not fit this model"),  # the shipped adapter is shapes-v1's
+        (dict(method="blend", sketch=1.0), "does not fit this model"),  # the shipped adapter is the shipped model's
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):

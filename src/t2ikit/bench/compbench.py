@@ -196,8 +196,10 @@ def pipeline_generator(pipeline, steps: int = 20, **generate_kwargs) -> Generato
 
 
 def default_model_path() -> Path:
-    """The shipped model folder, src/t2ikit/weights/shapes-v1."""
-    return Path(__file__).resolve().parent.parent / "weights" / "shapes-v1"
+    """The shipped model folder (t2ikit.cli.models.SHIPPED_MODEL under src/t2ikit/weights)."""
+    from t2ikit.cli.models import shipped_model_path
+
+    return shipped_model_path()
 
 
 def make_generator(name: str, model: str | Path | None = None, steps: int = 20,

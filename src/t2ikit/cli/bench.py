@@ -56,7 +56,7 @@ def _add_compbench(verbs) -> None:
     p.add_argument("--steps", type=int, default=20, help="sampling steps for --generator model")
     p.add_argument("--size", type=int, default=None, help="image size for --generator model (default: the model's)")
     p.add_argument("--guidance", type=float, default=None,
-                   help="CFG scale for --generator model (default: the model's, 4.0 for shapes-v1)")
+                   help="CFG scale for --generator model (default: the model's, 4.0 for the shipped model)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generator call")
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     p.add_argument("--out", default=None, help="write compbench.json, compbench.md (and images with --save-images)")
@@ -88,11 +88,13 @@ def _compbench(args) -> int:
             if not args.guidance >= 0 or args.guidance != args.guidance:
                 raise ValueError(f"--guidance must be a number >= 0; got {args.guidance}")
             extra["guidance"] = args.guidance
+        from t2ikit.cli.models import SHIPPED_MODEL
+
         generator = cb.make_generator(args.generator, model=args.model, steps=args.steps, **extra)
         save_dir = Path(args.out) / "images" if (args.out and args.save_images) else None
         result = cb.run(suite, generator, batch_size=args.batch_size, save_images=save_dir,
                         generator_name=args.generator if args.generator != "model" else
-                        f"model:{args.model or 'shapes-v1'}" + (f",guidance={args.guidance:g}" if args.guidance is not None else ""))
+                        f"model:{args.model or SHIPPED_MODEL}" + (f",guidance={args.guidance:g}" if args.guidance is not None else ""))
     _emit(args, result, cb.markdown(result), "compbench")
     return 0
 
@@ -115,9 +117,9 @@ def _add_fusion(verbs) -> None:
     p.add_argument("--timing-rounds", type=int, default=d.timing_rounds,
                    help="rounds of interleaved step/UNet-call timing after training (0: phase medians only)")
     p.add_argument("--gates", action="store_true",
-                   help="instead: retrofit shapes-v1 to gated fusion, fine-tune the gates --steps steps, record them")
+                   help="instead: retrofit the shipped model to gated fusion, fine-tune the gates --steps steps, record them")
     p.add_argument("--retrofit-check", action="store_true",
-                   help="instead: max |retrofitted - original| UNet output on shapes-v1 for each retrofit strategy")
+                   help="instead: max |retrofitted - original| UNet output on the shipped model for each retrofit strategy")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     p.add_argument("--out", default=None, help="write fusion.json, fusion.md (and gates*.png with --gates)")

@@ -25,17 +25,20 @@ import torch.nn.functional as F
 from t2ikit.attention.processor import AttentionHook
 
 
+def _conv_stages(hidden: int) -> list[nn.Module]:
+    """Three stride-2 conv stages (the module indices 0, 2, 4 hold the weights; saved adapters rely on them):
+    at 64 px a cell of the 8x8 output sees a whole small object."""
+    return [nn.Conv2d(3, hidden, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.SiLU()]
+
+
 class ReferenceEncoder(nn.Module):
     """(B, 3, H, W) image in [0, 1] -> (B, M, D) tokens: a conv stack pooled to a grid of M = grid^2 cells."""
 
     def __init__(self, token_dim: int, grid: int = 2, hidden: int = 32):
         super().__init__()
-        self.net = nn.Sequential(  # three stride-2 stages: at 64 px a cell sees a whole small object
-            nn.Conv2d(3, hidden, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.SiLU(),
-            nn.AdaptiveAvgPool2d(grid),
-        )
+        self.net = nn.Sequential(*_conv_stages(hidden), nn.AdaptiveAvgPool2d(grid))
         self.proj = nn.Linear(hidden, token_dim)
         self.norm = nn.LayerNorm(token_dim)
 
@@ -51,11 +54,7 @@ class ResamplerEncoder(nn.Module):
 
     def __init__(self, token_dim: int, n_tokens: int, hidden: int = 32, layers: int = 2, heads: int = 4):
         super().__init__()
-        self.net = nn.Sequential(  # three stride-2 stages, as ReferenceEncoder, without the pooling
-            nn.Conv2d(3, hidden, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.SiLU(),
-        )
+        self.net = nn.Sequential(*_conv_stages(hidden))  # (B, hidden, H/8, W/8), no pooling
         self.proj_in = nn.Linear(hidden + 2, token_dim)  # + the (y, x) of each cell: where an object is, in order
         self.queries = nn.Parameter(torch.randn(n_tokens, token_dim) * token_dim**-0.5)
         self.attn = nn.ModuleList(nn.MultiheadAttention(token_dim, heads, batch_first=True) for _ in range(layers))

@@ -138,7 +138,9 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self, check_paths: bool = True) -> "TrainConfig":
+        """Raise ValueError naming the first bad value; `check_paths` also checks that model.init is a model folder
+        (off for the config saved in a checkpoint: resuming does not need the folder the run started from)."""
         from t2ikit.models.sizes import model_size, vae_size
 
         model_size(self.model.size)
@@ -148,10 +150,10 @@ class TrainConfig:
         v = vae_size(self.model.vae)
         if self.model.resolution % v.factor:
             raise ValueError(f"model.resolution={self.model.resolution} is not divisible by the VAE factor {v.factor}")
-        if self.model.init and not (Path(self.model.init) / "model_index.json").is_file():
+        if check_paths and self.model.init and not (Path(self.model.init) / "model_index.json").is_file():
             raise ValueError(
                 f"model.init={self.model.init!r} is not a model folder (no model_index.json there); give the folder "
-                "of an exported model, such as a run's model/ or src/t2ikit/weights/shapes-v1"
+                "of an exported model, such as a run's model/ or src/t2ikit/weights/shapes-v2"
             )
         if self.run.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"run.device must be 'auto', 'cpu' or 'cuda', got {self.run.device!r}")
@@ -251,4 +253,4 @@ def load_config(path: str | Path) -> TrainConfig:
 
 
 def config_from_json(text: str) -> TrainConfig:
-    return from_dict(TrainConfig, json.loads(text)).validate()
+    return from_dict(TrainConfig, json.loads(text)).validate(check_paths=False)
