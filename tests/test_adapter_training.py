@@ -265,3 +265,18 @@ def test_distillation_aligns_resampler_tokens_with_the_text_states(tmp_path, tin
     capsys.readouterr()
     _run(tmp_path, tiny, "wrong", 2, modality="reference", extra='tokens = 8\ndistill_steps = 1\n', rc=2)
     assert "text context is 16 states long" in capsys.readouterr().err
+
+
+def test_shipped_reference_adapter_reaches_the_shipped_model():
+    """reference-v1 ships (a concat, distilled adapter): `reference=` alone uses it, and it changes the image."""
+    from t2ikit.bench.compbench import default_model_path
+    from t2ikit.control.generate import shipped_adapter
+    from t2ikit.world.render import render
+    from t2ikit.world.scene import sample_scene
+
+    assert shipped_adapter("reference") is not None
+    pipe = T2IPipeline.from_folder(default_model_path())
+    reference = render(sample_scene(5, 0), 64).reference.transpose(2, 0, 1)  # (3, H, W) in [0, 1]
+    on, off = (np.asarray(generate_controlled(pipe, "", steps=2, seed=0, reference=reference,
+                                              scales={"reference": s}).images) for s in (1.0, 0.0))
+    assert np.abs(on - off).mean() > 1e-3
