@@ -117,14 +117,6 @@ def make_adapter(pipe, config: AdapterTrainConfig):
     return ConditionAdapter(acfg)
 
 
-def save_trained(adapter, folder: str | Path, extra: dict | None = None) -> Path:
-    from t2ikit.control.adapters import save_adapter
-    from t2ikit.control.reference import ReferenceAdapter, save_reference_adapter
-
-    save = save_reference_adapter if isinstance(adapter, ReferenceAdapter) else save_adapter
-    return save(adapter, folder, extra)
-
-
 def export_adapter(trained: str | Path, folder: str | Path, fp16: bool = False) -> Path:
     """Copy the trained adapter of run folder `trained` to `folder`, in float16 with `fp16` (how t2ikit ships
     adapters: the weights are loaded into the model's dtype, so fp16 only halves the file)."""
@@ -271,6 +263,7 @@ def train(pipe, config: AdapterTrainConfig, log_every: int = 25, resume: str | N
 def run(config: AdapterTrainConfig, resume: str | None = None) -> Path:
     """Train (or resume) the run of `config` and write the adapter into config.out; returns that folder."""
     from t2ikit.bench.compbench import default_model_path
+    from t2ikit.control.adapters import save_adapter
     from t2ikit.pipeline import T2IPipeline
 
     config.validate()
@@ -279,7 +272,7 @@ def run(config: AdapterTrainConfig, resume: str | None = None) -> Path:
     torch.set_num_threads(config.threads)
     pipe = T2IPipeline.from_folder(config.model or default_model_path())
     adapter, record = train(pipe, config, resume=resume)
-    folder = save_trained(adapter, config.out, extra=record)
+    folder = save_adapter(adapter, config.out, extra=record)  # one format for additive and reference adapters
     print(json.dumps(record, indent=1))
     return folder
 

@@ -140,7 +140,8 @@ class TrainConfig:
 
     def validate(self, check_paths: bool = True) -> "TrainConfig":
         """Raise ValueError naming the first bad value; `check_paths` also checks that model.init is a model folder
-        (off for the config saved in a checkpoint: resuming does not need the folder the run started from)."""
+        (off for the config saved in a checkpoint, which is only compared with the running config; the running
+        config's Trainer still loads model.init before a checkpoint replaces its weights)."""
         from t2ikit.models.sizes import model_size, vae_size
 
         model_size(self.model.size)
