@@ -79,6 +79,36 @@ def test_curriculum_is_a_pure_function_of_the_step(tmp_path):
     assert torch.equal(again[3]["pixels"], data[3]["pixels"])
 
 
+def _with_mix(tmp_path: Path, mix: str) -> Path:
+    path = tiny_config(tmp_path)
+    path.write_text(path.read_text() + f"\n[curriculum]\nmix = {mix}\n")
+    return path
+
+
+def test_category_mix_reweights_the_stream(tmp_path):
+    from t2ikit.world.dataset import make_batch
+    from t2ikit.world.scene import sample_scene
+
+    cur = curriculum_from_config(load_config(_with_mix(tmp_path, "{ spatial = 1, complex = 0 }")))
+    assert cur.active() and cur.mix == (("spatial", 1.0), ("complex", 0.0))
+    # every scene of a spatial-only mix states a relation; the default mix has scenes that do not
+    assert all(sample_scene(3, i, reference=False, mix={"spatial": 1.0}).spec.relations for i in range(40))
+    assert not all(sample_scene(3, i, reference=False).spec.relations for i in range(40))
+    data = ShapesBatches(seed=1, batch_size=4, length=2, resolution=32, curriculum=cur)
+    assert data[1]["captions"] == make_batch(1, 1, 4, resolution=32, mix={"spatial": 1.0})["captions"]
+    assert data[1]["captions"] != make_batch(1, 1, 4, resolution=32)["captions"]
+
+
+@pytest.mark.parametrize(
+    "mix, match",
+    [("{ spatail = 1 }", "unknown mix categories \\['spatail'\\]"), ("{ spatial = -1 }", ">= 0"),
+     ("{ spatial = 0 }", "all be 0"), ('{ spatial = "a lot" }', ">= 0")],
+)
+def test_bad_category_mix_is_an_error(tmp_path, mix, match):
+    with pytest.raises(ValueError, match="curriculum.mix: .*" + match):
+        load_config(_with_mix(tmp_path, mix))
+
+
 def test_resolution_curriculum_trains(tmp_path):
     torch.set_num_threads(1)
     curriculum = {"resolution": [[0, 16], [2, 32]], "complexity": [[0, 1], [1, 2]]}

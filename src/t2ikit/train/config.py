@@ -99,6 +99,7 @@ class CurriculumConfig:
     # Piecewise-constant schedules over stage-2 (UNet) optimizer steps: [[step, value], ...], first step 0.
     resolution: list = field(default_factory=list)  # image side in px, e.g. [[0, 16], [200, 32]]; [] = model.resolution
     complexity: list = field(default_factory=list)  # max objects per scene, e.g. [[0, 1], [100, 2], [200, 4]]; [] = any
+    mix: dict = field(default_factory=dict)  # category -> weight of the UNet stage's scenes, e.g. {spatial = 0.3, ...}; {} = TRAIN_MIX
 
 
 @dataclass

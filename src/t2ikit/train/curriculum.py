@@ -43,6 +43,7 @@ class Curriculum:
     resolution: Schedule | None = None  # None: the model resolution throughout
     complexity: Schedule | None = None  # None: scenes of any complexity
     default_resolution: int = 64
+    mix: tuple[tuple[str, float], ...] = ()  # ((category, weight), ...) of the scenes; (): the world's TRAIN_MIX
 
     def resolution_at(self, step: int) -> int:
         return self.resolution.at(step) if self.resolution else self.default_resolution
@@ -50,10 +51,16 @@ class Curriculum:
     def max_objects_at(self, step: int) -> int | None:
         return self.complexity.at(step) if self.complexity else None
 
+    def active(self) -> bool:
+        """Whether the curriculum changes the data at all (else the stream is the plain training mix)."""
+        return bool(self.resolution or self.complexity or self.mix)
+
 
 def curriculum_from_config(cfg) -> Curriculum:
-    """Curriculum of a TrainConfig; ValueError for a resolution the VAE/UNet cannot take or a bad count."""
+    """Curriculum of a TrainConfig; ValueError for a resolution the VAE/UNet cannot take, a bad count or a
+    bad category mix."""
     from t2ikit.models.sizes import model_size, vae_size
+    from t2ikit.world.categories import check_mix
 
     res = parse_schedule(cfg.curriculum.resolution, "curriculum.resolution")
     cx = parse_schedule(cfg.curriculum.complexity, "curriculum.complexity")
@@ -68,4 +75,8 @@ def curriculum_from_config(cfg) -> Curriculum:
                 )
     if cx and not all(1 <= v <= MAX_OBJECTS for _, v in cx.points):
         raise ValueError(f"curriculum.complexity values must be max-object counts in 1..{MAX_OBJECTS}, got {cx.points}")
-    return Curriculum(res, cx, cfg.model.resolution)
+    try:
+        mix = tuple(check_mix(cfg.curriculum.mix).items()) if cfg.curriculum.mix else ()
+    except ValueError as err:
+        raise ValueError(f"curriculum.mix: {err}") from None
+    return Curriculum(res, cx, cfg.model.resolution, mix)

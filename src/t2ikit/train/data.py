@@ -71,6 +71,8 @@ class ShapesBatches(Dataset):
             resolution = self.curriculum.resolution_at(step)
             if self.curriculum.max_objects_at(step) is not None:
                 kwargs["max_objects"] = self.curriculum.max_objects_at(step)
+            if self.curriculum.mix:
+                kwargs["mix"] = dict(self.curriculum.mix)
         rank, world = self.shard
         if world == 1:
             return self.make_batch(self.seed, index, self.batch_size, resolution, self.split, **kwargs)

@@ -352,7 +352,7 @@ class Trainer:
     def _dataset(self, stage: str, batch_size: int, length: int, tokenizer, caption_dropout: float = 0.0,
                  items_per_step: int = 1):
         offsets = {"vae": 0, "unet": 1, "calibrate": 2}  # a separate, reproducible stream per stage
-        curriculum = self.curriculum if stage == "unet" and (self.curriculum.resolution or self.curriculum.complexity) else None
+        curriculum = self.curriculum if stage == "unet" and self.curriculum.active() else None
         make_batch, share = self.make_batch, self.cfg.vae_train.style_share
         if stage == "vae" and share > 0:  # the VAE sees more styled scenes; calibration keeps the UNet's mix
             make_batch = functools.partial(style_mixed_batch, style_share=share, make_batch=make_batch)

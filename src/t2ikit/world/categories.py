@@ -31,14 +31,29 @@ TRAIN_STYLE_PROB = 0.25  # outside "style", a training statement also states a s
 SPLITS = ("train", "heldout")
 
 
-def sample_spec(rng: np.random.Generator, category: str | None = None, split: str = "train") -> Spec:
-    """A random statement of `category` (None: the training mix) in `split`."""
+def check_mix(mix: dict) -> dict[str, float]:
+    """A training mix (category -> weight; "free" is any statement): ValueError for an unknown category,
+    a negative weight or an all-zero mix. Weights need not sum to 1."""
+    unknown = sorted(set(mix) - set(TRAIN_MIX))
+    if unknown:
+        raise ValueError(f"unknown mix categories {unknown}; allowed: {', '.join(TRAIN_MIX)}")
+    if any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in mix.values()):
+        raise ValueError(f"mix weights must be numbers >= 0, got {mix}")
+    if not sum(mix.values()) > 0:
+        raise ValueError(f"mix weights must not all be 0, got {mix}")
+    return {k: float(v) for k, v in mix.items()}
+
+
+def sample_spec(rng: np.random.Generator, category: str | None = None, split: str = "train",
+                mix: dict[str, float] | None = None) -> Spec:
+    """A random statement of `category` (None: the training mix, `mix` or TRAIN_MIX) in `split`."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     training = category is None
     if training:
-        names = list(TRAIN_MIX)
-        category = names[int(rng.choice(len(names), p=np.asarray(list(TRAIN_MIX.values())) / sum(TRAIN_MIX.values())))]
+        weights = check_mix(mix) if mix is not None else TRAIN_MIX
+        names = list(weights)
+        category = names[int(rng.choice(len(names), p=np.asarray(list(weights.values())) / sum(weights.values())))]
     elif category not in CATEGORIES:
         raise ValueError(f"unknown category {category!r}; allowed: {', '.join(CATEGORIES)}")
     for _ in range(100):

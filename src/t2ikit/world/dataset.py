@@ -18,12 +18,14 @@ MAX_OBJECTS_TRIES = 64  # redraws of a scene over max_objects before falling bac
 
 
 def make_batch(seed: int, index: int, batch_size: int, resolution: int = 64, split: str = "train",
-               category: str | None = None, max_objects: int | None = None) -> dict:
+               category: str | None = None, max_objects: int | None = None,
+               mix: dict[str, float] | None = None) -> dict:
     """{"rgb": float32 (B, H, W, 3) in [0, 1], "captions": list[str]} for batch `index` of stream `seed`.
 
     `max_objects` (a complexity curriculum) keeps only scenes with at most that many objects: a scene
     over the limit is redrawn from derived streams (deterministically), so batch `index` is still a
-    pure function of its arguments; None keeps every scene, exactly as before.
+    pure function of its arguments; None keeps every scene, exactly as before. `mix` (category ->
+    weight) replaces the training mix when no `category` is given.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -33,14 +35,15 @@ def make_batch(seed: int, index: int, batch_size: int, resolution: int = 64, spl
     captions = []
     for j in range(batch_size):
         scene_index = index * batch_size + j
-        scene = sample_scene(seed, scene_index, category=category, split=split, reference=False)
+        scene = sample_scene(seed, scene_index, category=category, split=split, reference=False, mix=mix)
         tries = 0
         while max_objects is not None and len(scene.objects) > max_objects:
             tries += 1
             redraw_seed, redraw_category = seed + 1_000_003 * tries, category
             if tries > MAX_OBJECTS_TRIES:
                 redraw_category = "single"  # always one object
-            scene = sample_scene(redraw_seed, scene_index, category=redraw_category, split=split, reference=False)
+            scene = sample_scene(redraw_seed, scene_index, category=redraw_category, split=split, reference=False,
+                                 mix=mix)
         render_rgb(scene, resolution, out=rgb[j])
         # a separate stream for wording, so captions vary independently of the layout draw
         captions.append(write_caption(scene.spec, scene_rng(seed ^ 0xC0FFEE, scene_index)))

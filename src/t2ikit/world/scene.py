@@ -262,17 +262,18 @@ def scene_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def sample_scene(seed: int, index: int, category: str | None = None, split: str = "train",
-                 reference: bool = True) -> Scene:
+                 reference: bool = True, mix: dict[str, float] | None = None) -> Scene:
     """Scene `index` of the world `seed`: deterministic, and independent of every other index.
 
     `category` restricts the kind of statement (see `categories.CATEGORIES`; None draws from the
-    training mix); `split` is "train" (no held-out colour-shape pair) or "heldout" (at least one).
+    training mix, or `mix`: category -> weight); `split` is "train" (no held-out colour-shape pair) or
+    "heldout" (at least one).
     """
     from t2ikit.world.categories import sample_spec  # categories imports this module
 
     rng = scene_rng(seed, index)
     for _ in range(32):
-        spec = sample_spec(rng, category=category, split=split)
+        spec = sample_spec(rng, category=category, split=split, mix=mix)
         try:
             return make_scene(spec, rng, reference=reference)
         except ValueError:
