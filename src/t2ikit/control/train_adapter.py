@@ -254,10 +254,19 @@ def train(pipe, config: AdapterTrainConfig, log_every: int = 25, resume: str | N
         if root is not None and ((config.checkpoint_every and done % config.checkpoint_every == 0)
                                  or done == config.steps):
             _checkpoint(root, done, adapter, opt, gen, losses, config)
-    record = {"train_config": asdict(config), "base_model": str(pipe.path), "final_loss": losses[-1],
+    record = {"train_config": asdict(config), "base_model": model_label(pipe.path), "final_loss": losses[-1],
               "loss_first_25": sum(losses[:25]) / min(25, len(losses)),
               "loss_last_25": sum(losses[-25:]) / min(25, len(losses)), "seconds_this_run": time.time() - start}
     return adapter.eval().requires_grad_(False), record
+
+
+def model_label(path) -> str:
+    """How an adapter's record names its base model: a packaged model by its name (which `--model` takes on
+    any machine), any other folder by its absolute path."""
+    from t2ikit.cli.models import shipped_model_path
+
+    path = Path(path).resolve()
+    return path.name if path.parent == shipped_model_path().parent else str(path)
 
 
 def run(config: AdapterTrainConfig, resume: str | None = None) -> Path:
