@@ -42,6 +42,24 @@ def test_ground_truth_is_the_ceiling_and_noise_the_floor(split):
         assert truth["per_category"][category]["checks"]["present"] == 1.0
 
 
+def test_paired_difference_of_truth_and_noise():
+    truth = cb.evaluate("ground-truth", "train", n_prompts=3, seeds=2, categories=("single", "spatial"))
+    noise = cb.evaluate("noise", "train", n_prompts=3, seeds=2, categories=("single", "spatial"))
+    assert len(truth["items"]) == 12 and all(item[3] for item in truth["items"])
+    d = cb.paired_difference(noise, truth)
+    assert d["overall"]["diff"] == 1.0 and d["overall"]["ci95"] == [1.0, 1.0]
+    assert (d["overall"]["a_only"], d["overall"]["b_only"]) == (0, 12)
+    assert d["overall"]["mcnemar_p"] == pytest.approx(2 / 2**12)
+    assert d["single"]["n"] == 6
+    same = cb.paired_difference(truth, truth)["overall"]
+    assert same["diff"] == 0 and same["mcnemar_p"] == 1.0
+    other = cb.evaluate("noise", "heldout", n_prompts=3, seeds=2, categories=("single", "spatial"))
+    with pytest.raises(ValueError, match="not of the same suite items"):
+        cb.paired_difference(truth, other)
+    with pytest.raises(ValueError, match="per-item records"):
+        cb.paired_difference({k: v for k, v in truth.items() if k != "items"}, truth)
+
+
 def test_a_generator_that_ignores_the_prompt_fails():
     suite = cb.make_suite("train", 3, 1, categories=("colour_binding", "spatial"))
     truth = cb.ground_truth_generator()

@@ -346,7 +346,8 @@ def _accuracy(passed: int, n: int) -> dict:
 
 def summarise(records: list[dict]) -> dict:
     """{"per_category": {cat: {n, passed, accuracy, ci95, checks: {kind: accuracy}}}, "overall": ...,
-    "mean_category_accuracy", "examples": failing items (up to 3 per category)}."""
+    "mean_category_accuracy", "examples": failing items (up to 3 per category), "items": [[category, prompt,
+    seed, passed], ...] in suite order (what `paired_difference` compares)}."""
     by_category: dict[str, list[dict]] = {}
     for r in records:
         by_category.setdefault(r["category"], []).append(r)
@@ -369,7 +370,39 @@ def summarise(records: list[dict]) -> dict:
         "mean_category_accuracy": float(np.mean([v["accuracy"] for v in per_category.values()])) if records else 0.0,
         "examples": {c: [{"prompt": r["prompt"], "seed": r["seed"], "failed": r["failed"]}
                          for r in rs if not r["passed"]][:3] for c, rs in by_category.items()},
+        "items": [[r["category"], r["prompt"], int(r["seed"]), bool(r["passed"])] for r in records],
     }
+
+
+def paired_difference(a: dict, b: dict, n_boot: int = 10_000, seed: int = 0) -> dict:
+    """b - a on the same suite items (two `run` results of one suite: same prompts, same seeds).
+
+    Per category and overall: both accuracies, the difference with a 95% paired bootstrap interval over
+    items, the discordant counts (a only, b only) and McNemar's exact two-sided p-value. ValueError when
+    the results are not of the same items, or either has none (results written before "items" existed).
+    """
+    from math import comb
+
+    ia, ib = a.get("items"), b.get("items")
+    if not ia or not ib:
+        raise ValueError("both results need per-item records ('items'); re-run them with this version")
+    if [x[:3] for x in ia] != [x[:3] for x in ib]:
+        raise ValueError("the two results are not of the same suite items (prompts, seeds, order)")
+    rng = np.random.default_rng(seed)
+    out = {}
+    for cat in [None, *dict.fromkeys(x[0] for x in ia)]:
+        pa = np.array([x[3] for x in ia if cat is None or x[0] == cat], dtype=float)
+        pb = np.array([x[3] for x in ib if cat is None or x[0] == cat], dtype=float)
+        idx = rng.integers(0, len(pa), size=(n_boot, len(pa)))
+        boot = (pb[idx] - pa[idx]).mean(axis=1)
+        only_a, only_b = int(((pa == 1) & (pb == 0)).sum()), int(((pa == 0) & (pb == 1)).sum())
+        k, n = min(only_a, only_b), only_a + only_b
+        p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+        out["overall" if cat is None else cat] = {
+            "n": len(pa), "a": float(pa.mean()), "b": float(pb.mean()), "diff": float((pb - pa).mean()),
+            "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+            "a_only": only_a, "b_only": only_b, "mcnemar_p": float(p)}
+    return out
 
 
 def markdown(result: dict) -> str:
