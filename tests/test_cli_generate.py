@@ -9,7 +9,7 @@ from PIL import Image
 from tiny import make_tiny_sd_folder
 from t2ikit.cli import main
 from t2ikit.cli.info import format_parameters, parse_parameters
-from t2ikit.cli.models import known_models, resolve_model
+from t2ikit.cli.models import SHIPPED_MODEL, known_models, resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +66,9 @@ def test_generate_warns_about_unknown_words(env, tmp_path, capsys):
 
 
 def test_missing_shipped_model_is_reported(env, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr("t2ikit.cli.models.shipped_model_path", lambda: tmp_path / "shapes-v2")
+    monkeypatch.setattr("t2ikit.cli.models.shipped_model_path", lambda: tmp_path / SHIPPED_MODEL)
     assert main(["generate", "a red circle", "--out", str(tmp_path / "a.png")]) == 2
-    assert "shipped model shapes-v2 is not installed" in capsys.readouterr().err
+    assert f"shipped model {SHIPPED_MODEL} is not installed" in capsys.readouterr().err
     entries = known_models()
     assert entries[0].shipped and entries[0].kind == "missing" and entries[1].name == "tiny-sd"
 
@@ -76,7 +76,7 @@ def test_missing_shipped_model_is_reported(env, monkeypatch, tmp_path, capsys):
 def test_models_lists_shipped_first_then_env_folders(env, models_dir, capsys):
     assert main(["models", "--json"]) == 0
     entries = json.loads(capsys.readouterr().out)
-    assert entries[0]["name"] == "shapes-v2" and entries[0]["shipped"]
+    assert entries[0]["name"] == SHIPPED_MODEL and entries[0]["shipped"]
     tiny = entries[1]
     assert tiny["name"] == "tiny-sd" and tiny["kind"] == "t2ikit word-level" and 1e4 < tiny["params"] < 1e7
     assert resolve_model("tiny-sd") == models_dir / "tiny-sd"
