@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 import numpy as np
 
@@ -51,7 +52,10 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     suite = cb.make_suite("train", args.n_prompts, args.seeds, ("spatial",))
-    gen = cb.make_generator("model", model=args.model)
+    from t2ikit.pipeline import T2IPipeline
+
+    pipe = T2IPipeline.from_folder(args.model or cb.default_model_path())
+    gen = cb.pipeline_generator(pipe, steps=20)  # what `t2ikit bench compbench --generator model` runs
     items = suite.items
     flipped = []
     for it in items:
@@ -65,6 +69,24 @@ def main(argv=None) -> int:
     a = images([it.prompt for it in items], seeds)
     b = images([write_caption(s) for s in flipped], seeds)
     other = images([it.prompt for it in items], [s + 7919 for s in seeds])
+    def state_change(x: str, y: str) -> float:
+        ids = [pipe.tokenizer([t]).input_ids[0] for t in (x, y)]
+        if len(ids[0]) != len(ids[1]):
+            return float("nan")  # wordings of unequal length ("to the left of" vs "above") are not compared
+        first = next(i for i, (u, v) in enumerate(zip(*ids)) if u != v)
+        with torch.no_grad():
+            hx, hy = (pipe.encode_text([t])[0, first:len(ids[0])] for t in (x, y))
+        return float(((hx - hy).norm(dim=-1) / hx.norm(dim=-1)).mean())
+
+    def recoloured(spec):
+        o = spec.relations[0].object
+        used = {g.colour for g in spec.groups}
+        colour = next(c for c in vocab.COLOURS if c not in used)
+        groups = tuple(replace(g, colour=colour) if i == o else g for i, g in enumerate(spec.groups))
+        return Spec(groups, spec.relations, spec.style)
+
+    rel_change = [state_change(write_caption(it.spec), write_caption(fs)) for it, fs in zip(items, flipped)]
+    col_change = [state_change(write_caption(it.spec), write_caption(recoloured(it.spec))) for it in items]
     flips, pass_a, pass_b = [], [], []
     for it, fs, ia, ib in zip(items, flipped, a, b):
         pass_a.append(all(c.passed for c in score(ia, it.spec).checks if c.kind == "relation"))
@@ -80,6 +102,8 @@ def main(argv=None) -> int:
         "relation_pass_as_written": float(np.mean(pass_a)), "relation_pass_inverted": float(np.mean(pass_b)),
         "mean_abs_diff_within_pair": float(np.mean([np.abs(x - y).mean() for x, y in zip(a, b)])),
         "mean_abs_diff_other_seed": float(np.mean([np.abs(x - y).mean() for x, y in zip(a, other)])),
+        "text_state_change_relation_inverted": float(np.nanmean(rel_change)),
+        "text_state_change_object_recoloured": float(np.nanmean(col_change)),
         "model": str(args.model or cb.default_model_path()),
     }
     if args.json:
@@ -93,6 +117,9 @@ def main(argv=None) -> int:
               f"{100 * result['relation_pass_inverted']:.0f}% inverted")
         print(f"mean |pixel difference|: {result['mean_abs_diff_within_pair']:.4f} within a pair, "
               f"{result['mean_abs_diff_other_seed']:.4f} between two seeds of one prompt")
+        print(f"text encoder, relative state change from the first differing token: relation inverted "
+              f"{result['text_state_change_relation_inverted']:.3f}, object recoloured (control) "
+              f"{result['text_state_change_object_recoloured']:.3f}")
     return 0
 
 
