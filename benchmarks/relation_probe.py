@@ -1,5 +1,6 @@
 """Does the model's layout follow the relation word? Each CompBench spatial prompt is generated twice with the
-same seed: as written ("A left of B") and with the relation inverted ("A right of B"). A model that reads the
+same seed: as CompBench writes it ("A left of B") and with the relation inverted ("A right of B", in the
+canonical wording, so a pair may also differ in wording: "under" vs "above"). A model that reads the
 relation swaps the objects' order along the relation's axis between the two images; one that ignores it draws
 (nearly) the same image twice.
 
@@ -50,10 +51,10 @@ def main(argv=None) -> int:
     from t2ikit.world.oracle import detect, score
     from t2ikit.world.scene import Relation, Spec
 
-    torch.set_num_threads(args.threads)
-    suite = cb.make_suite("train", args.n_prompts, args.seeds, ("spatial",))
     from t2ikit.pipeline import T2IPipeline
 
+    torch.set_num_threads(args.threads)
+    suite = cb.make_suite("train", args.n_prompts, args.seeds, ("spatial",))
     pipe = T2IPipeline.from_folder(args.model or cb.default_model_path())
     gen = cb.pipeline_generator(pipe, steps=20)  # what `t2ikit bench compbench --generator model` runs
     items = suite.items
@@ -63,12 +64,14 @@ def main(argv=None) -> int:
         flipped.append(Spec(it.spec.groups, (Relation(r.subject, vocab.INVERSE_RELATION[r.relation], r.object),),
                             it.spec.style))
     seeds = [int(it.seed) for it in items]
+
     def images(prompts, seeds_):  # -> float (H, W, 3) in [0, 1]
         return [np.asarray(x, dtype=np.float64) / 255.0 for x in gen(prompts, seeds_)]
 
     a = images([it.prompt for it in items], seeds)
     b = images([write_caption(s) for s in flipped], seeds)
     other = images([it.prompt for it in items], [s + 7919 for s in seeds])
+
     def state_change(x: str, y: str) -> float:
         ids = [pipe.tokenizer([t]).input_ids[0] for t in (x, y)]
         if len(ids[0]) != len(ids[1]):
