@@ -13,7 +13,7 @@ def paired_compbench(plain, treated, n_prompts: int = 20, seeds: int = 2,
     Per category and overall: all-checks accuracy with Wilson 95% intervals, mean share of checks passed,
     and the paired difference (treated - plain) of both with a 95% bootstrap interval over items.
     """
-    from t2ikit.bench.compbench import make_suite, wilson_interval
+    from t2ikit.bench.compbench import make_suite, paired_bootstrap_interval, wilson_interval
     from t2ikit.world.oracle import score
 
     suite = make_suite(split, n_prompts, seeds, tuple(categories))
@@ -39,8 +39,7 @@ def paired_compbench(plain, treated, n_prompts: int = 20, seeds: int = 2,
                            "checks_passed": float(np.mean([rows[name][k][2] for k in idx]))}
         for j, key in ((1, "accuracy"), (2, "checks_passed")):
             d = np.array([rows["weighted"][k][j] - rows["plain"][k][j] for k in idx])
-            boot = d[rng.integers(0, len(d), size=(2000, len(d)))].mean(1)
-            block[f"diff_{key}"] = {"mean": float(d.mean()), "ci95": [float(x) for x in np.percentile(boot, [2.5, 97.5])]}
+            block[f"diff_{key}"] = {"mean": float(d.mean()), "ci95": paired_bootstrap_interval(d, rng, 2000)}
         block["n"] = len(idx)
         result[cat] = block
     return result

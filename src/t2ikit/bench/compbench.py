@@ -374,6 +374,13 @@ def summarise(records: list[dict]) -> dict:
     }
 
 
+def paired_bootstrap_interval(diffs: np.ndarray, rng: np.random.Generator, n_boot: int) -> list[float]:
+    """95% interval of the mean of per-item differences, resampling items with replacement `n_boot` times."""
+    diffs = np.asarray(diffs, dtype=float)
+    boot = diffs[rng.integers(0, len(diffs), size=(n_boot, len(diffs)))].mean(axis=1)
+    return [float(x) for x in np.percentile(boot, [2.5, 97.5])]
+
+
 def paired_difference(a: dict, b: dict, n_boot: int = 10_000, seed: int = 0) -> dict:
     """b - a on the same suite items (two `run` results of one suite: same prompts, same seeds).
 
@@ -393,14 +400,12 @@ def paired_difference(a: dict, b: dict, n_boot: int = 10_000, seed: int = 0) -> 
     for cat in [None, *dict.fromkeys(x[0] for x in ia)]:
         pa = np.array([x[3] for x in ia if cat is None or x[0] == cat], dtype=float)
         pb = np.array([x[3] for x in ib if cat is None or x[0] == cat], dtype=float)
-        idx = rng.integers(0, len(pa), size=(n_boot, len(pa)))
-        boot = (pb[idx] - pa[idx]).mean(axis=1)
         only_a, only_b = int(((pa == 1) & (pb == 0)).sum()), int(((pa == 0) & (pb == 1)).sum())
         k, n = min(only_a, only_b), only_a + only_b
         p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
         out["overall" if cat is None else cat] = {
             "n": len(pa), "a": float(pa.mean()), "b": float(pb.mean()), "diff": float((pb - pa).mean()),
-            "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+            "ci95": paired_bootstrap_interval(pb - pa, rng, n_boot),
             "a_only": only_a, "b_only": only_b, "mcnemar_p": float(p)}
     return out
 
