@@ -85,8 +85,10 @@ class UNetTrainConfig(OptimConfig):
 @dataclass
 class LossesConfig:
     # L_total = L_reconstruction + text_alignment * L_text_alignment + image_quality * L_image_quality
+    #           + grounding * L_grounding
     text_alignment: float = 0.0  # lambda_1: InfoNCE between pooled text and pooled UNet mid-block features; 0 = off
     image_quality: float = 0.0  # lambda_2: Sobel-edge L1 between predicted-x0 and true latents; 0 = off
+    grounding: float = 0.0  # token grounding: each object word's cross-attention inside its object (t2ikit.train.grounding); 0 = off
     weighting: str = "fixed"  # "fixed" (the lambdas), "uncertainty" (Kendall et al. 2018) or "gradnorm" (Chen et al. 2018)
     proj_dim: int = 64  # width of the two projection heads of the alignment loss
     temperature: float = 0.1  # InfoNCE softmax temperature
@@ -178,9 +180,10 @@ class TrainConfig:
         if self.run.parallel not in ("ddp", "fsdp"):
             raise ValueError(f"run.parallel must be 'ddp' or 'fsdp', got {self.run.parallel!r}")
         lo = self.losses
-        if lo.text_alignment < 0 or lo.image_quality < 0:
+        if lo.text_alignment < 0 or lo.image_quality < 0 or lo.grounding < 0:
             raise ValueError(
-                f"losses.text_alignment and losses.image_quality must be >= 0, got {lo.text_alignment}, {lo.image_quality}"
+                "losses.text_alignment, losses.image_quality and losses.grounding must be >= 0, got "
+                f"{lo.text_alignment}, {lo.image_quality}, {lo.grounding}"
             )
         if lo.weighting not in ("fixed", "uncertainty", "gradnorm"):
             raise ValueError(f"losses.weighting must be 'fixed', 'uncertainty' or 'gradnorm', got {lo.weighting!r}")

@@ -56,11 +56,15 @@ class ShapesBatches(Dataset):
         curriculum=None,  # t2ikit.train.curriculum.Curriculum: resolution and max objects per optimizer step
         items_per_step: int = 1,  # items per optimizer step (grad_accum): item i belongs to step i // items_per_step
         shard: tuple[int, int] = (0, 1),  # (rank, world): this process keeps scenes rank::world of each item
+        grounding: bool = False,  # add "group_masks" and "token_groups" (t2ikit.train.grounding); needs tokenizer
     ):
         self.seed, self.batch_size, self.length, self.resolution = seed, batch_size, length, resolution
         self.tokenizer, self.caption_dropout, self.split = tokenizer, caption_dropout, split
         self.make_batch = make_batch or _make_batch
         self.curriculum, self.items_per_step, self.shard = curriculum, items_per_step, shard
+        self.grounding = grounding
+        if grounding and tokenizer is None:
+            raise ValueError("grounding targets need a tokenizer (they name token positions)")
         if batch_size % shard[1]:
             raise ValueError(f"the world size {shard[1]} does not divide the micro-batch of {batch_size} images")
 
@@ -73,6 +77,8 @@ class ShapesBatches(Dataset):
                 kwargs["max_objects"] = self.curriculum.max_objects_at(step)
             if self.curriculum.mix:
                 kwargs["mix"] = dict(self.curriculum.mix)
+        if self.grounding:
+            kwargs["masks"] = True
         rank, world = self.shard
         if world == 1:
             return self.make_batch(self.seed, index, self.batch_size, resolution, self.split, **kwargs)
@@ -81,7 +87,10 @@ class ShapesBatches(Dataset):
             self.make_batch(self.seed, index * self.batch_size + j, 1, resolution, self.split, **kwargs)
             for j in range(rank, self.batch_size, world)
         ]
-        return {"rgb": np.concatenate([p["rgb"] for p in parts]), "captions": [c for p in parts for c in p["captions"]]}
+        joined = {"rgb": np.concatenate([p["rgb"] for p in parts]), "captions": [c for p in parts for c in p["captions"]]}
+        if self.grounding:
+            joined["group_masks"] = np.concatenate([p["group_masks"] for p in parts])
+        return joined
 
     def __len__(self) -> int:
         return self.length
@@ -105,6 +114,12 @@ class ShapesBatches(Dataset):
                 truncation=True,
                 return_tensors="pt",
             ).input_ids
+            if self.grounding:
+                from t2ikit.train.grounding import caption_token_groups
+
+                length = item["input_ids"].shape[1]
+                item["token_groups"] = torch.from_numpy(np.stack([caption_token_groups(c, length) for c in captions]))
+                item["group_masks"] = torch.from_numpy(batch["group_masks"])
         return item
 
 

@@ -9,9 +9,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from t2ikit.train.grounding import grounding_loss
 from t2ikit.train.losses import edge_l1_loss, info_nce, predicted_x0
 
-TERMS = ("reconstruction", "text_alignment", "image_quality")
+TERMS = ("reconstruction", "text_alignment", "image_quality", "grounding")
 
 
 class MultiLoss(nn.Module):
@@ -20,7 +21,8 @@ class MultiLoss(nn.Module):
     def __init__(self, cfg, text_dim: int, mid_channels: int, seed: int):
         super().__init__()
         self.cfg = cfg  # a LossesConfig
-        lambdas = {"reconstruction": 1.0, "text_alignment": cfg.text_alignment, "image_quality": cfg.image_quality}
+        lambdas = {"reconstruction": 1.0, "text_alignment": cfg.text_alignment, "image_quality": cfg.image_quality,
+                   "grounding": cfg.grounding}
         self.names = [n for n in TERMS if lambdas[n] > 0]
         init = torch.tensor([lambdas[n] for n in self.names])
         g = torch.Generator().manual_seed(seed)
@@ -42,8 +44,10 @@ class MultiLoss(nn.Module):
             return torch.exp(-self.log_vars)
         return self.weights
 
-    def terms(self, latents, states, ids, pad_id, outputs, noise_scheduler, recon, mid) -> dict[str, torch.Tensor]:
-        """Every active term as a scalar tensor; `outputs` from diffusion_loss, `mid` (B, C, h, w) mid-block features."""
+    def terms(self, latents, states, ids, pad_id, outputs, noise_scheduler, recon, mid,
+              grounding: tuple | None = None) -> dict[str, torch.Tensor]:
+        """Every active term as a scalar tensor; `outputs` from diffusion_loss, `mid` (B, C, h, w) mid-block features,
+        `grounding` (captured maps, token_groups, group_masks) for t2ikit.train.grounding.grounding_loss."""
         out = {"reconstruction": recon}
         if "text_alignment" in self.names:
             mask = (ids != pad_id).unsqueeze(-1).to(states.dtype)  # (B, T, 1)
@@ -53,6 +57,10 @@ class MultiLoss(nn.Module):
         if "image_quality" in self.names:
             x0 = predicted_x0(noise_scheduler, outputs["noisy"], outputs["pred"], outputs["timesteps"])
             out["image_quality"] = edge_l1_loss(x0, latents)
+        if "grounding" in self.names:
+            if grounding is None:
+                raise ValueError("the grounding term needs captured attention maps and grounding targets")
+            out["grounding"] = grounding_loss(*grounding)
         return out
 
     def combine(self, terms: dict[str, torch.Tensor], shared: torch.nn.Parameter | None = None) -> torch.Tensor:

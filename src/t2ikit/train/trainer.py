@@ -163,7 +163,8 @@ class Trainer:
             self._init_from(Path(m.init))
         self.noise_scheduler = training_scheduler(cfg.diffusion)
         self.multiloss = None
-        if cfg.losses.text_alignment > 0 or cfg.losses.image_quality > 0 or cfg.losses.weighting != "fixed":
+        if (cfg.losses.text_alignment > 0 or cfg.losses.image_quality > 0 or cfg.losses.grounding > 0
+                or cfg.losses.weighting != "fixed"):
             self.multiloss = self._build("aux")
         self.ema_unet = EMA(self.unet, cfg.unet_train.ema_decay)
         self.ema_text = EMA(self.text_encoder, cfg.unet_train.ema_decay)
@@ -305,6 +306,13 @@ class Trainer:
             from t2ikit.train.multiloss import shared_parameter
 
             shared = shared_parameter(self.unet)
+        capture, controller = None, None
+        if ml is not None and "grounding" in ml.names:
+            from t2ikit.attention.processor import AttentionController
+            from t2ikit.train.grounding import GroundingCapture
+
+            capture = GroundingCapture()
+            controller = AttentionController([capture]).install(self.unet)
 
         def loss_fn(item: dict, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
             pixels = to_model_input(item["pixels"], self.device)
@@ -313,13 +321,20 @@ class Trainer:
                 latents = self.vae.encode(pixels).latent_dist.mean * factor  # (B, C, h, w)
             states = self.text_encoder(ids)[0]  # (B, T, D), as StableDiffusionPipeline encodes prompts
             outputs = {} if ml is not None else None
+            if capture is not None:
+                capture.clear()
             recon = diffusion_loss(
                 unet_forward, latents, states, self.noise_scheduler, gen, c.snr_gamma, self.dist.shard, outputs
             )
             if ml is None:
                 return recon, {}
+            grounding = None
+            if capture is not None:
+                grounding = (list(capture.maps), item["token_groups"].to(self.device),
+                             item["group_masks"].to(self.device))
+                capture.clear()
             terms = ml.terms(latents, states, ids, self.tokenizer.pad_token_id, outputs, self.noise_scheduler, recon,
-                             mid_store.get("mid"))
+                             mid_store.get("mid"), grounding)
             total = ml.combine(terms, shared)
             weights = ml.current_weights().detach()
             info = {f"loss_{n}": float(terms[n].detach()) for n in ml.names}
@@ -346,6 +361,8 @@ class Trainer:
         finally:
             if hook is not None:
                 hook.remove()
+            if controller is not None:
+                controller.uninstall()
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -367,6 +384,7 @@ class Trainer:
             tokenizer=tokenizer,
             caption_dropout=caption_dropout,
             make_batch=make_batch,
+            grounding=stage == "unet" and self.cfg.losses.grounding > 0,
         )
 
     def _autocast(self):

@@ -1,0 +1,149 @@
+"""Token grounding: caption tokens mapped to their noun phrase, silhouettes per group, the attention loss's
+values on attention we know, the batches that carry the targets, and the trainer that logs the term."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from t2ikit.train.config import load_config
+from t2ikit.train.data import ShapesBatches
+from t2ikit.train.grounding import MAX_GROUPS, caption_token_groups, grounding_loss, scene_group_masks
+from t2ikit.train.trainer import Trainer, build_tokenizer
+from t2ikit.world.caption import write_caption
+from t2ikit.world.render import render_rgb
+from t2ikit.world.scene import sample_scene, scene_rng
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_train_dynamics import SHORT, _train_records, dyn_config  # noqa: E402
+
+
+def test_tokens_of_each_noun_phrase_name_its_group():
+    tok = build_tokenizer(48)
+    caption = "three red circles to the left of a large blue square, drawn in outline"
+    ids = tok(caption).input_ids
+    words = [t.replace("</w>", "") for t in tok.convert_ids_to_tokens(ids)]
+    groups = caption_token_groups(caption, 48)
+    named = {g: [w for w, gi in zip(words, groups) if gi == g] for g in (0, 1)}
+    assert named == {0: ["three", "red", "circles"], 1: ["a", "large", "blue", "square"]}
+    assert all(g == -1 for w, g in zip(words, groups) if w in ("to", "the", "left", "of", "drawn", "outline", ","))
+    assert (groups[len(ids):] == -1).all()  # padding grounds nothing
+    assert (caption_token_groups("", 48) == -1).all()  # caption dropout
+    assert (caption_token_groups("a photo of something", 48) == -1).all()  # not a world caption
+
+
+def test_world_captions_ground_every_group_exactly_where_the_tokenizer_puts_its_words():
+    tok = build_tokenizer(48)
+    for index in range(40):
+        scene = sample_scene(11, index, category="complex" if index % 2 else None)
+        caption = write_caption(scene.spec, scene_rng(5, index))
+        groups = caption_token_groups(caption, 48)
+        tokens = [t.replace("</w>", "") for t in tok.convert_ids_to_tokens(tok(caption).input_ids)]
+        assert set(groups[groups >= 0].tolist()) == set(range(len(scene.spec.groups))), caption
+        for g, spec_group in enumerate(scene.spec.groups):
+            words = [w for w, gi in zip(tokens, groups) if gi == g]
+            assert spec_group.colour in words, (caption, words)
+
+
+def test_group_masks_are_the_silhouettes_of_each_groups_objects():
+    for index in range(10):
+        scene = sample_scene(3, index, category="counting")
+        masks = scene_group_masks(scene, 64)
+        assert masks.shape == (MAX_GROUPS, 64, 64)
+        rgb = render_rgb(scene, 64)
+        background = rgb[0, 0].copy()
+        n = len(scene.spec.groups)
+        assert masks[:n].reshape(n, -1).any(axis=1).all() and not masks[n:].any()
+        drawn = np.abs(rgb - background).sum(-1) > 0.05
+        covered = masks.any(axis=0).astype(bool)
+        assert (drawn <= covered).all()  # every drawn pixel belongs to some group's silhouette
+        assert drawn[covered].mean() > 0.9  # and silhouettes are drawn (filled scenes; occlusion aside)
+
+
+def _probs(attention_on: np.ndarray, t: int = 4, heads: int = 2) -> torch.Tensor:
+    """(1, heads, h*w, T): every pixel puts `attention_on[y, x]` on token 1, the rest on token 0."""
+    a = torch.tensor(attention_on, dtype=torch.float32).flatten()
+    p = torch.zeros(1, heads, a.numel(), t)
+    p[..., 1] = a
+    p[..., 0] = 1.0 - a
+    return p
+
+
+def test_grounding_loss_reads_where_the_token_attends():
+    mask = np.zeros((1, MAX_GROUPS, 8, 8), dtype=np.uint8)
+    mask[0, 0, :4, :4] = 1  # group 0: the top-left quarter
+    groups = torch.tensor([[-1, 0, -1, -1]])
+    masks = torch.from_numpy(mask)
+    inside = np.zeros((8, 8))
+    inside[:4, :4] = 1.0
+    cases = {"inside": (inside, 0.0), "outside": (1.0 - inside, 1.0), "uniform": (np.full((8, 8), 0.5), 0.75)}
+    for name, (attention, expected) in cases.items():
+        loss = grounding_loss([((8, 8), _probs(attention))], groups, masks)
+        assert float(loss) == pytest.approx(expected, abs=1e-6), name
+    # a coarser layer sees the mask as covered fractions: the top-left 2x2 cells of 4x4 are fully inside
+    coarse = np.zeros((4, 4))
+    coarse[:2, :2] = 1.0
+    assert float(grounding_loss([((4, 4), _probs(coarse))], groups, masks)) == pytest.approx(0.0, abs=1e-6)
+    # nothing grounded (a dropped caption): zero, and still differentiable
+    p = _probs(inside).requires_grad_(True)
+    empty = grounding_loss([((8, 8), p)], torch.full((1, 4), -1), masks)
+    empty.backward()
+    assert float(empty.detach()) == 0.0 and p.grad is not None
+    with pytest.raises(ValueError, match="no"):
+        grounding_loss([], groups, masks)
+
+
+def test_grounding_loss_gradient_moves_attention_into_the_object():
+    mask = np.zeros((1, MAX_GROUPS, 8, 8), dtype=np.uint8)
+    mask[0, 1, 4:, 4:] = 1
+    logits = torch.zeros(1, 1, 64, 3, requires_grad=True)
+    groups = torch.tensor([[-1, -1, 1]])
+    opt = torch.optim.SGD([logits], lr=50.0)
+    losses = []
+    for _ in range(20):
+        loss = grounding_loss([((8, 8), logits.softmax(-1))], groups, torch.from_numpy(mask))
+        losses.append(float(loss))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[0] == pytest.approx(0.75, abs=1e-6) and losses[-1] < 0.5 * losses[0]
+
+
+def test_batches_carry_grounding_targets_that_follow_caption_dropout():
+    tok = build_tokenizer(48)
+    data = ShapesBatches(seed=4, batch_size=6, length=2, resolution=32, tokenizer=tok, caption_dropout=0.5,
+                         grounding=True)
+    item = data[1]
+    assert item["group_masks"].shape == (6, MAX_GROUPS, 32, 32) and item["group_masks"].dtype == torch.uint8
+    assert item["token_groups"].shape == item["input_ids"].shape
+    plain = ShapesBatches(seed=4, batch_size=6, length=2, resolution=32, tokenizer=tok, caption_dropout=0.5)[1]
+    assert torch.equal(plain["pixels"], item["pixels"]) and plain["captions"] == item["captions"]
+    dropped = (item["input_ids"][:, 1] == tok.eos_token_id)  # "" tokenizes to start, end
+    assert dropped.any() and (~dropped).any()
+    assert (item["token_groups"][dropped] == -1).all()
+    assert (item["token_groups"][~dropped] >= 0).any(dim=1).all()
+    with pytest.raises(ValueError, match="tokenizer"):
+        ShapesBatches(seed=4, batch_size=2, length=1, grounding=True)
+
+
+def test_trainer_logs_the_grounding_term(tmp_path):
+    torch.set_num_threads(1)
+    trainer = Trainer(load_config(dyn_config(tmp_path, SHORT, losses={"grounding": 0.1})), out=tmp_path / "run")
+    trainer.run()
+    records = _train_records(tmp_path / "run")
+    assert len(records) == 3 and trainer.multiloss.names == ["reconstruction", "grounding"]
+    for r in records:
+        assert 0.0 < r["loss_grounding"] <= 1.0 and r["weight_grounding"] == pytest.approx(0.1)
+        assert r["loss"] == pytest.approx(r["loss_reconstruction"] + 0.1 * r["loss_grounding"], rel=1e-5)
+    # the hooked processors are gone after training: the UNet's attention is diffusers' own again
+    assert not any(type(p).__name__ == "HookedAttnProcessor" for p in trainer.unet.attn_processors.values())
+
+
+def test_negative_grounding_weight_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="grounding must be >= 0|must be >= 0"):
+        load_config(dyn_config(tmp_path, SHORT, losses={"grounding": -0.5}))
+
