@@ -52,14 +52,9 @@ def caption_token_groups(caption: str, max_length: int) -> np.ndarray:
 
 def scene_group_masks(scene, resolution: int) -> np.ndarray:
     """(MAX_GROUPS, R, R) uint8: the union of each group's object silhouettes (occluded parts included)."""
-    from t2ikit.world.render import _check_resolution, _placed
+    from t2ikit.world.render import group_silhouettes
 
-    scale = _check_resolution(resolution)
-    masks = np.zeros((MAX_GROUPS, resolution, resolution), dtype=np.uint8)
-    for obj in scene.objects:
-        ys, xs, silhouette, _, _ = _placed(obj, scale, 0)
-        masks[obj.group, ys, xs] |= silhouette.astype(np.uint8)
-    return masks
+    return group_silhouettes(scene, resolution, MAX_GROUPS)
 
 
 class GroundingCapture(AttentionHook):

@@ -152,6 +152,17 @@ def render(scene: Scene, resolution: int = 64, reference: bool = True) -> Modali
     return Modalities(rgb, depth, sketch, instances, classes, ref)
 
 
+def group_silhouettes(scene: Scene, resolution: int = 64, groups: int = vocab.MAX_OBJECTS) -> np.ndarray:
+    """(groups, R, R) uint8: per noun phrase (group), the union of its objects' silhouettes, occluded parts
+    included (what an object word should attend to; `render(...).instances` keeps only the visible parts)."""
+    scale = _check_resolution(resolution)
+    masks = np.zeros((groups, resolution, resolution), dtype=np.uint8)
+    for obj in scene.objects:
+        ys, xs, sil, _, _ = _placed(obj, scale, 0)
+        masks[obj.group, ys, xs] |= sil.astype(np.uint8)
+    return masks
+
+
 def to_uint8(array: np.ndarray) -> np.ndarray:
     return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
