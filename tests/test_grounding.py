@@ -3,6 +3,7 @@ values on attention we know, the batches that carry the targets, and the trainer
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -12,11 +13,12 @@ import torch
 
 from t2ikit.train.config import load_config
 from t2ikit.train.data import ShapesBatches
-from t2ikit.train.grounding import MAX_GROUPS, caption_token_groups, grounding_loss, scene_group_masks
+from t2ikit.train.grounding import (MAX_GROUPS, RELATION_AXES, caption_token_groups, group_centroids, grounding_loss,
+                                    relation_loss, scene_group_masks, scene_relations)
 from t2ikit.train.trainer import Trainer, build_tokenizer
-from t2ikit.world.caption import write_caption
+from t2ikit.world.caption import parse_caption, write_caption
 from t2ikit.world.render import render_rgb
-from t2ikit.world.scene import sample_scene, scene_rng
+from t2ikit.world.scene import Group, Relation, Spec, sample_scene, scene_rng
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_dynamics import SHORT, _train_records, dyn_config  # noqa: E402
@@ -106,7 +108,7 @@ def test_grounding_loss_gradient_moves_attention_into_the_object():
     losses = []
     for _ in range(20):
         loss = grounding_loss([((8, 8), logits.softmax(-1))], groups, torch.from_numpy(mask))
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -147,3 +149,82 @@ def test_negative_grounding_weight_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="grounding must be >= 0|must be >= 0"):
         load_config(dyn_config(tmp_path, SHORT, losses={"grounding": -0.5}))
 
+
+
+def test_relation_loss_reads_where_each_groups_words_attend():
+    # group 0 ("A") attends to the left half, group 1 ("B") to the right half of an 8x8 grid
+    left, right = np.zeros((8, 8)), np.zeros((8, 8))
+    left[:, :4], right[:, 4:] = 1.0, 1.0
+    probs = torch.zeros(1, 2, 64, 4)
+    probs[..., 1] = torch.tensor(left).flatten() / 2
+    probs[..., 2] = torch.tensor(right).flatten() / 2
+    probs[..., 0] = 1.0 - probs[..., 1] - probs[..., 2]
+    groups = torch.tensor([[-1, 0, 1, -1]])
+
+    def loss(relation: str, margin: float = 0.1) -> float:
+        axis, sign = RELATION_AXES[relation]
+        rows = torch.tensor([[[0, 1, axis, sign], [-1, -1, -1, -1]]])
+        return float(relation_loss([((8, 8), probs)], groups, rows, margin))
+
+    # centroids x: A 0.25, B 0.75 -> "A left of B" holds by 0.5, "A right of B" misses by 0.5 + margin
+    assert loss("left of") == pytest.approx(0.0) and loss("right of") == pytest.approx(0.6)
+    assert loss("left of", margin=0.6) == pytest.approx(0.1)
+    assert loss("above") == pytest.approx(0.1) and loss("below") == pytest.approx(0.1)  # same row: 0 offset
+    c, has = group_centroids(probs, (8, 8), groups)
+    assert c[0, :2].flatten().tolist() == pytest.approx([0.25, 0.5, 0.75, 0.5]) and has[0].tolist() == [True, True, False, False]
+    # a relation whose group has no grounded token (a dropped caption) is skipped
+    none = relation_loss([((8, 8), probs)], torch.full((1, 4), -1), torch.tensor([[[0, 1, 0, 1]]]))
+    assert float(none.detach()) == 0.0
+
+
+def test_relation_loss_gradient_separates_the_objects_along_the_axis():
+    logits = torch.zeros(1, 1, 64, 3, requires_grad=True)  # uniform attention: both centroids at the centre
+    groups = torch.tensor([[-1, 0, 1]])
+    rows = torch.tensor([[scene_relations_row("above")]])
+    opt = torch.optim.SGD([logits], lr=20.0)
+    for _ in range(30):
+        loss = relation_loss([((8, 8), logits.softmax(-1))], groups, rows, 0.2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    c, _ = group_centroids(logits.softmax(-1).detach(), (8, 8), groups)
+    assert float(c[0, 1, 1] - c[0, 0, 1]) >= 0.19  # B (object) now lies below A (subject): A above B
+    assert abs(float(c[0, 1, 0] - c[0, 0, 0])) < 1e-4  # and nothing moved across the axis
+
+
+def scene_relations_row(relation: str) -> list[int]:
+    spec = Spec((Group("red", "circle"), Group("blue", "square")), (Relation(0, relation, 1),))
+    return scene_relations(spec)[0].tolist()
+
+
+def test_batches_carry_the_scenes_relations():
+    tok = build_tokenizer(48)
+    data = ShapesBatches(seed=2, batch_size=8, length=1, resolution=32, tokenizer=tok, grounding=True,
+                         make_batch=functools.partial(_spatial_batch))
+    item = data[0]
+    rel = item["relations"]
+    assert rel.shape == (8, 3, 4) and (rel[:, 0, 0] >= 0).all() and (rel[:, 1:] == -1).all()
+    for k in range(8):
+        spec = parse_caption(item["captions"][k])
+        s, o, axis, sign = rel[k, 0].tolist()
+        assert (s, o) == (spec.relations[0].subject, spec.relations[0].object)
+        assert (axis, sign) == RELATION_AXES[spec.relations[0].relation]
+
+
+def _spatial_batch(seed, index, batch_size, resolution, split, **kwargs):
+    from t2ikit.world.dataset import make_batch
+
+    return make_batch(seed, index, batch_size, resolution=resolution, split=split, category="spatial", **kwargs)
+
+
+def test_trainer_logs_the_relation_term(tmp_path):
+    torch.set_num_threads(1)
+    losses = {"relation": 0.5, "relation_margin": 0.2}
+    trainer = Trainer(load_config(dyn_config(tmp_path, SHORT, losses=losses)), out=tmp_path / "run")
+    trainer.run()
+    records = _train_records(tmp_path / "run")
+    assert trainer.multiloss.names == ["reconstruction", "relation"]
+    assert all(r["loss_relation"] >= 0.0 and r["weight_relation"] == pytest.approx(0.5) for r in records)
+    assert any(r["loss_relation"] > 0.0 for r in records)  # uniform-ish attention misses a 0.2 margin
+    with pytest.raises(ValueError, match="relation_margin"):
+        load_config(dyn_config(tmp_path, SHORT, losses={"relation": 0.1, "relation_margin": 1.5}))

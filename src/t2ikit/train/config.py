@@ -85,10 +85,12 @@ class UNetTrainConfig(OptimConfig):
 @dataclass
 class LossesConfig:
     # L_total = L_reconstruction + text_alignment * L_text_alignment + image_quality * L_image_quality
-    #           + grounding * L_grounding
+    #           + grounding * L_grounding + relation * L_relation
     text_alignment: float = 0.0  # lambda_1: InfoNCE between pooled text and pooled UNet mid-block features; 0 = off
     image_quality: float = 0.0  # lambda_2: Sobel-edge L1 between predicted-x0 and true latents; 0 = off
     grounding: float = 0.0  # token grounding: each object word's cross-attention inside its object (t2ikit.train.grounding); 0 = off
+    relation: float = 0.0  # relation term: where B's words attend lies `relation_margin` past A's for "A left of B" etc.; 0 = off
+    relation_margin: float = 0.1  # in units of the image side
     weighting: str = "fixed"  # "fixed" (the lambdas), "uncertainty" (Kendall et al. 2018) or "gradnorm" (Chen et al. 2018)
     proj_dim: int = 64  # width of the two projection heads of the alignment loss
     temperature: float = 0.1  # InfoNCE softmax temperature
@@ -180,11 +182,13 @@ class TrainConfig:
         if self.run.parallel not in ("ddp", "fsdp"):
             raise ValueError(f"run.parallel must be 'ddp' or 'fsdp', got {self.run.parallel!r}")
         lo = self.losses
-        if lo.text_alignment < 0 or lo.image_quality < 0 or lo.grounding < 0:
+        if min(lo.text_alignment, lo.image_quality, lo.grounding, lo.relation) < 0:
             raise ValueError(
-                "losses.text_alignment, losses.image_quality and losses.grounding must be >= 0, got "
-                f"{lo.text_alignment}, {lo.image_quality}, {lo.grounding}"
+                "losses.text_alignment, losses.image_quality, losses.grounding and losses.relation must be >= 0, got "
+                f"{lo.text_alignment}, {lo.image_quality}, {lo.grounding}, {lo.relation}"
             )
+        if not 0 <= lo.relation_margin < 1:
+            raise ValueError(f"losses.relation_margin is a fraction of the image side in [0, 1), got {lo.relation_margin}")
         if lo.weighting not in ("fixed", "uncertainty", "gradnorm"):
             raise ValueError(f"losses.weighting must be 'fixed', 'uncertainty' or 'gradnorm', got {lo.weighting!r}")
         if lo.proj_dim < 1 or lo.temperature <= 0 or lo.gradnorm_lr < 0:

@@ -56,7 +56,7 @@ class ShapesBatches(Dataset):
         curriculum=None,  # t2ikit.train.curriculum.Curriculum: resolution and max objects per optimizer step
         items_per_step: int = 1,  # items per optimizer step (grad_accum): item i belongs to step i // items_per_step
         shard: tuple[int, int] = (0, 1),  # (rank, world): this process keeps scenes rank::world of each item
-        grounding: bool = False,  # add "group_masks" and "token_groups" (t2ikit.train.grounding); needs tokenizer
+        grounding: bool = False,  # add "group_masks", "relations", "token_groups" (t2ikit.train.grounding); needs tokenizer
     ):
         self.seed, self.batch_size, self.length, self.resolution = seed, batch_size, length, resolution
         self.tokenizer, self.caption_dropout, self.split = tokenizer, caption_dropout, split
@@ -89,7 +89,8 @@ class ShapesBatches(Dataset):
         ]
         joined = {"rgb": np.concatenate([p["rgb"] for p in parts]), "captions": [c for p in parts for c in p["captions"]]}
         if self.grounding:
-            joined["group_masks"] = np.concatenate([p["group_masks"] for p in parts])
+            for key in ("group_masks", "relations"):
+                joined[key] = np.concatenate([p[key] for p in parts])
         return joined
 
     def __len__(self) -> int:
@@ -120,6 +121,7 @@ class ShapesBatches(Dataset):
                 length = item["input_ids"].shape[1]
                 item["token_groups"] = torch.from_numpy(np.stack([caption_token_groups(c, length) for c in captions]))
                 item["group_masks"] = torch.from_numpy(batch["group_masks"])
+                item["relations"] = torch.from_numpy(batch["relations"])  # a dropped caption grounds no group
         return item
 
 

@@ -21,6 +21,9 @@ from t2ikit.attention.processor import AttentionHook
 from t2ikit.world import vocab
 
 MAX_GROUPS = vocab.MAX_OBJECTS  # a scene has at most this many noun phrases (groups)
+MAX_RELATIONS = vocab.MAX_OBJECTS - 1  # relations join consecutive groups
+# (axis, sign) of each relation: sign * (object's centre - subject's centre) along axis (0: x, 1: y, down) > 0
+RELATION_AXES = {"left of": (0, 1), "right of": (0, -1), "above": (1, 1), "below": (1, -1)}
 # CLIP's pre-tokenizer, restricted to what captions contain: a run of letters, a digit, or one other symbol.
 _PRE_TOKENS = re.compile(r"[^\W\d_]+|\d|[^\s\w]")
 
@@ -55,6 +58,15 @@ def scene_group_masks(scene, resolution: int) -> np.ndarray:
     from t2ikit.world.render import group_silhouettes
 
     return group_silhouettes(scene, resolution, MAX_GROUPS)
+
+
+def scene_relations(spec) -> np.ndarray:
+    """(MAX_RELATIONS, 4) int64 rows (subject group, object group, axis, sign) of `spec`'s relations; -1 rows pad."""
+    out = np.full((MAX_RELATIONS, 4), -1, dtype=np.int64)
+    for k, r in enumerate(spec.relations):
+        axis, sign = RELATION_AXES[r.relation]
+        out[k] = (r.subject, r.object, axis, sign)
+    return out
 
 
 class GroundingCapture(AttentionHook):
@@ -100,4 +112,53 @@ def grounding_loss(maps: list[tuple[tuple[int, int], torch.Tensor]], token_group
         inside = torch.einsum("bpt,btp->bt", a, per_token)
         total = a.sum(dim=1).clamp(min=1e-12)  # (B, T)
         losses.append(((1.0 - inside / total) * grounded).sum() / n)
+    return torch.stack(losses).mean()
+
+
+def group_centroids(probs: torch.Tensor, hw: tuple[int, int], token_groups: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each group's words look: ((B, G, 2) centroids (x, y) in [0, 1] of the mean over the group's tokens of
+    each token's attention distribution over the image (heads averaged), (B, G) bool: the group has tokens)."""
+    h, w = hw
+    a = probs.float().mean(dim=1)  # (B, h*w, T)
+    a = a / a.sum(dim=1, keepdim=True).clamp(min=1e-12)  # each token's distribution over pixels
+    ys, xs = torch.meshgrid((torch.arange(h, device=a.device) + 0.5) / h, (torch.arange(w, device=a.device) + 0.5) / w,
+                            indexing="ij")
+    grid = torch.stack([xs.flatten(), ys.flatten()], dim=-1).to(a.dtype)  # (h*w, 2)
+    token_xy = torch.einsum("bpt,pc->btc", a, grid)  # (B, T, 2)
+    member = F.one_hot(token_groups.clamp(min=0), MAX_GROUPS).to(a.dtype) * (token_groups >= 0).unsqueeze(-1)
+    counts = member.sum(dim=1)  # (B, G)
+    centroids = torch.einsum("btg,btc->bgc", member, token_xy) / counts.clamp(min=1).unsqueeze(-1)
+    return centroids, counts > 0
+
+
+def _rows(c: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """c (B, G, 2) at groups (B, R) -> (B, R, 2)."""
+    return torch.gather(c, 1, groups.unsqueeze(-1).expand(-1, -1, c.shape[-1]))
+
+
+def relation_loss(maps: list[tuple[tuple[int, int], torch.Tensor]], token_groups: torch.Tensor,
+                  relations: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
+    """Mean over layers and stated relations of relu(margin - sign * (c_object - c_subject)[axis]).
+
+    c_g is where group g's words attend (`group_centroids`, in units of the image side). A stated relation
+    "A left of B" asks B's attention to sit at least `margin` to the right of A's. Relations whose groups have
+    no grounded tokens (dropped or unreadable captions) are skipped; zero (with a graph) when none is left.
+    relations: (B, R, 4) rows (subject, object, axis, sign), -1 rows pad (`scene_relations`).
+    """
+    if not maps:
+        raise ValueError("relation_loss needs captured cross-attention maps; none were captured")
+    valid = relations[..., 0] >= 0  # (B, R)
+    subject, obj = relations[..., 0].clamp(min=0), relations[..., 1].clamp(min=0)
+    axis, sign = relations[..., 2].clamp(min=0), relations[..., 3].to(torch.float32)
+    losses = []
+    for hw, probs in maps:
+        c, has = group_centroids(probs, hw, token_groups)  # (B, G, 2), (B, G)
+        ok = valid & torch.gather(has, 1, subject) & torch.gather(has, 1, obj)
+        n = ok.sum()
+        if int(n) == 0:
+            return sum(p.sum() for _, p in maps) * 0.0
+        difference = _rows(c, obj) - _rows(c, subject)  # (B, R, 2): object's centroid - subject's
+        offset = torch.gather(difference, 2, axis.unsqueeze(-1)).squeeze(-1)  # (B, R), along each relation's axis
+        losses.append((F.relu(margin - sign * offset) * ok).sum() / n)
     return torch.stack(losses).mean()

@@ -9,10 +9,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from t2ikit.train.grounding import grounding_loss
+from t2ikit.train.grounding import grounding_loss, relation_loss
 from t2ikit.train.losses import edge_l1_loss, info_nce, predicted_x0
 
-TERMS = ("reconstruction", "text_alignment", "image_quality", "grounding")
+TERMS = ("reconstruction", "text_alignment", "image_quality", "grounding", "relation")
+ATTENTION_TERMS = ("grounding", "relation")  # terms computed on captured cross-attention maps
 
 
 class MultiLoss(nn.Module):
@@ -22,7 +23,7 @@ class MultiLoss(nn.Module):
         super().__init__()
         self.cfg = cfg  # a LossesConfig
         lambdas = {"reconstruction": 1.0, "text_alignment": cfg.text_alignment, "image_quality": cfg.image_quality,
-                   "grounding": cfg.grounding}
+                   "grounding": cfg.grounding, "relation": cfg.relation}
         self.names = [n for n in TERMS if lambdas[n] > 0]
         init = torch.tensor([lambdas[n] for n in self.names])
         g = torch.Generator().manual_seed(seed)
@@ -47,7 +48,7 @@ class MultiLoss(nn.Module):
     def terms(self, latents, states, ids, pad_id, outputs, noise_scheduler, recon, mid,
               grounding: tuple | None = None) -> dict[str, torch.Tensor]:
         """Every active term as a scalar tensor; `outputs` from diffusion_loss, `mid` (B, C, h, w) mid-block features,
-        `grounding` (captured maps, token_groups, group_masks) for t2ikit.train.grounding.grounding_loss."""
+        `grounding` (captured maps, token_groups, group_masks, relations) for the t2ikit.train.grounding terms."""
         out = {"reconstruction": recon}
         if "text_alignment" in self.names:
             mask = (ids != pad_id).unsqueeze(-1).to(states.dtype)  # (B, T, 1)
@@ -57,10 +58,14 @@ class MultiLoss(nn.Module):
         if "image_quality" in self.names:
             x0 = predicted_x0(noise_scheduler, outputs["noisy"], outputs["pred"], outputs["timesteps"])
             out["image_quality"] = edge_l1_loss(x0, latents)
+        if any(n in self.names for n in ATTENTION_TERMS) and grounding is None:
+            raise ValueError("the grounding and relation terms need captured attention maps and grounding targets")
         if "grounding" in self.names:
-            if grounding is None:
-                raise ValueError("the grounding term needs captured attention maps and grounding targets")
-            out["grounding"] = grounding_loss(*grounding)
+            maps, token_groups, group_masks, _ = grounding
+            out["grounding"] = grounding_loss(maps, token_groups, group_masks)
+        if "relation" in self.names:
+            maps, token_groups, _, relations = grounding
+            out["relation"] = relation_loss(maps, token_groups, relations, self.cfg.relation_margin)
         return out
 
     def combine(self, terms: dict[str, torch.Tensor], shared: torch.nn.Parameter | None = None) -> torch.Tensor:

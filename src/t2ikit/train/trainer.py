@@ -163,8 +163,9 @@ class Trainer:
             self._init_from(Path(m.init))
         self.noise_scheduler = training_scheduler(cfg.diffusion)
         self.multiloss = None
-        if (cfg.losses.text_alignment > 0 or cfg.losses.image_quality > 0 or cfg.losses.grounding > 0
-                or cfg.losses.weighting != "fixed"):
+        lo = cfg.losses
+        if (lo.text_alignment > 0 or lo.image_quality > 0 or lo.grounding > 0 or lo.relation > 0
+                or lo.weighting != "fixed"):
             self.multiloss = self._build("aux")
         self.ema_unet = EMA(self.unet, cfg.unet_train.ema_decay)
         self.ema_text = EMA(self.text_encoder, cfg.unet_train.ema_decay)
@@ -307,7 +308,9 @@ class Trainer:
 
             shared = shared_parameter(self.unet)
         capture, controller = None, None
-        if ml is not None and "grounding" in ml.names:
+        from t2ikit.train.multiloss import ATTENTION_TERMS
+
+        if ml is not None and any(n in ml.names for n in ATTENTION_TERMS):
             from t2ikit.attention.processor import AttentionController
             from t2ikit.train.grounding import GroundingCapture
 
@@ -331,7 +334,7 @@ class Trainer:
             grounding = None
             if capture is not None:
                 grounding = (list(capture.maps), item["token_groups"].to(self.device),
-                             item["group_masks"].to(self.device))
+                             item["group_masks"].to(self.device), item["relations"].to(self.device))
                 capture.clear()
             terms = ml.terms(latents, states, ids, self.tokenizer.pad_token_id, outputs, self.noise_scheduler, recon,
                              mid_store.get("mid"), grounding)
@@ -384,7 +387,7 @@ class Trainer:
             tokenizer=tokenizer,
             caption_dropout=caption_dropout,
             make_batch=make_batch,
-            grounding=stage == "unet" and self.cfg.losses.grounding > 0,
+            grounding=stage == "unet" and (self.cfg.losses.grounding > 0 or self.cfg.losses.relation > 0),
         )
 
     def _autocast(self):

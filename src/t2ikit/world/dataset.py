@@ -23,7 +23,8 @@ def make_batch(seed: int, index: int, batch_size: int, resolution: int = 64, spl
     """{"rgb": float32 (B, H, W, 3) in [0, 1], "captions": list[str]} for batch `index` of stream `seed`.
 
     `masks` adds "group_masks": uint8 (B, MAX_OBJECTS, H, W), the silhouettes of each noun phrase's
-    objects (for the token grounding loss, t2ikit.train.grounding); the images and captions are unchanged.
+    objects, and "relations": int64 (B, MAX_OBJECTS - 1, 4), the stated relations as (subject group, object
+    group, axis, sign) rows (for the grounding losses, t2ikit.train.grounding); images and captions are unchanged.
 
     `max_objects` (a complexity curriculum) keeps only scenes with at most that many objects: a scene
     over the limit is redrawn from derived streams (deterministically), so batch `index` is still a
@@ -36,7 +37,7 @@ def make_batch(seed: int, index: int, batch_size: int, resolution: int = 64, spl
         raise ValueError(f"max_objects must be at least 1 (or None), got {max_objects}")
     rgb = np.empty((batch_size, resolution, resolution, 3), dtype=np.float32)
     captions = []
-    group_masks = []
+    group_masks, relations = [], []
     for j in range(batch_size):
         scene_index = index * batch_size + j
         scene = sample_scene(seed, scene_index, category=category, split=split, reference=False, mix=mix)
@@ -50,12 +51,14 @@ def make_batch(seed: int, index: int, batch_size: int, resolution: int = 64, spl
                                  mix=mix)
         render_rgb(scene, resolution, out=rgb[j])
         if masks:
-            from t2ikit.train.grounding import scene_group_masks
+            from t2ikit.train.grounding import scene_group_masks, scene_relations
 
             group_masks.append(scene_group_masks(scene, resolution))
+            relations.append(scene_relations(scene.spec))
         # a separate stream for wording, so captions vary independently of the layout draw
         captions.append(write_caption(scene.spec, scene_rng(seed ^ 0xC0FFEE, scene_index)))
     batch = {"rgb": rgb, "captions": captions}
     if masks:
         batch["group_masks"] = np.stack(group_masks)
+        batch["relations"] = np.stack(relations)
     return batch
