@@ -25,7 +25,9 @@ def summarize(path: str | Path, steps: list[int] | None = None, batch: int = 0) 
     minutes = lambda r: round((r["time"] - start) / 60, 1)  # noqa: E731
     wanted = set(steps or [r["step"] for r in train])
     rows = [{"step": r["step"], "minutes": minutes(r), "loss": round(r["loss"], 5), "lr": r["lr"],
-             "samples_per_s": round(r["samples_per_s"], 1)} for r in train if r["step"] in wanted]
+             "samples_per_s": round(r["samples_per_s"], 1),
+             **{k: round(v, 5) for k, v in r.items() if k.startswith("loss_")}}  # a multi-loss run's terms
+            for r in train if r["step"] in wanted]
     evals = [{"step": r["step"], "minutes": minutes(r),
               **{k: round(v, 4) for k, v in r.items() if k.startswith("compbench")}}
              for r in records if r.get("event") == "eval"]
@@ -49,9 +51,11 @@ def main(argv=None) -> int:
         return 0
     print(f"{s['log']}: {s['last_step']} steps in {s['minutes']} min, "
           f"{s['samples_per_s']['min']}-{s['samples_per_s']['max']} samples/s")
-    print("step  minutes  loss      lr         samples/s")
+    terms = sorted({k for r in s["train"] for k in r if k.startswith("loss_")})
+    print("step  minutes  loss      lr         samples/s" + "".join(f"  {t[5:]}" for t in terms))
     for r in s["train"]:
-        print(f"{r['step']:<5} {r['minutes']:<8} {r['loss']:<9} {r['lr']:<10.3g} {r['samples_per_s']}")
+        print(f"{r['step']:<5} {r['minutes']:<8} {r['loss']:<9} {r['lr']:<10.3g} {r['samples_per_s']:<9}"
+              + "".join(f"  {r.get(t, ''):<{len(t) - 5}}" for t in terms))
     for e in s["evals"]:
         print(f"eval step {e['step']} at {e['minutes']} min: " + ", ".join(f"{k} {v}" for k, v in e.items()
                                                                           if k.startswith("compbench")))
