@@ -134,8 +134,16 @@ def test_batches_carry_grounding_targets_that_follow_caption_dropout():
 
 def test_trainer_logs_the_grounding_term(tmp_path):
     torch.set_num_threads(1)
-    trainer = Trainer(load_config(dyn_config(tmp_path, SHORT, losses={"grounding": 0.1})), out=tmp_path / "run")
+    seen = []
+
+    def evaluation_processors(trainer, step):  # what an evaluation during the stage generates with
+        seen.append({type(p).__name__ for p in trainer.pipeline().unet.attn_processors.values()})
+        return {}
+
+    config = load_config(dyn_config(tmp_path, SHORT + "\n[eval] every = 2", losses={"grounding": 0.1}))
+    trainer = Trainer(config, out=tmp_path / "run", eval_hooks=(evaluation_processors,))
     trainer.run()
+    assert seen and all("HookedAttnProcessor" not in names for names in seen)
     records = _train_records(tmp_path / "run")
     assert len(records) == 3 and trainer.multiloss.names == ["reconstruction", "grounding"]
     for r in records:

@@ -174,6 +174,7 @@ class Trainer:
         self._pending_optim: tuple[dict, dict] | None = None
         self._log_window: list[float] = []
         self._sharded: dict[str, torch.nn.Module] = {}  # under FSDP, while a stage trains: its modules, sharded
+        self._plain_processors: dict | None = None  # while grounding hooks are installed: the UNet's own processors
 
     def _build(self, name: str) -> torch.nn.Module:
         """A freshly initialised component ("vae", "unet", "text_encoder", "aux") on the device; the same seeds
@@ -315,6 +316,7 @@ class Trainer:
             from t2ikit.train.grounding import GroundingCapture
 
             capture = GroundingCapture()
+            self._plain_processors = dict(self.unet.attn_processors)  # for pipeline(): evaluation without the hooks
             controller = AttentionController([capture]).install(self.unet)
 
         def loss_fn(item: dict, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
@@ -366,6 +368,7 @@ class Trainer:
                 hook.remove()
             if controller is not None:
                 controller.uninstall()
+                self._plain_processors = None
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -628,6 +631,8 @@ class Trainer:
         if self._sharded:
             raise RuntimeError("Trainer.pipeline() under FSDP needs whole weights: call it inside Trainer._gathered()")
         unet, text = copy.deepcopy(self.unet).eval(), copy.deepcopy(self.text_encoder).eval()
+        if self._plain_processors:  # a grounding stage's capture hooks stay with the training UNet
+            unet.set_attn_processor(dict(self._plain_processors))
         if ema:
             self.ema_unet.copy_to(unet)
             self.ema_text.copy_to(text)
