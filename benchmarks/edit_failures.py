@@ -15,15 +15,6 @@ import dataclasses
 import sys
 
 
-def _value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model folder or name (default: the shipped one)")
@@ -34,6 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     args = ap.parse_args(argv)
     from t2ikit.bench import edit as eb
+    from t2ikit.cli.info import parse_number
     from t2ikit.cli.models import load_pipeline
     from t2ikit.diffusion.edit import EditOptions
     from t2ikit.world.oracle import detect, score_reading
@@ -44,7 +36,7 @@ def main(argv=None) -> int:
         key, sep, value = item.partition("=")
         if not sep or key not in fields:
             raise SystemExit(f"--set wants FIELD=VALUE with FIELD one of {', '.join(sorted(fields))}; got {item!r}")
-        overrides[key] = _value(value)
+        overrides[key] = parse_number(value)
     if args.method not in eb.METHODS or args.kind not in eb.KINDS:
         raise SystemExit(f"--method one of {', '.join(eb.METHODS)}; --kind one of {', '.join(eb.KINDS)}")
     options = eb.method_options

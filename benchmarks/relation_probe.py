@@ -20,10 +20,12 @@ from dataclasses import replace
 
 import numpy as np
 
+from t2ikit.world.scene import RELATION_AXES
+
 
 def _order(reading, spec, relation) -> float | None:
     """Offset subject - object along the relation's axis, or None if either group is not found once."""
-    axis = 0 if relation in ("left of", "right of") else 1
+    axis = RELATION_AXES[relation][0]
     found = []
     for g in (spec.groups[spec.relations[0].subject], spec.groups[spec.relations[0].object]):
         hits = [d for d in reading.detections if d.colour == g.colour and d.shape == g.shape]

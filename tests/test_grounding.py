@@ -13,12 +13,11 @@ import torch
 
 from t2ikit.train.config import load_config
 from t2ikit.train.data import ShapesBatches
-from t2ikit.train.grounding import (MAX_GROUPS, RELATION_AXES, caption_token_groups, group_centroids, grounding_loss,
-                                    relation_loss, scene_group_masks, scene_relations)
+from t2ikit.train.grounding import MAX_GROUPS, caption_token_groups, group_centroids, grounding_loss, relation_loss
 from t2ikit.train.trainer import Trainer, build_tokenizer
 from t2ikit.world.caption import parse_caption, write_caption
-from t2ikit.world.render import render_rgb
-from t2ikit.world.scene import Group, Relation, Spec, sample_scene, scene_rng
+from t2ikit.world.render import group_silhouettes, render_rgb
+from t2ikit.world.scene import RELATION_AXES, Group, Relation, Spec, relation_rows, sample_scene, scene_rng
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_dynamics import SHORT, _train_records, dyn_config  # noqa: E402
@@ -54,7 +53,7 @@ def test_world_captions_ground_every_group_exactly_where_the_tokenizer_puts_its_
 def test_group_masks_are_the_silhouettes_of_each_groups_objects():
     for index in range(10):
         scene = sample_scene(3, index, category="counting")
-        masks = scene_group_masks(scene, 64)
+        masks = group_silhouettes(scene, 64, MAX_GROUPS)
         assert masks.shape == (MAX_GROUPS, 64, 64)
         rgb = render_rgb(scene, 64)
         background = rgb[0, 0].copy()
@@ -202,7 +201,7 @@ def test_relation_loss_gradient_separates_the_objects_along_the_axis():
 
 def scene_relations_row(relation: str) -> list[int]:
     spec = Spec((Group("red", "circle"), Group("blue", "square")), (Relation(0, relation, 1),))
-    return scene_relations(spec)[0].tolist()
+    return relation_rows(spec)[0].tolist()
 
 
 def test_batches_carry_the_scenes_relations():

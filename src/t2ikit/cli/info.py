@@ -44,7 +44,7 @@ def parse_parameters(text: str) -> dict:
             lines = lines[:-1]
             for m in pairs:
                 value = m.group(2).strip()
-                settings[m.group(1).strip()] = json.loads(value) if value.startswith('"') else _number(value)
+                settings[m.group(1).strip()] = json.loads(value) if value.startswith('"') else parse_number(value)
     prompt_lines, negative_lines, in_negative = [], [], False
     for line in lines:
         if line.startswith(NEGATIVE_PREFIX):
@@ -58,7 +58,7 @@ def parse_parameters(text: str) -> dict:
     }
 
 
-def _number(value: str):
+def parse_number(value: str):
     """"20" -> 20, "7.5" -> 7.5, anything else unchanged."""
     for cast in (int, float):
         try:

@@ -21,9 +21,6 @@ from t2ikit.attention.processor import AttentionHook
 from t2ikit.world import vocab
 
 MAX_GROUPS = vocab.MAX_OBJECTS  # a scene has at most this many noun phrases (groups)
-MAX_RELATIONS = vocab.MAX_OBJECTS - 1  # relations join consecutive groups
-# (axis, sign) of each relation: sign * (object's centre - subject's centre) along axis (0: x, 1: y, down) > 0
-RELATION_AXES = {"left of": (0, 1), "right of": (0, -1), "above": (1, 1), "below": (1, -1)}
 # CLIP's pre-tokenizer, restricted to what captions contain: a run of letters, a digit, or one other symbol.
 _PRE_TOKENS = re.compile(r"[^\W\d_]+|\d|[^\s\w]")
 
@@ -53,36 +50,21 @@ def caption_token_groups(caption: str, max_length: int) -> np.ndarray:
     return out
 
 
-def scene_group_masks(scene, resolution: int) -> np.ndarray:
-    """(MAX_GROUPS, R, R) uint8: the union of each group's object silhouettes (occluded parts included)."""
-    from t2ikit.world.render import group_silhouettes
-
-    return group_silhouettes(scene, resolution, MAX_GROUPS)
-
-
-def scene_relations(spec) -> np.ndarray:
-    """(MAX_RELATIONS, 4) int64 rows (subject group, object group, axis, sign) of `spec`'s relations; -1 rows pad."""
-    out = np.full((MAX_RELATIONS, 4), -1, dtype=np.int64)
-    for k, r in enumerate(spec.relations):
-        axis, sign = RELATION_AXES[r.relation]
-        out[k] = (r.subject, r.object, axis, sign)
-    return out
-
-
 class GroundingCapture(AttentionHook):
-    """Keeps every cross-attention probability tensor of one UNet call, with its graph (for the loss)."""
+    """Keeps every cross-attention map of one UNet call, averaged over heads (both terms use the average), with
+    its graph (for the loss)."""
 
     needs_probs = True
     name = "grounding"
 
     def __init__(self):
-        self.maps: list[tuple[tuple[int, int], torch.Tensor]] = []  # ((h, w), (B, heads, h*w, T))
+        self.maps: list[tuple[tuple[int, int], torch.Tensor]] = []  # ((h, w), (B, 1, h*w, T))
 
     def applies(self, ctx) -> bool:
         return ctx.cross
 
     def on_probs(self, ctx, probs: torch.Tensor) -> torch.Tensor:
-        self.maps.append((ctx.query_hw, probs))
+        self.maps.append((ctx.query_hw, probs.mean(dim=1, keepdim=True)))
         return probs
 
     def clear(self) -> None:
@@ -115,6 +97,11 @@ def grounding_loss(maps: list[tuple[tuple[int, int], torch.Tensor]], token_group
     return torch.stack(losses).mean()
 
 
+def _membership(token_groups: torch.Tensor) -> torch.Tensor:
+    """(B, T, G) float: token t belongs to group g."""
+    return F.one_hot(token_groups.clamp(min=0), MAX_GROUPS).float() * (token_groups >= 0).unsqueeze(-1)
+
+
 def group_centroids(probs: torch.Tensor, hw: tuple[int, int], token_groups: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Where each group's words look: ((B, G, 2) centroids (x, y) in [0, 1] of the mean over the group's tokens of
@@ -126,7 +113,7 @@ def group_centroids(probs: torch.Tensor, hw: tuple[int, int], token_groups: torc
                             indexing="ij")
     grid = torch.stack([xs.flatten(), ys.flatten()], dim=-1).to(a.dtype)  # (h*w, 2)
     token_xy = torch.einsum("bpt,pc->btc", a, grid)  # (B, T, 2)
-    member = F.one_hot(token_groups.clamp(min=0), MAX_GROUPS).to(a.dtype) * (token_groups >= 0).unsqueeze(-1)
+    member = _membership(token_groups).to(a.dtype)
     counts = member.sum(dim=1)  # (B, G)
     centroids = torch.einsum("btg,btc->bgc", member, token_xy) / counts.clamp(min=1).unsqueeze(-1)
     return centroids, counts > 0
@@ -144,20 +131,21 @@ def relation_loss(maps: list[tuple[tuple[int, int], torch.Tensor]], token_groups
     c_g is where group g's words attend (`group_centroids`, in units of the image side). A stated relation
     "A left of B" asks B's attention to sit at least `margin` to the right of A's. Relations whose groups have
     no grounded tokens (dropped or unreadable captions) are skipped; zero (with a graph) when none is left.
-    relations: (B, R, 4) rows (subject, object, axis, sign), -1 rows pad (`scene_relations`).
+    relations: (B, R, 4) rows (subject, object, axis, sign), -1 rows pad (`t2ikit.world.scene.relation_rows`).
     """
     if not maps:
         raise ValueError("relation_loss needs captured cross-attention maps; none were captured")
     valid = relations[..., 0] >= 0  # (B, R)
     subject, obj = relations[..., 0].clamp(min=0), relations[..., 1].clamp(min=0)
     axis, sign = relations[..., 2].clamp(min=0), relations[..., 3].to(torch.float32)
+    has = _membership(token_groups).sum(dim=1) > 0  # (B, G): the group has grounded tokens
+    ok = valid & torch.gather(has, 1, subject) & torch.gather(has, 1, obj)
+    n = ok.sum()
+    if int(n) == 0:
+        return sum(p.sum() for _, p in maps) * 0.0
     losses = []
     for hw, probs in maps:
-        c, has = group_centroids(probs, hw, token_groups)  # (B, G, 2), (B, G)
-        ok = valid & torch.gather(has, 1, subject) & torch.gather(has, 1, obj)
-        n = ok.sum()
-        if int(n) == 0:
-            return sum(p.sum() for _, p in maps) * 0.0
+        c, _ = group_centroids(probs, hw, token_groups)  # (B, G, 2)
         difference = _rows(c, obj) - _rows(c, subject)  # (B, R, 2): object's centroid - subject's
         offset = torch.gather(difference, 2, axis.unsqueeze(-1)).squeeze(-1)  # (B, R), along each relation's axis
         losses.append((F.relu(margin - sign * offset) * ok).sum() / n)

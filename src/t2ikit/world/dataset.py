@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from t2ikit.world.caption import write_caption
-from t2ikit.world.render import render_rgb
-from t2ikit.world.scene import sample_scene, scene_rng
+from t2ikit.world.render import group_silhouettes, render_rgb
+from t2ikit.world.scene import relation_rows, sample_scene, scene_rng
 
 
 MAX_OBJECTS_TRIES = 64  # redraws of a scene over max_objects before falling back to category "single"
@@ -24,7 +24,8 @@ def make_batch(seed: int, index: int, batch_size: int, resolution: int = 64, spl
 
     `masks` adds "group_masks": uint8 (B, MAX_OBJECTS, H, W), the silhouettes of each noun phrase's
     objects, and "relations": int64 (B, MAX_OBJECTS - 1, 4), the stated relations as (subject group, object
-    group, axis, sign) rows (for the grounding losses, t2ikit.train.grounding); images and captions are unchanged.
+    group, axis, sign) rows (`scene.relation_rows`; for the grounding losses, t2ikit.train.grounding); images and
+    captions are unchanged.
 
     `max_objects` (a complexity curriculum) keeps only scenes with at most that many objects: a scene
     over the limit is redrawn from derived streams (deterministically), so batch `index` is still a
@@ -51,10 +52,8 @@ def make_batch(seed: int, index: int, batch_size: int, resolution: int = 64, spl
                                  mix=mix)
         render_rgb(scene, resolution, out=rgb[j])
         if masks:
-            from t2ikit.train.grounding import scene_group_masks, scene_relations
-
-            group_masks.append(scene_group_masks(scene, resolution))
-            relations.append(scene_relations(scene.spec))
+            group_masks.append(group_silhouettes(scene, resolution))
+            relations.append(relation_rows(scene.spec))
         # a separate stream for wording, so captions vary independently of the layout draw
         captions.append(write_caption(scene.spec, scene_rng(seed ^ 0xC0FFEE, scene_index)))
     batch = {"rgb": rgb, "captions": captions}

@@ -38,6 +38,19 @@ class Relation:
     object: int
 
 
+# (axis, sign) of each relation: sign * (object's centre - subject's centre) along axis (0: x, 1: y, down) > 0
+RELATION_AXES = {"left of": (0, 1), "right of": (0, -1), "above": (1, 1), "below": (1, -1)}
+MAX_RELATIONS = vocab.MAX_OBJECTS - 1  # relations join consecutive groups
+
+
+def relation_rows(spec: "Spec") -> np.ndarray:
+    """(MAX_RELATIONS, 4) int64 rows (subject group, object group, axis, sign) of `spec`'s relations; -1 rows pad."""
+    out = np.full((MAX_RELATIONS, 4), -1, dtype=np.int64)
+    for k, r in enumerate(spec.relations):
+        out[k] = (r.subject, r.object, *RELATION_AXES[r.relation])
+    return out
+
+
 @dataclass(frozen=True)
 class Style:
     background: str | None = None  # one of vocab.BACKGROUNDS, or None (default white)
@@ -197,8 +210,7 @@ def layout(spec: Spec, rng: np.random.Generator, relations: bool = True) -> tupl
     rel_pairs = []  # (a, b, axis, sign): sign*(c_b - c_a) along axis must be large
     if relations:
         for r in spec.relations:
-            axis = 0 if r.relation in ("left of", "right of") else 1
-            sign = 1.0 if r.relation in ("left of", "above") else -1.0
+            axis, sign = RELATION_AXES[r.relation]
             for a in range(n):
                 for b in range(n):
                     if groups[a] == r.subject and groups[b] == r.object:
