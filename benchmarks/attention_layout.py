@@ -4,7 +4,7 @@ spatial scenes (noised training images), with every cross-attention map captured
     python benchmarks/attention_layout.py [--model DIR] [--n 32] [--timesteps 50,300,600,900,990] [--threads 1]
 
 prints per timestep: the grounding loss (1 - the share of an object word's attention inside its object; uniform
-attention scores ~0.9), the relation loss at margin 0.1 (t2ikit.train.grounding), and per layer resolution the
+attention scores 1 minus the objects' share of the image), the relation loss at margin 0.1 (t2ikit.train.grounding), and per layer resolution the
 share of scenes whose two objects' attention centroids are in the stated order along the relation's axis (50% is
 chance) with the mean signed offset in units of the image side. At low noise the image itself says where the
 objects are; at high noise only the caption can.
