@@ -75,6 +75,10 @@ def test_min_snr_weights():
     assert torch.allclose(eps, torch.tensor([1.0, 1.0, 0.1]))
     assert torch.allclose(v, torch.tensor([0.5 / 1.5, 5 / 6, 5 / 51]))
     assert torch.equal(min_snr_weights(snr, 0.0, "epsilon"), torch.ones(3))
+    # the floor lifts only the noisy end: x0 weight max(min(SNR, 5), 1), so v weight 1 / 1.5 at SNR 0.5
+    floored = min_snr_weights(torch.tensor([0.0, 0.5, 5.0, 50.0]), 5.0, "v_prediction", floor=1.0)
+    assert torch.allclose(floored, torch.tensor([1.0, 1 / 1.5, 5 / 6, 5 / 51]))
+    assert min_snr_weights(torch.tensor([0.0]), 5.0, "v_prediction")[0] == 0  # without it pure noise never trains
     with pytest.raises(ValueError, match="prediction_type"):
         min_snr_weights(snr, 5.0, "sample")
 

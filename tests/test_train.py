@@ -65,6 +65,9 @@ def test_unknown_key_is_named(tmp_path):
         ("[unet_train] steps = \"ten\"", "unet_train.steps"),
         ("[vae_train] grad_accum = 3", "grad_accum"),
         ('[diffusion] prediction_type = "sample"', "prediction_type"),
+        ("[unet_train] snr_floor = -1.0", "snr_floor must be in"),
+        ("[unet_train] snr_floor = 6.0\n[unet_train] snr_gamma = 5.0", "snr_floor must be in"),
+        ('[unet_train] snr_floor = 1.0\n[diffusion] prediction_type = "epsilon"', "snr_floor needs"),
     ],
 )
 def test_bad_values_are_errors(tmp_path, extra, match):

@@ -77,6 +77,7 @@ class VAETrainConfig(OptimConfig):
 @dataclass
 class UNetTrainConfig(OptimConfig):
     snr_gamma: float = 5.0  # min-SNR-gamma weighting (Hang et al. 2023); 0 disables
+    snr_floor: float = 0.0  # x0-space min-SNR weight raised to at least this (1: the noisiest steps train); 0 = off
     caption_dropout: float = 0.1  # probability of an empty caption, for classifier-free guidance
     ema_decay: float = 0.999  # EMA of UNet and text encoder (warmed up: min(decay, (1+t)/(10+t)))
     text_lr_scale: float = 1.0  # text-encoder lr = lr * text_lr_scale (trained jointly)
@@ -179,6 +180,13 @@ class TrainConfig:
             raise ValueError(f"vae_train.style_share must be in [0, 1], got {self.vae_train.style_share}")
         if not 0 <= self.unet_train.caption_dropout <= 1:
             raise ValueError(f"unet_train.caption_dropout must be in [0, 1], got {self.unet_train.caption_dropout}")
+        u = self.unet_train
+        if u.snr_floor < 0 or (u.snr_floor > 0 and (u.snr_gamma <= 0 or u.snr_floor > u.snr_gamma)):
+            raise ValueError(f"unet_train.snr_floor must be in [0, snr_gamma] with min-SNR on (snr_gamma > 0), got "
+                             f"{u.snr_floor} with snr_gamma {u.snr_gamma}")
+        if u.snr_floor > 0 and self.diffusion.prediction_type != "v_prediction":
+            raise ValueError("unet_train.snr_floor needs diffusion.prediction_type = 'v_prediction': for an epsilon "
+                             "target the floored weight is floor / SNR, which diverges at pure noise")
         if self.run.parallel not in ("ddp", "fsdp"):
             raise ValueError(f"run.parallel must be 'ddp' or 'fsdp', got {self.run.parallel!r}")
         lo = self.losses

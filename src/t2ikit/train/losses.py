@@ -74,11 +74,17 @@ def snr(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     return a / (1 - a).clamp(min=1e-12)
 
 
-def min_snr_weights(snr_t: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
-    """Min-SNR-gamma loss weights (Hang et al. 2023, Eq. 9), expressed for an eps or v target."""
+def min_snr_weights(snr_t: torch.Tensor, gamma: float, prediction_type: str, floor: float = 0.0) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023, Eq. 9), expressed for an eps or v target.
+
+    In x0 terms the weight is min(SNR, gamma): at the noisiest steps it goes to 0 with the SNR (2e-9 at t = 999
+    of the cosine schedule), so nothing trains what the model predicts from pure noise, where the layout is
+    chosen. `floor` raises that x0 weight to at least `floor` (1 gives the noisiest steps the weight of the
+    plain v loss); 0 is the paper's weighting.
+    """
     if gamma <= 0:
         return torch.ones_like(snr_t)
-    clipped = torch.minimum(snr_t, torch.full_like(snr_t, gamma))
+    clipped = torch.minimum(snr_t, torch.full_like(snr_t, gamma)).clamp(min=floor)
     if prediction_type == "epsilon":
         return clipped / snr_t.clamp(min=1e-12)
     if prediction_type == "v_prediction":
@@ -95,6 +101,7 @@ def diffusion_loss(
     snr_gamma: float,  # min-SNR gamma; 0 disables the weighting
     shard: tuple[int, int] = (0, 1),  # (rank, world): latents are items rank::world of the global batch
     outputs: dict | None = None,  # when given, filled with pred, noisy, timesteps (for the extra loss terms)
+    snr_floor: float = 0.0,  # lower bound of the min-SNR weight in x0 terms (min_snr_weights' floor)
 ) -> torch.Tensor:
     """Weighted MSE between the UNet output and the eps or v target at uniformly drawn timesteps."""
     b = latents.shape[0]
@@ -111,7 +118,8 @@ def diffusion_loss(
         raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
     pred = unet(noisy, timesteps, encoder_hidden_states=text_states).sample
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
-    weights = min_snr_weights(snr(noise_scheduler.alphas_cumprod, timesteps), snr_gamma, prediction_type)
+    weights = min_snr_weights(snr(noise_scheduler.alphas_cumprod, timesteps), snr_gamma, prediction_type,
+                              snr_floor)
     if outputs is not None:
         outputs.update(pred=pred, noisy=noisy, timesteps=timesteps)
     return (weights * per_sample).mean()

@@ -329,7 +329,8 @@ class Trainer:
             if capture is not None:
                 capture.clear()
             recon = diffusion_loss(
-                unet_forward, latents, states, self.noise_scheduler, gen, c.snr_gamma, self.dist.shard, outputs
+                unet_forward, latents, states, self.noise_scheduler, gen, c.snr_gamma, self.dist.shard, outputs,
+                snr_floor=c.snr_floor,
             )
             if ml is None:
                 return recon, {}
