@@ -1,0 +1,43 @@
+"""The measuring parts of benchmarks/ scripts that carry their own logic."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from t2ikit.world.caption import parse_caption
+from t2ikit.world.render import render_rgb
+from t2ikit.world.scene import RELATION_AXES, make_scene
+from t2ikit.world.vocab import COLOURS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pure_noise_unmixing_reads_the_order_of_two_colours():
+    unmixed_order = _script("pure_noise").unmixed_order
+    white = (1.0, 1.0, 1.0)
+    for caption in ("a red circle to the left of a pink square", "a blue triangle above an orange diamond",
+                    "a green square below a cyan circle", "a yellow circle to the right of a purple square"):
+        spec = parse_caption(caption)
+        rel = spec.relations[0]
+        axis, sign = RELATION_AXES[rel.relation]
+        a, b = COLOURS[spec.groups[rel.subject].colour], COLOURS[spec.groups[rel.object].colour]
+        for seed in range(3):
+            image = render_rgb(make_scene(spec, np.random.default_rng(seed), reference=False), 64)
+            assert unmixed_order(image, white, a, b, axis, sign) > 4, (caption, seed)
+            flipped = image[:, ::-1] if axis == 0 else image[::-1]
+            assert unmixed_order(flipped, white, a, b, axis, sign) < -4, (caption, seed)
+            # a pale, blurred mean image (what a model should predict from pure noise) keeps its order
+            pale = 1 - 0.2 * (1 - image)
+            assert unmixed_order(pale, white, a, b, axis, sign) > 4, (caption, seed)
+    blank = np.ones((64, 64, 3))
+    assert unmixed_order(blank, white, COLOURS["red"], COLOURS["blue"], 0, 1) is None
