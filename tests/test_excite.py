@@ -80,3 +80,115 @@ def test_cli_bench_binding(excite_folder, capsys):
     assert result["all"]["n"] == 3 and "diff_accuracy" in result["all"]
     assert main(["bench", "binding", "--model", model, "--excite-steps", "-2"]) == 2  # a sentence, no compute
     assert "excite_steps must be an int >= 0" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------
+# Relation guidance: the relation term of t2ikit.train.grounding as a sampling-time latent update
+
+
+def test_relation_targets_come_from_the_parser(pipe):
+    from t2ikit.analysis.excite import relation_targets
+
+    groups, rows = relation_targets(pipe.tokenizer, "a red circle to the left of a blue square")
+    # "a red circle" is group 0 (positions 1-3), "a blue square" group 1 (positions 8-10); BOS is 0
+    assert groups[:12].tolist() == [-1, 0, 0, 0, -1, -1, -1, -1, 1, 1, 1, -1]
+    assert rows[0].tolist() == [0, 1, 0, 1] and (rows[1:] == -1).all()  # x axis, B to the right of A
+    _, below = relation_targets(pipe.tokenizer, "a red circle below a blue square")
+    assert below[0].tolist() == [0, 1, 1, -1]
+    _, none = relation_targets(pipe.tokenizer, "two green triangles")
+    assert (none == -1).all()  # nothing to guide: the image is left alone
+    with pytest.raises(ValueError, match="caption parser"):
+        relation_targets(pipe.tokenizer, "a cat to the left of a dog")
+
+
+def _relation_loss_at(pipe, guide, latents, scheduler, t):
+    from t2ikit.train.grounding import relation_loss
+
+    guide.controller.latent_hw = tuple(latents.shape[-2:])
+    guide.controller.install(pipe.unet)
+    try:
+        guide.capture.clear()
+        with torch.no_grad():
+            pipe.unet(scheduler.scale_model_input(latents, t), t, encoder_hidden_states=guide.cond)
+        return float(relation_loss(guide.capture.maps, guide.token_groups, guide.relations, 0.5, reduction="sum"))
+    finally:
+        guide.controller.uninstall()
+        guide.capture.clear()
+
+
+def test_relation_guidance_lowers_the_relation_term(pipe):
+    from t2ikit.analysis.excite import LatentGuidance
+    from t2ikit.diffusion.samplers import make_scheduler
+
+    prompts = ["a red circle to the left of a blue square", "a red circle above a blue square"]
+    cond = pipe.encode_text(prompts)
+    guide = LatentGuidance(pipe, prompts, cond, ExciteConfig(objective="relation", step_size=20.0, iterations=1,
+                                                             relation_margin=0.5))
+    scheduler = make_scheduler("dpmpp_2m", pipe.scheduler_config)
+    scheduler.set_timesteps(3)
+    t = scheduler.timesteps[0]
+    latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    before = _relation_loss_at(pipe, guide, latents, scheduler, t)
+    moved = guide(0, t, latents, scheduler)
+    after = _relation_loss_at(pipe, guide, moved, scheduler, t)
+    assert before > 0 and after < before  # the step goes down the term it is asked to lower
+    assert torch.equal(guide(5, t, latents, scheduler), latents)  # only the first excite_steps (5) steps
+
+
+def test_relation_guidance_in_the_pipeline(pipe, recwarn):
+    prompts = ["a red circle to the left of a blue square", "two green triangles"]
+    plain = pipe.run(pipe.make_spec(prompts, steps=3, seed=5), progress=False).images
+    off = pipe.run(pipe.make_spec(prompts, steps=3, seed=5, relation_guidance=0), progress=False).images
+    assert torch.equal(plain, off)
+    spec = pipe.make_spec(prompts, steps=3, seed=5, relation_guidance=1e4)
+    guided = pipe.run(spec, progress=False).images
+    assert not torch.allclose(guided[0], plain[0], atol=1e-3)  # the relation prompt moves
+    assert torch.allclose(guided[1], plain[1], atol=1e-5)  # the one without a relation does not
+    alone = pipe.run(pipe.make_spec(prompts[0], steps=3, seed=5, relation_guidance=1e4), progress=False).images
+    assert torch.allclose(alone[0], guided[0], atol=1e-5)  # a batch equals its items
+    assert "states no relation" in str(recwarn.pop(UserWarning).message)
+
+
+@pytest.mark.parametrize("bad,match", [(-1.0, "relation_guidance must be"), (float("nan"), "relation_guidance must be")])
+def test_relation_guidance_bad_values(pipe, bad, match):
+    with pytest.raises(ValueError, match=match):
+        pipe.make_spec("a red circle to the left of a blue square", relation_guidance=bad)
+
+
+def test_relation_guidance_needs_world_captions_only_when_asked(excite_folder, tmp_path):
+    import shutil
+
+    from t2ikit.pipeline import write_model_defaults
+
+    with pytest.raises(ValueError, match="cannot read 'a cat sat'"):
+        T2IPipeline.from_folder(excite_folder).make_spec("a cat sat", relation_guidance=50.0)
+    folder = tmp_path / "model"
+    shutil.copytree(excite_folder, folder)
+    write_model_defaults(folder, relation_guidance=1e4)
+    pipe = T2IPipeline.from_folder(folder)
+    assert pipe.make_spec("a cat sat").relation_guidance == 1e4  # the default guides what it can read ...
+    plain = T2IPipeline.from_folder(excite_folder)
+    free = pipe.run(pipe.make_spec("a cat sat", steps=2), progress=False).images
+    assert torch.equal(free, plain.run(plain.make_spec("a cat sat", steps=2), progress=False).images)  # ... only
+    with pytest.raises(ValueError, match="unknown default"):
+        write_model_defaults(folder, relation_guidence=1.0)
+
+
+def test_cli_relation_guidance(excite_folder, tmp_path, capsys):
+    from PIL import Image
+
+    from t2ikit.cli import main
+
+    out = tmp_path / "x.png"
+    prompt = "a red circle to the left of a blue square"
+    assert main(["generate", prompt, "--model", str(excite_folder), "--steps", "2", "--relation-guidance", "30",
+                 "--out", str(out), "--quiet"]) == 0
+    assert "Relation guidance: 30.0" in Image.open(out).text["parameters"]
+    assert main(["generate", prompt, "--model", str(excite_folder), "--relation-guidance", "30",
+                 "--region", "0,0,16,16:a red circle", "--out", str(out)]) == 2
+    assert "cannot be combined" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse lists the choices
+        main(["bench", "binding", "--model", str(excite_folder), "--objective", "sideways"])
+    assert "invalid choice: 'sideways'" in capsys.readouterr().err
+    assert main(["bench", "compbench", "--generator", "noise", "--relation-guidance", "5"]) == 2
+    assert "--generator model only" in capsys.readouterr().err

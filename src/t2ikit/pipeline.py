@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ T2IKIT_CONFIG = "t2ikit.json"  # optional file in a model folder: {"defaults": {
 DEFAULT_GUIDANCE_SD = 7.5
 DEFAULT_GUIDANCE_WORD_LEVEL = 4.0
 DEFAULT_STEPS = 20
+DEFAULT_KEYS = ("steps", "guidance", "sampler", "relation_guidance")  # what t2ikit.json's "defaults" may set
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -126,6 +128,7 @@ class GenerationSpec:
     n: int = 1  # images per prompt
     size: tuple[int, int] = (512, 512)  # (height, width) in pixels
     sampler: str = DEFAULT_SAMPLER  # a name in t2ikit.diffusion.SAMPLERS
+    relation_guidance: float = 0.0  # step size of relation guidance (t2ikit.analysis.excite); 0 = off
 
     @property
     def count(self) -> int:
@@ -169,6 +172,9 @@ class GenerationSpec:
                 f"(the VAE's downsampling factor); got {self.size!r}"
             )
         check_sampler(self.sampler)
+        rg = self.relation_guidance
+        if not isinstance(rg, (int, float)) or isinstance(rg, bool) or not math.isfinite(rg) or rg < 0:
+            raise ValueError(f"relation_guidance must be a finite number >= 0 (0 = off); got {rg!r}")
         return self
 
 
@@ -212,6 +218,7 @@ class T2IPipeline:
             "steps": DEFAULT_STEPS,
             "guidance": DEFAULT_GUIDANCE_WORD_LEVEL if word_level else DEFAULT_GUIDANCE_SD,
             "sampler": DEFAULT_SAMPLER,
+            "relation_guidance": 0.0,
             **(defaults or {}),
         }
         if tokenizer.model_max_length > text_encoder.config.max_position_embeddings:
@@ -247,9 +254,9 @@ class T2IPipeline:
         for model in (unet, vae, text_encoder):
             model.requires_grad_(False).eval().to(device)
         defaults = config["t2ikit"].get("defaults", {})
-        unknown = set(defaults) - {"steps", "guidance", "sampler"}
+        unknown = set(defaults) - set(DEFAULT_KEYS)
         if unknown:
-            raise ValueError(f"{root / T2IKIT_CONFIG}: unknown default(s) {sorted(unknown)}; allowed: steps, guidance, sampler")
+            raise ValueError(f"{root / T2IKIT_CONFIG}: unknown default(s) {sorted(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
         return cls(unet, vae, text_encoder, tokenizer, scheduler_config, path=root, defaults=defaults)
 
     # --- geometry -----------------------------------------------------------------------------------
@@ -288,8 +295,14 @@ class T2IPipeline:
         n: int = 1,
         size: tuple[int, int] | None = None,
         sampler: str | None = None,
+        relation_guidance: float | None = None,
     ) -> GenerationSpec:
-        """A validated GenerationSpec; None arguments take the model's defaults."""
+        """A validated GenerationSpec; None arguments take the model's defaults.
+
+        relation_guidance given (> 0) asks for it: every prompt must be one the world's caption parser reads
+        (ValueError names those it cannot), and a prompt that states no relation is warned about. As the
+        model's default it guides the prompts it can read and leaves the rest alone.
+        """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else prompt
         if isinstance(negative_prompt, str):
             negative_prompt = [negative_prompt] * (len(prompts) if isinstance(prompts, list) else 1)
@@ -304,8 +317,12 @@ class T2IPipeline:
             n=n,
             size=self.default_size if size is None else tuple(size),
             sampler=self.defaults["sampler"] if sampler is None else sampler,
+            relation_guidance=self.defaults["relation_guidance"] if relation_guidance is None else relation_guidance,
         )
-        return spec.validate(self.vae_scale_factor)
+        spec = spec.validate(self.vae_scale_factor)
+        if relation_guidance is not None and relation_guidance > 0:
+            _check_relation_prompts(spec.prompts)
+        return spec
 
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """(B, T, D) text embeddings, as the UNet cross-attends to them."""
@@ -340,11 +357,19 @@ class T2IPipeline:
         h, w = spec.size[0] // self.vae_scale_factor, spec.size[1] // self.vae_scale_factor
         noise = initial_noise((spec.count, self.unet.config.in_channels, h, w), generators, self.device, self.dtype)
         scheduler = make_scheduler(spec.sampler, self.scheduler_config)
+        before_step = None
+        if spec.relation_guidance > 0:
+            from t2ikit.analysis.excite import ExciteConfig, LatentGuidance
+
+            guide = LatentGuidance(self, spec.image_prompts(), cond,
+                                   ExciteConfig(objective="relation", step_size=float(spec.relation_guidance)),
+                                   strict=False)  # unreadable prompts (checked in make_spec when asked for) pass
+            before_step = guide if guide.active else None
         if controller is not None:
             controller.install(self.unet)
         try:
             latents = sample(self.unet, scheduler, noise, cond, uncond, spec.steps, spec.guidance, generators,
-                             progress, callback, controller)
+                             progress, callback, controller, before_step)
         finally:
             if controller is not None:
                 controller.uninstall()
@@ -374,13 +399,14 @@ class T2IPipeline:
         sampler: str | None = None,
         progress: bool = True,
         hooks=None,
+        relation_guidance: float | None = None,
     ) -> list:
         """Images (PIL) for `prompt`: n per prompt, prompt-major; image k seeded `seed + k`.
 
         steps, guidance, sampler default to the model's (t2ikit.json in the folder, else 20, 7.5 for SD
         or 4.0 for a word-level model, dpmpp_2m); size defaults to the UNet's sample size.
         """
-        spec = self.make_spec(prompt, negative_prompt, steps, guidance, seed, n, size, sampler)
+        spec = self.make_spec(prompt, negative_prompt, steps, guidance, seed, n, size, sampler, relation_guidance)
         return self.run(spec, progress=progress, hooks=hooks).pil()
 
 
@@ -395,11 +421,31 @@ def _fusion_of(root: Path) -> str:
         raise ValueError(f"{path} is not a valid training record: {err}") from None
 
 
+def _check_relation_prompts(prompts: list[str]) -> None:
+    """Relation guidance was asked for: ValueError for prompts the caption parser cannot read, a warning for
+    prompts that state no relation (nothing to guide)."""
+    from t2ikit.world.caption import CaptionError, parse_caption
+
+    unreadable, without = [], []
+    for p in prompts:
+        try:
+            if not parse_caption(p).relations:
+                without.append(p)
+        except CaptionError as err:
+            unreadable.append(f"{p!r} ({err})")
+    if unreadable:
+        raise ValueError("relation guidance reads each prompt with the Shapes World caption parser, which cannot "
+                         "read " + "; ".join(unreadable))
+    if without:
+        warnings.warn(f"relation guidance: {', '.join(map(repr, without))} states no relation (left of, right of, "
+                      "above, below); generated without it")
+
+
 def write_model_defaults(folder: str | os.PathLike, **defaults) -> None:
-    """Record generation defaults (steps, guidance, sampler) in `folder`/t2ikit.json for `from_folder`."""
-    unknown = set(defaults) - {"steps", "guidance", "sampler"}
+    """Record generation defaults (DEFAULT_KEYS) in `folder`/t2ikit.json for `from_folder`."""
+    unknown = set(defaults) - set(DEFAULT_KEYS)
     if unknown:
-        raise ValueError(f"unknown default(s) {sorted(unknown)}; allowed: steps, guidance, sampler")
+        raise ValueError(f"unknown default(s) {sorted(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
     path = Path(folder) / T2IKIT_CONFIG
     data = json.loads(path.read_text()) if path.is_file() else {}
     data["defaults"] = {**data.get("defaults", {}), **defaults}

@@ -6,12 +6,18 @@ L = max over object words of (1 - max over pixels of the word's smoothed cross-a
 neglected. The object words come from the caption parser (`world.caption.decompose`: each object span's
 shape noun) and `text.spans`, never from hand-picked indices.
 
+`objective="relation"` steps the latent on the relation term of `t2ikit.train.grounding` instead (the
+centroid-energy form of training-free layout guidance: Chen et al. 2023, "Training-Free Layout Control with
+Cross-Attention Guidance"; Epstein et al. 2023, "Diffusion Self-Guidance"): for "A left of B", where B's words
+attend must lie `relation_margin` (of the image side) to the right of where A's words attend, every layer.
+"both" adds the two.
+
     t2ikit bench binding --n-prompts 20 --seeds 2 --json
+    t2ikit bench binding --categories spatial --objective relation --json
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +26,7 @@ import torch.nn.functional as F
 from t2ikit.attention.processor import AttentionHook
 
 BINDING_CATEGORIES = ("colour_binding", "shape_binding", "spatial")
+OBJECTIVES = ("excite", "relation", "both")
 
 
 @dataclass(frozen=True)
@@ -28,8 +35,14 @@ class ExciteConfig:
     step_size: float = 20.0  # gradient step on the latent (A&E's scale factor), decayed by `_step_size`
     iterations: int = 2  # gradient steps per excited sampling step
     sigma: float = 0.5  # Gaussian smoothing of the attention maps (A&E: 3x3 kernel, sigma 0.5)
+    objective: str = "excite"  # "excite" (A&E), "relation" (stated relations' attention centroids) or "both"
+    relation_margin: float = 0.1  # the relation term's margin, in units of the image side
 
     def validate(self) -> ExciteConfig:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {self.objective!r}")
+        if not 0 <= self.relation_margin < 1:
+            raise ValueError(f"relation_margin must be in [0, 1), got {self.relation_margin!r}")
         for name in ("excite_steps", "iterations"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
@@ -99,6 +112,27 @@ def object_words(tokenizer, prompt: str, words: list[str] | None = None) -> list
     return out
 
 
+def relation_targets(tokenizer, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """((T,) int64 group of each token position, -1 for none; (R, 4) relation rows (subject, object, axis,
+    sign), -1 rows pad; all pad when the prompt states none, which leaves its image unguided) of a world
+    caption, for `t2ikit.train.grounding.relation_loss`. Token positions come from `text.spans`, so any
+    tokenizer works (a word-level one or CLIP's BPE). ValueError if the caption parser cannot read the prompt."""
+    from t2ikit.text.spans import word_token_spans
+    from t2ikit.world.caption import CaptionError, decompose, parse_caption
+    from t2ikit.world.scene import relation_rows
+
+    try:
+        spec, objects = parse_caption(prompt), decompose(prompt).objects
+    except CaptionError as err:
+        raise ValueError(f"relation guidance needs a prompt the caption parser reads: {err}") from None
+    groups = torch.full((tokenizer.model_max_length,), -1, dtype=torch.int64)
+    for word in word_token_spans(tokenizer, prompt):
+        for span in objects:
+            if span.start <= word.start and word.end <= span.end and len(span.ref) == 1:
+                groups[[p for p in word.positions if p < len(groups)]] = span.ref[0]
+    return groups, torch.from_numpy(relation_rows(spec))
+
+
 def _gaussian(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     """(B, K, h, w) smoothed with a 3x3 Gaussian (A&E's smoothing), same size."""
     x = torch.arange(3, dtype=maps.dtype, device=maps.device) - 1
@@ -125,6 +159,98 @@ def excite_loss(maps: torch.Tensor, positions: list[list[list[int]]], lengths: l
     return total
 
 
+class LatentGuidance:
+    """The latent updates of Attend-and-Excite and of relation guidance, as a `before_step` of
+    `t2ikit.diffusion.loop.sample`: in the first `config.excite_steps` steps, `config.iterations` gradient steps
+    on the objective, each through one conditional UNet pass with its cross-attention captured.
+
+    prompts: one per image; cond: (N, T, D) their embeddings. `strict=False` leaves images whose prompt the
+    caption parser cannot read unguided instead of raising (a model's default guidance on free text).
+    Each image's update depends on its own prompt and latent only: a batch equals its items.
+    """
+
+    def __init__(self, pipe, prompts: list[str], cond: torch.Tensor, config: ExciteConfig | None = None,
+                 words=None, strict: bool = True):
+        self.unet, self.cond = pipe.unet, cond
+        self.config = config = (config or ExciteConfig()).validate()
+        prompts = list(prompts)
+        self.excite, self.relate = config.objective in ("excite", "both"), config.objective in ("relation", "both")
+        if words is not None and not self.excite:
+            raise ValueError("words choose the objects Attend-and-Excite strengthens; the relation objective takes "
+                             "its words from the caption parser")
+        if words is not None and len(words) != len(prompts):
+            raise ValueError(f"words must give one list per prompt: {len(words)} lists for {len(prompts)} prompts")
+        if self.excite:
+            self.positions = [object_words(pipe.tokenizer, p, None if words is None else words[i])
+                              for i, p in enumerate(prompts)]
+            self.lengths = [min(len(pipe.tokenizer(p)["input_ids"]), pipe.tokenizer.model_max_length) - 1
+                            for p in prompts]
+        if self.relate:
+            targets = [_relation_targets_or_none(pipe.tokenizer, p, strict) for p in prompts]
+            self.token_groups = torch.stack([g for g, _ in targets]).to(cond.device)
+            self.relations = torch.stack([r for _, r in targets]).to(cond.device)
+        from t2ikit.attention.processor import AttentionController
+        from t2ikit.train.grounding import GroundingCapture
+
+        self.maps, self.capture = GradAttentionMaps(), GroundingCapture()
+        hooks = [h for h, on in ((self.maps, self.excite), (self.capture, self.relate)) if on]
+        self.controller = AttentionController(hooks)
+        self.controller.guided = False  # the guidance pass runs the conditional half only
+
+    @property
+    def active(self) -> bool:
+        """False when nothing would move: no steps, zero step size, or (relation only) no stated relation."""
+        c = self.config
+        if c.excite_steps == 0 or c.step_size == 0:
+            return False
+        return self.excite or bool((self.relations[..., 0] >= 0).any())
+
+    def loss(self, latent_hw: tuple[int, int]) -> torch.Tensor:
+        from t2ikit.train.grounding import relation_loss
+
+        total = self.cond.new_zeros(())
+        if self.excite:
+            total = total + excite_loss(self.maps.mean_map(latent_hw), self.positions, self.lengths, self.config.sigma)
+        if self.relate:  # summed over images, as excite_loss is: each image's step is its own
+            total = total + relation_loss(self.capture.maps, self.token_groups, self.relations,
+                                          self.config.relation_margin, reduction="sum")
+        return total
+
+    def __call__(self, i: int, t, latents: torch.Tensor, scheduler) -> torch.Tensor:
+        if i >= self.config.excite_steps or not self.active:
+            return latents
+        hw = tuple(latents.shape[-2:])
+        self.controller.latent_hw = hw
+        self.controller.install(self.unet)
+        self.controller.set_step(i, len(scheduler.timesteps), t)
+        try:
+            for _ in range(self.config.iterations):
+                self.maps.maps.clear()
+                self.capture.clear()
+                x = latents.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    self.unet(scheduler.scale_model_input(x, t), t, encoder_hidden_states=self.cond, return_dict=False)
+                    grad, = torch.autograd.grad(self.loss(hw), x)
+                latents = (x - self.config._step_size(i) * grad).detach()
+        finally:
+            self.controller.uninstall()
+            self.maps.maps.clear()
+            self.capture.clear()
+        return latents
+
+
+def _relation_targets_or_none(tokenizer, prompt: str, strict: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from t2ikit.world.scene import MAX_RELATIONS
+
+    try:
+        return relation_targets(tokenizer, prompt)
+    except ValueError:
+        if strict:
+            raise
+        return (torch.full((tokenizer.model_max_length,), -1, dtype=torch.int64),
+                torch.full((MAX_RELATIONS, 4), -1, dtype=torch.int64))
+
+
 def sample_excite(pipe, prompts: list[str], seeds, steps: int | None = None, guidance: float | None = None,
                   sampler: str | None = None, config: ExciteConfig | None = None, words=None) -> torch.Tensor:
     """(N, 3, H, W) images: the plain seeded sampler (as `analysis.runner`) plus A&E latent updates.
@@ -133,61 +259,23 @@ def sample_excite(pipe, prompts: list[str], seeds, steps: int | None = None, gui
     `words`: optional per-prompt lists of object words (default: the parser's object nouns).
     """
     from t2ikit.analysis.runner import _check_seeds
-    from t2ikit.attention.processor import AttentionController
-    from t2ikit.diffusion.guidance import cfg
-    from t2ikit.diffusion.loop import initial_noise
+    from t2ikit.diffusion.loop import initial_noise, sample
     from t2ikit.diffusion.samplers import make_scheduler
 
-    config = (config or ExciteConfig()).validate()
     prompts = list(prompts)
     seeds = _check_seeds(seeds, len(prompts))
-    if words is not None and len(words) != len(prompts):
-        raise ValueError(f"words must give one list per prompt: {len(words)} lists for {len(prompts)} prompts")
-    positions = [object_words(pipe.tokenizer, p, None if words is None else words[i]) for i, p in enumerate(prompts)]
-    lengths = [min(len(pipe.tokenizer(p)["input_ids"]), pipe.tokenizer.model_max_length) - 1 for p in prompts]
     spec = pipe.make_spec(prompts, None, steps, guidance, 0, 1, None, sampler)
     h, w = spec.size[0] // pipe.vae_scale_factor, spec.size[1] // pipe.vae_scale_factor
     with torch.no_grad():
         unique = list(dict.fromkeys(prompts))
         cond = pipe.encode_text(unique)[torch.tensor([unique.index(p) for p in prompts])]  # (N, T, D)
         uncond = pipe.encode_text([""]).expand(len(prompts), -1, -1)
+    update = LatentGuidance(pipe, prompts, cond, config, words)
     gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     noise = initial_noise((len(prompts), pipe.unet.config.in_channels, h, w), gens, pipe.device, pipe.dtype)
     scheduler = make_scheduler(spec.sampler, pipe.scheduler_config)
-    scheduler.set_timesteps(spec.steps, device=noise.device)
-    guided = spec.guidance != 1.0
-    hook = GradAttentionMaps()
-    controller = AttentionController([hook])
-    controller.latent_hw, controller.guided = (h, w), False  # the excite pass runs the conditional half only
-    step_kwargs = {"generator": gens} if "generator" in inspect.signature(scheduler.step).parameters else {}
-    latents = noise * scheduler.init_noise_sigma
-    # The loop of diffusion.loop.sample, with the A&E update before each early step. Written out because
-    # that loop is no-grad by design and its callback runs after a step, too late for the step's update.
-    for i, t in enumerate(scheduler.timesteps):
-        if i < config.excite_steps and config.step_size > 0:
-            controller.install(pipe.unet)
-            controller.set_step(i, len(scheduler.timesteps), t)
-            try:
-                for _ in range(config.iterations):
-                    hook.maps.clear()
-                    x = latents.detach().requires_grad_(True)
-                    with torch.enable_grad():
-                        pipe.unet(scheduler.scale_model_input(x, t), t, encoder_hidden_states=cond, return_dict=False)
-                        maps = hook.mean_map((h, w))  # (N, h', w', T)
-                        loss = excite_loss(maps, positions, lengths, config.sigma)
-                        grad, = torch.autograd.grad(loss, x)
-                    latents = (x - config._step_size(i) * grad).detach()
-            finally:
-                controller.uninstall()
-                hook.maps.clear()
-        with torch.no_grad():
-            x = torch.cat([latents, latents]) if guided else latents
-            x = scheduler.scale_model_input(x, t)
-            emb = torch.cat([uncond, cond]) if guided else cond
-            out = pipe.unet(x, t, encoder_hidden_states=emb, return_dict=False)[0]
-            if guided:
-                out = cfg(*out.chunk(2), spec.guidance)
-            latents = scheduler.step(out, t, latents, **step_kwargs, return_dict=False)[0]
+    latents = sample(pipe.unet, scheduler, noise, cond, uncond, spec.steps, spec.guidance, gens, progress=False,
+                     before_step=update)
     return pipe.decode(latents)
 
 
@@ -226,6 +314,7 @@ def markdown(result: dict) -> str:
 
     c = result["config"]
     e = c["excite"]
-    return markdown_table(result, f"Attend-and-Excite ({c['split']} split, {e['excite_steps']} excited steps, step size {e['step_size']}, "
+    name = {"excite": "Attend-and-Excite", "relation": "Relation guidance", "both": "Attend-and-Excite + relation guidance"}
+    return markdown_table(result, f"{name[e.get('objective', 'excite')]} ({c['split']} split, {e['excite_steps']} excited steps, step size {e['step_size']}, "
                                   f"{e['iterations']} iteration(s)) vs the plain sampler, {c['n_prompts']} prompts x "
-                                  f"{c['seeds']} seeds per category, {c['steps']} steps ('weighted' = A&E)")
+                                  f"{c['seeds']} seeds per category, {c['steps']} steps ('weighted' = guided)")

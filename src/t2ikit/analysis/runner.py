@@ -4,7 +4,8 @@ The analyses compare many variants of one prompt under the same noise: image i i
 `torch.Generator().manual_seed(seeds[i])`, so two variants that share a seed share their initial noise
 (unlike `T2IPipeline.run`, where image k of a call gets seed + k). Built from the same public parts as
 the pipeline (`initial_noise`, `make_scheduler`, `sample`, `decode`), so a variant with the plain
-prompt's embedding and seed s reproduces `pipe.generate(prompt, seed=s)` exactly.
+prompt's embedding and seed s reproduces `pipe.generate(prompt, seed=s, relation_guidance=0)` exactly (the
+plain sampler: no sampling-time latent guidance, whatever the model's default).
 """
 
 from __future__ import annotations

@@ -33,6 +33,10 @@ def register(subparsers) -> None:
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 20)")
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale >= 0; 1 = none (default: the model's)")
     parser.add_argument("--negative", default=None, help="negative prompt")
+    parser.add_argument("--relation-guidance", type=float, default=None, metavar="S",
+                        help="step the latent in the first steps so that each stated relation (left of, right of, "
+                             "above, below) holds in the cross-attention; S the step size, 0 = off (default: the "
+                             "model's; prompts must be Shapes World captions)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")
     parser.add_argument("--n", type=int, default=1, help="number of images")
     parser.add_argument("--size", default=None, help="WIDTHxHEIGHT in pixels (default: the model's)")
@@ -91,10 +95,14 @@ def _generate(args) -> int:
         hooks = hooks_from_spec(args.attention)  # checked before the model loads
         if controls:
             raise ValueError("--attention cannot be combined with condition images, --scale or --region yet")
+    if args.relation_guidance is not None and args.relation_guidance > 0 and (controls or hooks):
+        raise ValueError("--relation-guidance cannot be combined with condition images, --scale, --region or "
+                         "--attention yet")
     pipe = load_pipeline(args.model, args.threads, args.device)
-    spec = pipe.make_spec(args.prompt, args.negative, args.steps, args.guidance, args.seed, args.n, size, args.sampler)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        spec = pipe.make_spec(args.prompt, args.negative, args.steps, args.guidance, args.seed, args.n, size,
+                              args.sampler, args.relation_guidance)
         if controls:
             from t2ikit.control.generate import generate_controlled
 
@@ -119,6 +127,8 @@ def _generate(args) -> int:
             "Size": f"{spec.size[1]}x{spec.size[0]}",
             "Model": pipe.name,
         }
+        if spec.relation_guidance > 0 and not controls:
+            settings["Relation guidance"] = spec.relation_guidance
         for name in ("sketch", "depth", "mask", "reference"):  # conditions: where they came from, and how strong
             if getattr(args, name):
                 settings[f"{name.capitalize()} image"] = getattr(args, name)

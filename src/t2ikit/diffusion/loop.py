@@ -54,11 +54,14 @@ def sample(
     progress: bool = True,
     callback=None,  # callback(i, t, latents) after every step
     controller=None,  # an installed t2ikit.attention.AttentionController: its clock follows the steps
+    before_step=None,  # before_step(i, t, latents, scheduler) -> latents: a latent update before step i
 ) -> torch.Tensor:
     """Reverse diffusion from `noise` to clean latents with classifier-free guidance.
 
     Uncond and cond run as one batch [uncond; cond] through the UNet, as in diffusers' SD pipeline. With
-    guidance == 1 (or no uncond) the unconditional half is skipped: cfg(u, c, 1) == c.
+    guidance == 1 (or no uncond) the unconditional half is skipped: cfg(u, c, 1) == c. `before_step` is where
+    sampling-time latent guidance goes (t2ikit.analysis.excite.LatentGuidance): it may run the UNet with
+    gradients of its own; what it returns is denoised.
     """
     scheduler.set_timesteps(steps, device=noise.device)
     guided = uncond is not None and guidance != 1.0
@@ -73,6 +76,8 @@ def sample(
         for i, t in enumerate(scheduler.timesteps):
             if controller is not None:
                 controller.set_step(i, len(scheduler.timesteps), t)
+            if before_step is not None:
+                latents = before_step(i, t, latents, scheduler)
             x = torch.cat([latents, latents]) if guided else latents
             x = scheduler.scale_model_input(x, t)
             eps = unet(x, t, encoder_hidden_states=embeds, return_dict=False)[0]

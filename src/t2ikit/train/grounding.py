@@ -125,8 +125,11 @@ def _rows(c: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
 
 
 def relation_loss(maps: list[tuple[tuple[int, int], torch.Tensor]], token_groups: torch.Tensor,
-                  relations: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
+                  relations: torch.Tensor, margin: float = 0.1, reduction: str = "mean") -> torch.Tensor:
     """Mean over layers and stated relations of relu(margin - sign * (c_object - c_subject)[axis]).
+
+    reduction "sum": summed over relations instead (mean over layers), so that each image's gradient does not
+    depend on the rest of the batch (sampling-time guidance, `t2ikit.analysis.excite`).
 
     c_g is where group g's words attend (`group_centroids`, in units of the image side). A stated relation
     "A left of B" asks B's attention to sit at least `margin` to the right of A's. Relations whose groups have
@@ -135,6 +138,8 @@ def relation_loss(maps: list[tuple[tuple[int, int], torch.Tensor]], token_groups
     """
     if not maps:
         raise ValueError("relation_loss needs captured cross-attention maps; none were captured")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     valid = relations[..., 0] >= 0  # (B, R)
     subject, obj = relations[..., 0].clamp(min=0), relations[..., 1].clamp(min=0)
     axis, sign = relations[..., 2].clamp(min=0), relations[..., 3].to(torch.float32)
@@ -148,5 +153,5 @@ def relation_loss(maps: list[tuple[tuple[int, int], torch.Tensor]], token_groups
         c, _ = group_centroids(probs, hw, token_groups)  # (B, G, 2)
         difference = _rows(c, obj) - _rows(c, subject)  # (B, R, 2): object's centroid - subject's
         offset = torch.gather(difference, 2, axis.unsqueeze(-1)).squeeze(-1)  # (B, R), along each relation's axis
-        losses.append((F.relu(margin - sign * offset) * ok).sum() / n)
+        losses.append((F.relu(margin - sign * offset) * ok).sum() / (n if reduction == "mean" else 1))
     return torch.stack(losses).mean()
