@@ -192,3 +192,21 @@ def test_cli_relation_guidance(excite_folder, tmp_path, capsys):
     assert "invalid choice: 'sideways'" in capsys.readouterr().err
     assert main(["bench", "compbench", "--generator", "noise", "--relation-guidance", "5"]) == 2
     assert "--generator model only" in capsys.readouterr().err
+
+
+def test_relation_targets_with_a_bpe_tokenizer(tmp_path):
+    """Stable Diffusion's CLIP BPE splits words into several tokens: every token of a phrase joins its group."""
+    from test_text_tokenizer import _bpe_tokenizer
+
+    from t2ikit.analysis.excite import relation_targets
+    from t2ikit.text.spans import word_token_spans
+
+    bpe = _bpe_tokenizer(tmp_path)
+    prompt = "a red circle to the left of a blue square"
+    groups, rows = relation_targets(bpe, prompt)
+    spans = {s.start: s.positions for s in word_token_spans(bpe, prompt)}
+    first = [p for start in (0, 2, 6) for p in spans[start]]  # a, red, circle (cir + cle)
+    second = [p for start in (28, 30, 35) for p in spans[start]]  # a, blue, square
+    assert len(first) == 4 and torch.equal(groups[first], torch.zeros(4, dtype=torch.int64))
+    assert (groups[second] == 1).all() and int((groups >= 0).sum()) == len(first) + len(second)
+    assert rows[0].tolist() == [0, 1, 0, 1]
