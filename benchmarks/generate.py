@@ -4,6 +4,9 @@ Both run in ONE process on the same components' files, the same sampler (a fresh
 both), steps, guidance and seeds, interleaved (the order alternates every repeat) so that machine noise
 hits both alike. Prints ms/image for each and the wall-time ratio ours/diffusers (median and range over
 repeats) at each batch size, then the wall time of a cold `t2ikit generate` subprocess to a saved PNG.
+The side-by-side runs switch relation guidance off (diffusers has none); when the model's default turns it
+on (the shipped model), its cost is timed as well, ours guided against ours plain, and the cold run uses the
+default, as a user gets it.
 
     python benchmarks/generate.py [--model DIR] [--json] [--repeats 5] [--batches 1,16] [--steps 20]
 
@@ -51,7 +54,7 @@ def time_pair(ours, ref, batch: int, args, config: dict) -> tuple[float, float]:
 
     def run_ours():
         ours.generate(PROMPT, steps=args.steps, guidance=args.guidance, seed=0, n=batch, sampler=args.sampler,
-                      progress=False)
+                      progress=False, relation_guidance=0)
 
     def run_ref():
         ref.scheduler = make_scheduler(args.sampler, config)
@@ -67,6 +70,17 @@ def time_pair(ours, ref, batch: int, args, config: dict) -> tuple[float, float]:
         sync()
         out[name] = time.perf_counter() - start
     return out["ours"], out["ref"]
+
+
+def time_guided(ours, batch: int, args) -> tuple[float, float]:
+    """(seconds with the model's default relation guidance, seconds without) for one batch, ours only."""
+    out = []
+    for rg in (None, 0):
+        start = time.perf_counter()
+        ours.generate(PROMPT, steps=args.steps, guidance=args.guidance, seed=0, n=batch, sampler=args.sampler,
+                      progress=False, relation_guidance=rg)
+        out.append(time.perf_counter() - start)
+    return out[0], out[1]
 
 
 def cold_cli(model: Path, args, workdir: Path) -> float:
@@ -143,6 +157,12 @@ def main(argv=None) -> int:
                 "ratio_max": max(ratios),
                 "ratio_of_totals": sum(ours_t) / sum(ref_t),
             }
+            if ours.defaults["relation_guidance"] > 0:
+                pairs = [time_guided(ours, batch, args) for _ in range(max(1, args.repeats // 2))]
+                results["batches"][str(batch)].update(
+                    ours_guided_ms_per_image=1000 * statistics.median(g for g, _ in pairs) / batch,
+                    guided_over_plain=statistics.median(g / p for g, p in pairs))
+        results["relation_guidance_default"] = ours.defaults["relation_guidance"]
         results["cold_cli_s"] = cold_cli(model, args, workdir)
 
     if args.json:
@@ -154,7 +174,12 @@ def main(argv=None) -> int:
     for batch, r in results["batches"].items():
         print(f"{batch:>5} {r['ours_ms_per_image']:>12.1f} {r['diffusers_ms_per_image']:>17.1f} "
               f"{r['ratio_median']:>15.3f} {r['ratio_min']:>7.3f}-{r['ratio_max']:.3f}")
-    print(f"cold `t2ikit generate` to PNG: {results['cold_cli_s']:.2f} s")
+    for batch, r in results["batches"].items():
+        if "guided_over_plain" in r:
+            print(f"batch {batch}: with the model's relation guidance ({results['relation_guidance_default']:g}) "
+                  f"{r['ours_guided_ms_per_image']:.1f} ms/img, {r['guided_over_plain']:.2f}x ours without it")
+    print(f"cold `t2ikit generate` to PNG: {results['cold_cli_s']:.2f} s"
+          + (" (the model's relation guidance on)" if results["relation_guidance_default"] > 0 else ""))
     return 0
 
 

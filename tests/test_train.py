@@ -68,6 +68,7 @@ def test_unknown_key_is_named(tmp_path):
         ("[unet_train] snr_floor = -1.0", "snr_floor must be in"),
         ("[unet_train] snr_floor = 6.0\n[unet_train] snr_gamma = 5.0", "snr_floor must be in"),
         ('[unet_train] snr_floor = 1.0\n[diffusion] prediction_type = "epsilon"', "snr_floor needs"),
+        ("[export] defaults = { cfg_scale = 5.0 }", "export.defaults: unknown key"),
     ],
 )
 def test_bad_values_are_errors(tmp_path, extra, match):
@@ -227,6 +228,13 @@ def test_export_loads_in_diffusers_and_generates(tmp_path):
     assert all(v.dtype == torch.float16 for v in weights.values())
     loaded = StableDiffusionPipeline.from_pretrained(half)  # one dtype for every part, no dtype= needed
     loaded("a red circle", num_inference_steps=1, height=32, width=32, output_type="np")
+    # [export] defaults land in the folder's t2ikit.json, which t2ikit reads and diffusers ignores
+    from t2ikit.pipeline import T2IPipeline
+
+    config = tiny_config(tmp_path, "[export] defaults = { relation_guidance = 7.0 }", name="defaults.toml")
+    assert main(["train", "--config", str(config), "--out", str(out), "--export-only", str(tmp_path / "d")]) == 0
+    assert T2IPipeline.from_folder(tmp_path / "d").defaults["relation_guidance"] == 7.0
+    StableDiffusionPipeline.from_pretrained(tmp_path / "d")
 
 
 def test_cli_reports_bad_input_as_a_sentence(tmp_path, capsys):

@@ -129,6 +129,8 @@ class ExportConfig:
     dir: str = "model"  # export folder, relative to run.out unless absolute
     fp16: bool = False  # save weights in float16 (for shipping); training is unaffected
     at_end: bool = True  # export when training finishes
+    defaults: dict = field(default_factory=dict)  # generation defaults for the folder's t2ikit.json, e.g.
+    # {relation_guidance = 200.0}; keys: t2ikit.pipeline.DEFAULT_KEYS
 
 
 @dataclass
@@ -160,7 +162,7 @@ class TrainConfig:
         if check_paths and self.model.init and not (Path(self.model.init) / "model_index.json").is_file():
             raise ValueError(
                 f"model.init={self.model.init!r} is not a model folder (no model_index.json there); give the folder "
-                "of an exported model, such as a run's model/ or src/t2ikit/weights/shapes-v3"
+                "of an exported model, such as a run's model/ or src/t2ikit/weights/shapes-v5"
             )
         if self.run.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"run.device must be 'auto', 'cpu' or 'cuda', got {self.run.device!r}")
@@ -180,6 +182,11 @@ class TrainConfig:
             raise ValueError(f"vae_train.style_share must be in [0, 1], got {self.vae_train.style_share}")
         if not 0 <= self.unet_train.caption_dropout <= 1:
             raise ValueError(f"unet_train.caption_dropout must be in [0, 1], got {self.unet_train.caption_dropout}")
+        from t2ikit.pipeline import DEFAULT_KEYS
+
+        unknown = set(self.export.defaults) - set(DEFAULT_KEYS)
+        if unknown:
+            raise ValueError(f"export.defaults: unknown key(s) {sorted(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
         u = self.unet_train
         if u.snr_floor < 0 or (u.snr_floor > 0 and (u.snr_gamma <= 0 or u.snr_floor > u.snr_gamma)):
             raise ValueError(f"unet_train.snr_floor must be in [0, snr_gamma] with min-SNR on (snr_gamma > 0), got "

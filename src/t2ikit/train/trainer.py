@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from t2ikit.models.sizes import build_text_encoder, build_unet, build_vae, vae_size
+from t2ikit.pipeline import write_model_defaults
 from t2ikit.train import checkpoint as ckpt
 from t2ikit.train import distributed
 from t2ikit.train.config import OptimConfig, TrainConfig, config_from_json
@@ -647,6 +648,8 @@ class Trainer:
         pipe = self.pipeline(ema=True).to("cpu")
         path = export_pipeline(pipe, out_dir, self.cfg.export.fp16 if fp16 is None else fp16)
         (path / "t2ikit_train_config.json").write_text(self.cfg.to_json())
+        if self.cfg.export.defaults:
+            write_model_defaults(path, **self.cfg.export.defaults)
         self.log({"event": "export", "path": str(path), "stage": self.stage, "step": self.step})
         distributed.barrier(self.dist)
         return path
