@@ -403,8 +403,8 @@ class T2IPipeline:
     ) -> list:
         """Images (PIL) for `prompt`: n per prompt, prompt-major; image k seeded `seed + k`.
 
-        steps, guidance, sampler default to the model's (t2ikit.json in the folder, else 20, 7.5 for SD
-        or 4.0 for a word-level model, dpmpp_2m); size defaults to the UNet's sample size.
+        steps, guidance, sampler and relation_guidance default to the model's (t2ikit.json in the folder, else
+        20, 7.5 for SD or 4.0 for a word-level model, dpmpp_2m, 0 = off); size defaults to the UNet's sample size.
         """
         spec = self.make_spec(prompt, negative_prompt, steps, guidance, seed, n, size, sampler, relation_guidance)
         return self.run(spec, progress=progress, hooks=hooks).pil()
