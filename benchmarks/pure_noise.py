@@ -66,8 +66,8 @@ def main(argv=None) -> int:
     if not all(0 <= t < 1000 for t in timesteps):
         raise SystemExit(f"--timesteps must lie in [0, 999], got {timesteps}")
     import torch
-    from diffusers import DDPMScheduler
 
+    from t2ikit.analysis.soft_prompt import training_scheduler
     from t2ikit.bench import compbench as cb
     from t2ikit.diffusion.guidance import cfg
     from t2ikit.pipeline import T2IPipeline
@@ -80,9 +80,7 @@ def main(argv=None) -> int:
     config = pipe.scheduler_config
     if config.get("prediction_type") != "v_prediction":
         raise SystemExit(f"{pipe.path}: this probe reads v-prediction models; the folder's is {config.get('prediction_type')}")
-    schedule = DDPMScheduler(num_train_timesteps=config["num_train_timesteps"], beta_schedule=config["beta_schedule"],
-                             beta_start=config["beta_start"], beta_end=config["beta_end"],
-                             prediction_type="v_prediction")
+    schedule = training_scheduler(pipe)  # the folder's noise schedule, as the diffusion loss noises with it
     suite = cb.make_suite("train", args.n_prompts, 1, ("spatial",))
     h, w = (s // pipe.vae_scale_factor for s in pipe.default_size)
     result = {"model": str(pipe.path), "noises": args.noises, "guidance": args.guidance, "timesteps": {}}

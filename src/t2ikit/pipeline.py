@@ -361,10 +361,9 @@ class T2IPipeline:
         if spec.relation_guidance > 0:
             from t2ikit.analysis.excite import ExciteConfig, LatentGuidance
 
-            guide = LatentGuidance(self, spec.image_prompts(), cond,
-                                   ExciteConfig(objective="relation", step_size=float(spec.relation_guidance)),
-                                   strict=False)  # unreadable prompts (checked in make_spec when asked for) pass
-            before_step = guide if guide.active else None
+            before_step = LatentGuidance(self, spec.image_prompts(), cond,  # a no-op where no relation is read
+                                         ExciteConfig(objective="relation", step_size=float(spec.relation_guidance)),
+                                         strict=False)  # unreadable prompts (checked in make_spec when asked for) pass
         if controller is not None:
             controller.install(self.unet)
         try:

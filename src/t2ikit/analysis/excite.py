@@ -112,20 +112,23 @@ def object_words(tokenizer, prompt: str, words: list[str] | None = None) -> list
     return out
 
 
-def relation_targets(tokenizer, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+def relation_targets(tokenizer, prompt: str, strict: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """((T,) int64 group of each token position, -1 for none; (R, 4) relation rows (subject, object, axis,
     sign), -1 rows pad; all pad when the prompt states none, which leaves its image unguided) of a world
     caption, for `t2ikit.train.grounding.relation_loss`. Token positions come from `text.spans`, so any
-    tokenizer works (a word-level one or CLIP's BPE). ValueError if the caption parser cannot read the prompt."""
+    tokenizer works (a word-level one or CLIP's BPE). A prompt the caption parser cannot read is a ValueError,
+    or with `strict=False` all pad (unguided)."""
     from t2ikit.text.spans import word_token_spans
     from t2ikit.world.caption import CaptionError, decompose, parse_caption
-    from t2ikit.world.scene import relation_rows
+    from t2ikit.world.scene import MAX_RELATIONS, relation_rows
 
+    groups = torch.full((tokenizer.model_max_length,), -1, dtype=torch.int64)
     try:
         spec, objects = parse_caption(prompt), decompose(prompt).objects
     except CaptionError as err:
-        raise ValueError(f"relation guidance needs a prompt the caption parser reads: {err}") from None
-    groups = torch.full((tokenizer.model_max_length,), -1, dtype=torch.int64)
+        if strict:
+            raise ValueError(f"relation guidance needs a prompt the caption parser reads: {err}") from None
+        return groups, torch.full((MAX_RELATIONS, 4), -1, dtype=torch.int64)
     for word in word_token_spans(tokenizer, prompt):
         for span in objects:
             if span.start <= word.start and word.end <= span.end and len(span.ref) == 1:
@@ -186,7 +189,7 @@ class LatentGuidance:
             self.lengths = [min(len(pipe.tokenizer(p)["input_ids"]), pipe.tokenizer.model_max_length) - 1
                             for p in prompts]
         if self.relate:
-            targets = [_relation_targets_or_none(pipe.tokenizer, p, strict) for p in prompts]
+            targets = [relation_targets(pipe.tokenizer, p, strict) for p in prompts]
             self.token_groups = torch.stack([g for g, _ in targets]).to(cond.device)
             self.relations = torch.stack([r for _, r in targets]).to(cond.device)
         from t2ikit.attention.processor import AttentionController
@@ -237,18 +240,6 @@ class LatentGuidance:
             self.maps.maps.clear()
             self.capture.clear()
         return latents
-
-
-def _relation_targets_or_none(tokenizer, prompt: str, strict: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    from t2ikit.world.scene import MAX_RELATIONS
-
-    try:
-        return relation_targets(tokenizer, prompt)
-    except ValueError:
-        if strict:
-            raise
-        return (torch.full((tokenizer.model_max_length,), -1, dtype=torch.int64),
-                torch.full((MAX_RELATIONS, 4), -1, dtype=torch.int64))
 
 
 def sample_excite(pipe, prompts: list[str], seeds, steps: int | None = None, guidance: float | None = None,
