@@ -335,6 +335,32 @@ def test_detect_mask_boxes_the_edited_object_only_and_the_rest_is_kept(pipe):
              guidance=4.0, steps=2, mask="detect")
 
 
+def test_blend_samples_against_the_empty_prompt_unless_the_source_is_asked_for(pipe, monkeypatch):
+    import t2ikit.diffusion.blend as blend_module
+    from t2ikit.diffusion.edit import EditOptions
+
+    assert EditOptions(method="blend").check().uncond == "none"
+    assert EditOptions(method="p2p").check().uncond == "negative-prompt"  # swap/p2p: the inversion that keeps guidance exact
+    seen = []
+    real = blend_module.blended_denoise
+
+    def recording(unet, schedule, trajectory, cond, uncond, *a, **k):
+        seen.append((cond, uncond))
+        return real(unet, schedule, trajectory, cond, uncond, *a, **k)
+
+    monkeypatch.setattr(blend_module, "blended_denoise", recording)
+    _, _, image, _ = _red_circle_scene()
+    src, tgt = "a red circle and a blue square", "an orange circle and a blue square"
+    kw = dict(method="blend", guidance=4.0, steps=2, mask="detect")
+    edit(pipe, image, src, tgt, **kw)
+    torch.testing.assert_close(seen[-1][1], pipe._encode_each([""]), rtol=0, atol=0)
+    edit(pipe, image, src, tgt, uncond="negative-prompt", **kw)
+    torch.testing.assert_close(seen[-1][1], pipe._encode_each([src]), rtol=0, atol=0)
+    edit(pipe, image, src, tgt, uncond="negative-prompt", local_prompt=True, **kw)
+    torch.testing.assert_close(seen[-1][0], pipe._encode_each(["an orange circle"]), rtol=0, atol=0)
+    torch.testing.assert_close(seen[-1][1], pipe._encode_each(["a red circle"]), rtol=0, atol=0)
+
+
 def test_blend_bad_input_is_refused_before_compute(pipe, monkeypatch):
     import t2ikit.diffusion.edit as edit_module
 
@@ -347,6 +373,7 @@ def test_blend_bad_input_is_refused_before_compute(pipe, monkeypatch):
         (dict(method="blend", strength=0.0), "strength must be"),
         (dict(method="blend", start="random"), "start must be one of"),
         (dict(method="blend", uncond="null-text"), "null-text inversion is for swap and p2p"),
+        (dict(method="blend", uncond="source"), "uncond must be one of"),
         (dict(method="blend", mode="refine"), "Prompt-to-Prompt option"),
         (dict(method="blend", mask_snap=-1), "mask_snap must be"),
         (dict(method="blend", sketch=1.0), "does not fit this model"),  # the shipped adapter is the shipped model's

@@ -18,15 +18,16 @@ calibrates the scoring: it must score 100% on everything.
 
 Methods (t2ikit.diffusion.edit): reconstruct (the source prompt as the target), swap, p2p, each with
 "+mask" (DiffEdit's mask, grown by --mask-dilate), and blend (SDEdit from 0.8 of the schedule + Blended
-Latent Diffusion, guidance BLEND_GUIDANCE against the source prompt) with its mask: "+mask" DiffEdit's,
+Latent Diffusion, guidance BLEND_GUIDANCE) with its mask: "+mask" DiffEdit's,
 "+attn" the source's cross-attention to the edited words, both snapped to the image's objects (boxes
 grown by MASK_SNAP px), or "+detect" the boxes Shapes World's detector finds for the edited object;
 "+sketch" adds the shipped sketch adapter holding the source's outlines (all of them for a colour
 edit, those outside the mask otherwise); "+outline" draws the target's outline (from the shape
 vocabulary, in the edited object's box, at the target size's extent for a size edit) into that sketch and
 "+shapemask" holds the target's silhouette with the shipped class-mask adapter (t2ikit.diffusion.outline);
-"+local" samples the masked object under its own phrase alone ("an orange triangle"), its source phrase
-the negative.
+"+local" samples the masked object under its own phrase alone ("an orange triangle"). Blend methods sample
+against the empty prompt; "+srcneg" makes the source prompt (with "+local" the source phrase) the negative,
+as every blend method did before 2026-11-29 (it pushes the hue past the target: red -> orange drawn yellow).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ KINDS = ("colour", "shape", "size", "object", "relation")
 METHODS = ("ground-truth", "reconstruct", "swap", "swap+mask", "p2p", "p2p+mask", "blend+mask", "blend+sketch+mask",
            "blend+attn", "blend+detect", "blend+sketch+detect", "blend+sketch+outline+mask", "blend+sketch+outline+detect",
            "blend+shapemask+detect", "blend+sketch+outline+shapemask+detect", "blend+shapemask+local+detect",
-           "blend+sketch+outline+shapemask+local+detect")
+           "blend+sketch+outline+shapemask+local+detect", "blend+shapemask+srcneg+detect",
+           "blend+shapemask+local+srcneg+detect")
 BLEND_GUIDANCE = 5.0  # blend methods sample at this CFG scale (the bench's --guidance is the swap/p2p one)
 MASK_SNAP = 2  # px: blend methods snap their DiffEdit/attention mask to the image's objects' boxes grown by this
 BENCH_SEED = 0xED17  # world seed of the edit suites
@@ -219,7 +221,7 @@ def method_options(method: str, steps: int, guidance: float, mask_dilate: int = 
         return EditOptions(method="blend", mask=mask, steps=steps, guidance=BLEND_GUIDANCE, mask_dilate=mask_dilate,
                            mask_snap=MASK_SNAP, sketch=1.0 if "sketch" in flags else 0.0,
                            target_outline="outline" in flags, shape_mask=1.0 if "shapemask" in flags else 0.0,
-                           local_prompt="local" in flags)
+                           local_prompt="local" in flags, uncond="negative-prompt" if "srcneg" in flags else "none")
     return EditOptions(method="swap" if base == "reconstruct" else base, mask="auto" if flags else None,
                        steps=steps, guidance=guidance, mask_dilate=mask_dilate)
 

@@ -37,11 +37,13 @@ def register(subparsers) -> None:
                    help="blend: hold the target shape's silhouette in the object's box with the shipped class-mask "
                         "adapter at this scale (0: off)")
     p.add_argument("--local-prompt", action="store_true",
-                   help="blend: sample the masked object under its own phrase alone, its source phrase the negative")
+                   help="blend: sample the masked object under its own phrase alone (with --uncond negative-prompt, "
+                        "its source phrase the negative)")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
     p.add_argument("--guidance", type=float, default=1.0, help="CFG scale (1 = none)")
-    p.add_argument("--uncond", default="negative-prompt", choices=["negative-prompt", "null-text", "none"],
-                   help="inversion for guidance > 1")
+    p.add_argument("--uncond", default=None, choices=["negative-prompt", "null-text", "none"],
+                   help="swap/p2p: the inversion for guidance > 1 (default negative-prompt); blend: the CFG negative, "
+                        "none = the empty prompt (default), negative-prompt = the source prompt")
     p.add_argument("--model", default=None, help="model folder or name (default: the shipped model)")
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--save-mask", default=None, help="also write the mask used to this PNG")

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-from t2ikit.diffusion.inversion import Inversion, check_guidance, ddim_denoise, invert, load_image, size_multiple
+from t2ikit.diffusion.inversion import UNCOND_MODES, Inversion, check_guidance, ddim_denoise, invert, load_image, size_multiple
 
 METHODS = ("swap", "p2p", "blend")
 MASKS = ("auto", "attention", "detect")  # automatic masks; anything else given is a user mask
@@ -449,14 +449,15 @@ class EditOptions:
     mask: object = None  # None (whole image), "auto" (DiffEdit), "attention", "detect" or a mask (path, array, tensor; nonzero = edit)
     steps: int = 20  # DDIM steps of inversion and editing
     guidance: float = 1.0  # CFG scale of the edit; > 1 uses `uncond` inversion (blend: uncond is its negative)
-    uncond: str = "negative-prompt"  # how guidance > 1 stays on the inverted trajectory (see inversion.py);
-    #                                  blend: "negative-prompt" = the source prompt is the negative, "none" = ""
+    uncond: str | None = None  # swap/p2p: how guidance > 1 stays on the inverted trajectory (inversion.py; None:
+    #   "negative-prompt"); blend: its CFG negative, "none" = the empty prompt (None: this), "negative-prompt" = the
+    #   source prompt (with local_prompt the source phrase), which overshoots: from "red" to "orange" it draws yellow
     strength: float = BLEND_STRENGTH  # blend: fraction of the schedule re-noised (1: from x_T)
     start: str = "inverted"  # blend: the masked region starts from the inverted latent or the image freshly noised ("noise")
     sketch: float = 0.0  # blend: scale of the shipped sketch adapter holding the source's outlines (0: off)
     target_outline: bool = False  # blend + sketch: the sketch holds the target's outline (shape vocabulary) in the object's box
     shape_mask: float = 0.0  # blend: scale of the shipped class-mask adapter holding the target's silhouette there (0: off)
-    local_prompt: bool = False  # blend: sample under the edited object's phrase alone, its source phrase the negative
+    local_prompt: bool = False  # blend: sample under the edited object's phrase alone (uncond "negative-prompt": its source phrase the negative)
     mask_snap: int | None = None  # snap the mask to the image's objects, their boxes grown by this many px (None: off)
     attention_threshold: float = ATTENTION_THRESHOLD
     mask_samples: int = MASK_SAMPLES
@@ -472,6 +473,11 @@ class EditOptions:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
         if self.mode not in MODES + ("auto",):
             raise ValueError(f"mode must be one of {', '.join(MODES + ('auto',))}; got {self.mode!r}")
+        if self.uncond is None:  # the method's default (see the field)
+            return replace(self, uncond="none" if self.method == "blend" else "negative-prompt").check()
+        if self.uncond not in UNCOND_MODES:
+            raise ValueError(f"uncond must be one of {', '.join(UNCOND_MODES)} (or None: the method's default); "
+                             f"got {self.uncond!r}")
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
             raise ValueError(f"steps must be an int >= 1; got {self.steps!r}")
         check_guidance(self.guidance)
