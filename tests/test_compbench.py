@@ -169,3 +169,16 @@ def test_model_generator_on_a_tiny_folder(tmp_path, capsys):
     assert "--guidance applies to --generator model only" in capsys.readouterr().err
     assert main(["bench", "compbench", "--generator", "model", "--guidance", "-1"]) == 2
     assert "--guidance must be a number >= 0" in capsys.readouterr().err
+
+
+def test_vae_generator_is_the_truth_through_the_autoencoder(tmp_path, capsys):
+    from tiny import make_tiny_sd_folder
+
+    shipped = cb.evaluate(cb.make_generator("vae"), n_prompts=4, seeds=1, categories=("single", "colour_binding"))
+    assert shipped["overall"]["accuracy"] == 1.0  # the shipped VAE keeps one or two large-enough objects
+    make_tiny_sd_folder(tmp_path / "tiny")
+    truth = cb.ground_truth_generator()(["a red circle"], [3])[0]
+    image = cb.make_generator("vae", model=tmp_path / "tiny")(["a red circle"], [3])[0]
+    assert image.shape == truth.shape and not np.allclose(image, truth, atol=0.05)  # random weights: not the truth
+    assert main(["bench", "compbench", "--generator", "vae", "--model", str(tmp_path / "nope")]) == 2
+    assert "no vae folder" in capsys.readouterr().err

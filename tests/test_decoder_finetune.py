@@ -32,3 +32,20 @@ def test_bad_arguments_are_refused():
         finetune_decoder(tiny_vae(), steps=0)
     with pytest.raises(ValueError, match="batch_size >= 2"):
         finetune_decoder(tiny_vae(), steps=1, batch_size=1)
+
+
+def test_encoder_option_moves_the_encoder_and_the_anchor_holds_its_latents():
+    images = style_balanced_batch(0, 99, 4)
+
+    def latent_shift(anchor):
+        vae, ref = tiny_vae(), tiny_vae()
+        finetune_decoder(vae, steps=3, batch_size=4, lr=1e-2, log_every=1, echo=lambda s: None, encoder=True,
+                         anchor=anchor)
+        moved = [k for k, v in ref.state_dict().items() if not torch.equal(v, vae.state_dict()[k])]
+        assert any(k.startswith("encoder.") for k in moved)
+        with torch.no_grad():
+            return (vae.encode(images).latent_dist.mode() - ref.encode(images).latent_dist.mode()).abs().mean()
+
+    assert latent_shift(1e3) < 0.5 * latent_shift(0.0)
+    with pytest.raises(ValueError, match="needs encoder=True"):
+        finetune_decoder(tiny_vae(), steps=1, anchor=1.0)

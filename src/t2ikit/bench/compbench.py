@@ -11,7 +11,8 @@ per batch gives every item its own seed).
 
 A generator is any callable `(prompts: list[str], seeds: list[int]) -> list[image]` (images in any
 format the oracle reads; batch in, batch out); `make_generator` builds the reference ones
-("ground-truth": the world's own render of the prompt's spec; "noise": uniform random pixels) and the
+("ground-truth": the world's own render of the prompt's spec; "noise": uniform random pixels; "vae": the
+ground truth encoded and decoded by a model's autoencoder, the ceiling of its latent space) and the
 model one (`T2IPipeline.from_folder(path).generate`). Results: per category the share of images whose
 every check passed, with a 95% Wilson interval, and per-check accuracy; as a dict (JSON) and Markdown.
 """
@@ -166,6 +167,27 @@ def ground_truth_generator(resolution: int = DEFAULT_RESOLUTION) -> Generator:
     return generate
 
 
+def vae_generator(model: str | Path | None = None, resolution: int = DEFAULT_RESOLUTION) -> Generator:
+    """The ground truth through a model folder's autoencoder (encode to the latent mean, decode): the ceiling
+    of any model drawing in that latent space (default folder: the shipped model)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    path = Path(model) if model is not None else default_model_path()
+    if not (path / "vae").is_dir():
+        raise ValueError(f"no vae folder in {str(path)!r}: give a diffusers model folder")
+    vae = AutoencoderKL.from_pretrained(str(path / "vae")).float().eval()
+    truth = ground_truth_generator(resolution)
+
+    def generate(prompts: list[str], seeds: list[int]) -> list[np.ndarray]:
+        x = torch.from_numpy(np.stack(truth(prompts, seeds))).permute(0, 3, 1, 2) * 2 - 1
+        with torch.no_grad():
+            y = vae.decode(vae.encode(x).latent_dist.mode()).sample
+        return list(((y + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy())
+
+    return generate
+
+
 def noise_generator(resolution: int = DEFAULT_RESOLUTION) -> Generator:
     """Uniform random pixels: the floor (what a model that ignores the prompt and draws nothing gets)."""
 
@@ -204,10 +226,13 @@ def default_model_path() -> Path:
 
 def make_generator(name: str, model: str | Path | None = None, steps: int = 20,
                    resolution: int = DEFAULT_RESOLUTION, **generate_kwargs) -> Generator:
-    """"ground-truth", "noise" or "model" (the folder `model`, default the shipped one; `generate_kwargs`
-    such as guidance, sampler or size go to its `generate`)."""
+    """"ground-truth", "noise", "vae" (the ground truth through the folder `model`'s autoencoder) or "model"
+    (the folder `model`, default the shipped one; `generate_kwargs` such as guidance, sampler or size go to
+    its `generate`)."""
     if name == "ground-truth":
         return ground_truth_generator(resolution)
+    if name == "vae":
+        return vae_generator(model, resolution)
     if name == "noise":
         return noise_generator(resolution)
     if name == "model":
@@ -219,7 +244,7 @@ def make_generator(name: str, model: str | Path | None = None, steps: int = 20,
         from t2ikit.pipeline import T2IPipeline  # torch and diffusers: only when a model is asked for
 
         return pipeline_generator(T2IPipeline.from_folder(path), steps=steps, **generate_kwargs)
-    raise ValueError(f"unknown generator {name!r}; allowed: ground-truth, noise, model")
+    raise ValueError(f"unknown generator {name!r}; allowed: ground-truth, noise, vae, model")
 
 
 # ---------------------------------------------------------------------------------------------------

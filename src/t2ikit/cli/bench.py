@@ -45,9 +45,10 @@ def _oracle(args) -> int:
 
 def _add_compbench(verbs) -> None:
     p = verbs.add_parser("compbench", help="compositional benchmark: the oracle over fixed prompt suites")
-    p.add_argument("--generator", default="ground-truth", choices=["ground-truth", "noise", "model"],
-                   help="what makes the images (ignored with --images)")
-    p.add_argument("--model", default=None, help="model folder for --generator model (default: the shipped one)")
+    p.add_argument("--generator", default="ground-truth", choices=["ground-truth", "noise", "vae", "model"],
+                   help="what makes the images (ignored with --images); vae: the ground truth through the model's "
+                        "autoencoder, the ceiling of its latent space")
+    p.add_argument("--model", default=None, help="model folder for --generator model or vae (default: the shipped one)")
     p.add_argument("--split", default="train", choices=["train", "heldout"])
     p.add_argument("--categories", default=None, help="comma-separated categories (default: all)")
     p.add_argument("--prompts", default=None, help="a file of captions, one per line, instead of the suite")
@@ -101,7 +102,7 @@ def _compbench(args) -> int:
 
         generator = cb.make_generator(args.generator, model=args.model, steps=args.steps, **extra)
         save_dir = Path(args.out) / "images" if (args.out and args.save_images) else None
-        name = args.generator if args.generator != "model" else f"model:{args.model or SHIPPED_MODEL}"
+        name = args.generator if args.generator not in ("model", "vae") else f"{args.generator}:{args.model or SHIPPED_MODEL}"
         for key in ("guidance", "relation_guidance"):
             if args.generator == "model" and getattr(args, key) is not None:
                 name += f",{key}={getattr(args, key):g}"

@@ -34,23 +34,40 @@ def style_balanced_batch(seed: int, index: int, batch_size: int, resolution: int
 
 
 def finetune_decoder(vae, steps: int, batch_size: int = 32, lr: float = 1e-4, edge_weight: float = 1.0,
-                     seed: int = 0, log_every: int = 50, echo=print) -> list[dict]:
-    """Train `vae`'s decoder (and post_quant_conv) in place; returns the log records."""
+                     seed: int = 0, log_every: int = 50, echo=print, encoder: bool = False,
+                     anchor: float = 0.0) -> list[dict]:
+    """Train `vae`'s decoder (and post_quant_conv) in place; returns the log records.
+
+    `encoder=True` trains the encoder too, with `anchor` * the mean squared distance of the new latent
+    mean from the original encoder's (in the UNet's units: times the scaling factor) added to the loss,
+    so the latent space the UNet knows moves only as far as the reconstruction pays for."""
     if steps < 1 or batch_size < 2:
         raise ValueError(f"steps must be >= 1 and batch_size >= 2, got {steps} and {batch_size}")
+    if anchor < 0 or (anchor and not encoder):
+        raise ValueError(f"anchor must be >= 0 and needs encoder=True; got {anchor} (encoder={encoder})")
+    import copy
+
+    frozen = copy.deepcopy(vae).requires_grad_(False) if encoder else None
+    scale = float(vae.config.scaling_factor)
     vae.requires_grad_(False)
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    if encoder:
+        params += list(vae.encoder.parameters()) + list(vae.quant_conv.parameters())
     for p in params:
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     log, window, start = [], [], time.perf_counter()
     for step in range(steps):
         images = style_balanced_batch(seed, step, batch_size)
-        with torch.no_grad():
+        with torch.set_grad_enabled(encoder):
             z = vae.encode(images).latent_dist.mode()
         recon = vae.decode(z).sample
         err = (recon - images).abs()
         loss = err.mean() + edge_weight * (err * edge_map(images)).mean()
+        if anchor:
+            with torch.no_grad():
+                z0 = frozen.encode(images).latent_dist.mode()
+            loss = loss + anchor * ((z - z0) * scale).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -77,11 +94,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--encoder", action="store_true", help="train the encoder too (the UNet must then adapt)")
+    parser.add_argument("--anchor", type=float, default=0.0,
+                        help="with --encoder: weight of the squared distance of the new latents from the old ones")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     vae = AutoencoderKL.from_pretrained(args.model, subfolder="vae", torch_dtype=torch.float32)
-    log = finetune_decoder(vae, args.steps, args.batch, args.lr, seed=args.seed)
+    log = finetune_decoder(vae, args.steps, args.batch, args.lr, seed=args.seed, encoder=args.encoder,
+                           anchor=args.anchor)
     out = Path(args.out)
     vae.to(torch.float16).save_pretrained(out, safe_serialization=True)
     (out / "decoder_finetune.json").write_text(json.dumps({"args": vars(args), "log": log}, indent=1))
