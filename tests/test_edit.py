@@ -279,9 +279,20 @@ def test_blended_denoise_keeps_the_trajectory_outside_and_starts_at_the_strength
     assert not torch.allclose(full, inv.trajectory[-1], atol=1e-3)
     torch.testing.assert_close(part[..., :4], inv.trajectory[-1][..., :4], rtol=0, atol=0)
     assert not torch.allclose(part[..., 4:], inv.trajectory[-1][..., 4:], atol=1e-3)
-    noised = blended_denoise(pipe.unet, inv.schedule, inv.trajectory, cond, neg, 3.0, None, 0.5, "noise",
-                             torch.Generator().manual_seed(0))
+    noised = blended_denoise(pipe.unet, inv.schedule, inv.trajectory, cond, neg, 3.0, None, 0.5, "noise", seed=0)
     assert not torch.allclose(noised, full, atol=1e-3)
+
+
+def test_a_batch_edit_equals_its_items_edited_one_by_one_with_seed_plus_index(pipe):
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    src, tgt = ["a red circle", "a blue square"], ["a green circle", "a blue circle"]
+    for kw in (dict(method="blend", guidance=3.0, steps=3, start="noise", strength=1.0, mask="auto", seed=7),
+               dict(method="p2p", steps=3, mask="auto", seed=7)):
+        both = edit(pipe, images, src, tgt, **kw)
+        for b in range(2):
+            alone = edit(pipe, images[b:b + 1], src[b], tgt[b], **{**kw, "seed": 7 + b})
+            torch.testing.assert_close(alone.mask, both.mask[b:b + 1], rtol=0, atol=0)
+            torch.testing.assert_close(alone.images, both.images[b:b + 1], rtol=1e-4, atol=1e-5)
 
 
 def test_residual_unet_adds_adapter_residuals_to_every_cfg_row(pipe):

@@ -23,7 +23,7 @@ import re
 import numpy as np
 import torch
 
-from t2ikit.diffusion.inversion import Schedule, ddim_denoise
+from t2ikit.diffusion.inversion import Schedule, ddim_denoise, item_noise
 
 STARTS = ("inverted", "noise")  # what the masked region starts from at level k
 BACKGROUND_TOL = 0.08  # max |rgb - background| (per channel) of a background pixel in `image_sketch`
@@ -164,8 +164,9 @@ def start_level(steps: int, strength: float) -> int:
 @torch.no_grad()
 def blended_denoise(unet, schedule: Schedule, trajectory: torch.Tensor, cond: torch.Tensor, uncond, guidance: float,
                     latent_mask: torch.Tensor | None, strength: float = 0.8, start: str = "inverted",
-                    generator: torch.Generator | None = None, controller=None) -> torch.Tensor:
+                    seed: int = 0, controller=None) -> torch.Tensor:
     """(B, C, h, w) edited latents; see the module docstring. `latent_mask` (B or 1, 1, h, w), None = everywhere.
+    start="noise": item b's fresh noise is drawn with seed `seed + b` (a batch equals its items one by one).
 
     trajectory: (N + 1, B, C, h, w) from `invert` ([0] = x_T, [N] = x_0).
     """
@@ -176,7 +177,7 @@ def blended_denoise(unet, schedule: Schedule, trajectory: torch.Tensor, cond: to
     x = trajectory[k]
     if start == "noise":
         a = float(schedule.levels[k])
-        eps = torch.randn(x.shape, generator=generator).to(x)
+        eps = item_noise(x.shape[1:], x.shape[0], seed).to(x)
         fresh = math.sqrt(a) * trajectory[-1] + math.sqrt(1 - a) * eps
         x = fresh if m is None else m * fresh + (1 - m) * x
     sub = Schedule(schedule.timesteps[k:], schedule.levels[k:], schedule.prediction_type)

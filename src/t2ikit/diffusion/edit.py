@@ -35,7 +35,8 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-from t2ikit.diffusion.inversion import UNCOND_MODES, Inversion, check_guidance, ddim_denoise, invert, load_image, size_multiple
+from t2ikit.diffusion.inversion import (UNCOND_MODES, Inversion, check_guidance, ddim_denoise, invert, item_noise,
+                                        load_image, size_multiple)
 
 METHODS = ("swap", "p2p", "blend")
 MASKS = ("auto", "attention", "detect")  # automatic masks; anything else given is a user mask
@@ -339,8 +340,7 @@ def diffedit_mask(pipe, latents: torch.Tensor, source_cond: torch.Tensor, target
     t = torch.tensor(min(int(strength * sched.config.num_train_timesteps), sched.config.num_train_timesteps - 1))
     alpha = float(sched.alphas_cumprod[t])
     b = latents.shape[0]
-    gen = torch.Generator("cpu").manual_seed(seed)
-    noise = torch.randn((samples, *latents.shape), generator=gen).to(latents)  # (S, B, C, h, w)
+    noise = item_noise((samples, *latents.shape[1:]), b, seed, dim=1).to(latents)  # (S, B, C, h, w)
     x = (alpha ** 0.5 * latents[None] + (1 - alpha) ** 0.5 * noise).flatten(0, 1)  # (S*B, C, h, w)
     embeds = torch.cat([source_cond.repeat(samples, 1, 1), target_cond.repeat(samples, 1, 1)])
     out = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=embeds, return_dict=False)[0]
@@ -464,7 +464,7 @@ class EditOptions:
     mask_strength: float = MASK_STRENGTH
     mask_threshold: float = MASK_THRESHOLD
     mask_dilate: int = MASK_DILATE  # latent pixels the automatic mask is grown by (0: DiffEdit as published)
-    seed: int = 0  # of DiffEdit's noise draws
+    seed: int = 0  # of DiffEdit's noise draws and blend's start="noise"; item b of a batch uses seed + b
 
     def check(self) -> EditOptions:
         from t2ikit.attention.p2p import MODES
@@ -739,7 +739,7 @@ def _blend(pipe, opts: EditOptions, images, inversion: Inversion, sources, targe
     else:
         negative = pipe._encode_each([""] * len(sources))
     z = blended_denoise(unet, inversion.schedule, inversion.trajectory, target_cond, negative, opts.guidance,
-                        latent_mask, opts.strength, opts.start, torch.Generator("cpu").manual_seed(opts.seed))
+                        latent_mask, opts.strength, opts.start, opts.seed)
     out = pipe.decode(z)
     if pixel_mask is not None:
         out = pixel_mask * out + (1 - pixel_mask) * images

@@ -145,6 +145,13 @@ def _unet(unet, x, t, embeds):
     return unet(x, t, encoder_hidden_states=embeds, return_dict=False)[0]
 
 
+def item_noise(shape: tuple[int, ...], batch: int, seed: int, dim: int = 0) -> torch.Tensor:
+    """Standard normal noise of `shape` for each of `batch` items, stacked at `dim`; item b draws from a CPU
+    generator seeded `seed + b`, so a batch equals its items edited one by one (item b alone with seed + b)."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed + b))
+                        for b in range(batch)], dim)
+
+
 def _guided(unet, x, t, cond, uncond, guidance):
     if uncond is None or guidance == 1.0:
         return _unet(unet, x, t, cond)
@@ -350,5 +357,5 @@ def save_inversion(inversion: Inversion, path: str | os.PathLike, metadata: dict
     return path
 
 
-__all__ = ["Inversion", "Schedule", "ddim_denoise", "ddim_invert", "ddim_move", "ddim_schedule", "encode_image",
+__all__ = ["Inversion", "Schedule", "ddim_denoise", "ddim_invert", "item_noise", "ddim_move", "ddim_schedule", "encode_image",
            "invert", "load_image", "null_text_optimize", "psnr", "reconstruct", "save_inversion", "size_multiple"]
