@@ -41,3 +41,19 @@ def test_pure_noise_unmixing_reads_the_order_of_two_colours():
             assert unmixed_order(pale, white, a, b, axis, sign) > 4, (caption, seed)
     blank = np.ones((64, 64, 3))
     assert unmixed_order(blank, white, COLOURS["red"], COLOURS["blue"], 0, 1) is None
+
+
+def test_style_breakdown_reads_the_stated_style_from_the_spec_whatever_the_wording(capsys, tmp_path):
+    mod = _script("style_breakdown")
+    items = [["style", "an outlined red circle on a black background", 1, False],
+             ["style", "a red circle, drawn in outline, against a black background", 2, True],
+             ["style", "a filled blue square with a grey background", 3, True],
+             ["spatial", "a red circle left of a blue square", 4, True]]
+    counts = mod.breakdown({"items": items})
+    assert counts == {("outlined", "black"): [1, 2], ("filled", "gray"): [1, 1]}
+    import json
+
+    path = tmp_path / "compbench.json"
+    path.write_text(json.dumps({"items": items}))
+    assert mod.main([f"a={path}"]) == 0
+    assert "| outlined | black | 1/2 |" in capsys.readouterr().out
