@@ -12,7 +12,8 @@ per batch gives every item its own seed).
 A generator is any callable `(prompts: list[str], seeds: list[int]) -> list[image]` (images in any
 format the oracle reads; batch in, batch out); `make_generator` builds the reference ones
 ("ground-truth": the world's own render of the prompt's spec; "noise": uniform random pixels; "vae": the
-ground truth encoded and decoded by a model's autoencoder, the ceiling of its latent space) and the
+ground truth encoded and decoded by a model's autoencoder, what the truth's own layouts keep in that latent
+space) and the
 model one (`T2IPipeline.from_folder(path).generate`). Results: per category the share of images whose
 every check passed, with a 95% Wilson interval, and per-check accuracy; as a dict (JSON) and Markdown.
 """
@@ -168,8 +169,9 @@ def ground_truth_generator(resolution: int = DEFAULT_RESOLUTION) -> Generator:
 
 
 def vae_generator(model: str | Path | None = None, resolution: int = DEFAULT_RESOLUTION) -> Generator:
-    """The ground truth through a model folder's autoencoder (encode to the latent mean, decode): the ceiling
-    of any model drawing in that latent space (default folder: the shipped model)."""
+    """The ground truth through a model folder's autoencoder (encode to the latent mean, decode; default folder:
+    the shipped model): what a model that drew the truth's own layouts would score. Not a hard ceiling: a
+    model may choose layouts (larger objects, say) that the autoencoder keeps better."""
     import torch
     from diffusers import AutoencoderKL
 

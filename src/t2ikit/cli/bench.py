@@ -47,7 +47,7 @@ def _add_compbench(verbs) -> None:
     p = verbs.add_parser("compbench", help="compositional benchmark: the oracle over fixed prompt suites")
     p.add_argument("--generator", default="ground-truth", choices=["ground-truth", "noise", "vae", "model"],
                    help="what makes the images (ignored with --images); vae: the ground truth through the model's "
-                        "autoencoder, the ceiling of its latent space")
+                        "autoencoder (what the truth's own layouts keep in its latent space)")
     p.add_argument("--model", default=None, help="model folder for --generator model or vae (default: the shipped one)")
     p.add_argument("--split", default="train", choices=["train", "heldout"])
     p.add_argument("--categories", default=None, help="comma-separated categories (default: all)")

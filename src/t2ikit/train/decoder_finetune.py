@@ -1,13 +1,15 @@
-"""Fine-tune a model folder's VAE decoder on a style-balanced Shapes World stream, encoder frozen.
+"""Fine-tune a model folder's VAE decoder on a style-balanced Shapes World stream, encoder frozen (or not).
 
     python -m t2ikit.train.decoder_finetune --model DIR --out VAE_DIR [--steps 1500] [--batch 32]
+        [--encoder [--anchor W]]
 
 The encoder (and so the latent space the UNet was trained on) stays fixed, so the new decoder drops into
 the same model folder; Stable Diffusion's "ft-MSE" VAE decoders were made the same way. The stream mixes
 the training stream with the style category half and half, because gray and black backgrounds and
 outlined objects are rare in the training mix and are where the shipped decoder loses objects
 (benchmarks/vae_recon.py). Loss: L1 + edge-weighted L1 (train.losses.edge_map) on the decoded posterior
-mode. Deterministic: batch k is make_batch(seed, k, ...) of each half.
+mode. Deterministic: batch k is make_batch(seed, k, ...) of each half. `--encoder` trains the encoder too
+(the UNet then has to follow the new latents), `--anchor W` holds its latent means near the old ones.
 """
 
 from __future__ import annotations
