@@ -16,7 +16,7 @@ from t2ikit.diffusion.edit import (
     instruction_prompts,
     parse_instruction,
 )
-from t2ikit.world.scene import Group
+from t2ikit.world.scene import Group, Obj
 
 
 IMAGE = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -564,3 +564,77 @@ def test_cli_edit_target_outline_options(folder, tmp_path, capsys):
     assert main(args + ["--method", "blend", "--guidance", "3", "--mask", "auto", "--mask-snap", "1",
                         "--local-prompt"]) == 0
     assert Image.open(tmp_path / "o.png").size == (16, 16)
+
+
+# --- relation edits with blend: the object moves ---------------------------------------------------------
+
+
+def _two_objects(a: Obj, b: Obj) -> torch.Tensor:
+    from t2ikit.world.render import render_rgb
+    from t2ikit.world.scene import Scene, Spec
+
+    spec = Spec((Group(a.colour, a.shape), Group(b.colour, b.shape)))
+    scene = Scene(spec, (a, b), "white", "filled")
+    return torch.from_numpy(render_rgb(scene, 64)).permute(2, 0, 1)[None]
+
+
+def test_relation_move_reads_the_move_and_nothing_else():
+    from t2ikit.diffusion.outline import Move, relation_move
+
+    red, blue = Group("red", "circle"), Group("blue", "square")
+    assert relation_move("a red circle to the left of a blue square", "a red circle to the right of a blue square") \
+        == Move(red, blue, "right of")
+    assert relation_move("a red circle and a blue square", "a blue square above a red circle") == Move(blue, red, "above")
+    assert relation_move("a red circle and a blue square", "a green circle and a blue square") is None
+    assert relation_move("a red circle above a blue square", "a red circle above a blue square") is None
+    assert relation_move("a red circle and a blue square", "a red circle above a green square") is None
+
+
+@pytest.mark.parametrize("subject_x, other_x, mover", [(6, 26, "subject"), (26, 48, "other")])
+def test_move_conditions_put_one_object_where_the_target_relation_holds(subject_x, other_x, mover):
+    from scipy import ndimage
+
+    from t2ikit.diffusion.outline import Move, move_conditions
+    from t2ikit.world.oracle import detect, relation_holds
+
+    a = Obj("red", "circle", "large", 14, subject_x, 25, 1.0, 0)
+    b = Obj("blue", "square", "large", 14, other_x, 25, 1.0, 1)
+    image = _two_objects(a, b)  # red left of blue; the edit asks for red right of blue
+    made = move_conditions(image, [Move(Group("red", "circle"), Group("blue", "square"), "right of")],
+                           ["a red circle to the right of a blue square"])
+    assert made.missing == []
+    drawn = made.classes[0].amax(0).numpy() > 0
+    cy, cx = ndimage.center_of_mass(drawn)
+    mask = made.mask[0, 0].numpy() > 0
+    if mover == "subject":  # room right of the square: the circle goes there, the square stays
+        assert made.prompts == ["a red circle"] and made.classes[0, 0].sum() > 0  # channel 0: circle
+        assert relation_holds((cx + 0.5, cy + 0.5), "right of", b.centre)
+        assert mask[25:39, subject_x:subject_x + 14].all() and not mask[25:39, other_x + 3:other_x + 11].any()
+    else:  # the circle cannot go right of a square at the right edge: the square moves left of the circle
+        assert made.prompts == ["a blue square"]
+        assert relation_holds(a.centre, "right of", (cx + 0.5, cy + 0.5))
+        assert mask[25:39, other_x:other_x + 14].all()
+    assert not drawn[~mask].any()  # the target is drawn inside the mask only
+    assert [d.colour for d in detect(image[0].permute(1, 2, 0).numpy()).detections] == ["red", "blue"]
+
+
+def test_blend_relation_edit_moves_inside_its_mask_and_refuses_what_it_cannot_do(pipe, monkeypatch):
+    from t2ikit.control import generate
+    from t2ikit.control.adapters import ConditionAdapter, adapter_config_for
+
+    def tiny_adapter(pipe_, name, given):
+        return ConditionAdapter(adapter_config_for(pipe_.unet, pipe_.vae_scale_factor, name, 4, hidden=8))
+
+    monkeypatch.setattr(generate, "_resolve_adapter", tiny_adapter)
+    image = _two_objects(Obj("red", "circle", "large", 14, 6, 25, 1.0, 0), Obj("blue", "square", "large", 14, 26, 25, 1.0, 1))
+    src, tgt = "a red circle to the left of a blue square", "a red circle to the right of a blue square"
+    kw = dict(method="blend", guidance=3.0, steps=2, mask="detect", shape_mask=1.0, local_prompt=True)
+    r = edit(pipe, image, src, tgt, **kw)
+    keep = (r.mask == 0).expand_as(image)
+    assert r.mask[0, 0, 25:39, 6:20].all() and r.mask[0, 0].sum() < 64 * 64 / 2
+    assert torch.equal(r.images[keep], image[keep])
+    for bad, message in [(dict(mask="auto"), "give mask='detect'"), (dict(shape_mask=0.0), "shape_mask > 0")]:
+        with pytest.raises(ValueError, match=message):
+            edit(pipe, image, src, tgt, **{**kw, **bad})
+    with pytest.raises(ValueError, match="mixes relation edits"):
+        edit(pipe, torch.cat([image, image]), [src, src], [tgt, "a green circle to the left of a blue square"], **kw)

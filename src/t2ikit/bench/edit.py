@@ -28,6 +28,9 @@ vocabulary, in the edited object's box, at the target size's extent for a size e
 "+local" samples the masked object under its own phrase alone ("an orange triangle"). Blend methods sample
 against the empty prompt; "+srcneg" makes the source prompt (with "+local" the source phrase) the negative,
 as every blend method did before 2026-11-29 (it pushes the hue past the target: red -> orange drawn yellow).
+"+fresh" samples the masked region from fresh noise over the whole schedule (strength 1, start "noise"). A
+relation edit with a blend method moves an object (t2ikit.diffusion.outline.move_conditions; it needs
+"+shapemask" and "+detect").
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ METHODS = ("ground-truth", "reconstruct", "swap", "swap+mask", "p2p", "p2p+mask"
            "blend+attn", "blend+detect", "blend+sketch+detect", "blend+sketch+outline+mask", "blend+sketch+outline+detect",
            "blend+shapemask+detect", "blend+sketch+outline+shapemask+detect", "blend+shapemask+local+detect",
            "blend+sketch+outline+shapemask+local+detect", "blend+shapemask+srcneg+detect",
-           "blend+shapemask+local+srcneg+detect")
+           "blend+shapemask+local+srcneg+detect", "blend+shapemask+local+fresh+detect")
 BLEND_GUIDANCE = 5.0  # blend methods sample at this CFG scale (the bench's --guidance is the swap/p2p one)
 MASK_SNAP = 2  # px: blend methods snap their DiffEdit/attention mask to the image's objects' boxes grown by this
 BENCH_SEED = 0xED17  # world seed of the edit suites
@@ -221,7 +224,8 @@ def method_options(method: str, steps: int, guidance: float, mask_dilate: int = 
         return EditOptions(method="blend", mask=mask, steps=steps, guidance=BLEND_GUIDANCE, mask_dilate=mask_dilate,
                            mask_snap=MASK_SNAP, sketch=1.0 if "sketch" in flags else 0.0,
                            target_outline="outline" in flags, shape_mask=1.0 if "shapemask" in flags else 0.0,
-                           local_prompt="local" in flags, uncond="negative-prompt" if "srcneg" in flags else "none")
+                           local_prompt="local" in flags, uncond="negative-prompt" if "srcneg" in flags else "none",
+                           **({"strength": 1.0, "start": "noise"} if "fresh" in flags else {}))
     return EditOptions(method="swap" if base == "reconstruct" else base, mask="auto" if flags else None,
                        steps=steps, guidance=guidance, mask_dilate=mask_dilate)
 

@@ -591,16 +591,29 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
     h, w = images.shape[-2:]
     auto_mask = opts.mask if isinstance(opts.mask, str) and opts.mask in MASKS else None
     user_mask = None if opts.mask is None or auto_mask else load_mask(opts.mask, (h, w), n)
-    positions = groups = None
+    positions = groups = moves = None
+    if opts.method == "blend":  # a relation edit moves its subject (t2ikit.diffusion.outline.move_conditions)
+        from t2ikit.diffusion.outline import relation_move
+
+        found = [relation_move(s, t) for s, t in zip(sources, targets)]
+        if any(m is not None for m in found):
+            if not all(m is not None for m in found):
+                raise ValueError("this blend batch mixes relation edits (moves) with object edits; edit them in "
+                                 "separate calls")
+            if auto_mask != "detect" or not opts.shape_mask or opts.target_outline:
+                raise ValueError("a relation edit with method='blend' moves its object: give mask='detect' (it finds "
+                                 "both objects in a Shapes World image) and shape_mask > 0 (the class-mask adapter "
+                                 "holds the object at its new place); target_outline does not apply")
+            moves = found
     if auto_mask == "attention":
         positions = [edited_positions(pipe.tokenizer, s, t) for s, t in zip(sources, targets)]
-    elif auto_mask == "detect":
+    elif auto_mask == "detect" and moves is None:
         groups = [edited_group(s, t) for s, t in zip(sources, targets)]
     local = None
     if opts.target_outline or opts.shape_mask or opts.local_prompt:
         from t2ikit.diffusion.outline import edited_groups
 
-        local = [edited_groups(s, t) for s, t in zip(sources, targets)]  # the target names one Shapes World object
+        local = None if moves is not None else [edited_groups(s, t) for s, t in zip(sources, targets)]
     adapters = {}
     for name, scale in (("sketch", opts.sketch), ("mask", opts.shape_mask)):
         if scale:
@@ -634,7 +647,19 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
     schedule, traj = inversion.schedule, inversion.trajectory
     factor = pipe.vae_scale_factor
     target_cond = pipe._encode_each(targets)
-    if user_mask is not None:
+    made = None
+    if moves is not None:
+        from t2ikit.diffusion.outline import move_conditions
+
+        made = move_conditions(images, moves, targets, opts.mask_snap if opts.mask_snap is not None else 2)
+        for b in made.missing:
+            msg = (f"relation edit of image {b}: the {moves[b].subject.colour} {moves[b].subject.shape} and the "
+                   f"{moves[b].other.colour} {moves[b].other.shape} were not each found once, or there is no room "
+                   f"{moves[b].relation} the second; the image is kept as it is")
+            messages.append(msg)
+            warnings.warn(msg, EditWarning, stacklevel=2)
+        pixel_mask, latent_mask = made.mask, _to_latent_mask(made.mask, factor)
+    elif user_mask is not None:
         pixel_mask, latent_mask = user_mask, _to_latent_mask(user_mask, factor)
     elif auto_mask == "detect":
         pixel_mask, missing = detect_mask(images, groups, opts.mask_snap if opts.mask_snap is not None else 2)
@@ -655,16 +680,20 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
         pixel_mask = F.interpolate(latent_mask, scale_factor=factor, mode="nearest")
     else:
         pixel_mask = latent_mask = None
-    if opts.mask_snap is not None and pixel_mask is not None and auto_mask != "detect":
+    if opts.mask_snap is not None and pixel_mask is not None and auto_mask != "detect" and made is None:
         from t2ikit.diffusion.blend import snap_mask
 
         latent_mask = _to_latent_mask(snap_mask(pixel_mask, images, opts.mask_snap), factor)
         pixel_mask = F.interpolate(latent_mask, scale_factor=factor, mode="nearest")
     if opts.method == "blend":
-        if opts.local_prompt:  # the masked region is one object: its phrase alone, without the others' words
+        negatives = None
+        if opts.local_prompt and made is not None:  # a moved object under its phrase; a trade under the target
+            target_cond = pipe._encode_each(made.prompts)
+        elif opts.local_prompt:  # the masked region is one object: its phrase alone, without the others' words
             target_cond = pipe._encode_each([_write_group(after) for _, after in local])
+            negatives = [_write_group(b) for b, _ in local]
         return _blend(pipe, opts, images, inversion, sources, targets, target_cond, latent_mask, pixel_mask,
-                      adapters, messages, None if not opts.local_prompt else [_write_group(b) for b, _ in local])
+                      adapters, messages, negatives, made)
     uncond = inversion.uncond
     if opts.method == "p2p":
         rows = torch.cat([torch.arange(n), torch.arange(n)])
@@ -706,12 +735,15 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
 
 
 def _blend(pipe, opts: EditOptions, images, inversion: Inversion, sources, targets, target_cond, latent_mask,
-           pixel_mask, adapters, messages, negative_prompts=None) -> EditResult:
-    """The blend method (t2ikit.diffusion.blend): masks are made; sample, decode, composite."""
+           pixel_mask, adapters, messages, negative_prompts=None, moved=None) -> EditResult:
+    """The blend method (t2ikit.diffusion.blend): masks are made; sample, decode, composite. `moved`: the
+    conditions of relation edits (outline.move_conditions), already made."""
     from t2ikit.diffusion.blend import ResidualUNet, blended_denoise, sketch_for_edit
 
     conds = {}
-    if opts.target_outline or opts.shape_mask:  # t2ikit.diffusion.outline: the target drawn in the object's box
+    if moved is not None:
+        conds["mask"] = moved.classes
+    elif opts.target_outline or opts.shape_mask:  # t2ikit.diffusion.outline: the target drawn in the object's box
         from t2ikit.diffusion.outline import target_conditions
 
         made = target_conditions(images, pixel_mask, sources, targets, opts.mask_snap if opts.mask_snap is not None else 2)

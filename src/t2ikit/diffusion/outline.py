@@ -105,6 +105,7 @@ class TargetConditions:
     classes: torch.Tensor  # (B, K, H, W): the target's silhouette in its shape's channel, 0 elsewhere
     mask: torch.Tensor  # (B, 1, H, W): the edit mask grown to hold the target's box (+ pad px)
     missing: list[int]  # images whose mask holds no object: no target drawn, their conditions are the image's
+    prompts: list[str] | None = None  # relation edits: what the masked region is drawn under, per image
 
 
 def target_conditions(images: torch.Tensor, pixel_mask: torch.Tensor, sources: list[str], targets: list[str],
@@ -132,5 +133,119 @@ def target_conditions(images: torch.Tensor, pixel_mask: torch.Tensor, sources: l
     return TargetConditions(sketch, classes, mask, missing)
 
 
-__all__ = ["ObjectBox", "TargetConditions", "edited_groups", "object_box", "render_target", "target_box",
-           "target_conditions"]
+# ----------------------------------------------------------------------------------------------------
+# Relation edits: move the subject to where the target relation holds
+
+
+@dataclass(frozen=True)
+class Move:
+    """A relation edit: `subject` is to stand in `relation` to `other` (both as the captions name them)."""
+
+    subject: object  # world.scene.Group
+    other: object
+    relation: str
+
+
+def relation_move(source: str, target: str) -> Move | None:
+    """The move a relation edit asks for: `target` names the same objects as `source` (in any order) and
+    one relation between them that `source` does not state; None for any other edit."""
+    from t2ikit.world.caption import CaptionError, parse_caption
+
+    try:
+        a, b = parse_caption(source), parse_caption(target)
+    except CaptionError:
+        return None
+    if sorted(map(repr, a.groups)) != sorted(map(repr, b.groups)) or len(b.relations) != 1 or a.style != b.style:
+        return None
+    r = b.relations[0]
+    subject, other = b.groups[r.subject], b.groups[r.object]
+    if any((a.groups[q.subject], a.groups[q.object], q.relation) == (subject, other, r.relation) for q in a.relations):
+        return None
+    return Move(subject, other, r.relation)
+
+
+def moved_box(subject_extent: float, other_bbox: tuple[float, float, float, float], relation: str,
+              gap: float) -> ObjectBox:
+    """Where the subject's box goes (reference px): `gap` past the other object's box along the relation's
+    axis, centred on it across the axis, so the oracle's dominant-axis rule holds with room to spare."""
+    x0, y0, x1, y1 = other_bbox
+    cx, cy, half = (x0 + x1) / 2.0, (y0 + y1) / 2.0, subject_extent / 2.0
+    return {"left of": ObjectBox(x0 - gap - half, cy, subject_extent),
+            "right of": ObjectBox(x1 + gap + half, cy, subject_extent),
+            "above": ObjectBox(cx, y0 - gap - half, subject_extent),
+            "below": ObjectBox(cx, y1 + gap + half, subject_extent)}[relation]
+
+
+def move_conditions(images: torch.Tensor, moves: list[Move], targets: list[str], pad: int = 2) -> TargetConditions:
+    """Per image: the edit mask and the class-mask condition of a relation edit, found with Shapes World's
+    detector (`oracle.detect`), and the prompt the masked region is drawn under.
+
+    The subject moves next to the other object (`moved_box`): the mask is its old box and its new one
+    (+ `pad` px), the class map its silhouette at the new place and zero elsewhere (its old place included,
+    so the adapter asks for background there), the prompt the subject's phrase. Where that box would leave
+    the canvas the other object moves to the inverse side of the subject instead, and where neither fits
+    the two objects trade places (each drawn at the other's centre, both boxes masked,
+    the prompt the whole target). An image where the subject or the other object is not found exactly once
+    is listed in `missing` and kept as it is (empty mask)."""
+    from t2ikit.diffusion.blend import image_sketch
+    from t2ikit.world.oracle import detect
+    from t2ikit.world.scene import GAP
+
+    b, _, h, w = images.shape
+    classes = torch.zeros(b, len(vocab.SHAPES), h, w)
+    mask = torch.zeros(b, 1, h, w)
+    missing, prompts = [], list(targets)
+    scale = max(h, w) / vocab.REFERENCE_RESOLUTION  # image px per reference px
+
+    def put(k, group, cx, cy, extent):  # the group's silhouette at (cx, cy) reference px; its box into the mask
+        m = render_target(group, ObjectBox(cx * scale, cy * scale, extent * scale), h, w)
+        ys, xs = np.nonzero(m.instances)
+        mask[k, 0, max(0, ys.min() - pad):ys.max() + pad + 1, max(0, xs.min() - pad):xs.max() + pad + 1] = 1
+        classes[k] = torch.maximum(classes[k], torch.from_numpy(m.classes.astype(np.float32)))
+
+    def cut(k, det):  # the detection's old box into the mask
+        x0, y0, x1, y1 = (int(round(v * scale)) for v in det.bbox)
+        mask[k, 0, max(0, y0 - pad):y1 + pad, max(0, x0 - pad):x1 + pad] = 1
+
+    def side(det):
+        return float(max(det.bbox[2] - det.bbox[0], det.bbox[3] - det.bbox[1]))
+
+    for k, move in enumerate(moves):
+        found = detect(images[k].permute(1, 2, 0).numpy()).detections
+        subj = [d for d in found if (d.colour, d.shape) == (move.subject.colour, move.subject.shape)]
+        other = [d for d in found if (d.colour, d.shape) == (move.other.colour, move.other.shape)]
+        if len(subj) != 1 or len(other) != 1:
+            missing.append(k)
+            continue
+        s, o = subj[0], other[0]
+        for mover, mover_group, anchor, relation in ((s, move.subject, o, move.relation),
+                                                     (o, move.other, s, vocab.INVERSE_RELATION[move.relation])):
+            box = moved_box(side(mover), anchor.bbox, relation, GAP + 1)
+            half = side(mover) / 2
+            if half + 1 <= box.cx <= w / scale - half - 1 and half + 1 <= box.cy <= h / scale - half - 1:
+                cut(k, mover)
+                put(k, mover_group, box.cx, box.cy, side(mover))
+                prompts[k] = _phrase(mover_group)
+                break
+        else:  # no room beside either object: trade places
+            cut(k, s)
+            cut(k, o)
+            put(k, move.subject, *_box_centre(o), side(s))
+            put(k, move.other, *_box_centre(s), side(o))
+    return TargetConditions(image_sketch(images), classes, mask, missing, prompts)
+
+
+def _box_centre(det) -> tuple[float, float]:
+    x0, y0, x1, y1 = det.bbox
+    return (x0 + x1) / 2.0, (y0 + y1) / 2.0
+
+
+def _phrase(group) -> str:
+    from t2ikit.world.caption import write_caption
+    from t2ikit.world.scene import Spec
+
+    return write_caption(Spec((group,)))
+
+
+__all__ = ["Move", "ObjectBox", "TargetConditions", "edited_groups", "move_conditions", "moved_box", "object_box",
+           "relation_move", "render_target", "target_box", "target_conditions"]
