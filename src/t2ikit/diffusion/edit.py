@@ -592,7 +592,7 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
     auto_mask = opts.mask if isinstance(opts.mask, str) and opts.mask in MASKS else None
     user_mask = None if opts.mask is None or auto_mask else load_mask(opts.mask, (h, w), n)
     positions = groups = moves = None
-    if opts.method == "blend":  # a relation edit moves its subject (t2ikit.diffusion.outline.move_conditions)
+    if opts.method == "blend":  # a relation edit moves an object (t2ikit.diffusion.outline.plan_move)
         from t2ikit.diffusion.outline import relation_move
 
         found = [relation_move(s, t) for s, t in zip(sources, targets)]
@@ -647,19 +647,9 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
     schedule, traj = inversion.schedule, inversion.trajectory
     factor = pipe.vae_scale_factor
     target_cond = pipe._encode_each(targets)
-    made = None
     if moves is not None:
-        from t2ikit.diffusion.outline import move_conditions
-
-        made = move_conditions(images, moves, targets, opts.mask_snap if opts.mask_snap is not None else 2)
-        for b in made.missing:
-            msg = (f"relation edit of image {b}: the {moves[b].subject.colour} {moves[b].subject.shape} and the "
-                   f"{moves[b].other.colour} {moves[b].other.shape} were not each found once, or there is no room "
-                   f"{moves[b].relation} the second; the image is kept as it is")
-            messages.append(msg)
-            warnings.warn(msg, EditWarning, stacklevel=2)
-        pixel_mask, latent_mask = made.mask, _to_latent_mask(made.mask, factor)
-    elif user_mask is not None:
+        return _blend_moves(pipe, opts, images, inversion, sources, targets, moves, adapters, messages, progress)
+    if user_mask is not None:
         pixel_mask, latent_mask = user_mask, _to_latent_mask(user_mask, factor)
     elif auto_mask == "detect":
         pixel_mask, missing = detect_mask(images, groups, opts.mask_snap if opts.mask_snap is not None else 2)
@@ -680,20 +670,18 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
         pixel_mask = F.interpolate(latent_mask, scale_factor=factor, mode="nearest")
     else:
         pixel_mask = latent_mask = None
-    if opts.mask_snap is not None and pixel_mask is not None and auto_mask != "detect" and made is None:
+    if opts.mask_snap is not None and pixel_mask is not None and auto_mask != "detect":
         from t2ikit.diffusion.blend import snap_mask
 
         latent_mask = _to_latent_mask(snap_mask(pixel_mask, images, opts.mask_snap), factor)
         pixel_mask = F.interpolate(latent_mask, scale_factor=factor, mode="nearest")
     if opts.method == "blend":
         negatives = None
-        if opts.local_prompt and made is not None:  # a moved object under its phrase; a trade under the target
-            target_cond = pipe._encode_each(made.prompts)
-        elif opts.local_prompt:  # the masked region is one object: its phrase alone, without the others' words
+        if opts.local_prompt:  # the masked region is one object: its phrase alone, without the others' words
             target_cond = pipe._encode_each([_write_group(after) for _, after in local])
             negatives = [_write_group(b) for b, _ in local]
         return _blend(pipe, opts, images, inversion, sources, targets, target_cond, latent_mask, pixel_mask,
-                      adapters, messages, negatives, made)
+                      adapters, messages, negatives)
     uncond = inversion.uncond
     if opts.method == "p2p":
         rows = torch.cat([torch.arange(n), torch.arange(n)])
@@ -734,10 +722,57 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
     return EditResult(out, sources, targets, inversion, pixel_mask, messages)
 
 
+def _blend_moves(pipe, opts: EditOptions, images, inversion: Inversion, sources, targets, moves, adapters, messages,
+                 progress: bool = False) -> EditResult:
+    """Relation edits by blend: each image's object(s) placed where the target relation holds
+    (outline.plan_move), one blend per placement; a trade of places takes a second blend on the first's
+    result (inverted again under the target prompt)."""
+    from t2ikit.diffusion.outline import placement_conditions, plan_move
+
+    plans = [plan_move(im, m) for im, m in zip(images, moves)]
+    for b, plan in enumerate(plans):
+        if plan is None:
+            m = moves[b]
+            msg = (f"relation edit of image {b}: the {m.subject.colour} {m.subject.shape} and the {m.other.colour} "
+                   f"{m.other.shape} were not each found once by the detector; the image is kept as it is")
+            messages.append(msg)
+            warnings.warn(msg, EditWarning, stacklevel=3)
+    pad = opts.mask_snap if opts.mask_snap is not None else 2
+    out, mask = images.clone(), torch.zeros(len(images), 1, *images.shape[-2:])
+    for step in (0, 1):
+        rows = [b for b, plan in enumerate(plans) if plan is not None and len(plan) > step]
+        if not rows:
+            continue
+        index = torch.tensor(rows)
+        made = placement_conditions(out[index], [plans[b][step] for b in rows], pad)
+        if step == 0:
+            inv = inversion if len(rows) == len(images) else _subset(inversion, index)
+        else:
+            inv = invert(pipe, out[index], [targets[b] for b in rows], steps=opts.steps, guidance=1.0,
+                         uncond="negative-prompt", progress=progress)
+        cond = pipe._encode_each(made.prompts if opts.local_prompt else [targets[b] for b in rows])
+        r = _blend(pipe, opts, out[index], inv, [sources[b] for b in rows], [targets[b] for b in rows], cond,
+                   _to_latent_mask(made.mask, pipe.vae_scale_factor), made.mask, adapters, messages, moved=made)
+        out[index] = r.images
+        mask[index] = torch.maximum(mask[index], made.mask)
+    return EditResult(out, sources, targets, inversion, mask, messages)
+
+
+def _subset(inversion: Inversion, index: torch.Tensor) -> Inversion:
+    """The inversion of the images at `index` only."""
+    uncond = inversion.uncond
+    if isinstance(uncond, (list, tuple)):
+        uncond = [u[index] for u in uncond]
+    elif uncond is not None:
+        uncond = uncond[index]
+    return replace(inversion, trajectory=inversion.trajectory[:, index], cond=inversion.cond[index], uncond=uncond,
+                   prompts=[inversion.prompts[b] for b in index.tolist()], images=inversion.images[index])
+
+
 def _blend(pipe, opts: EditOptions, images, inversion: Inversion, sources, targets, target_cond, latent_mask,
            pixel_mask, adapters, messages, negative_prompts=None, moved=None) -> EditResult:
     """The blend method (t2ikit.diffusion.blend): masks are made; sample, decode, composite. `moved`: the
-    conditions of relation edits (outline.move_conditions), already made."""
+    conditions of a relation edit's placement (outline.placement_conditions), already made."""
     from t2ikit.diffusion.blend import ResidualUNet, blended_denoise, sketch_for_edit
 
     conds = {}

@@ -105,7 +105,7 @@ class TargetConditions:
     classes: torch.Tensor  # (B, K, H, W): the target's silhouette in its shape's channel, 0 elsewhere
     mask: torch.Tensor  # (B, 1, H, W): the edit mask grown to hold the target's box (+ pad px)
     missing: list[int]  # images whose mask holds no object: no target drawn, their conditions are the image's
-    prompts: list[str] | None = None  # relation edits: what the masked region is drawn under, per image
+    prompts: list[str] | None = None  # relation edits: the placed object's phrase, what the mask is drawn under
 
 
 def target_conditions(images: torch.Tensor, pixel_mask: torch.Tensor, sources: list[str], targets: list[str],
@@ -176,63 +176,68 @@ def moved_box(subject_extent: float, other_bbox: tuple[float, float, float, floa
             "below": ObjectBox(cx, y1 + gap + half, subject_extent)}[relation]
 
 
-def move_conditions(images: torch.Tensor, moves: list[Move], targets: list[str], pad: int = 2) -> TargetConditions:
-    """Per image: the edit mask and the class-mask condition of a relation edit, found with Shapes World's
-    detector (`oracle.detect`), and the prompt the masked region is drawn under.
+@dataclass(frozen=True)
+class Placement:
+    """One object drawn at a new place (reference px): `group` centred at (cx, cy) with side `extent`, in
+    place of the object whose box was `replaces` (x0, y0, x1, y1)."""
 
-    The subject moves next to the other object (`moved_box`): the mask is its old box and its new one
-    (+ `pad` px), the class map its silhouette at the new place and zero elsewhere (its old place included,
-    so the adapter asks for background there), the prompt the subject's phrase. Where that box would leave
-    the canvas the other object moves to the inverse side of the subject instead, and where neither fits
-    the two objects trade places (each drawn at the other's centre, both boxes masked,
-    the prompt the whole target). An image where the subject or the other object is not found exactly once
-    is listed in `missing` and kept as it is (empty mask)."""
-    from t2ikit.diffusion.blend import image_sketch
+    group: object  # world.scene.Group
+    cx: float
+    cy: float
+    extent: float
+    replaces: tuple[float, float, float, float]
+
+
+def plan_move(image: torch.Tensor, move: Move) -> list[Placement] | None:
+    """The placements that make `move` hold in `image` (3, H, W), found with Shapes World's detector; None
+    when the subject or the other object is not found exactly once.
+
+    The subject goes beside the other object (`moved_box`); where that leaves the canvas, the other object
+    goes to the inverse side of the subject; where neither fits, the two trade places: two placements, the
+    subject into the other's place, then the other into the subject's."""
     from t2ikit.world.oracle import detect
     from t2ikit.world.scene import GAP
+
+    h, w = image.shape[-2:]
+    scale = max(h, w) / vocab.REFERENCE_RESOLUTION
+    found = detect(image.permute(1, 2, 0).numpy()).detections
+    subj = [d for d in found if (d.colour, d.shape) == (move.subject.colour, move.subject.shape)]
+    other = [d for d in found if (d.colour, d.shape) == (move.other.colour, move.other.shape)]
+    if len(subj) != 1 or len(other) != 1:
+        return None
+    s, o = subj[0], other[0]
+    for mover, group, anchor, relation in ((s, move.subject, o, move.relation),
+                                           (o, move.other, s, vocab.INVERSE_RELATION[move.relation])):
+        box = moved_box(_side(mover), anchor.bbox, relation, GAP + 1)
+        half = _side(mover) / 2
+        if half + 1 <= box.cx <= w / scale - half - 1 and half + 1 <= box.cy <= h / scale - half - 1:
+            return [Placement(group, box.cx, box.cy, _side(mover), mover.bbox)]
+    return [Placement(move.subject, *_box_centre(o), _side(s), o.bbox),
+            Placement(move.other, *_box_centre(s), _side(o), s.bbox)]
+
+
+def placement_conditions(images: torch.Tensor, placements: list[Placement], pad: int = 2) -> TargetConditions:
+    """Per image, one placement: the edit mask (the replaced object's box and the new one, + `pad` px), the
+    class map holding the placed silhouette and nothing elsewhere (the replaced object's place included, so
+    the class-mask adapter asks for background there) and the placed object's phrase as the prompt."""
+    from t2ikit.diffusion.blend import image_sketch
 
     b, _, h, w = images.shape
     classes = torch.zeros(b, len(vocab.SHAPES), h, w)
     mask = torch.zeros(b, 1, h, w)
-    missing, prompts = [], list(targets)
     scale = max(h, w) / vocab.REFERENCE_RESOLUTION  # image px per reference px
-
-    def put(k, group, cx, cy, extent):  # the group's silhouette at (cx, cy) reference px; its box into the mask
-        m = render_target(group, ObjectBox(cx * scale, cy * scale, extent * scale), h, w)
+    for k, p in enumerate(placements):
+        m = render_target(p.group, ObjectBox(p.cx * scale, p.cy * scale, p.extent * scale), h, w)
         ys, xs = np.nonzero(m.instances)
         mask[k, 0, max(0, ys.min() - pad):ys.max() + pad + 1, max(0, xs.min() - pad):xs.max() + pad + 1] = 1
-        classes[k] = torch.maximum(classes[k], torch.from_numpy(m.classes.astype(np.float32)))
-
-    def cut(k, det):  # the detection's old box into the mask
-        x0, y0, x1, y1 = (int(round(v * scale)) for v in det.bbox)
+        x0, y0, x1, y1 = (int(round(v * scale)) for v in p.replaces)
         mask[k, 0, max(0, y0 - pad):y1 + pad, max(0, x0 - pad):x1 + pad] = 1
+        classes[k] = torch.from_numpy(m.classes.astype(np.float32))
+    return TargetConditions(image_sketch(images), classes, mask, [], [_phrase(p.group) for p in placements])
 
-    def side(det):
-        return float(max(det.bbox[2] - det.bbox[0], det.bbox[3] - det.bbox[1]))
 
-    for k, move in enumerate(moves):
-        found = detect(images[k].permute(1, 2, 0).numpy()).detections
-        subj = [d for d in found if (d.colour, d.shape) == (move.subject.colour, move.subject.shape)]
-        other = [d for d in found if (d.colour, d.shape) == (move.other.colour, move.other.shape)]
-        if len(subj) != 1 or len(other) != 1:
-            missing.append(k)
-            continue
-        s, o = subj[0], other[0]
-        for mover, mover_group, anchor, relation in ((s, move.subject, o, move.relation),
-                                                     (o, move.other, s, vocab.INVERSE_RELATION[move.relation])):
-            box = moved_box(side(mover), anchor.bbox, relation, GAP + 1)
-            half = side(mover) / 2
-            if half + 1 <= box.cx <= w / scale - half - 1 and half + 1 <= box.cy <= h / scale - half - 1:
-                cut(k, mover)
-                put(k, mover_group, box.cx, box.cy, side(mover))
-                prompts[k] = _phrase(mover_group)
-                break
-        else:  # no room beside either object: trade places
-            cut(k, s)
-            cut(k, o)
-            put(k, move.subject, *_box_centre(o), side(s))
-            put(k, move.other, *_box_centre(s), side(o))
-    return TargetConditions(image_sketch(images), classes, mask, missing, prompts)
+def _side(det) -> float:
+    return float(max(det.bbox[2] - det.bbox[0], det.bbox[3] - det.bbox[1]))
 
 
 def _box_centre(det) -> tuple[float, float]:
@@ -247,5 +252,5 @@ def _phrase(group) -> str:
     return write_caption(Spec((group,)))
 
 
-__all__ = ["Move", "ObjectBox", "TargetConditions", "edited_groups", "move_conditions", "moved_box", "object_box",
-           "relation_move", "render_target", "target_box", "target_conditions"]
+__all__ = ["Move", "ObjectBox", "Placement", "TargetConditions", "edited_groups", "moved_box", "object_box",
+           "placement_conditions", "plan_move", "relation_move", "render_target", "target_box", "target_conditions"]
