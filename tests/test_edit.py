@@ -638,6 +638,11 @@ def test_blend_relation_edit_moves_inside_its_mask_and_refuses_what_it_cannot_do
     far = _two_objects(Obj("red", "circle", "large", 14, 6, 25, 1.0, 0), Obj("blue", "square", "large", 14, 48, 25, 1.0, 1))
     both = edit(pipe, torch.cat([image, far]), [src, src], [tgt, tgt], **kw)  # a move and a trade in one batch
     torch.testing.assert_close(both.mask[:1], r.mask, rtol=0, atol=0)
+    fresh = dict(kw, strength=1.0, start="noise", seed=3)  # fresh noise: item b draws with seed + b
+    pair = edit(pipe, torch.cat([image, far]), [src, src], [tgt, tgt], **fresh)
+    alone = edit(pipe, far, src, tgt, **dict(fresh, seed=4))
+    torch.testing.assert_close(pair.images[1:], alone.images, rtol=0, atol=2e-2)
+    assert not torch.allclose(pair.images[1:], edit(pipe, far, src, tgt, **fresh).images, atol=2e-2)
     # batch vs alone differs by float rounding (2e-6 after the VAE), which this random tiny model's 2-step
     # inversion amplifies to ~5e-3; a wrong partner's placement or mask would differ by far more
     torch.testing.assert_close(both.images[:1], r.images, rtol=0, atol=2e-2)

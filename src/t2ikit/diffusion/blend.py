@@ -164,9 +164,10 @@ def start_level(steps: int, strength: float) -> int:
 @torch.no_grad()
 def blended_denoise(unet, schedule: Schedule, trajectory: torch.Tensor, cond: torch.Tensor, uncond, guidance: float,
                     latent_mask: torch.Tensor | None, strength: float = 0.8, start: str = "inverted",
-                    seed: int = 0, controller=None) -> torch.Tensor:
+                    seed: int | list[int] = 0, controller=None) -> torch.Tensor:
     """(B, C, h, w) edited latents; see the module docstring. `latent_mask` (B or 1, 1, h, w), None = everywhere.
-    start="noise": item b's fresh noise is drawn with seed `seed + b` (a batch equals its items one by one).
+    start="noise": item b's fresh noise is drawn with seed `seed + b`, or `seed[b]` for a list (a batch equals
+    its items one by one).
 
     trajectory: (N + 1, B, C, h, w) from `invert` ([0] = x_T, [N] = x_0).
     """

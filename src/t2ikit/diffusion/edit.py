@@ -752,7 +752,8 @@ def _blend_moves(pipe, opts: EditOptions, images, inversion: Inversion, sources,
                          uncond="negative-prompt", progress=progress)
         cond = pipe._encode_each(made.prompts if opts.local_prompt else [targets[b] for b in rows])
         r = _blend(pipe, opts, out[index], inv, [sources[b] for b in rows], [targets[b] for b in rows], cond,
-                   _to_latent_mask(made.mask, pipe.vae_scale_factor), made.mask, adapters, messages, moved=made)
+                   _to_latent_mask(made.mask, pipe.vae_scale_factor), made.mask, adapters, messages, moved=made,
+                   seeds=[opts.seed + b for b in rows])  # an item's noise does not depend on the rest of the batch
         out[index] = r.images
         mask[index] = torch.maximum(mask[index], made.mask)
     return EditResult(out, sources, targets, inversion, mask, messages)
@@ -770,9 +771,10 @@ def _subset(inversion: Inversion, index: torch.Tensor) -> Inversion:
 
 
 def _blend(pipe, opts: EditOptions, images, inversion: Inversion, sources, targets, target_cond, latent_mask,
-           pixel_mask, adapters, messages, negative_prompts=None, moved=None) -> EditResult:
+           pixel_mask, adapters, messages, negative_prompts=None, moved=None, seeds=None) -> EditResult:
     """The blend method (t2ikit.diffusion.blend): masks are made; sample, decode, composite. `moved`: the
-    conditions of a relation edit's placement (outline.placement_conditions), already made."""
+    conditions of a relation edit's placement (outline.placement_conditions), already made; `seeds`: per
+    image noise seeds (default opts.seed + b)."""
     from t2ikit.diffusion.blend import ResidualUNet, blended_denoise, sketch_for_edit
 
     conds = {}
@@ -806,7 +808,7 @@ def _blend(pipe, opts: EditOptions, images, inversion: Inversion, sources, targe
     else:
         negative = pipe._encode_each([""] * len(sources))
     z = blended_denoise(unet, inversion.schedule, inversion.trajectory, target_cond, negative, opts.guidance,
-                        latent_mask, opts.strength, opts.start, opts.seed)
+                        latent_mask, opts.strength, opts.start, opts.seed if seeds is None else seeds)
     out = pipe.decode(z)
     if pixel_mask is not None:
         out = pixel_mask * out + (1 - pixel_mask) * images

@@ -145,11 +145,14 @@ def _unet(unet, x, t, embeds):
     return unet(x, t, encoder_hidden_states=embeds, return_dict=False)[0]
 
 
-def item_noise(shape: tuple[int, ...], batch: int, seed: int, dim: int = 0) -> torch.Tensor:
+def item_noise(shape: tuple[int, ...], batch: int, seed: int | list[int], dim: int = 0) -> torch.Tensor:
     """Standard normal noise of `shape` for each of `batch` items, stacked at `dim`; item b draws from a CPU
-    generator seeded `seed + b`, so a batch equals its items edited one by one (item b alone with seed + b)."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed + b))
-                        for b in range(batch)], dim)
+    generator seeded `seed + b` (or `seed[b]` for a list), so a batch equals its items edited one by one
+    (item b alone with seed + b)."""
+    seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed + b for b in range(batch)]
+    if len(seeds) != batch:
+        raise ValueError(f"item_noise: {len(seeds)} seeds for {batch} items")
+    return torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in seeds], dim)
 
 
 def _guided(unet, x, t, cond, uncond, guidance):
