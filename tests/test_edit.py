@@ -654,3 +654,34 @@ def test_blend_relation_edit_moves_inside_its_mask_and_refuses_what_it_cannot_do
             edit(pipe, image, src, tgt, **{**kw, **bad})
     with pytest.raises(ValueError, match="mixes relation edits"):
         edit(pipe, torch.cat([image, image]), [src, src], [tgt, "a green circle to the left of a blue square"], **kw)
+
+
+def test_the_shapes_world_preset_is_the_measured_recipe_and_flags_override_it(folder, tmp_path, monkeypatch):
+    import t2ikit.diffusion.edit as edit_module
+    from t2ikit.cli import main
+    from t2ikit.diffusion.edit import EditOptions
+
+    o = EditOptions.preset("shapes-world")
+    assert (o.method, o.guidance, o.mask, o.mask_snap, o.shape_mask, o.local_prompt, o.uncond, o.start) == \
+        ("blend", 5.0, "detect", 2, 1.0, True, "none", "inverted")
+    r = EditOptions.preset("shapes-world", relation=True, guidance=3.0)
+    assert (r.strength, r.start, r.guidance) == (1.0, "noise", 3.0)
+    with pytest.raises(ValueError, match="unknown edit preset 'best'; presets: shapes-world"):
+        EditOptions.preset("best")
+    seen = []
+
+    def fake_edit(pipe, image, source, target, instruction=None, options=None, progress=False):
+        seen.append(options)
+        raise ValueError("stop after reading the options")
+
+    monkeypatch.setattr(edit_module, "edit", fake_edit)
+    Image.fromarray((IMAGE[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    args = ["edit", str(tmp_path / "in.png"), "--model", str(folder), "--quiet", "--out", str(tmp_path / "o.png"),
+            "--preset", "shapes-world"]
+    main(args + ["--instruction", "move the red circle to the left of the blue square"])
+    main(args + ["--source", "a red circle", "--target", "a blue circle", "--guidance", "7", "--start", "noise"])
+    main(["edit", str(tmp_path / "in.png"), "--model", str(folder), "--quiet", "--out", str(tmp_path / "o.png"),
+          "--source", "a red circle", "--target", "a blue circle"])
+    assert (seen[0].method, seen[0].strength, seen[0].start) == ("blend", 1.0, "noise")  # a relation edit
+    assert (seen[1].method, seen[1].guidance, seen[1].start, seen[1].shape_mask) == ("blend", 7.0, "noise", 1.0)
+    assert (seen[2].method, seen[2].guidance, seen[2].shape_mask) == ("p2p", 1.0, 0.0)  # no preset: the defaults

@@ -12,8 +12,12 @@ def register(subparsers) -> None:
     p.add_argument("--source", default=None, help="a prompt that describes the image")
     p.add_argument("--target", default=None, help="the prompt the edited image should match")
     p.add_argument("--instruction", default=None, help="e.g. 'change the red circle to a blue square'")
-    p.add_argument("--method", default="p2p", choices=["p2p", "swap", "blend"],
-                   help="edit method (blend: SDEdit + Blended Latent Diffusion; give it --guidance > 1, e.g. 5)")
+    p.add_argument("--preset", default=None, choices=["shapes-world"],
+                   help="the best measured settings (docs/results/edit.md 8-9) for Shapes World images with the shipped "
+                        "model: blend, guidance 5, detector mask, class-mask adapter, local prompt; relation edits "
+                        "from fresh noise. Flags given as well override it")
+    p.add_argument("--method", default=None, choices=["p2p", "swap", "blend"],
+                   help="edit method (default p2p; blend: SDEdit + Blended Latent Diffusion, give it --guidance > 1, e.g. 5)")
     p.add_argument("--mode", default="auto", choices=["auto", "replace", "refine", "reweight"],
                    help="Prompt-to-Prompt alignment")
     p.add_argument("--cross-steps", type=int, default=None, help="p2p: steps of cross-attention injection")
@@ -26,21 +30,21 @@ def register(subparsers) -> None:
     p.add_argument("--mask-snap", type=int, default=None, metavar="PX",
                    help="snap the mask to the image's objects, their boxes grown by PX pixels")
     p.add_argument("--strength", type=float, default=None, help="blend: fraction of the schedule re-noised (default 0.8)")
-    p.add_argument("--start", default="inverted", choices=["inverted", "noise"],
-                   help="blend: the masked region starts from the inverted latent or the image freshly noised")
+    p.add_argument("--start", default=None, choices=["inverted", "noise"],
+                   help="blend: the masked region starts from the inverted latent (default) or the image freshly noised")
     p.add_argument("--sketch", type=float, default=0.0, metavar="SCALE",
                    help="blend: hold the source's outlines with the shipped sketch adapter at this scale (0: off)")
     p.add_argument("--target-outline", action="store_true",
                    help="blend + --sketch, shape/size edits: the sketch holds the target's outline, drawn from Shapes "
                         "World's shape vocabulary in the edited object's box (found inside --mask)")
-    p.add_argument("--shape-mask", type=float, default=0.0, metavar="SCALE",
+    p.add_argument("--shape-mask", type=float, default=None, metavar="SCALE",
                    help="blend: hold the target shape's silhouette in the object's box with the shipped class-mask "
                         "adapter at this scale (0: off)")
-    p.add_argument("--local-prompt", action="store_true",
+    p.add_argument("--local-prompt", action="store_true", default=None,
                    help="blend: sample the masked object under its own phrase alone (with --uncond negative-prompt, "
                         "its source phrase the negative)")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
-    p.add_argument("--guidance", type=float, default=1.0, help="CFG scale (1 = none)")
+    p.add_argument("--guidance", type=float, default=None, help="CFG scale (default 1 = none)")
     p.add_argument("--uncond", default=None, choices=["negative-prompt", "null-text", "none"],
                    help="swap/p2p: the inversion for guidance > 1 (default negative-prompt); blend: the CFG negative, "
                         "none = the empty prompt (default), negative-prompt = the source prompt")
@@ -67,6 +71,15 @@ def _reweights(items) -> dict[str, float] | None:
     return out
 
 
+def _is_relation_edit(args) -> bool:
+    from t2ikit.diffusion.edit import parse_instruction
+    from t2ikit.diffusion.outline import relation_move
+
+    if args.instruction is not None:
+        return parse_instruction(args.instruction).relation is not None
+    return relation_move(args.source, args.target) is not None
+
+
 def _edit(args) -> int:
     import warnings
     from pathlib import Path
@@ -84,12 +97,16 @@ def _edit(args) -> int:
             raise ValueError("give --target or --instruction, not both")
         parse_instruction(args.instruction)  # before the model loads
     load_image(args.image)  # an unreadable file fails before the model loads
-    options = EditOptions(method=args.method, mode=args.mode, cross_steps=args.cross_steps, self_steps=args.self_steps,
-                          reweight=_reweights(args.reweight), mask=args.mask, steps=args.steps,
-                          guidance=args.guidance, uncond=args.uncond, start=args.start, sketch=args.sketch,
-                          mask_snap=args.mask_snap, target_outline=args.target_outline, shape_mask=args.shape_mask,
-                          local_prompt=args.local_prompt,
-                          **({} if args.strength is None else {"strength": args.strength})).check()
+    given = {k: v for k, v in dict(method=args.method, mask=args.mask, guidance=args.guidance, start=args.start,
+                                   mask_snap=args.mask_snap, shape_mask=args.shape_mask, local_prompt=args.local_prompt,
+                                   strength=args.strength).items() if v is not None}
+    common = dict(mode=args.mode, cross_steps=args.cross_steps, self_steps=args.self_steps, steps=args.steps,
+                  reweight=_reweights(args.reweight), uncond=args.uncond, sketch=args.sketch,
+                  target_outline=args.target_outline)
+    if args.preset is not None:
+        options = EditOptions.preset(args.preset, relation=_is_relation_edit(args), **common, **given)
+    else:
+        options = EditOptions(**common, **given).check()
     pipe = load_pipeline(args.model, args.threads)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

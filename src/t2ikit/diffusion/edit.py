@@ -437,6 +437,14 @@ def _to_latent_mask(pixel_mask: torch.Tensor, factor: int) -> torch.Tensor:
 # Editing
 
 
+# Named option sets: the best measured settings (docs/results/edit.md sections 8-9). "shapes-world": blend at
+# guidance 5 in the detector's box of the edited object (snapped 2 px), the shipped class-mask adapter holding its
+# silhouette, the object's own phrase as the prompt; a relation edit moves an object, drawn from fresh noise.
+# Needs a Shapes World image and the shipped model (its class-mask adapter).
+_SHAPES_WORLD = dict(method="blend", guidance=5.0, mask="detect", mask_snap=2, shape_mask=1.0, local_prompt=True)
+PRESETS = {"shapes-world": {"object": _SHAPES_WORLD, "relation": {**_SHAPES_WORLD, "strength": 1.0, "start": "noise"}}}
+
+
 @dataclass
 class EditOptions:
     """How to edit; validated by `check` before any compute."""
@@ -465,6 +473,15 @@ class EditOptions:
     mask_threshold: float = MASK_THRESHOLD
     mask_dilate: int = MASK_DILATE  # latent pixels the automatic mask is grown by (0: DiffEdit as published)
     seed: int = 0  # of DiffEdit's noise draws and blend's start="noise"; item b of a batch uses seed + b
+
+    @classmethod
+    def preset(cls, name: str, relation: bool = False, **overrides) -> EditOptions:
+        """The options of a named preset (PRESETS), for a relation edit (`relation=True`: drawn from fresh
+        noise) or an object edit; keyword arguments override the preset's fields."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown edit preset {name!r}; presets: {', '.join(PRESETS)}")
+        fields = dict(PRESETS[name]["relation" if relation else "object"])
+        return cls(**{**fields, **overrides}).check()
 
     def check(self) -> EditOptions:
         from t2ikit.attention.p2p import MODES
@@ -815,5 +832,5 @@ def _blend(pipe, opts: EditOptions, images, inversion: Inversion, sources, targe
     return EditResult(out, sources, targets, inversion, pixel_mask, messages)
 
 
-__all__ = ["EditOptions", "EditResult", "EditWarning", "Instruction", "check_source", "describe_image",
+__all__ = ["EditOptions", "EditResult", "EditWarning", "Instruction", "PRESETS", "check_source", "describe_image",
            "attention_mask", "detect_mask", "diffedit_mask", "edit", "edited_group", "edited_positions", "instruction_prompts", "load_mask", "parse_instruction"]
