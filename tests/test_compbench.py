@@ -182,3 +182,5 @@ def test_vae_generator_is_the_truth_through_the_autoencoder(tmp_path, capsys):
     assert image.shape == truth.shape and not np.allclose(image, truth, atol=0.05)  # random weights: not the truth
     assert main(["bench", "compbench", "--generator", "vae", "--model", str(tmp_path / "nope")]) == 2
     assert "no vae folder" in capsys.readouterr().err
+    assert main(["bench", "compbench", "--generator", "noise", "--model", str(tmp_path / "tiny")]) == 2
+    assert "--model applies to --generator model or vae, not noise" in capsys.readouterr().err

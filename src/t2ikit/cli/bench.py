@@ -85,6 +85,8 @@ def _compbench(args) -> int:
             suite = cb.suite_from_file(args.prompts, **{k: v for k, v in suite_kwargs.items() if k == "seeds"})
         else:
             suite = cb.make_suite(split=args.split, **suite_kwargs)
+        if args.model is not None and args.generator not in ("model", "vae"):
+            raise ValueError(f"--model applies to --generator model or vae, not {args.generator}")
         extra = {"size": (args.size, args.size)} if args.size is not None and args.generator == "model" else {}
         if args.guidance is not None:
             if args.generator != "model":
