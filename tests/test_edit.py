@@ -664,10 +664,19 @@ def test_the_shapes_world_preset_is_the_measured_recipe_and_flags_override_it(fo
     o = EditOptions.preset("shapes-world")
     assert (o.method, o.guidance, o.mask, o.mask_snap, o.shape_mask, o.local_prompt, o.uncond, o.start) == \
         ("blend", 5.0, "detect", 2, 1.0, True, "none", "inverted")
-    r = EditOptions.preset("shapes-world", relation=True, guidance=3.0)
+    r = EditOptions.preset("shapes-world", kind="relation", guidance=3.0)
     assert (r.strength, r.start, r.guidance) == (1.0, "noise", 3.0)
+    assert EditOptions.preset("shapes-world", kind="size").start == "noise"
     with pytest.raises(ValueError, match="unknown edit preset 'best'; presets: shapes-world"):
         EditOptions.preset("best")
+    with pytest.raises(ValueError, match="kind must be one of object, size, relation"):
+        EditOptions.preset("shapes-world", kind="colour")
+    from t2ikit.diffusion.edit import edit_kind
+
+    src = "a small red circle and a blue square"
+    assert edit_kind(src, "a large red circle and a blue square") == "size"
+    assert edit_kind(src, "a small green circle and a blue square") == "object"
+    assert edit_kind(src, "a small red circle above a blue square") == "relation"
     seen = []
 
     def fake_edit(pipe, image, source, target, instruction=None, options=None, progress=False):
@@ -680,8 +689,10 @@ def test_the_shapes_world_preset_is_the_measured_recipe_and_flags_override_it(fo
             "--preset", "shapes-world"]
     main(args + ["--instruction", "move the red circle to the left of the blue square"])
     main(args + ["--source", "a red circle", "--target", "a blue circle", "--guidance", "7", "--start", "noise"])
+    main(args + ["--instruction", "make the small red circle large"])
     main(["edit", str(tmp_path / "in.png"), "--model", str(folder), "--quiet", "--out", str(tmp_path / "o.png"),
           "--source", "a red circle", "--target", "a blue circle"])
     assert (seen[0].method, seen[0].strength, seen[0].start) == ("blend", 1.0, "noise")  # a relation edit
     assert (seen[1].method, seen[1].guidance, seen[1].start, seen[1].shape_mask) == ("blend", 7.0, "noise", 1.0)
-    assert (seen[2].method, seen[2].guidance, seen[2].shape_mask) == ("p2p", 1.0, 0.0)  # no preset: the defaults
+    assert (seen[2].method, seen[2].start) == ("blend", "noise")  # a size change
+    assert (seen[3].method, seen[3].guidance, seen[3].shape_mask) == ("p2p", 1.0, 0.0)  # no preset: the defaults

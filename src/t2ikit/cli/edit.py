@@ -14,8 +14,8 @@ def register(subparsers) -> None:
     p.add_argument("--instruction", default=None, help="e.g. 'change the red circle to a blue square'")
     p.add_argument("--preset", default=None, choices=["shapes-world"],
                    help="the best measured settings (docs/results/edit.md 8-9) for Shapes World images with the shipped "
-                        "model: blend, guidance 5, detector mask, class-mask adapter, local prompt; relation edits "
-                        "from fresh noise. Flags given as well override it")
+                        "model: blend, guidance 5, detector mask, class-mask adapter, local prompt; size and relation "
+                        "edits from fresh noise. Flags given as well override it")
     p.add_argument("--method", default=None, choices=["p2p", "swap", "blend"],
                    help="edit method (default p2p; blend: SDEdit + Blended Latent Diffusion, give it --guidance > 1, e.g. 5)")
     p.add_argument("--mode", default="auto", choices=["auto", "replace", "refine", "reweight"],
@@ -71,13 +71,16 @@ def _reweights(items) -> dict[str, float] | None:
     return out
 
 
-def _is_relation_edit(args) -> bool:
-    from t2ikit.diffusion.edit import parse_instruction
-    from t2ikit.diffusion.outline import relation_move
+def _edit_kind(args) -> str:
+    """What a preset needs to know: "object", "size" or "relation" (t2ikit.diffusion.edit.edit_kind)."""
+    from t2ikit.diffusion.edit import edit_kind, instruction_prompts, parse_instruction
 
     if args.instruction is not None:
-        return parse_instruction(args.instruction).relation is not None
-    return relation_move(args.source, args.target) is not None
+        ins = parse_instruction(args.instruction)
+        if ins.relation is not None:
+            return "relation"
+        return edit_kind(*instruction_prompts(ins))
+    return edit_kind(args.source, args.target)
 
 
 def _edit(args) -> int:
@@ -104,7 +107,7 @@ def _edit(args) -> int:
                   reweight=_reweights(args.reweight), uncond=args.uncond, sketch=args.sketch,
                   target_outline=args.target_outline)
     if args.preset is not None:
-        options = EditOptions.preset(args.preset, relation=_is_relation_edit(args), **common, **given)
+        options = EditOptions.preset(args.preset, kind=_edit_kind(args), **common, **given)
     else:
         options = EditOptions(**common, **given).check()
     pipe = load_pipeline(args.model, args.threads)

@@ -437,12 +437,28 @@ def _to_latent_mask(pixel_mask: torch.Tensor, factor: int) -> torch.Tensor:
 # Editing
 
 
-# Named option sets: the best measured settings (docs/results/edit.md sections 8-9). "shapes-world": blend at
-# guidance 5 in the detector's box of the edited object (snapped 2 px), the shipped class-mask adapter holding its
-# silhouette, the object's own phrase as the prompt; a relation edit moves an object, drawn from fresh noise.
-# Needs a Shapes World image and the shipped model (its class-mask adapter).
+# Named option sets per kind of edit (edit_kind): the best measured settings (docs/results/edit.md sections 8-9).
+# "shapes-world": blend at guidance 5 in the detector's box of the edited object (snapped 2 px), the shipped
+# class-mask adapter holding its silhouette, the object's own phrase as the prompt; a size change or a relation
+# edit (which moves an object) is drawn from fresh noise. Needs a Shapes World image and the shipped model.
 _SHAPES_WORLD = dict(method="blend", guidance=5.0, mask="detect", mask_snap=2, shape_mask=1.0, local_prompt=True)
-PRESETS = {"shapes-world": {"object": _SHAPES_WORLD, "relation": {**_SHAPES_WORLD, "strength": 1.0, "start": "noise"}}}
+_FRESH = {**_SHAPES_WORLD, "strength": 1.0, "start": "noise"}
+PRESETS = {"shapes-world": {"object": _SHAPES_WORLD, "size": _FRESH, "relation": _FRESH}}
+EDIT_KINDS = ("object", "size", "relation")
+
+
+def edit_kind(source: str, target: str) -> str:
+    """"relation" when the target restates the source's objects in a new relation, "size" when it changes the
+    edited object's size, else "object" (colour, shape: anything the presets treat alike)."""
+    from t2ikit.diffusion.outline import edited_groups, relation_move
+
+    if relation_move(source, target) is not None:
+        return "relation"
+    try:
+        before, after = edited_groups(source, target)
+    except ValueError:
+        return "object"
+    return "size" if after.size is not None and after.size != before.size else "object"
 
 
 @dataclass
@@ -475,12 +491,14 @@ class EditOptions:
     seed: int = 0  # of DiffEdit's noise draws and blend's start="noise"; item b of a batch uses seed + b
 
     @classmethod
-    def preset(cls, name: str, relation: bool = False, **overrides) -> EditOptions:
-        """The options of a named preset (PRESETS), for a relation edit (`relation=True`: drawn from fresh
-        noise) or an object edit; keyword arguments override the preset's fields."""
+    def preset(cls, name: str, kind: str = "object", **overrides) -> EditOptions:
+        """The options of a named preset (PRESETS) for a kind of edit (EDIT_KINDS; `edit_kind(source, target)`
+        tells it); keyword arguments override the preset's fields."""
         if name not in PRESETS:
             raise ValueError(f"unknown edit preset {name!r}; presets: {', '.join(PRESETS)}")
-        fields = dict(PRESETS[name]["relation" if relation else "object"])
+        if kind not in EDIT_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(EDIT_KINDS)}; got {kind!r}")
+        fields = dict(PRESETS[name][kind])
         return cls(**{**fields, **overrides}).check()
 
     def check(self) -> EditOptions:
@@ -832,5 +850,5 @@ def _blend(pipe, opts: EditOptions, images, inversion: Inversion, sources, targe
     return EditResult(out, sources, targets, inversion, pixel_mask, messages)
 
 
-__all__ = ["EditOptions", "EditResult", "EditWarning", "Instruction", "PRESETS", "check_source", "describe_image",
+__all__ = ["EDIT_KINDS", "EditOptions", "EditResult", "EditWarning", "Instruction", "PRESETS", "edit_kind", "check_source", "describe_image",
            "attention_mask", "detect_mask", "diffedit_mask", "edit", "edited_group", "edited_positions", "instruction_prompts", "load_mask", "parse_instruction"]
