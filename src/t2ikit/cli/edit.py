@@ -76,10 +76,7 @@ def _edit_kind(args) -> str:
     from t2ikit.diffusion.edit import edit_kind, instruction_prompts, parse_instruction
 
     if args.instruction is not None:
-        ins = parse_instruction(args.instruction)
-        if ins.relation is not None:
-            return "relation"
-        return edit_kind(*instruction_prompts(ins))
+        return edit_kind(*instruction_prompts(parse_instruction(args.instruction)))
     return edit_kind(args.source, args.target)
 
 

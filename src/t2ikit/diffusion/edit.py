@@ -796,12 +796,8 @@ def _blend_moves(pipe, opts: EditOptions, images, inversion: Inversion, sources,
 
 def _subset(inversion: Inversion, index: torch.Tensor) -> Inversion:
     """The inversion of the images at `index` only."""
-    uncond = inversion.uncond
-    if isinstance(uncond, (list, tuple)):
-        uncond = [u[index] for u in uncond]
-    elif uncond is not None:
-        uncond = uncond[index]
-    return replace(inversion, trajectory=inversion.trajectory[:, index], cond=inversion.cond[index], uncond=uncond,
+    return replace(inversion, trajectory=inversion.trajectory[:, index], cond=inversion.cond[index],
+                   uncond=inversion.uncond_for(index),
                    prompts=[inversion.prompts[b] for b in index.tolist()], images=inversion.images[index])
 
 

@@ -101,7 +101,8 @@ def render_target(group, box: ObjectBox, height: int, width: int):
 class TargetConditions:
     """Per image: the sketch and class-mask conditions holding the target object, and the grown edit mask."""
 
-    sketch: torch.Tensor  # (B, 1, H, W): the image's outlines outside `mask`, the target's outline inside
+    sketch: torch.Tensor | None  # (B, 1, H, W): the image's outlines outside `mask`, the target's outline inside
+    #                               (None for a relation edit's placement: the blend makes its sketch as usual)
     classes: torch.Tensor  # (B, K, H, W): the target's silhouette in its shape's channel, 0 elsewhere
     mask: torch.Tensor  # (B, 1, H, W): the edit mask grown to hold the target's box (+ pad px)
     missing: list[int]  # images whose mask holds no object: no target drawn, their conditions are the image's
@@ -220,7 +221,7 @@ def placement_conditions(images: torch.Tensor, placements: list[Placement], pad:
     """Per image, one placement: the edit mask (the replaced object's box and the new one, + `pad` px), the
     class map holding the placed silhouette and nothing elsewhere (the replaced object's place included, so
     the class-mask adapter asks for background there) and the placed object's phrase as the prompt."""
-    from t2ikit.diffusion.blend import image_sketch
+    from t2ikit.diffusion.edit import _write_group
 
     b, _, h, w = images.shape
     classes = torch.zeros(b, len(vocab.SHAPES), h, w)
@@ -233,7 +234,7 @@ def placement_conditions(images: torch.Tensor, placements: list[Placement], pad:
         x0, y0, x1, y1 = (int(round(v * scale)) for v in p.replaces)
         mask[k, 0, max(0, y0 - pad):y1 + pad, max(0, x0 - pad):x1 + pad] = 1
         classes[k] = torch.from_numpy(m.classes.astype(np.float32))
-    return TargetConditions(image_sketch(images), classes, mask, [], [_phrase(p.group) for p in placements])
+    return TargetConditions(None, classes, mask, [], [_write_group(p.group) for p in placements])
 
 
 def _side(det) -> float:
@@ -245,11 +246,6 @@ def _box_centre(det) -> tuple[float, float]:
     return (x0 + x1) / 2.0, (y0 + y1) / 2.0
 
 
-def _phrase(group) -> str:
-    from t2ikit.world.caption import write_caption
-    from t2ikit.world.scene import Spec
-
-    return write_caption(Spec((group,)))
 
 
 __all__ = ["Move", "ObjectBox", "Placement", "TargetConditions", "edited_groups", "moved_box", "object_box",

@@ -49,7 +49,7 @@ def finetune_decoder(vae, steps: int, batch_size: int = 32, lr: float = 1e-4, ed
         raise ValueError(f"anchor must be >= 0 and needs encoder=True; got {anchor} (encoder={encoder})")
     import copy
 
-    frozen = copy.deepcopy(vae).requires_grad_(False) if encoder else None
+    frozen = copy.deepcopy(vae).requires_grad_(False) if anchor else None  # the latents to hold near
     scale = float(vae.config.scaling_factor)
     vae.requires_grad_(False)
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
