@@ -246,7 +246,5 @@ def _box_centre(det) -> tuple[float, float]:
     return (x0 + x1) / 2.0, (y0 + y1) / 2.0
 
 
-
-
 __all__ = ["Move", "ObjectBox", "Placement", "TargetConditions", "edited_groups", "moved_box", "object_box",
            "placement_conditions", "plan_move", "relation_move", "render_target", "target_box", "target_conditions"]
