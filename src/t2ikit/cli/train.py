@@ -81,17 +81,22 @@ def handler(args: argparse.Namespace) -> int:
         cfg.run.progress = False
     if args.fp16:
         cfg.export.fp16 = True
-    trainer = Trainer(cfg, out=args.out, device=args.device)
-    if args.export_only:
-        from t2ikit.train.checkpoint import resolve_checkpoint
+    from t2ikit.train.distributed import shutdown
 
-        trainer.load(resolve_checkpoint(trainer.checkpoint_dir, args.resume or "latest"))
-        print(trainer.export(args.export_only))
+    try:
+        trainer = Trainer(cfg, out=args.out, device=args.device)
+        if args.export_only:
+            from t2ikit.train.checkpoint import resolve_checkpoint
+
+            trainer.load(resolve_checkpoint(trainer.checkpoint_dir, args.resume or "latest"))
+            print(trainer.export(args.export_only))
+            return 0
+        path = trainer.run(resume=args.resume)
+        if path is not None:
+            print(path)
         return 0
-    path = trainer.run(resume=args.resume)
-    if path is not None:
-        print(path)
-    return 0
+    finally:
+        shutdown()  # under torchrun: leave the process group before the process exits
 
 
 def _adapter(args: argparse.Namespace) -> int:

@@ -52,6 +52,13 @@ def init_from_env(device_type: str) -> DistInfo:
     return DistInfo(rank, world, local_rank)
 
 
+def shutdown() -> None:
+    """Leave the process group, if this process joined one: exiting with a live gloo group can abort the
+    process at teardown ("terminate called without an active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
