@@ -81,8 +81,9 @@ def handler(args: argparse.Namespace) -> int:
         cfg.run.progress = False
     if args.fp16:
         cfg.export.fp16 = True
-    from t2ikit.train.distributed import shutdown
+    from t2ikit.train.distributed import exit_process, shutdown
 
+    ok = False
     try:
         trainer = Trainer(cfg, out=args.out, device=args.device)
         if args.export_only:
@@ -90,13 +91,17 @@ def handler(args: argparse.Namespace) -> int:
 
             trainer.load(resolve_checkpoint(trainer.checkpoint_dir, args.resume or "latest"))
             print(trainer.export(args.export_only))
-            return 0
-        path = trainer.run(resume=args.resume)
-        if path is not None:
-            print(path)
+        else:
+            path = trainer.run(resume=args.resume)
+            if path is not None:
+                print(path)
+        ok = True
         return 0
     finally:
-        shutdown()  # under torchrun: leave the process group before the process exits
+        # Under torchrun: leave the process group, and after a successful run end the rank without the
+        # interpreter's finalization, which gloo's threads can abort (see distributed.exit_process).
+        if shutdown() and ok:
+            exit_process(0)
 
 
 def _adapter(args: argparse.Namespace) -> int:

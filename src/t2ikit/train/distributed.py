@@ -12,8 +12,12 @@ them with `full_tensor`, so a checkpoint holds the same whole tensors whatever t
 
 from __future__ import annotations
 
+import faulthandler
+import gc
 import os
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -44,6 +48,7 @@ def init_from_env(device_type: str) -> DistInfo:
     if world <= 1:
         return DistInfo()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    faulthandler.enable()  # a rank that aborts prints where its Python threads stood
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
@@ -52,11 +57,23 @@ def init_from_env(device_type: str) -> DistInfo:
     return DistInfo(rank, world, local_rank)
 
 
-def shutdown() -> None:
-    """Leave the process group, if this process joined one: exiting with a live gloo group can abort the
-    process at teardown ("terminate called without an active exception")."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown() -> bool:
+    """Leave the process group, if this process joined one (True then): exiting with a live gloo group can abort
+    the process at teardown ("terminate called without an active exception")."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    gc.collect()  # drop finished collectives' work objects (and their tensors) while the interpreter is whole
+    dist.destroy_process_group()
+    return True
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a torchrun rank that has left its process group, skipping interpreter finalization: gloo's worker
+    threads can still hold tensors whose release during finalization aborts the rank (SIGABRT, seen in CI after
+    destroy_process_group; pytorch/pytorch#179291 describes the mechanism). Files are closed by then."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def barrier(info: DistInfo) -> None:
