@@ -331,3 +331,34 @@ def test_style_share_mixes_style_scenes_into_the_vae_stream_only(tmp_path):
     assert unet_item["captions"] == make_batch(trainer.cfg.run.seed * 3 + 1, 0, 8, trainer.cfg.model.resolution)["captions"]
     with pytest.raises(ValueError, match="style_share"):
         load_config(tiny_config(tmp_path, "[vae_train] style_share = 2.0", name="bad.toml"))
+
+
+def test_stop_at_stops_where_the_full_schedule_would_be_and_resume_continues(tmp_path, capsys):
+    """`--stop-at N` ends the UNet stage at step N with the lr schedule of the whole run (a time-limited run's stop,
+    written down so that a rerun reproduces it); its checkpoint equals step N of the uninterrupted run."""
+    from t2ikit.cli import main
+
+    extra = "[export] at_end = false\n[checkpoint] every = 1\n[checkpoint] keep = 20"
+    config = tiny_config(tmp_path, extra)
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(["train", "--config", str(config), "--out", str(full)]) == 0
+    assert main(["train", "--config", str(config), "--out", str(part), "--stop-at", "3"]) == 0
+    assert ckpt.list_checkpoints(part / "checkpoints")[-1].name == "ckpt-2-unet-000000003"
+    assert '"stop_at"' in (part / "log.jsonl").read_text()
+
+
+    def trained(path: Path) -> dict[str, torch.Tensor]:  # weights, EMA, optimizer (not the process's global RNG)
+        return {k: v for k, v in ckpt.load_checkpoint(path)[0].items() if not k.startswith("rng.")}
+
+    stopped, same_step = trained(ckpt.list_checkpoints(part / "checkpoints")[-1]), trained(
+        full / "checkpoints" / "ckpt-2-unet-000000003")
+    assert stopped.keys() == same_step.keys() and any(k.startswith("optim.") for k in stopped)
+    assert all(torch.equal(stopped[k], same_step[k]) for k in stopped)
+    assert main(["train", "--config", str(config), "--out", str(part), "--resume"]) == 0
+    assert ckpt.list_checkpoints(part / "checkpoints")[-1].name == "ckpt-2-unet-000000006"
+    end, full_end = (trained(ckpt.list_checkpoints(d / "checkpoints")[-1]) for d in (part, full))
+    assert all(torch.equal(end[k], full_end[k]) for k in end)
+    capsys.readouterr()
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "bad"), "--stop-at", "7"]) == 2
+    assert "run.stop_at must be in [0, unet_train.steps = 6]" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

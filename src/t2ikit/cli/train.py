@@ -28,6 +28,11 @@ def register(subparsers) -> None:
         "--time-limit", type=float, default=None, metavar="MIN",
         help="checkpoint, export and stop after MIN minutes (overrides run.time_limit_min); --resume continues",
     )
+    p.add_argument(
+        "--stop-at", type=int, default=None, metavar="STEP",
+        help="checkpoint, export and stop after UNet step STEP, the lr schedule unchanged (overrides run.stop_at); "
+             "--resume from that checkpoint continues",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--export-only",
@@ -77,6 +82,9 @@ def handler(args: argparse.Namespace) -> int:
         if args.time_limit < 0:
             raise ValueError(f"--time-limit must be >= 0 minutes, got {args.time_limit}")
         cfg.run.time_limit_min = args.time_limit
+    if args.stop_at is not None:
+        cfg.run.stop_at = args.stop_at
+        cfg.validate(check_paths=False)
     if args.no_progress:
         cfg.run.progress = False
     if args.fp16:
@@ -110,7 +118,8 @@ def _adapter(args: argparse.Namespace) -> int:
 
     unsupported = [flag for flag, value in (("--device", args.device not in (None, "cpu", "auto")),
                                             ("--workers", args.workers is not None),
-                                            ("--time-limit", args.time_limit is not None)) if value]
+                                            ("--time-limit", args.time_limit is not None),
+                                            ("--stop-at", args.stop_at is not None)) if value]
     if unsupported:
         raise ValueError(f"{args.config} is an adapter run config; {', '.join(unsupported)} apply only to model "
                          "runs (adapter runs train on the CPU and write the adapter folder themselves)")

@@ -26,6 +26,8 @@ class RunConfig:
     log_every: int = 10  # optimizer steps per JSONL log record
     progress: bool = True  # tqdm progress bar on stderr
     time_limit_min: float = 0.0  # > 0: after this many minutes, checkpoint, export and stop (a GPU lease)
+    stop_at: int = 0  # > 0: after this UNet-stage step, checkpoint, export and stop; the lr schedule still spans
+    # unet_train.steps (the step a time-limited run stopped at, written down so that a rerun reproduces it)
     compile: bool = False  # torch.compile the UNet forward (CUDA; weights and checkpoints are unchanged)
     parallel: str = "ddp"  # under torchrun (WORLD_SIZE > 1): "ddp" (DistributedDataParallel) or "fsdp" (FSDP2 fully_shard)
 
@@ -178,6 +180,9 @@ class TrainConfig:
                 raise ValueError(
                     f"{name}: steps must be >= 0 and grad_accum ({o.grad_accum}) must divide batch_size ({o.batch_size})"
                 )
+        if not 0 <= self.run.stop_at <= self.unet_train.steps:
+            raise ValueError(f"run.stop_at must be in [0, unet_train.steps = {self.unet_train.steps}] (0 = off), got "
+                             f"{self.run.stop_at}")
         if not 0 <= self.vae_train.style_share <= 1:
             raise ValueError(f"vae_train.style_share must be in [0, 1], got {self.vae_train.style_share}")
         if not 0 <= self.unet_train.caption_dropout <= 1:

@@ -481,11 +481,15 @@ class Trainer:
             out_of_time = limit > 0 and time.monotonic() - getattr(self, "_t_start", time.monotonic()) > limit
             if limit > 0:
                 out_of_time = distributed.any_across(self.dist, out_of_time)  # every rank stops at the same step
-            if self.step % self.cfg.checkpoint.every == 0 or self.step == o.steps or out_of_time:
+            stop_here = stage == "unet" and self.step == r.stop_at
+            if self.step % self.cfg.checkpoint.every == 0 or self.step == o.steps or out_of_time or stop_here:
                 self.save()
-            if out_of_time:
+            if out_of_time or stop_here:
                 self.stopped_early = True
-                self.log({"event": "time_limit", "stage": stage, "step": self.step, "minutes": r.time_limit_min})
+                if out_of_time:
+                    self.log({"event": "time_limit", "stage": stage, "step": self.step, "minutes": r.time_limit_min})
+                else:
+                    self.log({"event": "stop_at", "stage": stage, "step": self.step})
                 break
         if bar is not None:
             bar.close()
