@@ -57,3 +57,34 @@ def test_style_breakdown_reads_the_stated_style_from_the_spec_whatever_the_wordi
     path.write_text(json.dumps({"items": items}))
     assert mod.main([f"a={path}"]) == 0
     assert "| outlined | black | 1/2 |" in capsys.readouterr().out
+
+
+def test_merge_models_averages_unet_and_text_encoder_and_refuses_what_cannot_be_averaged(folder, tmp_path):
+    import shutil
+
+    import pytest
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    merge = _script("merge_models").merge
+    unet, text = "unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"
+    b = tmp_path / "b"
+    shutil.copytree(folder, b)
+    for rel in (unet, text):
+        save_file({k: v * 3 + 1 for k, v in load_file(b / rel).items()}, b / rel)
+    out = merge(folder, b, 0.25, tmp_path / "m")
+    for rel in (unet, text):
+        a, m = load_file(folder / rel), load_file(out / rel)
+        assert m.keys() == a.keys()
+        for k in a:  # a + 0.25 * ((3a + 1) - a)
+            torch.testing.assert_close(m[k], a[k] + 0.25 * (2 * a[k] + 1), rtol=1e-5, atol=1e-6)
+    assert load_file(out / "vae/diffusion_pytorch_model.safetensors").keys()
+    with pytest.raises(ValueError, match="alpha"):
+        merge(folder, b, 1.5, tmp_path / "m2")
+    with pytest.raises(ValueError, match="exists"):
+        merge(folder, b, 0.5, out)
+    vae = b / "vae/diffusion_pytorch_model.safetensors"
+    save_file({k: v + 1 for k, v in load_file(vae).items()}, vae)
+    with pytest.raises(ValueError, match="different vae"):
+        merge(folder, b, 0.5, tmp_path / "m3")
+    assert not (tmp_path / "m2").exists() and not (tmp_path / "m3").exists()
