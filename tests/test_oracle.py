@@ -155,3 +155,45 @@ def test_bad_arguments():
         score(image, Spec((Group("mauve", "circle"),)))
     with pytest.raises(ValueError, match="unknown shape 'star'"):
         score(image, Spec((Group("red", "star"),)))
+
+
+def test_world_score_cli_checks_a_file_against_a_given_or_stored_prompt(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from t2ikit.cli import main
+    from t2ikit.cli.info import PNG_KEY, format_parameters
+    from t2ikit.world.caption import parse_caption
+    from t2ikit.world.render import render_rgb
+    from t2ikit.world.scene import make_scene
+
+    prompt = "a small red circle to the left of a large blue square"
+    rgb = render_rgb(make_scene(parse_caption(prompt), np.random.default_rng(0), reference=False), 64)
+    pixels = (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
+    info = PngInfo()
+    info.add_text(PNG_KEY, format_parameters("a small (red:1.3) circle to the left of a large blue square", None,
+                                             {"Steps": 20, "Seed": 0}))
+    good, mirrored, bare = tmp_path / "good.png", tmp_path / "mirrored.png", tmp_path / "bare.png"
+    Image.fromarray(pixels).save(good, pnginfo=info)
+    Image.fromarray(pixels[:, ::-1].copy()).save(mirrored)
+    Image.fromarray(pixels).save(bare)
+
+    assert main(["world", "score", str(good), "--json"]) == 0  # the stored prompt, weights read as plain text
+    out = json.loads(capsys.readouterr().out)
+    assert out["prompt"] == prompt and out["passed"] and {c["kind"] for c in out["checks"]} >= {"relation", "size"}
+    assert main(["world", "score", str(mirrored), "--prompt", prompt]) == 0
+    text = capsys.readouterr().out
+    assert "FAIL" in text and "MISS relation 0" in text and "ok   group 1 size" in text
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    Image.fromarray(pixels[:, :40].copy()).save(tmp_path / "narrow.png")
+    for argv, message in [([str(bare)], "stores none"),
+                          ([str(bad), "--prompt", prompt], "cannot be read as an image"),
+                          ([str(tmp_path / "missing.png"), "--prompt", prompt], "does not exist"),
+                          ([str(tmp_path / "narrow.png"), "--prompt", prompt], "square"),
+                          ([str(good), "--prompt", "a red blob"], "a shape")]:
+        assert main(["world", "score", *argv]) == 2, argv
+        assert message in capsys.readouterr().err, argv
