@@ -239,5 +239,5 @@ def test_adapter_records_name_a_packaged_base_model_portably(tmp_path):
     from t2ikit.cli.models import shipped_model_path
     from t2ikit.control.train_adapter import model_label
 
-    assert model_label(shipped_model_path()) == shipped_model_path().name  # "shapes-v5": a name --model takes
+    assert model_label(shipped_model_path()) == shipped_model_path().name  # "shapes-v6b": a name --model takes
     assert model_label(tmp_path) == str(tmp_path.resolve())

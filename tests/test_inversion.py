@@ -18,7 +18,7 @@ from t2ikit.diffusion.inversion import (
 )
 from t2ikit.pipeline import T2IPipeline
 
-SHIPPED = "src/t2ikit/weights/shapes-v5"
+SHIPPED = "src/t2ikit/weights/shapes-v6b"
 
 
 @pytest.fixture(scope="module")

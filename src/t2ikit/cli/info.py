@@ -5,7 +5,7 @@ civitai) already read:
 
     a red circle above a blue square
     Negative prompt: green
-    Steps: 20, Sampler: DPM++ 2M, CFG scale: 4.0, Seed: 3, Size: 64x64, Model: shapes-v5, Relation guidance: 200.0
+    Steps: 20, Sampler: DPM++ 2M, CFG scale: 4.0, Seed: 3, Size: 64x64, Model: shapes-v6b, Relation guidance: 200.0
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`t2ikit models`: the models t2ikit knows (the shipped one first) and how a model name resolves.
 
-Known models are the shipped Shapes World model (`src/t2ikit/weights/shapes-v5/`, a diffusers folder)
+Known models are the shipped Shapes World model (`src/t2ikit/weights/shapes-v6b/`, a diffusers folder)
 and every model folder inside the directories of the `T2IKIT_MODELS` environment variable
 (os.pathsep-separated). Everything here reads JSON and safetensors headers only: no torch.
 """
@@ -13,7 +13,7 @@ import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-SHIPPED_MODEL = "shapes-v5"
+SHIPPED_MODEL = "shapes-v6b"
 ENV_VAR = "T2IKIT_MODELS"
 
 

@@ -164,7 +164,7 @@ class TrainConfig:
         if check_paths and self.model.init and not (Path(self.model.init) / "model_index.json").is_file():
             raise ValueError(
                 f"model.init={self.model.init!r} is not a model folder (no model_index.json there); give the folder "
-                "of an exported model, such as a run's model/ or src/t2ikit/weights/shapes-v5"
+                "of an exported model, such as a run's model/ or src/t2ikit/weights/shapes-v6b"
             )
         if self.run.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"run.device must be 'auto', 'cpu' or 'cuda', got {self.run.device!r}")
