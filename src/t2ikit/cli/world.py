@@ -85,25 +85,16 @@ def score_file(path: str, prompt: str | None = None) -> dict:
     """The oracle's verdict on one image file: {"image", "prompt", "passed", "checks", "background", "objects"};
     ValueError naming the file for an unreadable image, a wrong size, or a prompt the world cannot read."""
     from dataclasses import asdict
-    from pathlib import Path
 
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
+    from t2ikit.diffusion.inversion import load_image
     from t2ikit.world.caption import parse_caption
     from t2ikit.world.oracle import as_reference_rgb, score
 
-    if not Path(path).is_file():
-        raise ValueError(f"image {path!r} does not exist")
-    try:
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"image {path!r} cannot be read as an image: {err}") from None
+    pixels = load_image(path)[0]  # ValueError naming a missing or unreadable file
     text = _prompt_of(path, prompt)
     try:
         spec = parse_caption(text)
-        image = as_reference_rgb(rgb)
+        image = as_reference_rgb(pixels)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
     result = score(image, spec)

@@ -490,6 +490,11 @@ class EditOptions:
     mask_dilate: int = MASK_DILATE  # latent pixels the automatic mask is grown by (0: DiffEdit as published)
     seed: int = 0  # of DiffEdit's noise draws and blend's start="noise"; item b of a batch uses seed + b
 
+    @property
+    def box_pad(self) -> int:
+        """Pixels the detector's object boxes are grown by (mask="detect", outlines, moves): mask_snap, else 2."""
+        return self.mask_snap if self.mask_snap is not None else 2
+
     @classmethod
     def preset(cls, name: str, kind: str = "object", **overrides) -> EditOptions:
         """The options of a named preset (PRESETS) for a kind of edit (EDIT_KINDS; `edit_kind(source, target)`
@@ -687,7 +692,7 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
     if user_mask is not None:
         pixel_mask, latent_mask = user_mask, _to_latent_mask(user_mask, factor)
     elif auto_mask == "detect":
-        pixel_mask, missing = detect_mask(images, groups, opts.mask_snap if opts.mask_snap is not None else 2)
+        pixel_mask, missing = detect_mask(images, groups, opts.box_pad)
         for b in missing:
             msg = (f"mask='detect': no {groups[b].colour} {groups[b].shape} found in image {b}; "
                    f"its mask is empty, so it is kept as it is")
@@ -772,14 +777,13 @@ def _blend_moves(pipe, opts: EditOptions, images, inversion: Inversion, sources,
                    f"{m.other.shape} were not each found once by the detector; the image is kept as it is")
             messages.append(msg)
             warnings.warn(msg, EditWarning, stacklevel=3)
-    pad = opts.mask_snap if opts.mask_snap is not None else 2
     out, mask = images.clone(), torch.zeros(len(images), 1, *images.shape[-2:])
     for step in (0, 1):
         rows = [b for b, plan in enumerate(plans) if plan is not None and len(plan) > step]
         if not rows:
             continue
         index = torch.tensor(rows)
-        made = placement_conditions(out[index], [plans[b][step] for b in rows], pad)
+        made = placement_conditions(out[index], [plans[b][step] for b in rows], opts.box_pad)
         if step == 0:
             inv = inversion if len(rows) == len(images) else _subset(inversion, index)
         else:
@@ -814,7 +818,7 @@ def _blend(pipe, opts: EditOptions, images, inversion: Inversion, sources, targe
     elif opts.target_outline or opts.shape_mask:  # t2ikit.diffusion.outline: the target drawn in the object's box
         from t2ikit.diffusion.outline import target_conditions
 
-        made = target_conditions(images, pixel_mask, sources, targets, opts.mask_snap if opts.mask_snap is not None else 2)
+        made = target_conditions(images, pixel_mask, sources, targets, opts.box_pad)
         for b in made.missing:
             msg = f"no object found inside the mask of image {b}: no target outline drawn there"
             messages.append(msg)
