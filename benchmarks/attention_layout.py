@@ -30,16 +30,17 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--n must be >= 1 and --timesteps non-negative integers")
 
     import torch
-    from diffusers import DDPMScheduler
 
     from t2ikit.attention.processor import AttentionController
-    from t2ikit.cli.models import load_pipeline, resolve_model
+    from t2ikit.cli.models import load_pipeline
+    from t2ikit.diffusion.schedules import training_scheduler
+    from t2ikit.models.registry import resolve_model
     from t2ikit.train.data import ShapesBatches, _make_batch, to_model_input
     from t2ikit.train.grounding import GroundingCapture, group_centroids, grounding_loss, relation_loss
 
     folder = resolve_model(args.model)
     pipe = load_pipeline(str(folder), threads=args.threads)
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler_config)
+    noise_scheduler = training_scheduler(pipe.scheduler_config)
     if max(timesteps) >= noise_scheduler.config.num_train_timesteps:
         p.error(f"--timesteps must be below {noise_scheduler.config.num_train_timesteps}")
     data = ShapesBatches(seed=args.seed, batch_size=args.n, length=1, resolution=pipe.vae.config.sample_size,

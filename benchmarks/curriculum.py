@@ -105,7 +105,7 @@ def oracle_hook(suite, eval_steps: set[int]):
 
 
 def rate(passed: int, n: int) -> dict:
-    from t2ikit.bench.compbench import wilson_interval
+    from t2ikit.bench.stats import wilson_interval
 
     lo, hi = wilson_interval(passed, n)
     return {"passed": passed, "n": n, "rate": passed / n if n else float("nan"), "ci95": [lo, hi]}

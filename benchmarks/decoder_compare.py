@@ -14,13 +14,14 @@ import torch
 from diffusers import AutoencoderKL
 
 from t2ikit.analysis.paired import paired_compbench
-from t2ikit.bench.compbench import CATEGORIES, default_model_path
+from t2ikit.bench.compbench import CATEGORIES
+from t2ikit.models.registry import shipped_model_path
 from t2ikit.pipeline import T2IPipeline, to_pil
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(default_model_path()))
+    parser.add_argument("--model", default=str(shipped_model_path()))
     parser.add_argument("--new-vae", required=True, help="a diffusers AutoencoderKL folder with the same encoder")
     parser.add_argument("--split", default="train", choices=["train", "heldout"])
     parser.add_argument("--n-prompts", type=int, default=50)

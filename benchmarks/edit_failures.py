@@ -3,7 +3,7 @@
     python benchmarks/edit_failures.py [--model DIR] [--kind colour] [--seed 1]
         [--method blend+shapemask+local+detect] [--set strength=1.0 --set start=noise ...]
 
-`--set FIELD=VALUE` overrides a field of the method's t2ikit.diffusion.edit.EditOptions (the value is read as
+`--set FIELD=VALUE` overrides a field of the method's t2ikit.edit.EditOptions (the value is read as
 a number where it parses as one), to see whether an option changes the count. Prints each failure and
 "passed/n" last.
 """
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     from t2ikit.bench import edit as eb
     from t2ikit.cli.info import parse_number
     from t2ikit.cli.models import load_pipeline
-    from t2ikit.diffusion.edit import EditOptions
+    from t2ikit.edit import EditOptions
     from t2ikit.world.oracle import detect, score_reading
 
     fields = {f.name for f in dataclasses.fields(EditOptions)}

@@ -32,7 +32,7 @@ PROMPT = "a red circle to the left of a blue square"
 
 
 def pick_model(arg: str | None, workdir: Path) -> tuple[Path, str]:
-    from t2ikit.cli.models import shipped_model_path
+    from t2ikit.models.registry import shipped_model_path
 
     if arg:
         return Path(arg), "given"

@@ -3,8 +3,11 @@
     python benchmarks/golden.py record DIR     # before moving code: one safetensors file per model
     python benchmarks/golden.py compare DIR    # after: max |difference| per technique, bitwise or not
 
-The cases call the public Python API as it stands; a case prints `bitwise` when the tensors are equal,
-else the largest absolute difference, and the command exits 1 when any case exceeds `--tol` (1e-6).
+The cases call the public Python API; a case prints `bitwise` when the tensors are equal, else the largest
+absolute difference, and the command exits 1 when any case exceeds `--tol` (1e-6). tests/golden/ was
+recorded at commit 5bbc832, before the generation core, through the entry points of that time
+(`generate_controlled`, `generate_weighted`, `pipe.run`); where those dropped the model's relation guidance
+(a condition image, a region, a weighted prompt), the cases here turn it off too.
 """
 
 from __future__ import annotations
@@ -25,37 +28,10 @@ PROMPT = "a small red circle to the left of a big blue square"
 STEPS = 6
 
 
-def _gen(pipe, prompt=PROMPT, **kw):
+def _gen(pipe, prompt=PROMPT, **settings):
     """Latents of one generate call (n=2, seed 3, 6 steps): `pipe.make_spec` takes every technique's settings."""
-    import inspect
-
-    kw = {"steps": STEPS, "seed": 3, "n": 2, **kw}
-    if "regions" in inspect.signature(pipe.make_spec).parameters:  # the one generation core
-        return pipe.run(pipe.make_spec(prompt, **kw), decode=False, progress=False).latents
-    return _gen_before_the_core(pipe, prompt, **kw)
-
-
-def _gen_before_the_core(pipe, prompt, attention=None, **kw):
-    """The same request through the entry points that existed before the generation core (for `record`)."""
-    control = {"sketch", "depth", "mask", "reference", "regions", "region_mode", "scales", "adapters"}
-    if control & set(kw):
-        from t2ikit.control.generate import generate_controlled
-
-        return generate_controlled(pipe, prompt, decode=False, **kw).latents
-    if "(" in prompt or "[" in prompt:
-        from t2ikit.text.weighting import generate_weighted
-
-        return generate_weighted(pipe, prompt, decode=False, **kw)
-    spec = pipe.make_spec(prompt, **kw)
-    hooks = None
-    if attention is not None:
-        from t2ikit.attention.sparse import _TextBound, hooks_from_spec
-
-        hooks = hooks_from_spec(attention)
-        for hook in hooks:
-            if isinstance(hook, _TextBound):
-                hook.bind(pipe, spec.image_prompts(), spec.image_negatives())
-    return pipe.run(spec, decode=False, progress=False, hooks=hooks).latents
+    settings = {"steps": STEPS, "seed": 3, "n": 2, **settings}
+    return pipe.run(pipe.make_spec(prompt, **settings), decode=False, progress=False).latents
 
 
 def cases(pipe, tiny: bool) -> dict:
@@ -71,10 +47,13 @@ def cases(pipe, tiny: bool) -> dict:
         "euler_a": lambda: _gen(pipe, sampler="euler_a"),
         "relation": lambda: _gen(pipe, relation_guidance=200.0),
         "topk": lambda: _gen(pipe, attention="topk:2"),
-        "weighted": lambda: _gen(pipe, "a small (red:1.4) circle to the left of a big [blue] square"),
-        "regions_attention": lambda: _gen(pipe, "a white image", regions=_regions(pipe)),
-        "regions_noise": lambda: _gen(pipe, "a white image", regions=_regions(pipe), region_mode="noise"),
-        "text_scale": lambda: _gen(pipe, scales={"text": 3.0}),
+        "weighted": lambda: _gen(pipe, "a small (red:1.4) circle to the left of a big (blue:0.8) square",
+                                 relation_guidance=0.0),
+        # before the core, a condition image or a region dropped the model's relation guidance: off here too
+        "regions_attention": lambda: _gen(pipe, "a white image", regions=_regions(pipe), relation_guidance=0.0),
+        "regions_noise": lambda: _gen(pipe, "a white image", regions=_regions(pipe), region_mode="noise",
+                                      relation_guidance=0.0),
+        "text_scale": lambda: _gen(pipe, scales={"text": 3.0}, relation_guidance=0.0),
         "excite": lambda: _excite(pipe),
         "invert": lambda: _invert(pipe, invert, reconstruct),
         "edit_p2p": lambda: _edit(pipe, method="p2p", guidance=3.0),
@@ -82,7 +61,8 @@ def cases(pipe, tiny: bool) -> dict:
     }
     for name in ("sketch", "depth", "mask", "reference"):
         if _adapter_fits(pipe, name, tiny):
-            out[name] = lambda name=name: _gen(pipe, **{name: _condition(pipe, name)}, adapters=_adapters(pipe, name, tiny))
+            out[name] = lambda name=name: _gen(pipe, **{name: _condition(pipe, name)},
+                                               adapters=_adapters(pipe, name, tiny), relation_guidance=0.0)
     return out
 
 
@@ -93,7 +73,7 @@ def _regions(pipe):
 
 def _condition(pipe, name):
     """A Shapes World scene's condition map of the model's image size."""
-    from t2ikit.control.encoders import from_modalities
+    from t2ikit.world.conditions import from_modalities
     from t2ikit.world.render import render
     from t2ikit.world.scene import sample_scene
 
@@ -104,7 +84,7 @@ def _condition(pipe, name):
 def _adapter_fits(pipe, name, tiny):
     if tiny:
         return name != "reference"
-    from t2ikit.control.generate import shipped_adapter
+    from t2ikit.control.compose import shipped_adapter
 
     return shipped_adapter(name) is not None
 
@@ -137,10 +117,8 @@ def _invert(pipe, invert, reconstruct):
 
 
 def _edit(pipe, **options):
-    try:
-        from t2ikit.edit import edit
-    except ImportError:
-        from t2ikit.diffusion.edit import edit
+    from t2ikit.edit import edit
+
     torch.manual_seed(0)
     image = pipe.decode(_gen(pipe))[:1]
     return edit(pipe, image, PROMPT, PROMPT.replace("red", "green"), steps=STEPS, **options).images
@@ -150,10 +128,8 @@ def load(which: str, root: Path):
     from t2ikit.pipeline import T2IPipeline
 
     if which == "shipped":
-        try:
-            from t2ikit.models.registry import shipped_model_path
-        except ImportError:
-            from t2ikit.cli.models import shipped_model_path
+        from t2ikit.models.registry import shipped_model_path
+
         return T2IPipeline.from_folder(shipped_model_path()), False
     from tiny import make_tiny_sd_folder
 

@@ -67,8 +67,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"--timesteps must lie in [0, 999], got {timesteps}")
     import torch
 
-    from t2ikit.analysis.soft_prompt import training_scheduler
     from t2ikit.bench import compbench as cb
+    from t2ikit.bench.stats import wilson_interval
+    from t2ikit.diffusion.schedules import training_scheduler
+    from t2ikit.models.registry import shipped_model_path
     from t2ikit.diffusion.guidance import cfg
     from t2ikit.pipeline import T2IPipeline
     from t2ikit.world.render import render_rgb
@@ -76,11 +78,11 @@ def main(argv=None) -> int:
     from t2ikit.world.vocab import BACKGROUNDS, COLOURS, DEFAULT_BACKGROUND
 
     torch.set_num_threads(args.threads)
-    pipe = T2IPipeline.from_folder(args.model or cb.default_model_path())
+    pipe = T2IPipeline.from_folder(args.model or shipped_model_path())
     config = pipe.scheduler_config
     if config.get("prediction_type") != "v_prediction":
         raise SystemExit(f"{pipe.path}: this probe reads v-prediction models; the folder's is {config.get('prediction_type')}")
-    schedule = training_scheduler(pipe)  # the folder's noise schedule, as the diffusion loss noises with it
+    schedule = training_scheduler(pipe.scheduler_config)  # the folder's noise schedule, as the diffusion loss noises with it
     suite = cb.make_suite("train", args.n_prompts, 1, ("spatial",))
     h, w = (s // pipe.vae_scale_factor for s in pipe.default_size)
     result = {"model": str(pipe.path), "noises": args.noises, "guidance": args.guidance, "timesteps": {}}
@@ -123,7 +125,7 @@ def main(argv=None) -> int:
     def share(offsets, missing):
         offsets = np.asarray(offsets)
         n, passed = len(offsets), int((offsets > 0).sum())
-        lo, hi = cb.wilson_interval(passed, n) if n else (0.0, 1.0)
+        lo, hi = wilson_interval(passed, n) if n else (0.0, 1.0)
         return {"stated_order": passed / n if n else None, "interval": [lo, hi], "n": n, "no_colour": missing,
                 "mean_offset_px": float(offsets.mean()) if n else None}
 

@@ -34,12 +34,12 @@ def main(argv=None) -> int:
     import torch
 
     from t2ikit.analysis.excite import ExciteConfig, compare_binding
-    from t2ikit.bench.compbench import default_model_path
+    from t2ikit.models.registry import shipped_model_path
     from t2ikit.pipeline import T2IPipeline
 
     configs = [ExciteConfig(objective="relation", step_size=s).validate() for s in sizes]  # bad sizes: before loading
     torch.set_num_threads(1)
-    pipe = T2IPipeline.from_folder(args.model or default_model_path())
+    pipe = T2IPipeline.from_folder(args.model or shipped_model_path())
     rows = []
     for size, config in zip(sizes, configs):
         start = time.perf_counter()

@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     import torch
 
     from t2ikit.bench import compbench as cb
+    from t2ikit.bench.stats import wilson_interval
+    from t2ikit.models.registry import shipped_model_path
     from t2ikit.world import vocab
     from t2ikit.world.caption import write_caption
     from t2ikit.world.oracle import detect, score_reading
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     suite = cb.make_suite("train", args.n_prompts, args.seeds, ("spatial",))
-    pipe = T2IPipeline.from_folder(args.model or cb.default_model_path())
+    pipe = T2IPipeline.from_folder(args.model or shipped_model_path())
     gen = cb.pipeline_generator(pipe, steps=20)  # what `t2ikit bench compbench --generator model` runs
     items = suite.items
     flipped = []
@@ -104,13 +106,13 @@ def main(argv=None) -> int:
     k, n = int(sum(flips)), len(flips)
     result = {
         "pairs": len(items), "pairs_with_both_objects": n, "order_flipped": k / n if n else None,
-        "order_flipped_ci95": list(cb.wilson_interval(k, n)) if n else None,
+        "order_flipped_ci95": list(wilson_interval(k, n)) if n else None,
         "relation_pass_as_written": float(np.mean(pass_a)), "relation_pass_inverted": float(np.mean(pass_b)),
         "mean_abs_diff_within_pair": float(np.mean([np.abs(x - y).mean() for x, y in zip(a, b)])),
         "mean_abs_diff_other_seed": float(np.mean([np.abs(x - y).mean() for x, y in zip(a, other)])),
         "text_state_change_relation_inverted": float(np.nanmean(rel_change)),
         "text_state_change_object_recoloured": float(np.nanmean(col_change)),
-        "model": str(args.model or cb.default_model_path()),
+        "model": str(args.model or shipped_model_path()),
     }
     if args.json:
         print(json.dumps(result, indent=1))

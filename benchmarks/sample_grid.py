@@ -12,7 +12,8 @@ import argparse
 import numpy as np
 import torch
 
-from t2ikit.bench.compbench import default_model_path, make_suite
+from t2ikit.bench.compbench import make_suite
+from t2ikit.models.registry import shipped_model_path
 from t2ikit.pipeline import T2IPipeline
 from t2ikit.world.grid import captioned_grid
 from t2ikit.world.oracle import score
@@ -20,7 +21,7 @@ from t2ikit.world.oracle import score
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(default_model_path()))
+    parser.add_argument("--model", default=str(shipped_model_path()))
     parser.add_argument("--out", default="docs/img/shapes-v1-samples.png")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-category", type=int, default=2)

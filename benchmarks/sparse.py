@@ -107,10 +107,10 @@ CAPTURE_STEPS = {0, 5, 10, 15, 19}
 
 
 def load_pipe():
-    from t2ikit.bench.compbench import default_model_path
+    from t2ikit.models.registry import shipped_model_path
     from t2ikit.pipeline import T2IPipeline
 
-    return T2IPipeline.from_folder(default_model_path())
+    return T2IPipeline.from_folder(shipped_model_path())
 
 
 def prompts_of(split: str, n: int, categories, bench_seed: int | None = None) -> list[str]:

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
-from t2ikit.bench.compbench import default_model_path, wilson_interval
+from t2ikit.bench.stats import wilson_interval
+from t2ikit.models.registry import shipped_model_path
 from t2ikit.world.oracle import detect
 from t2ikit.world.render import render_rgb
 from t2ikit.world.scene import sample_scene
@@ -35,7 +36,7 @@ def objects_kept(image: np.ndarray, scene) -> list[tuple[str, bool]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(default_model_path()))
+    parser.add_argument("--model", default=str(shipped_model_path()))
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--batch", type=int, default=50)

@@ -6,10 +6,13 @@ import torch
 
 from tiny import make_tiny_sd_folder
 from t2ikit.control.adapters import load_adapter
-from t2ikit.control.generate import generate_controlled
+from tiny import generate_with
 from t2ikit.control.reference import ReferenceAdapter, load_reference_adapter, save_reference_adapter
-from t2ikit.control.train_adapter import load_adapter_config
+from t2ikit.diffusion.schedules import training_scheduler
+from t2ikit.models.registry import shipped_model_path
 from t2ikit.pipeline import T2IPipeline
+from t2ikit.train.adapter import AdapterTrainConfig, load_adapter_config, make_adapter, sketch_consistency_loss
+from t2ikit.world.conditions import shapes_batch
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +83,8 @@ def test_reference_adapter_fuses_through_attention(tmp_path, tiny):
     pipe = T2IPipeline.from_folder(tiny)
     adapter = ReferenceAdapter(pipe.unet)
     reference = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))[0].numpy()
-    plain = generate_controlled(pipe, "a red circle", steps=2, seed=3).images
-    untrained = generate_controlled(pipe, "a red circle", steps=2, seed=3, reference=reference,
+    plain = generate_with(pipe, "a red circle", steps=2, seed=3).images
+    untrained = generate_with(pipe, "a red circle", steps=2, seed=3, reference=reference,
                                     adapters={"reference": adapter}).images
     assert np.array_equal(plain, untrained)  # zero-initialised gates: a fresh adapter changes nothing
     for p in adapter.encoder.parameters():
@@ -94,19 +97,17 @@ def test_reference_adapter_fuses_through_attention(tmp_path, tiny):
     assert torch.equal(adapter.hook(image).tokens, again.hook(image).tokens)
     with pytest.raises(ValueError, match="attention .reference. adapter"):
         load_adapter(tmp_path / "ref")
-    fused = generate_controlled(pipe, "a red circle", steps=2, seed=3, reference=reference,
+    fused = generate_with(pipe, "a red circle", steps=2, seed=3, reference=reference,
                                 adapters={"reference": tmp_path / "ref"}).images
-    off = generate_controlled(pipe, "a red circle", steps=2, seed=3, reference=reference,
+    off = generate_with(pipe, "a red circle", steps=2, seed=3, reference=reference,
                               adapters={"reference": tmp_path / "ref"}, scales={"reference": 0.0}).images
     assert not np.allclose(plain, fused)
     assert np.array_equal(plain, off)  # scale 0: the branch is skipped
-    batch = generate_controlled(pipe, ["a red circle", "a blue square"], steps=2, seed=3, reference=reference,
+    batch = generate_with(pipe, ["a red circle", "a blue square"], steps=2, seed=3, reference=reference,
                                 adapters={"reference": again}).images
     assert np.allclose(batch[0], fused[0], atol=1e-5)  # a batch equals its items one by one
     # a reference adapter built for another UNet (the shipped model's) is refused with a sentence
-    from t2ikit.bench.compbench import default_model_path
-
-    shipped = T2IPipeline.from_folder(default_model_path())
+    shipped = T2IPipeline.from_folder(shipped_model_path())
     with pytest.raises(ValueError, match="wide|does not fit"):
         load_reference_adapter(tmp_path / "ref", shipped.unet)
 
@@ -162,13 +163,9 @@ def test_recolour_holds_a_layout_condition_and_keeps_the_outside(tmp_path, tiny)
 
 
 def test_sketch_consistency_term_reaches_the_adapter(tiny):
-    from diffusers import DDPMScheduler
-
-    from t2ikit.control.train_adapter import AdapterTrainConfig, make_adapter, sketch_consistency_loss
-
     pipe = T2IPipeline.from_folder(tiny)
     adapter = make_adapter(pipe, AdapterTrainConfig(hidden=8))
-    ns = DDPMScheduler.from_config({k: v for k, v in pipe.scheduler_config.items() if not k.startswith("_")})
+    ns = training_scheduler(pipe.scheduler_config)
     latents, text = torch.randn(2, 4, 8, 8), pipe.encode_text(["a red circle", "a blue square"])
     sketch = (torch.rand(2, 1, 16, 16) > 0.8).float()
     losses = [sketch_consistency_loss(pipe, adapter, latents, text, sketch, ns, torch.Generator().manual_seed(0),
@@ -197,8 +194,8 @@ def test_concat_reference_adapter_appends_tokens(tmp_path, tiny):
     assert null.shape == ctx.shape and torch.equal(null[:, text.shape[1]:], empty[:, :4].expand(2, -1, -1))
     folder = save_reference_adapter(adapter, tmp_path / "concat")
     reference = image[0].numpy()
-    plain = generate_controlled(pipe, "a red circle", steps=2, seed=3).images
-    fused = generate_controlled(pipe, "a red circle", steps=2, seed=3, reference=reference,
+    plain = generate_with(pipe, "a red circle", steps=2, seed=3).images
+    fused = generate_with(pipe, "a red circle", steps=2, seed=3, reference=reference,
                                 adapters={"reference": folder}).images
     assert not np.allclose(plain, fused)
     from t2ikit.bench.control import adapter_heldout_loss
@@ -206,7 +203,7 @@ def test_concat_reference_adapter_appends_tokens(tmp_path, tiny):
     loss = adapter_heldout_loss(pipe, folder, batches=1, batch_size=2)
     assert loss["difference"]["n"] == 2 and loss["difference"]["mean"] != 0  # the tokens reach the UNet
     with pytest.raises(ValueError, match="use a reference or regions"):
-        generate_controlled(pipe, "a red circle", steps=2, reference=reference, adapters={"reference": folder},
+        generate_with(pipe, "a red circle", steps=2, reference=reference, adapters={"reference": folder},
                             regions=["0,0,8,16:a red circle"])
     with pytest.raises(ValueError, match="adapter.fusion must be one of"):
         load_adapter_config(_write(tmp_path / "f.toml", '[adapter]\nmodality = "reference"\nfusion = "sum"\n'))
@@ -244,7 +241,6 @@ def test_distillation_aligns_resampler_tokens_with_the_text_states(tmp_path, tin
     """distill_steps train the resampler's tokens towards the text encoder's states of the reference's caption
     (the loss falls), the tokens then feed the UNet like words; a token count that is not the context length
     is refused before any step."""
-    from t2ikit.control.encoders import shapes_batch
     from t2ikit.control.reference import load_reference_adapter, reference_distill_loss
 
     pipe = T2IPipeline.from_folder(tiny)
@@ -259,7 +255,7 @@ def test_distillation_aligns_resampler_tokens_with_the_text_states(tmp_path, tin
         after = reference_distill_loss(trained, batch["reference"], target).item()
     assert after < 0.5 * before, (before, after)
     reference = batch["reference"][0].numpy()
-    fused, off = (generate_controlled(pipe, "", steps=2, seed=3, reference=reference, adapters={"reference": folder},
+    fused, off = (generate_with(pipe, "", steps=2, seed=3, reference=reference, adapters={"reference": folder},
                                       scales={"reference": s}).images for s in (1.0, 0.0))
     assert not np.array_equal(np.asarray(fused), np.asarray(off))  # the tokens reach the UNet
     capsys.readouterr()
@@ -269,14 +265,13 @@ def test_distillation_aligns_resampler_tokens_with_the_text_states(tmp_path, tin
 
 def test_shipped_reference_adapter_reaches_the_shipped_model():
     """reference-v1 ships (a concat, distilled adapter): `reference=` alone uses it, and it changes the image."""
-    from t2ikit.bench.compbench import default_model_path
-    from t2ikit.control.generate import shipped_adapter
+    from t2ikit.control.compose import shipped_adapter
     from t2ikit.world.render import render
     from t2ikit.world.scene import sample_scene
 
     assert shipped_adapter("reference") is not None
-    pipe = T2IPipeline.from_folder(default_model_path())
+    pipe = T2IPipeline.from_folder(shipped_model_path())
     reference = render(sample_scene(5, 0), 64).reference.transpose(2, 0, 1)  # (3, H, W) in [0, 1]
-    on, off = (np.asarray(generate_controlled(pipe, "", steps=2, seed=0, reference=reference,
+    on, off = (np.asarray(generate_with(pipe, "", steps=2, seed=0, reference=reference,
                                               scales={"reference": s}).images) for s in (1.0, 0.0))
     assert np.abs(on - off).mean() > 1e-3

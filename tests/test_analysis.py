@@ -60,16 +60,16 @@ def test_mutual_information_estimator():
 
 
 def test_analyze_batches_per_seed_and_matches_direct_differences(pipe, monkeypatch, tmp_path):
-    from t2ikit.diffusion import loop
+    from t2ikit import pipeline
 
     calls = []
-    real, real_sample = runner.sample_embeds, loop.sample
+    real, real_sample = runner.sample_embeds, pipeline.sample
 
-    def counting(unet, scheduler, noise, *a, **k):
+    def counting(denoiser, scheduler, noise, *a, **k):
         calls.append(len(noise))
-        return real_sample(unet, scheduler, noise, *a, **k)
+        return real_sample(denoiser, scheduler, noise, *a, **k)
 
-    monkeypatch.setattr(loop, "sample", counting)
+    monkeypatch.setattr(pipeline, "sample", counting)
     prompt = "a red circle"
     report = analyze(pipe, prompt, seeds=[0, 1], steps=2, lam=0.5, size=(32, 32))
     assert report["words"] == ["a", "red", "circle"]

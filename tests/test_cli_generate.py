@@ -9,7 +9,7 @@ from PIL import Image
 from tiny import make_tiny_sd_folder
 from t2ikit.cli import main
 from t2ikit.cli.info import format_parameters, parse_parameters
-from t2ikit.cli.models import SHIPPED_MODEL, known_models, resolve_model
+from t2ikit.models.registry import SHIPPED_MODEL, known_models, resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_generate_warns_about_unknown_words(env, tmp_path, capsys):
 
 
 def test_missing_shipped_model_is_reported(env, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr("t2ikit.cli.models.shipped_model_path", lambda: tmp_path / SHIPPED_MODEL)
+    monkeypatch.setattr("t2ikit.models.registry.shipped_model_path", lambda: tmp_path / SHIPPED_MODEL)
     assert main(["generate", "a red circle", "--out", str(tmp_path / "a.png")]) == 2
     assert f"shipped model {SHIPPED_MODEL} is not installed" in capsys.readouterr().err
     entries = known_models()

@@ -69,14 +69,6 @@ def test_a_generator_that_ignores_the_prompt_fails():
     assert result["overall"]["accuracy"] <= 0.34
 
 
-def test_wilson_interval():
-    lo, hi = cb.wilson_interval(0, 10)
-    assert lo == 0.0 and abs(hi - 0.2775) < 1e-3
-    lo, hi = cb.wilson_interval(5, 10)
-    assert abs(lo - 0.2366) < 1e-3 and abs(hi - 0.7634) < 1e-3
-    assert cb.wilson_interval(0, 0) == (0.0, 1.0)
-
-
 def test_folder_round_trip(tmp_path):
     suite = cb.make_suite("train", 2, 2, categories=("single", "counting", "style"))
     ran = cb.run(suite, cb.ground_truth_generator(), batch_size=5, save_images=tmp_path)

@@ -6,18 +6,27 @@ import torch
 from PIL import Image
 
 from tiny import make_tiny_sd_folder
-from t2ikit.control import guidance as G
+from t2ikit.diffusion import guidance as G
 from t2ikit.control.adapters import ConditionAdapter, HierarchicalAdapter, adapter_config_for, adapter_loss, \
     load_adapter, save_adapter
-from t2ikit.control.consistency import consistency, consistency_loss, edge_f1, weighted_consistency_loss
-from t2ikit.control.encoders import CONDITIONS, from_modalities, load_condition
-from t2ikit.control.generate import generate_controlled, parse_scales
+from t2ikit.bench.consistency import consistency, consistency_loss, edge_f1, weighted_consistency_loss
+from t2ikit.control.encoders import CONDITIONS, MASK_PALETTE, load_condition
+from tiny import generate_with
+
+from t2ikit.control.compose import parse_scales
 from t2ikit.control.reference import ReferenceAttentionHook, ReferenceEncoder
 from t2ikit.control.regions import Region, RegionAttentionHook, check_regions, parse_region
 from t2ikit.diffusion.guidance import cfg
+from t2ikit.diffusion.conditioning import Conditioning
+from t2ikit.diffusion.denoisers import unet_denoiser
 from t2ikit.diffusion.loop import initial_noise, sample
 from t2ikit.diffusion.samplers import make_scheduler
 from t2ikit.pipeline import T2IPipeline
+from t2ikit.diffusion.schedules import training_scheduler
+from t2ikit.models.registry import shipped_model_path
+from t2ikit.train.adapter import model_label
+from t2ikit.world import vocab
+from t2ikit.world.conditions import from_modalities
 from t2ikit.world.render import class_colour_map, render, to_uint8
 from t2ikit.world.scene import sample_scene
 
@@ -69,15 +78,23 @@ def test_step_ranges_switch_conditions():
     assert torch.allclose(G.combine(u, [b], conds, 7, 10), cfg(u, b, 3.0))
 
 
-def test_one_condition_equals_the_plain_loop(pipe):
+def test_one_condition_is_classifier_free_guidance_as_diffusers_runs_it(pipe):
+    """The one loop with one text condition equals a hand-written diffusers-style CFG loop, bitwise."""
     gens = [torch.Generator().manual_seed(5)]
     noise = initial_noise((1, 4, 8, 8), gens, "cpu", torch.float32)
     c, u = pipe.encode_text(["a red circle"]), pipe.encode_text([""])
-    ref = sample(pipe.unet, make_scheduler("ddim", pipe.scheduler_config), noise, c, u, 3, 4.0, progress=False)
-    got = G.sample_conditions(pipe.unet, make_scheduler("ddim", pipe.scheduler_config), noise, u,
-                              [G.Condition(c, 4.0)], 3)
-    assert torch.allclose(ref, got, atol=1e-5)
-    gen = generate_controlled(pipe, "a red circle", steps=3, guidance=4.0, seed=5, sampler="ddim", decode=False)
+    sched = make_scheduler("ddim", pipe.scheduler_config)
+    sched.set_timesteps(3)
+    x = noise.clone()
+    with torch.no_grad():
+        for t in sched.timesteps:
+            eps_u, eps_c = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([u, c])).sample.chunk(2)
+            x = sched.step(eps_u + 4.0 * (eps_c - eps_u), t, x).prev_sample
+    sched = make_scheduler("ddim", pipe.scheduler_config)
+    sched.set_timesteps(3)
+    got = sample(unet_denoiser(pipe.unet), sched, noise, Conditioning([G.Condition(c, 4.0)], u), progress=False)
+    assert torch.equal(x, got)
+    gen = generate_with(pipe, "a red circle", steps=3, guidance=4.0, seed=5, sampler="ddim", decode=False)
     assert torch.allclose(gen.latents, pipe.run(pipe.make_spec("a red circle", steps=3, guidance=4.0, seed=5,
                                                                sampler="ddim"), decode=False, progress=False).latents)
 
@@ -112,12 +129,12 @@ def test_region_input_errors():
 
 @pytest.mark.parametrize("mode", ["attention", "noise"])
 def test_regions_generate_on_tiny_model(pipe, mode):
-    gen = generate_controlled(pipe, "a red circle and a blue square", regions=["0,0,8,16:a red circle",
+    gen = generate_with(pipe, "a red circle and a blue square", regions=["0,0,8,16:a red circle",
                               "8,0,16,16:a blue square"], region_mode=mode, steps=2, seed=1, n=2,
                               bootstrap=0.5 if mode == "noise" else 0.0)
     assert gen.images.shape == (2, 3, 16, 16) and torch.isfinite(gen.images).all()
     with pytest.raises(ValueError, match="not inside"):
-        generate_controlled(pipe, "a", regions=["0,0,17,16:a red circle"], steps=2)
+        generate_with(pipe, "a", regions=["0,0,17,16:a red circle"], steps=2)
 
 
 # --- adapters -----------------------------------------------------------------------------------------
@@ -133,9 +150,7 @@ def test_adapter_starts_neutral_trains_alone_and_round_trips(pipe, tmp_path):
     plain = pipe.unet(x, t, encoder_hidden_states=text).sample
     with_adapter = pipe.unet(x, t, encoder_hidden_states=text, down_intrablock_additional_residuals=res).sample
     assert torch.equal(plain, with_adapter)  # zero-initialised outputs
-    from diffusers import DDPMScheduler
-
-    ns = DDPMScheduler.from_config({k: v for k, v in pipe.scheduler_config.items() if not k.startswith("_")})
+    ns = training_scheduler(pipe.scheduler_config)
     loss = adapter_loss(pipe.unet, adapter, torch.randn(2, 4, 8, 8), text, cond, ns, torch.Generator().manual_seed(0))
     loss.backward()
     assert adapter.outs[0].weight.grad.abs().sum() > 0
@@ -148,11 +163,11 @@ def test_adapter_starts_neutral_trains_alone_and_round_trips(pipe, tmp_path):
     low.adapters[0].config.levels = (1,)
     assert low({"sketch": cond})[0].abs().sum() == 0
     # through generate_controlled, with a per-condition scale; a tiny adapter does not fit shipped weights
-    gen = generate_controlled(pipe, "a red circle", sketch=np.zeros((16, 16)), adapters={"sketch": tmp_path / "a"},
+    gen = generate_with(pipe, "a red circle", sketch=np.zeros((16, 16)), adapters={"sketch": tmp_path / "a"},
                               scales={"sketch": 0.5}, steps=2)
     assert gen.images.shape == (1, 3, 16, 16)
     with pytest.raises(ValueError, match="does not fit this model|no trained depth"):
-        generate_controlled(pipe, "a red circle", depth=np.zeros((16, 16)), steps=2)
+        generate_with(pipe, "a red circle", depth=np.zeros((16, 16)), steps=2)
 
 
 def test_reference_hook_adds_a_trainable_branch(pipe):
@@ -193,6 +208,16 @@ def test_condition_images_are_checked(tmp_path):
     with pytest.raises(ValueError, match="must be a number"):
         parse_scales(["sketch=x"])
     assert set(CONDITIONS) == {"sketch", "depth", "mask", "reference"}
+
+
+def test_core_mask_constants_are_shapes_worlds():
+    """control.encoders keeps Shapes World's mask classes and colours as constants (the core does not import
+    the world): they must stay what world.vocab and world.render use."""
+    k = len(vocab.SHAPES)
+    assert CONDITIONS["mask"] == k and MASK_PALETTE.shape == (k + 1, 3)
+    one_class_per_pixel = np.eye(k, dtype=bool)[:, None, :]  # (K, 1, K): pixel j shows class j
+    assert np.array_equal(class_colour_map(one_class_per_pixel)[0], MASK_PALETTE[1:])
+    assert np.array_equal(class_colour_map(np.zeros((k, 1, 1), bool))[0, 0], MASK_PALETTE[0])  # background
 
 
 def test_cli_generate_control_errors(tmp_path, monkeypatch, capsys):
@@ -236,8 +261,5 @@ def test_consistency_metrics_and_loss():
 
 
 def test_adapter_records_name_a_packaged_base_model_portably(tmp_path):
-    from t2ikit.cli.models import shipped_model_path
-    from t2ikit.control.train_adapter import model_label
-
     assert model_label(shipped_model_path()) == shipped_model_path().name  # "shapes-v6b": a name --model takes
     assert model_label(tmp_path) == str(tmp_path.resolve())

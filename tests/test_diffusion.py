@@ -5,6 +5,9 @@ import torch
 
 from tiny import TINY_SCHEDULER
 from t2ikit.diffusion import SAMPLERS, cfg, make_scheduler
+from t2ikit.diffusion.conditioning import Conditioning
+from t2ikit.diffusion.denoisers import unet_denoiser
+from t2ikit.diffusion.guidance import Condition
 from t2ikit.diffusion.loop import initial_noise, sample
 
 
@@ -43,13 +46,34 @@ class _Echo(torch.nn.Module):
         return (x * 0 + encoder_hidden_states.mean(dim=(1, 2)).view(-1, 1, 1, 1),)
 
 
+def _scheduler(name: str, steps: int):
+    sched = make_scheduler(name, TINY_SCHEDULER)
+    sched.set_timesteps(steps)
+    return sched
+
+
 def test_loop_skips_uncond_at_guidance_one_and_uses_it_otherwise():
     noise = torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(0))
     cond, uncond = torch.ones(1, 3, 2), torch.zeros(1, 3, 2)
-    run = lambda g, u: sample(_Echo(), make_scheduler("ddim", TINY_SCHEDULER), noise, cond, u, 3, g, progress=False)  # noqa: E731
+
+    def run(g, u):
+        return sample(unet_denoiser(_Echo()), _scheduler("ddim", 3), noise, Conditioning.text(cond, u, g),
+                      progress=False)
+
     assert torch.equal(run(1.0, uncond), run(1.0, None))
     assert not torch.allclose(run(3.0, uncond), run(1.0, uncond))
-    steps = []
-    sample(_Echo(), make_scheduler("euler", TINY_SCHEDULER), noise, cond, uncond, 4, 2.0, progress=False,
+    steps, order = [], []
+    c = Conditioning.text(cond, uncond, 2.0, before_step=[lambda i, t, x, s: order.append(("before", i)) or x],
+                          after_step=[lambda i, t, x: order.append(("after", i)) or x])
+    sample(unet_denoiser(_Echo()), _scheduler("euler", 4), noise, c, progress=False,
            callback=lambda i, t, x: steps.append(i))
     assert steps == [0, 1, 2, 3]
+    assert order[:4] == [("before", 0), ("after", 0), ("before", 1), ("after", 1)]
+
+
+def test_conditioning_refuses_what_cannot_run():
+    cond = torch.ones(1, 3, 2)
+    with pytest.raises(ValueError, match="unknown guidance mode"):
+        Conditioning.text(cond, cond, 2.0, mode="sideways").check((2, 2))
+    with pytest.raises(ValueError, match="needs unconditional states"):
+        Conditioning([Condition(cond, 2.0), Condition(cond, 1.0)]).check((2, 2))

@@ -9,13 +9,9 @@ from PIL import Image
 
 from t2ikit.attention.p2p import PromptToPromptHook, align, resolve_steps
 from t2ikit.attention.processor import AttentionContext
-from t2ikit.diffusion.edit import (
-    EditWarning,
-    check_source,
-    edit,
-    instruction_prompts,
-    parse_instruction,
-)
+from t2ikit.edit import EditWarning, edit
+from t2ikit.world.edit_objects import check_source
+from t2ikit.world.instructions import instruction_prompts, parse_instruction
 from t2ikit.world.scene import Group, Obj
 
 
@@ -140,6 +136,38 @@ def test_edit_bad_input_is_refused_before_compute(pipe, tmp_path):
         edit(pipe, IMAGE, "a red circle", "a blue circle", mask=str(tmp_path / "none.png"))
 
 
+def test_without_a_scene_support_the_core_edits_the_same_and_refuses_what_needs_one(pipe, monkeypatch):
+    import t2ikit.edit.run as edit_module
+    import t2ikit.edit.support as support_module
+    from t2ikit.edit import EditOptions, get_scene_support
+
+    assert get_scene_support() is not None and get_scene_support("shapes-world").name == "shapes-world"
+    with pytest.raises(ValueError, match="unknown scene support 'nope'; registered: shapes-world"):
+        EditOptions(support="nope").check()
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 8:] = 1
+    runs = [dict(method="blend", guidance=3.0, steps=2, mask="attention"), dict(method="p2p", steps=2, mask="auto"),
+            dict(method="swap", steps=2, mask=mask)]
+    with_world = [edit(pipe, IMAGE, "a red circle", "a blue circle", **kw).images for kw in runs]
+    monkeypatch.setattr(support_module, "_SUPPORTS", {})
+    assert get_scene_support() is None
+    for kw, images in zip(runs, with_world):
+        torch.testing.assert_close(edit(pipe, IMAGE, "a red circle", "a blue circle", **kw).images, images,
+                                   rtol=0, atol=0)
+
+    def no_compute(*a, **k):
+        raise AssertionError("computed before refusing")
+
+    monkeypatch.setattr(edit_module, "invert", no_compute)
+    blend = dict(method="blend", mask="auto")
+    for kwargs, what in [(dict(instruction="change the red circle to a blue square"), "an instruction"),
+                         (dict(target="a blue circle", method="blend", mask="detect"), "mask='detect'"),
+                         (dict(target="a red square", shape_mask=1.0, **blend), "shape_mask"),
+                         (dict(target="a red square", local_prompt=True, **blend), "local_prompt")]:
+        with pytest.raises(ValueError, match=f"^{what} needs a scene support .* and none is registered$"):
+            edit(pipe, IMAGE, "a red circle", **kwargs)
+
+
 # --- the bench's scoring ----------------------------------------------------------------------------------
 
 
@@ -220,7 +248,7 @@ def _scene_image(groups, seed=0):
 def test_image_sketch_is_shapes_worlds_sketch(fill):
     from dataclasses import replace
 
-    from t2ikit.diffusion.blend import image_sketch
+    from t2ikit.edit.outlines import image_sketch
     from t2ikit.world.render import render
 
     for seed in range(3):
@@ -231,15 +259,18 @@ def test_image_sketch_is_shapes_worlds_sketch(fill):
 
 
 def test_changed_words_and_which_outlines_a_sketch_keeps():
-    from t2ikit.diffusion.blend import changed_words, outlines_kept, sketch_for_edit
+    from t2ikit.edit.changes import changed_words, outlines_kept
+    from t2ikit.edit.outlines import sketch_for_edit
+    from t2ikit.world.vocab import COLOURS
 
     assert changed_words("a green circle and a red square", "an orange circle and a red square") == (["green"], ["orange"])
-    assert outlines_kept("a red circle", "a blue circle") and not outlines_kept("a red circle", "a red square")
+    assert outlines_kept("a red circle", "a blue circle", COLOURS) and not outlines_kept("a red circle", "a red square", COLOURS)
+    assert not outlines_kept("a red circle", "a blue circle", ())  # no colour words known: any edit may change an outline
     _, m, image = _scene_image([Group("red", "circle", "large"), Group("blue", "square", "large")])
     mask = torch.zeros(1, 1, 64, 64)
     mask[..., :32] = 1
-    colour = sketch_for_edit(image, mask, ["a red circle and a blue square"], ["a green circle and a blue square"])
-    shape = sketch_for_edit(image, mask, ["a red circle and a blue square"], ["a red triangle and a blue square"])
+    colour = sketch_for_edit(image, mask, ["a red circle and a blue square"], ["a green circle and a blue square"], COLOURS)
+    shape = sketch_for_edit(image, mask, ["a red circle and a blue square"], ["a red triangle and a blue square"], COLOURS)
     assert np.array_equal(colour[0, 0].numpy(), m.sketch)  # a colour edit keeps every outline
     assert shape[..., :32].sum() == 0 and torch.equal(shape[..., 32:], colour[..., 32:])
 
@@ -247,7 +278,7 @@ def test_changed_words_and_which_outlines_a_sketch_keeps():
 def test_snap_mask_takes_the_object_the_rough_mask_covers_and_not_the_other():
     from scipy import ndimage
 
-    from t2ikit.diffusion.blend import foreground, snap_mask
+    from t2ikit.edit.outlines import foreground, snap_mask
 
     _, m, image = _scene_image([Group("red", "circle", "large"), Group("blue", "square", "large")])
     labels, count = ndimage.label(foreground(image[0]))
@@ -262,7 +293,7 @@ def test_snap_mask_takes_the_object_the_rough_mask_covers_and_not_the_other():
 
 
 def test_blended_denoise_keeps_the_trajectory_outside_and_starts_at_the_strength(pipe):
-    from t2ikit.diffusion.blend import blended_denoise, start_level
+    from t2ikit.edit.blend import blended_denoise, start_level
     from t2ikit.diffusion.inversion import invert
 
     assert start_level(20, 0.8) == 4 and start_level(20, 1.0) == 0 and start_level(20, 0.01) == 19
@@ -297,7 +328,7 @@ def test_a_batch_edit_equals_its_items_edited_one_by_one_with_seed_plus_index(pi
 
 def test_residual_unet_adds_adapter_residuals_to_every_cfg_row(pipe):
     from t2ikit.control.adapters import ConditionAdapter, adapter_config_for
-    from t2ikit.diffusion.blend import ResidualUNet
+    from t2ikit.edit.blend import ResidualUNet
 
     adapter = ConditionAdapter(adapter_config_for(pipe.unet, pipe.vae_scale_factor, "sketch", 1, hidden=8))
     x, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor(500)
@@ -347,19 +378,19 @@ def test_detect_mask_boxes_the_edited_object_only_and_the_rest_is_kept(pipe):
 
 
 def test_blend_samples_against_the_empty_prompt_unless_the_source_is_asked_for(pipe, monkeypatch):
-    import t2ikit.diffusion.blend as blend_module
-    from t2ikit.diffusion.edit import EditOptions
+    import t2ikit.edit.run as run_module
+    from t2ikit.edit import EditOptions
 
     assert EditOptions(method="blend").check().uncond == "none"
     assert EditOptions(method="p2p").check().uncond == "negative-prompt"  # swap/p2p: the inversion that keeps guidance exact
     seen = []
-    real = blend_module.blended_denoise
+    real = run_module.blended_denoise
 
     def recording(unet, schedule, trajectory, cond, uncond, *a, **k):
         seen.append((cond, uncond))
         return real(unet, schedule, trajectory, cond, uncond, *a, **k)
 
-    monkeypatch.setattr(blend_module, "blended_denoise", recording)
+    monkeypatch.setattr(run_module, "blended_denoise", recording)
     _, _, image, _ = _red_circle_scene()
     src, tgt = "a red circle and a blue square", "an orange circle and a blue square"
     kw = dict(method="blend", guidance=4.0, steps=2, mask="detect")
@@ -373,7 +404,7 @@ def test_blend_samples_against_the_empty_prompt_unless_the_source_is_asked_for(p
 
 
 def test_blend_bad_input_is_refused_before_compute(pipe, monkeypatch):
-    import t2ikit.diffusion.edit as edit_module
+    import t2ikit.edit.run as edit_module
 
     def no_compute(*a, **k):
         raise AssertionError("computed before refusing bad input")
@@ -417,7 +448,7 @@ def test_relation_instructions_are_read_and_bad_ones_name_the_part():
         instruction_prompts("move the red circle above the blue square", "a red circle above a blue square")
 
 
-# --- target outlines and class masks for shape and size edits (t2ikit.diffusion.outline) ------------------
+# --- target outlines and class masks for shape and size edits (t2ikit.world.outlines) ---------------------
 
 
 def _red_circle_scene():
@@ -427,7 +458,7 @@ def _red_circle_scene():
 
 
 def _detect(image, source, target):
-    from t2ikit.diffusion.edit import detect_mask, edited_group
+    from t2ikit.world.edit_objects import detect_mask, edited_group
 
     return detect_mask(image, [edited_group(source, target)], 2)[0]
 
@@ -435,8 +466,8 @@ def _detect(image, source, target):
 def test_target_outline_is_the_target_shape_rendered_in_the_object_box():
     from dataclasses import replace
 
-    from t2ikit.diffusion.blend import image_sketch
-    from t2ikit.diffusion.outline import target_conditions
+    from t2ikit.edit.outlines import image_sketch
+    from t2ikit.world.outlines import target_conditions
     from t2ikit.world import vocab
     from t2ikit.world.render import render
 
@@ -458,7 +489,7 @@ def test_target_outline_is_the_target_shape_rendered_in_the_object_box():
 
 @pytest.mark.parametrize("before, after", [("large", "small"), ("small", "large")])
 def test_size_edit_draws_the_target_size_and_grows_the_mask_to_hold_it(before, after):
-    from t2ikit.diffusion.outline import target_conditions
+    from t2ikit.world.outlines import target_conditions
     from t2ikit.world import vocab
 
     _, _, image = _scene_image([Group("red", "circle", before), Group("blue", "square", "small")], seed=3)
@@ -474,8 +505,7 @@ def test_size_edit_draws_the_target_size_and_grows_the_mask_to_hold_it(before, a
 
 
 def test_detect_mask_finds_the_object_whose_size_word_changes():
-    from t2ikit.diffusion.edit import edited_group
-    from t2ikit.diffusion.outline import edited_groups
+    from t2ikit.world.edit_objects import edited_group, edited_groups
 
     src, tgt = "a large red triangle and a large purple diamond", "a small red triangle and a large purple diamond"
     assert edited_group(src, tgt) == Group("red", "triangle", "large")  # "large" is in both phrases
@@ -483,9 +513,9 @@ def test_detect_mask_finds_the_object_whose_size_word_changes():
 
 
 def test_blend_with_target_outline_shape_mask_and_local_prompt_uses_them_and_keeps_the_rest(pipe, monkeypatch):
-    from t2ikit.control import generate
+    from t2ikit.control import compose
     from t2ikit.control.adapters import ConditionAdapter, adapter_config_for
-    from t2ikit.diffusion.outline import target_conditions
+    from t2ikit.world.outlines import target_conditions
 
     seen = {}
 
@@ -500,7 +530,7 @@ def test_blend_with_target_outline_shape_mask_and_local_prompt_uses_them_and_kee
             torch.nn.init.normal_(conv.weight, std=0.2, generator=torch.Generator().manual_seed(1))
         return a
 
-    monkeypatch.setattr(generate, "_resolve_adapter", tiny_adapter)
+    monkeypatch.setattr(compose, "resolve_adapter", tiny_adapter)
     _, _, image, _ = _red_circle_scene()
     src, tgt = "a red circle and a blue square", "a red triangle and a blue square"
     kw = dict(method="blend", guidance=4.0, steps=3, mask="detect")
@@ -517,7 +547,7 @@ def test_blend_with_target_outline_shape_mask_and_local_prompt_uses_them_and_kee
 
 
 def test_target_outline_bad_input_is_refused_before_compute(pipe, monkeypatch):
-    import t2ikit.diffusion.edit as edit_module
+    import t2ikit.edit.run as edit_module
 
     def no_compute(*a, **k):
         raise AssertionError("computed before refusing bad input")
@@ -579,7 +609,7 @@ def _two_objects(a: Obj, b: Obj) -> torch.Tensor:
 
 
 def test_relation_move_reads_the_move_and_nothing_else():
-    from t2ikit.diffusion.outline import Move, relation_move
+    from t2ikit.world.moves import Move, relation_move
 
     red, blue = Group("red", "circle"), Group("blue", "square")
     assert relation_move("a red circle to the left of a blue square", "a red circle to the right of a blue square") \
@@ -594,7 +624,7 @@ def test_relation_move_reads_the_move_and_nothing_else():
 def test_planned_moves_make_the_target_relation_hold(subject_x, other_x, mover):
     from scipy import ndimage
 
-    from t2ikit.diffusion.outline import Move, placement_conditions, plan_move
+    from t2ikit.world.moves import Move, placement_conditions, plan_move
     from t2ikit.world.oracle import relation_holds
 
     a = Obj("red", "circle", "large", 14, subject_x, 25, 1.0, 0)
@@ -619,7 +649,7 @@ def test_planned_moves_make_the_target_relation_hold(subject_x, other_x, mover):
 
 
 def test_blend_relation_edit_moves_inside_its_mask_and_refuses_what_it_cannot_do(pipe, monkeypatch):
-    from t2ikit.control import generate
+    from t2ikit.control import compose
     from t2ikit.control.adapters import ConditionAdapter, adapter_config_for
 
     def tiny_adapter(pipe_, name, given):  # the same random weights at every call
@@ -627,7 +657,7 @@ def test_blend_relation_edit_moves_inside_its_mask_and_refuses_what_it_cannot_do
             torch.manual_seed(0)
             return ConditionAdapter(adapter_config_for(pipe_.unet, pipe_.vae_scale_factor, name, 4, hidden=8)).eval()
 
-    monkeypatch.setattr(generate, "_resolve_adapter", tiny_adapter)
+    monkeypatch.setattr(compose, "resolve_adapter", tiny_adapter)
     image = _two_objects(Obj("red", "circle", "large", 14, 6, 25, 1.0, 0), Obj("blue", "square", "large", 14, 26, 25, 1.0, 1))
     src, tgt = "a red circle to the left of a blue square", "a red circle to the right of a blue square"
     kw = dict(method="blend", guidance=3.0, steps=2, mask="detect", shape_mask=1.0, local_prompt=True)
@@ -657,9 +687,9 @@ def test_blend_relation_edit_moves_inside_its_mask_and_refuses_what_it_cannot_do
 
 
 def test_the_shapes_world_preset_is_the_measured_recipe_and_flags_override_it(folder, tmp_path, monkeypatch):
-    import t2ikit.diffusion.edit as edit_module
+    import t2ikit.edit as edit_module
     from t2ikit.cli import main
-    from t2ikit.diffusion.edit import EditOptions
+    from t2ikit.edit import EditOptions
 
     o = EditOptions.preset("shapes-world")
     assert (o.method, o.guidance, o.mask, o.mask_snap, o.shape_mask, o.local_prompt, o.uncond, o.start) == \
@@ -671,7 +701,7 @@ def test_the_shapes_world_preset_is_the_measured_recipe_and_flags_override_it(fo
         EditOptions.preset("best")
     with pytest.raises(ValueError, match="kind must be one of object, size, relation"):
         EditOptions.preset("shapes-world", kind="colour")
-    from t2ikit.diffusion.edit import edit_kind
+    from t2ikit.world.edit_support import edit_kind
 
     src = "a small red circle and a blue square"
     assert edit_kind(src, "a large red circle and a blue square") == "size"

@@ -1,5 +1,6 @@
-"""Token grounding: caption tokens mapped to their noun phrase, silhouettes per group, the attention loss's
-values on attention we know, the batches that carry the targets, and the trainer that logs the term."""
+"""Token grounding: caption tokens mapped to their noun phrase, silhouettes per group, the attention losses'
+values on attention we know (the relation term and centroids are the core's, t2ikit.attention.grounding), the
+batches that carry the targets, and the trainer that logs the terms."""
 
 from __future__ import annotations
 
@@ -11,13 +12,18 @@ import numpy as np
 import pytest
 import torch
 
+from t2ikit.attention import grounding as core
+from t2ikit.attention.grounding import GroundingCapture, group_centroids, relation_loss
+from t2ikit.text.parser import RELATION_AXES
+from t2ikit.train import grounding as train_grounding
 from t2ikit.train.config import load_config
 from t2ikit.train.data import ShapesBatches
-from t2ikit.train.grounding import MAX_GROUPS, caption_token_groups, group_centroids, grounding_loss, relation_loss
+from t2ikit.train.grounding import MAX_GROUPS, caption_token_groups, grounding_loss
 from t2ikit.train.trainer import Trainer, build_tokenizer
 from t2ikit.world.caption import parse_caption, write_caption
 from t2ikit.world.render import group_silhouettes, render_rgb
-from t2ikit.world.scene import RELATION_AXES, Group, Relation, Spec, relation_rows, sample_scene, scene_rng
+from t2ikit.world.scene import RELATION_AXES as SCENE_RELATION_AXES
+from t2ikit.world.scene import Group, Relation, Spec, relation_rows, sample_scene, scene_rng
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_dynamics import SHORT, _train_records, dyn_config  # noqa: E402
@@ -177,8 +183,10 @@ def test_relation_loss_reads_where_each_groups_words_attend():
     assert loss("left of") == pytest.approx(0.0) and loss("right of") == pytest.approx(0.6)
     assert loss("left of", margin=0.6) == pytest.approx(0.1)
     assert loss("above") == pytest.approx(0.1) and loss("below") == pytest.approx(0.1)  # same row: 0 offset
-    c, has = group_centroids(probs, (8, 8), groups)
-    assert c[0, :2].flatten().tolist() == pytest.approx([0.25, 0.5, 0.75, 0.5]) and has[0].tolist() == [True, True, False, False]
+    c, has = group_centroids(probs, (8, 8), groups)  # as many groups as token_groups names
+    assert c[0].flatten().tolist() == pytest.approx([0.25, 0.5, 0.75, 0.5]) and has[0].tolist() == [True, True]
+    c4, has4 = group_centroids(probs, (8, 8), groups, MAX_GROUPS)
+    assert torch.equal(c4[:, :2], c) and has4[0].tolist() == [True, True, False, False]
     # a relation whose group has no grounded token (a dropped caption) is skipped
     none = relation_loss([((8, 8), probs)], torch.full((1, 4), -1), torch.tensor([[[0, 1, 0, 1]]]))
     assert float(none.detach()) == 0.0
@@ -235,3 +243,8 @@ def test_trainer_logs_the_relation_term(tmp_path):
     assert any(r["loss_relation"] > 0.0 for r in records)  # uniform-ish attention misses a 0.2 margin
     with pytest.raises(ValueError, match="relation_margin"):
         load_config(dyn_config(tmp_path, SHORT, losses={"relation": 0.1, "relation_margin": 1.5}))
+
+
+def test_training_uses_the_cores_capture_and_relation_term():
+    assert train_grounding.GroundingCapture is GroundingCapture and train_grounding.relation_loss is core.relation_loss
+    assert SCENE_RELATION_AXES == RELATION_AXES  # the world's rows and the parser's agree

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 import torch
 
@@ -15,7 +17,9 @@ from t2ikit.models.sizes import (
     unet_flops,
     vae_size,
 )
-from t2ikit.train.losses import diffusion_loss, edge_map, min_snr_weights, vae_loss
+from t2ikit.diffusion.losses import min_snr_weights
+from t2ikit.diffusion.schedules import training_scheduler
+from t2ikit.train.losses import diffusion_loss, edge_map, vae_loss
 
 
 def test_size_table_names_and_order():
@@ -92,9 +96,7 @@ def test_edge_map_marks_both_sides_of_a_boundary():
 
 def test_losses_are_functions_of_the_generator():
     from t2ikit.train.config import DiffusionConfig
-    from t2ikit.train.export import training_scheduler
-
-    unet, sched = build_unet("xs", sample_size=8, seed=3), training_scheduler(DiffusionConfig())
+    unet, sched = build_unet("xs", sample_size=8, seed=3), training_scheduler(asdict(DiffusionConfig()))
     torch.nn.init.normal_(unet.conv_out.weight, std=0.1)
     lat, txt = torch.randn(2, 4, 8, 8), torch.randn(2, 3, 16)
     l1 = diffusion_loss(unet, lat, txt, sched, torch.Generator().manual_seed(0), 5.0)

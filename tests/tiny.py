@@ -94,4 +94,10 @@ def make_tiny_sd_folder(path, scheduler: str = "ddim", seed: int = 0, max_length
     path = Path(path)
     pipe.save_pretrained(path, safe_serialization=True)
     save_tokenizer(parts["tokenizer"], path / "tokenizer")  # adds vocab.json + merges.txt
+    (path / "t2ikit.json").write_text('{"parser": "shapes-world"}\n')  # its words are Shapes World captions'
     return path
+
+
+def generate_with(pipe, prompt, decode: bool = True, hooks=None, callback=None, **settings):
+    """A Generation of one `T2IPipeline.run` with any GenerationSpec settings (no progress bar)."""
+    return pipe.run(pipe.make_spec(prompt, **settings), decode=decode, progress=False, hooks=hooks, callback=callback)

@@ -17,21 +17,36 @@ import json
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from t2ikit.attention.processor import AttentionController
+from t2ikit.attention.sparse import hooks_from_spec
+from t2ikit.control.compose import WHITE, bootstrap_step, parse_scales, resolve_adapter
+from t2ikit.control.encoders import CONDITIONS, load_condition, to_batch
+from t2ikit.control.reference import ReferenceAdapter
+from t2ikit.control.regions import REGION_MODES, Region, RegionAttentionHook, check_regions, latent_masks, \
+    parse_region, region_context
+from t2ikit.diffusion.conditioning import Conditioning
+from t2ikit.diffusion.denoisers import unet_denoiser
+from t2ikit.diffusion.guidance import DEFAULT_MODE, MODES, Condition
+from t2ikit.diffusion.latent_guidance import ExciteConfig, LatentGuidance
 from t2ikit.diffusion.loop import initial_noise, sample
-from t2ikit.diffusion.samplers import DEFAULT_SAMPLER, check_sampler, make_scheduler
+from t2ikit.diffusion.samplers import DEFAULT_SAMPLER, check_sampler, make_scheduler, sampler_display_name
+from t2ikit.models.memory import check_memory
 from t2ikit.text.check import check_prompt
 from t2ikit.text.encoder import encode_prompts
+from t2ikit.text.parser import PromptParseError, get_parser, parser_names
 from t2ikit.text.tokenizer import known_words
+from t2ikit.text.weighting import DEFAULT_WEIGHTING, check_weighted_prompt, check_weighting, encode_prompt_pair, \
+    plain_text
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
-T2IKIT_CONFIG = "t2ikit.json"  # optional file in a model folder: {"defaults": {"guidance": .., ...}}
+T2IKIT_CONFIG = "t2ikit.json"  # optional file in a model folder: {"defaults": {...}, "parser": "shapes-world"}
 
 # Guidance when the folder names none: SD's customary 7.5 for a BPE (SD) text encoder; a small
 # word-level model trained on Shapes World saturates colours at that scale, so it gets less.
@@ -118,9 +133,9 @@ def read_folder_config(root: Path) -> dict:
 
 @dataclass
 class GenerationSpec:
-    """One call's request, validated before any compute; also what a PNG records."""
+    """One call's request, validated before any compute; also what a PNG records (`settings`)."""
 
-    prompts: list[str]  # one entry per distinct prompt
+    prompts: list[str]  # one entry per distinct prompt (weighting syntax allowed, see `weighting`)
     negative_prompts: list[str] | None = None  # same length as prompts; None means "" with guidance
     steps: int = DEFAULT_STEPS  # denoising steps (scheduler.set_timesteps)
     guidance: float = DEFAULT_GUIDANCE_SD  # classifier-free guidance scale, >= 0; 1 means no guidance
@@ -128,7 +143,18 @@ class GenerationSpec:
     n: int = 1  # images per prompt
     size: tuple[int, int] = (512, 512)  # (height, width) in pixels
     sampler: str = DEFAULT_SAMPLER  # a name in t2ikit.diffusion.SAMPLERS
-    relation_guidance: float = 0.0  # step size of relation guidance (t2ikit.analysis.excite); 0 = off
+    relation_guidance: float = 0.0  # step size of relation guidance (diffusion.latent_guidance); 0 = off
+    excite: float = 0.0  # step size of Attend-and-Excite on the prompt's object nouns; 0 = off
+    weighting: str = DEFAULT_WEIGHTING  # prompt weighting syntax: "a1111", "compel" or "none" (text.weighting)
+    attention: str | None = None  # sparse / hierarchical cross-attention: "topk:K", "topp:P", "prune", "hier:W/P/S"
+    conditions: dict = field(default_factory=dict)  # sketch / depth / mask / reference -> image (or one per prompt)
+    adapters: dict = field(default_factory=dict)  # condition -> adapter folder or module (default: the shipped one)
+    scales: dict = field(default_factory=dict)  # "text", "regions" or a condition name -> its scale
+    regions: list = field(default_factory=list)  # control.regions.Region or "x0,y0,x1,y1:prompt" / "mask.png:prompt"
+    region_mode: str = "attention"  # "attention" (masked cross-attention) or "noise" (MultiDiffusion)
+    bootstrap: float = 0.0  # with regions: fraction of steps the latents outside all regions are reset
+    background: tuple = WHITE  # the bootstrap's plain background colour, RGB in [0, 1]
+    guidance_mode: str = DEFAULT_MODE  # how N conditions combine: "composed" or "nested"
 
     @property
     def count(self) -> int:
@@ -145,6 +171,9 @@ class GenerationSpec:
         def is_int(x):
             return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
+        def is_number(x):
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
         if not self.prompts or not all(isinstance(p, str) for p in self.prompts):
             raise ValueError(f"prompt must be a str or a non-empty list of str; got {self.prompts!r}")
         if self.negative_prompts is not None:
@@ -156,7 +185,7 @@ class GenerationSpec:
                 )
         if not is_int(self.steps) or self.steps < 1:
             raise ValueError(f"steps must be an int >= 1; got {self.steps!r}")
-        if not isinstance(self.guidance, (int, float)) or not math.isfinite(self.guidance) or self.guidance < 0:
+        if not is_number(self.guidance) or self.guidance < 0:
             raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance); got {self.guidance!r}")
         if not is_int(self.n) or self.n < 1:
             raise ValueError(f"n (images per prompt) must be an int >= 1; got {self.n!r}")
@@ -172,10 +201,73 @@ class GenerationSpec:
                 f"(the VAE's downsampling factor); got {self.size!r}"
             )
         check_sampler(self.sampler)
-        rg = self.relation_guidance
-        if not isinstance(rg, (int, float)) or isinstance(rg, bool) or not math.isfinite(rg) or rg < 0:
-            raise ValueError(f"relation_guidance must be a finite number >= 0 (0 = off); got {rg!r}")
+        for name in ("relation_guidance", "excite"):
+            value = getattr(self, name)
+            if not is_number(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0 (0 = off); got {value!r}")
+        check_weighting([*self.prompts, *(self.negative_prompts or [])], self.weighting)
+        if self.attention is not None:
+            hooks_from_spec(self.attention)
+        unknown = set(self.conditions) - set(CONDITIONS)
+        if unknown:
+            raise ValueError(f"unknown condition(s) {sorted(unknown)}; allowed: {', '.join(CONDITIONS)}")
+        for name in self.adapters:
+            if name not in self.conditions:
+                raise ValueError(f"an adapter for {name!r} was given without a {name} condition image")
+        self.scales = parse_scales(self.scales)
+        for name in self.scales:
+            if name in CONDITIONS and name not in self.conditions:
+                raise ValueError(f"scale {name}=... given without a {name} condition image")
+        if "regions" in self.scales and not self.regions:
+            raise ValueError("scale regions=... given without regions")
+        if self.region_mode not in REGION_MODES:
+            raise ValueError(f"unknown region mode {self.region_mode!r}; allowed: {', '.join(REGION_MODES)}")
+        if not is_number(self.bootstrap) or not 0 <= self.bootstrap <= 1:
+            raise ValueError(f"bootstrap must be a fraction of the steps in [0, 1]; got {self.bootstrap!r}")
+        if self.bootstrap > 0 and not self.regions:
+            raise ValueError("bootstrap resets the latents outside the regions: give regions too")
+        if len(self.background) != 3 or not all(is_number(v) and 0 <= v <= 1 for v in self.background):
+            raise ValueError(f"background must be an RGB triple in [0, 1]; got {self.background!r}")
+        if self.guidance_mode not in MODES:
+            raise ValueError(f"unknown guidance mode {self.guidance_mode!r}; allowed: {', '.join(MODES)}")
         return self
+
+    def settings(self) -> dict:
+        """The settings that acted, AUTOMATIC1111-style names -> values (what a PNG's parameters record)."""
+        out = {"Steps": self.steps, "Sampler": sampler_display_name(self.sampler), "CFG scale": self.guidance,
+               "Seed": self.seed, "Size": f"{self.size[1]}x{self.size[0]}"}
+        if self.weighting != DEFAULT_WEIGHTING:
+            out["Weighting"] = self.weighting
+        if self.relation_guidance > 0:
+            out["Relation guidance"] = self.relation_guidance
+        if self.excite > 0:
+            out["Attend and excite"] = self.excite
+        if self.attention is not None:
+            out["Attention"] = self.attention
+        for name, source in self.conditions.items():
+            out[f"{name.capitalize()} image"] = _describe_source(source)
+        for name, adapter in self.adapters.items():
+            out[f"{name.capitalize()} adapter"] = _describe_source(adapter)
+        if self.scales:
+            out["Condition scales"] = " ".join(f"{k}={v:g}" for k, v in self.scales.items())
+        if self.regions:
+            out["Regions"] = "; ".join(r if isinstance(r, str) else f"{r.box}:{r.prompt}" for r in self.regions)
+            out["Region mode"] = self.region_mode
+        if self.bootstrap > 0:
+            out["Bootstrap"] = self.bootstrap
+            out["Background"] = ",".join(f"{v:g}" for v in self.background)
+        if self.guidance_mode != DEFAULT_MODE:
+            out["Guidance mode"] = self.guidance_mode
+        return out
+
+
+def _describe_source(source) -> str:
+    """A condition image or adapter as a PNG records it: its path, else its kind."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (list, tuple)):
+        return ", ".join(_describe_source(s) for s in source)
+    return f"<{type(source).__name__}>"
 
 
 @dataclass
@@ -206,13 +298,15 @@ def to_pil(images: torch.Tensor) -> list:
 class T2IPipeline:
     """The loaded components of a model folder and the calls that use them."""
 
-    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler_config: dict, path=None, defaults=None):
+    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler_config: dict, path=None, defaults=None,
+                 parser=None):
         self.unet = unet
         self.vae = vae
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
         self.scheduler_config = dict(scheduler_config)
         self.path = Path(path) if path is not None else None
+        self.parser = get_parser(parser)  # reads objects and relations for latent guidance (text.parser); or None
         word_level = known_words(tokenizer) is not None
         self.defaults = {
             "steps": DEFAULT_STEPS,
@@ -230,8 +324,11 @@ class T2IPipeline:
     # --- loading ------------------------------------------------------------------------------------
 
     @classmethod
-    def from_folder(cls, path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-        """Load a local diffusers SD folder (ours or SD 1.x/2.x); ValueError if missing, incomplete or pickle."""
+    def from_folder(cls, path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, parser=None):
+        """Load a local diffusers SD folder (ours or SD 1.x/2.x); ValueError if missing, incomplete or pickle.
+
+        `parser`: a text.parser.Parser or a registered name; default: the one the folder's t2ikit.json names.
+        """
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -257,7 +354,8 @@ class T2IPipeline:
         unknown = set(defaults) - set(DEFAULT_KEYS)
         if unknown:
             raise ValueError(f"{root / T2IKIT_CONFIG}: unknown default(s) {sorted(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
-        return cls(unet, vae, text_encoder, tokenizer, scheduler_config, path=root, defaults=defaults)
+        parser = config["t2ikit"].get("parser") if parser is None else parser
+        return cls(unet, vae, text_encoder, tokenizer, scheduler_config, path=root, defaults=defaults, parser=parser)
 
     # --- geometry -----------------------------------------------------------------------------------
 
@@ -296,18 +394,36 @@ class T2IPipeline:
         size: tuple[int, int] | None = None,
         sampler: str | None = None,
         relation_guidance: float | None = None,
+        **techniques,
     ) -> GenerationSpec:
         """A validated GenerationSpec; None arguments take the model's defaults.
 
-        relation_guidance given (> 0) asks for it: every prompt must be one the world's caption parser reads
-        (ValueError names those it cannot), and a prompt that states no relation is warned about. As the
-        model's default it guides the prompts it can read and leaves the rest alone.
+        `techniques`: any other GenerationSpec field (excite, weighting, attention, sketch / depth / mask /
+        reference images or `conditions`, adapters, scales, regions, region_mode, bootstrap, background,
+        guidance_mode). relation_guidance given (> 0) asks for it: every prompt must be one the model's
+        parser reads (ValueError names those it cannot), and a prompt that states no relation is warned
+        about. As the model's default it guides the prompts it can read and leaves the rest alone.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else prompt
         if isinstance(negative_prompt, str):
             negative_prompt = [negative_prompt] * (len(prompts) if isinstance(prompts, list) else 1)
         elif negative_prompt is not None:
             negative_prompt = list(negative_prompt)
+        conditions = dict(techniques.pop("conditions", None) or {})
+        for name in CONDITIONS:
+            if techniques.get(name) is not None:
+                conditions[name] = techniques.pop(name)
+            techniques.pop(name, None)
+        unknown = set(techniques) - {f.name for f in fields(GenerationSpec)}
+        if unknown:
+            raise TypeError(f"unknown generation setting(s) {sorted(unknown)}")
+        techniques = {k: v for k, v in techniques.items() if v is not None}
+        for key in ("adapters", "scales"):
+            techniques[key] = dict(techniques.get(key) or {}) if not isinstance(techniques.get(key), list) \
+                else techniques[key]
+        if isinstance(techniques.get("scales"), list):
+            techniques["scales"] = parse_scales(techniques["scales"])
+        techniques["regions"] = list(techniques.get("regions") or [])
         spec = GenerationSpec(
             prompts=prompts,
             negative_prompts=negative_prompt,
@@ -318,14 +434,38 @@ class T2IPipeline:
             size=self.default_size if size is None else tuple(size),
             sampler=self.defaults["sampler"] if sampler is None else sampler,
             relation_guidance=self.defaults["relation_guidance"] if relation_guidance is None else relation_guidance,
+            conditions=conditions,
+            **techniques,
         )
         spec = spec.validate(self.vae_scale_factor)
-        if relation_guidance is not None and relation_guidance > 0:
-            _check_relation_prompts(spec.prompts)
+        if (relation_guidance is not None and relation_guidance > 0) or spec.excite > 0:
+            self._check_parsed(spec, relation=relation_guidance is not None and relation_guidance > 0)
         return spec
 
+    def _check_parsed(self, spec: GenerationSpec, relation: bool) -> None:
+        """Latent guidance was asked for: ValueError without a parser or for prompts it cannot read; a warning
+        for prompts that state no relation (nothing to guide)."""
+        what = "relation guidance" if relation else "Attend-and-Excite"
+        if self.parser is None:
+            raise ValueError(f"{what} reads the objects of each prompt with a prompt parser, and this model names "
+                             f"none: pass parser=... to T2IPipeline.from_folder (registered: "
+                             f"{', '.join(parser_names()) or 'none'})")
+        unreadable, without = [], []
+        for p in spec.prompts:
+            try:
+                if not self.parser.parse(plain_text(p, spec.weighting)).relations:
+                    without.append(p)
+            except PromptParseError as err:
+                unreadable.append(f"{p!r} ({err})")
+        if unreadable:
+            raise ValueError(f"{what} reads each prompt with the {self.parser.name} parser, which cannot read "
+                             + "; ".join(unreadable))
+        if relation and without:
+            warnings.warn(f"relation guidance: {', '.join(map(repr, without))} states no relation (left of, right "
+                          "of, above, below); generated without it")
+
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """(B, T, D) text embeddings, as the UNet cross-attends to them."""
+        """(B, T, D) text embeddings of plain prompts, as the UNet cross-attends to them."""
         return encode_prompts(self.tokenizer, self.text_encoder, prompts)
 
     def _encode_each(self, texts: list[str]) -> torch.Tensor:
@@ -336,45 +476,144 @@ class T2IPipeline:
 
     @torch.no_grad()
     def run(self, spec: GenerationSpec, decode: bool = True, progress: bool = True, callback=None,
-            hooks=None) -> Generation:
-        """Generate from a validated spec: the lower-level call behind `generate`.
+            hooks=None, embeds: tuple | None = None, seeds: list[int] | None = None, updates=()) -> Generation:
+        """Generate from a validated spec: the one place that draws noise and runs the loop.
 
         `hooks`: attention hooks (a list of t2ikit.attention AttentionHook, or an AttentionController) that
         run inside every attention layer for this call only; their clock follows the sampling steps.
+        `embeds`: (cond, uncond) text states (N, T, D) used instead of encoding the prompts (soft prompts,
+        analyses); uncond may be None for no guidance. `seeds`: one per image instead of seed + k.
+        `updates`: extra before-step latent updates (f(i, t, latents, scheduler) -> latents), after the spec's own.
+        Everything is read and checked (condition images, adapters, regions, memory) before any compute.
         """
-        from t2ikit.attention.processor import AttentionController
-
-        controller = hooks if isinstance(hooks, AttentionController) or hooks is None else AttentionController(hooks)
-        for prompt in dict.fromkeys(spec.prompts):
-            check_prompt(self.tokenizer, prompt)
-        for prompt in dict.fromkeys(spec.negative_prompts or []):
-            if prompt:  # an empty negative prompt is the usual unconditional branch, not worth a warning
-                check_prompt(self.tokenizer, prompt)
-        seeds = [spec.seed + k for k in range(spec.count)]
+        plan = self._plan(spec, hooks)
+        if seeds is None:
+            seeds = [spec.seed + k for k in range(spec.count)]
+        elif len(seeds) != spec.count or not all(isinstance(s, int) and 0 <= s < 2**63 for s in seeds):
+            raise ValueError(f"seeds must be {spec.count} ints in [0, 2**63), one per image; got {seeds!r}")
+        if embeds is not None:
+            if not isinstance(embeds[0], torch.Tensor) or embeds[0].ndim != 3 or embeds[0].shape[0] != spec.count:
+                raise ValueError(f"embeds[0] must be a ({spec.count}, T, D) tensor of text states; got "
+                                 f"{getattr(embeds[0], 'shape', type(embeds[0]).__name__)}")
+            plan["embeds"] = embeds
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        cond = self._encode_each(spec.image_prompts())  # (N, T, D)
-        uncond = self._encode_each(spec.image_negatives()) if spec.guidance != 1.0 else None
         h, w = spec.size[0] // self.vae_scale_factor, spec.size[1] // self.vae_scale_factor
         noise = initial_noise((spec.count, self.unet.config.in_channels, h, w), generators, self.device, self.dtype)
         scheduler = make_scheduler(spec.sampler, self.scheduler_config)
-        before_step = None
-        if spec.relation_guidance > 0:
-            from t2ikit.analysis.excite import ExciteConfig, LatentGuidance
-
-            before_step = LatentGuidance(self, spec.image_prompts(), cond,  # a no-op where no relation is read
-                                         ExciteConfig(objective="relation", step_size=float(spec.relation_guidance)),
-                                         strict=False)  # unreadable prompts (checked in make_spec when asked for) pass
-        if controller is not None:
-            controller.install(self.unet)
+        scheduler.set_timesteps(spec.steps, device=self.device)
+        c = self._conditioning(spec, plan, scheduler, (h, w))
+        c.before_step.extend(updates)
+        if c.controller is not None:
+            c.controller.install(self.unet)
         try:
-            latents = sample(self.unet, scheduler, noise, cond, uncond, spec.steps, spec.guidance, generators,
-                             progress, callback, controller, before_step)
+            latents = sample(unet_denoiser(self.unet), scheduler, noise, c, generators, progress, callback)
         finally:
-            if controller is not None:
-                controller.uninstall()
-                controller.reset_clock()
+            if c.controller is not None:
+                c.controller.uninstall()
+                c.controller.reset_clock()
         images = self.decode(latents) if decode else None
         return Generation(latents=latents, images=images, spec=spec, seeds=seeds)
+
+    def _plan(self, spec: GenerationSpec, hooks) -> dict:
+        """Read and check everything a request names (text, hooks, maps, adapters, regions) before compute."""
+        plain = [plain_text(p, spec.weighting) for p in spec.prompts]
+        for text in dict.fromkeys(spec.prompts):
+            check_weighted_prompt(self.tokenizer, text, spec.weighting)
+        for text in dict.fromkeys(spec.negative_prompts or []):
+            if text:  # an empty negative prompt is the usual unconditional branch, not worth a warning
+                check_weighted_prompt(self.tokenizer, text, spec.weighting)
+        controller = hooks if isinstance(hooks, AttentionController) else AttentionController(hooks or [])
+        named = hooks_from_spec(spec.attention) if spec.attention else []  # bound to this request's prompts
+        for hook in named:
+            controller.add(hook)
+        maps = {}  # name -> one (C, H, W) map per prompt
+        for name, src in spec.conditions.items():
+            if isinstance(src, (list, tuple)):
+                if len(src) != len(spec.prompts):
+                    raise ValueError(f"{name}: {len(src)} maps for {len(spec.prompts)} prompts; give one per prompt "
+                                     f"or one")
+                maps[name] = [load_condition(x, name, spec.size) for x in src]
+            else:
+                maps[name] = [load_condition(src, name, spec.size)] * len(spec.prompts)
+        regions = [r if isinstance(r, Region) else parse_region(r, spec.size) for r in spec.regions]
+        region_masks = check_regions(regions, spec.size) if regions else None
+        adapters = {name: resolve_adapter(self, name, spec.adapters.get(name)) for name in maps}
+        if regions and any(isinstance(a, ReferenceAdapter) and a.concat for a in adapters.values()):
+            raise ValueError("a concat-fusion reference adapter lengthens the text context, which region prompts do "
+                             "not share: use a reference or regions, not both")
+        text_bound = [h for h in controller.hooks if hasattr(h, "bind")]  # hooks that read each row's prompt
+        if text_bound and regions:
+            raise ValueError(f"{text_bound[0].name} attention reads each row's own prompt tokens, and region prompts "
+                             "add rows (noise mode) or tokens (attention mode) of other prompts: with regions use "
+                             "topk or topp attention in noise mode")
+        region_hook = None
+        if regions and spec.region_mode == "attention":  # added here so that a hook it cannot run with is refused now
+            region_hook = controller.add(RegionAttentionHook(region_masks, [r.weight for r in regions], 0))
+        if text_bound and any(isinstance(a, ReferenceAdapter) and a.concat for a in adapters.values()):
+            raise ValueError(f"{text_bound[0].name} attention chooses among the prompt's tokens, and a concat-fusion "
+                             "reference adapter appends image tokens to them: use one of the two")
+        rows = 1 + max(1, len(regions) if spec.region_mode == "noise" else 1)
+        check_memory(self, spec.count, spec.size, rows_per_image=rows, hooks=controller.hooks,
+                     grad=spec.relation_guidance > 0 or spec.excite > 0, what="generate")
+        return {"plain": plain, "controller": controller, "maps": maps, "regions": regions,
+                "region_masks": region_masks, "region_hook": region_hook, "adapters": adapters,
+                "to_bind": [h for h in named if hasattr(h, "bind")]}
+
+    def _conditioning(self, spec: GenerationSpec, plan: dict, scheduler, latent_hw) -> Conditioning:
+        """One Conditioning of everything the request names (the data flow of docs/ARCHITECTURE.md)."""
+        if "embeds" in plan:
+            cond, uncond = (e.to(self.device, self.dtype) if e is not None else None for e in plan["embeds"])
+        else:
+            cond, uncond = encode_prompt_pair(self.tokenizer, self.text_encoder, spec.image_prompts(),
+                                              spec.image_negatives(), spec.weighting)[:2]  # (N, T, D) each
+        text = cond
+        controller = plan["controller"]
+        for hook in plan["to_bind"]:
+            hook.bind(self, [plain_text(p, spec.weighting) for p in spec.image_prompts()],
+                      [plain_text(p, spec.weighting) for p in spec.image_negatives()])
+        residuals = None
+        for name, adapter in plan["adapters"].items():
+            image = to_batch([m for m in plan["maps"][name] for _ in range(spec.n)], self.device, self.dtype)
+            scale = spec.scales.get(name, 1.0)
+            if isinstance(adapter, ReferenceAdapter) and adapter.concat:  # image tokens after the text's
+                cond = adapter.context(cond, image, scale)
+                uncond = adapter.null_context(uncond, self.encode_text([""]))  # guidance amplifies the reference
+            elif isinstance(adapter, ReferenceAdapter):  # decoupled attention fusion: a hook on cross-attention
+                controller.add(adapter.hook(image, scale))
+            else:  # additive fusion: residuals into the down blocks
+                res = adapter(image, scale)
+                residuals = res if residuals is None else [a + b for a, b in zip(residuals, res)]
+        text_scale = spec.scales.get("text", spec.guidance)
+        regions = plan["regions"]
+        region_states = [encode_prompt_pair(self.tokenizer, self.text_encoder, [r.prompt] * spec.count, None,
+                                            spec.weighting)[0] for r in regions]
+        if regions and spec.region_mode == "attention":
+            conditions = [Condition(region_context(cond, region_states), text_scale, name="text+regions")]
+            uncond = region_context(uncond, [uncond] * len(regions))
+            plan["region_hook"].tokens = cond.shape[1]  # tokens per prompt block, known once the text is encoded
+        elif regions:  # noise space: one condition per region, the base prompt outside them
+            lm = latent_masks(plan["region_masks"], latent_hw).to(self.device, self.dtype)
+            outside = (1 - lm.sum(0)).clamp(min=0)
+            region_scale = spec.scales.get("regions", text_scale)
+            conditions = [Condition(cond, text_scale, mask=outside, name="text")] + [
+                Condition(states, region_scale, mask=m, priority=r.weight, name=f"region {i}: {r.prompt}")
+                for i, (r, states, m) in enumerate(zip(regions, region_states, lm))]
+        else:
+            conditions = [Condition(cond, text_scale, name="text")]
+        before = []
+        prompts = [plain_text(p, spec.weighting) for p in spec.image_prompts()]
+        for objective, size in (("relation", spec.relation_guidance), ("excite", spec.excite)):
+            if size > 0 and self.parser is not None:  # unreadable prompts (checked in make_spec when asked) pass
+                before.append(LatentGuidance(self.unet, self.tokenizer, self.parser, prompts, text,
+                                             ExciteConfig(objective=objective, step_size=float(size)), strict=False))
+        after = []
+        if regions and spec.bootstrap > 0:
+            gens = [torch.Generator("cpu").manual_seed(spec.seed + k) for k in range(spec.count)]
+            after.append(bootstrap_step(self, scheduler, plan["region_masks"], latent_hw, spec.background, spec,
+                                        spec.bootstrap, gens))
+        c = Conditioning(conditions, uncond, spec.guidance_mode, residuals, controller if controller.hooks else None,
+                         before, after)
+        return c.check(latent_hw)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -399,14 +638,19 @@ class T2IPipeline:
         progress: bool = True,
         hooks=None,
         relation_guidance: float | None = None,
+        callback=None,
+        **techniques,
     ) -> list:
         """Images (PIL) for `prompt`: n per prompt, prompt-major; image k seeded `seed + k`.
 
         steps, guidance, sampler and relation_guidance default to the model's (t2ikit.json in the folder, else
         20, 7.5 for SD or 4.0 for a word-level model, dpmpp_2m, 0 = off); size defaults to the UNet's sample size.
+        `techniques`: any GenerationSpec field, all in one call: weighting, excite, attention, sketch=, depth=,
+        mask=, reference=, adapters, scales, regions, region_mode, bootstrap, background, guidance_mode.
         """
-        spec = self.make_spec(prompt, negative_prompt, steps, guidance, seed, n, size, sampler, relation_guidance)
-        return self.run(spec, progress=progress, hooks=hooks).pil()
+        spec = self.make_spec(prompt, negative_prompt, steps, guidance, seed, n, size, sampler, relation_guidance,
+                              **techniques)
+        return self.run(spec, progress=progress, hooks=hooks, callback=callback).pil()
 
 
 def _fusion_of(root: Path) -> str:
@@ -418,26 +662,6 @@ def _fusion_of(root: Path) -> str:
         return json.loads(path.read_text()).get("model", {}).get("fusion", "sequential")
     except (json.JSONDecodeError, AttributeError) as err:
         raise ValueError(f"{path} is not a valid training record: {err}") from None
-
-
-def _check_relation_prompts(prompts: list[str]) -> None:
-    """Relation guidance was asked for: ValueError for prompts the caption parser cannot read, a warning for
-    prompts that state no relation (nothing to guide)."""
-    from t2ikit.world.caption import CaptionError, parse_caption
-
-    unreadable, without = [], []
-    for p in prompts:
-        try:
-            if not parse_caption(p).relations:
-                without.append(p)
-        except CaptionError as err:
-            unreadable.append(f"{p!r} ({err})")
-    if unreadable:
-        raise ValueError("relation guidance reads each prompt with the Shapes World caption parser, which cannot "
-                         "read " + "; ".join(unreadable))
-    if without:
-        warnings.warn(f"relation guidance: {', '.join(map(repr, without))} states no relation (left of, right of, "
-                      "above, below); generated without it")
 
 
 def write_model_defaults(folder: str | os.PathLike, **defaults) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from t2ikit.attention.capture import AttentionStore
+from t2ikit.bench.stats import bootstrap_interval
 
 
 @dataclass
@@ -48,13 +49,13 @@ def _check_text(tokenizer, text: str, prompt: str):
 def explain(pipe, prompt: str, seed: int = 0, steps: int | None = None, guidance: float | None = None,
             sampler: str | None = None, mode: str = "a1111") -> Attribution:
     """Generate `prompt` (weights allowed) with seed `seed` and return its image and per-word maps."""
-    from t2ikit.text.weighting import generate_weighted, parse_weighted
+    from t2ikit.text.weighting import plain_text
 
-    text = parse_weighted(prompt).plain
+    text = plain_text(prompt, mode)
     spans = _check_text(pipe.tokenizer, text, prompt)  # before any compute
     store = AttentionStore()
-    images = generate_weighted(pipe, prompt, seed=seed, n=1, steps=steps, guidance=guidance, sampler=sampler,
-                               mode=mode, hooks=[store])
+    spec = pipe.make_spec(prompt, None, steps, guidance, seed, 1, None, sampler, 0.0, weighting=mode)
+    images = pipe.run(spec, progress=False, hooks=[store]).images
     size = tuple(images.shape[-2:])
     labels = word_labels(spans)
     maps = store.word_maps({lab: s.positions for lab, s in zip(labels, spans)}, size, batch_index=-1)
@@ -178,13 +179,13 @@ def attribution_overlap(pipe, prompts: list[str], seeds: list[int], steps: int |
         if not len(r):
             result[kind] = {"n": 0}
             continue
-        boot = rng.integers(0, len(r), size=(1000, len(r)))
         ov, base = r[:, 0], r[:, 1]
         lift = ov / base
+        overlap_ci, lift_ci = bootstrap_interval(np.stack([ov, lift]), rng, 1000)  # the same resamples
         result[kind] = {
             "n": int(len(r)),
-            "overlap": float(ov.mean()), "overlap_ci": [float(x) for x in np.percentile(ov[boot].mean(1), [2.5, 97.5])],
+            "overlap": float(ov.mean()), "overlap_ci": overlap_ci,
             "baseline": float(base.mean()),
-            "lift": float(lift.mean()), "lift_ci": [float(x) for x in np.percentile(lift[boot].mean(1), [2.5, 97.5])],
+            "lift": float(lift.mean()), "lift_ci": lift_ci,
         }
     return result

@@ -19,6 +19,8 @@ import json
 
 import numpy as np
 
+from t2ikit.models.registry import shipped_model_path
+
 
 def paraphrases(caption: str, k: int, seed: int = 0) -> list[str]:
     """`caption` and up to k - 1 other distinct wordings of its spec (ValueError if not a caption)."""
@@ -70,7 +72,7 @@ def main(argv=None) -> int:
 
     from t2ikit.analysis.decomposition import plain_generator
     from t2ikit.analysis.paired import markdown_table, paired_compbench
-    from t2ikit.bench.compbench import default_model_path, make_suite
+    from t2ikit.bench.compbench import make_suite
     from t2ikit.pipeline import T2IPipeline
 
     p = argparse.ArgumentParser(prog="python -m t2ikit.analysis.optimize", description=__doc__)
@@ -89,7 +91,7 @@ def main(argv=None) -> int:
     if set(search) & {int(it.seed) for it in suite.items}:
         raise ValueError("--search-seeds must be disjoint from the evaluation seeds")
     torch.set_num_threads(1)
-    pipe = T2IPipeline.from_folder(args.model or default_model_path())
+    pipe = T2IPipeline.from_folder(args.model or shipped_model_path())
     captions = list(dict.fromkeys(it.prompt for it in suite.items))
     chosen = {r["caption"]: r["best"] for r in optimize_captions(pipe, captions, args.candidates, search, args.steps)}
     plain = plain_generator(pipe, args.steps)

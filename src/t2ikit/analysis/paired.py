@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from t2ikit.bench.compbench import make_suite
+from t2ikit.bench.stats import bootstrap_interval, wilson_interval
+from t2ikit.world.oracle import score
+
 
 def paired_compbench(plain, treated, n_prompts: int = 20, seeds: int = 2,
                      categories=("colour_binding", "spatial", "complex"), split: str = "train",
@@ -13,9 +17,6 @@ def paired_compbench(plain, treated, n_prompts: int = 20, seeds: int = 2,
     Per category and overall: all-checks accuracy with Wilson 95% intervals, mean share of checks passed,
     and the paired difference (treated - plain) of both with a 95% bootstrap interval over items.
     """
-    from t2ikit.bench.compbench import make_suite, paired_bootstrap_interval, wilson_interval
-    from t2ikit.world.oracle import score
-
     suite = make_suite(split, n_prompts, seeds, tuple(categories))
     prompts = [it.prompt for it in suite.items]
     item_seeds = [int(it.seed) for it in suite.items]
@@ -39,7 +40,7 @@ def paired_compbench(plain, treated, n_prompts: int = 20, seeds: int = 2,
                            "checks_passed": float(np.mean([rows[name][k][2] for k in idx]))}
         for j, key in ((1, "accuracy"), (2, "checks_passed")):
             d = np.array([rows["weighted"][k][j] - rows["plain"][k][j] for k in idx])
-            block[f"diff_{key}"] = {"mean": float(d.mean()), "ci95": paired_bootstrap_interval(d, rng, 2000)}
+            block[f"diff_{key}"] = {"mean": float(d.mean()), "ci95": bootstrap_interval(d, rng, 2000)}
         block["n"] = len(idx)
         result[cat] = block
     return result

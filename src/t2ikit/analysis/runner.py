@@ -2,10 +2,10 @@
 
 The analyses compare many variants of one prompt under the same noise: image i is drawn from
 `torch.Generator().manual_seed(seeds[i])`, so two variants that share a seed share their initial noise
-(unlike `T2IPipeline.run`, where image k of a call gets seed + k). Built from the same public parts as
-the pipeline (`initial_noise`, `make_scheduler`, `sample`, `decode`), so a variant with the plain
-prompt's embedding and seed s reproduces `pipe.generate(prompt, seed=s, relation_guidance=0)` exactly (the
-plain sampler: no sampling-time latent guidance, whatever the model's default).
+(where `T2IPipeline.run` gives image k of a call seed + k). Every batch is one `T2IPipeline.run` with the
+embeddings and seeds given, so a variant with the plain prompt's embedding and seed s reproduces
+`pipe.generate(prompt, seed=s, relation_guidance=0)` exactly (the plain sampler: no sampling-time latent
+guidance, whatever the model's default).
 """
 
 from __future__ import annotations
@@ -25,6 +25,18 @@ def _check_seeds(seeds, count: int) -> list[int]:
     return seeds
 
 
+def _negative_states(pipe, negative_prompt: str, cond: torch.Tensor) -> torch.Tensor:
+    """(N, T, D) states of the negative prompt, padded with empty-prompt chunks to the length of `cond` (a
+    prompt encoded in several 77-token chunks is longer than one chunk's negative)."""
+    uncond = pipe.encode_text([negative_prompt])  # (1, T0, D)
+    if cond.shape[1] % uncond.shape[1] or cond.shape[1] < uncond.shape[1]:
+        raise ValueError(f"cond has {cond.shape[1]} token rows, not a multiple of the {uncond.shape[1]}-token context")
+    chunks = cond.shape[1] // uncond.shape[1]
+    if chunks > 1:
+        uncond = torch.cat([uncond] + [pipe.encode_text([""])] * (chunks - 1), dim=1)
+    return uncond.expand(len(cond), -1, -1)
+
+
 @torch.no_grad()
 def sample_embeds(pipe, cond: torch.Tensor, seeds, steps: int, guidance: float, sampler: str,
                   negative_prompt: str = "", hooks=None, decode: bool = True, batch_size: int = DEFAULT_BATCH,
@@ -33,34 +45,18 @@ def sample_embeds(pipe, cond: torch.Tensor, seeds, steps: int, guidance: float, 
 
     `hooks`: attention hooks or a controller, installed for every batch (their clock follows the steps).
     """
-    from t2ikit.attention.processor import AttentionController
-    from t2ikit.diffusion.loop import initial_noise, sample
-    from t2ikit.diffusion.samplers import make_scheduler
-
     if not isinstance(cond, torch.Tensor) or cond.ndim != 3:
         raise TypeError(f"cond must be a (N, T, D) tensor, got {getattr(cond, 'shape', type(cond).__name__)}")
     seeds = _check_seeds(seeds, cond.shape[0])
-    spec = pipe.make_spec("x", None, steps, guidance, 0, 1, size, sampler)  # validates steps/guidance/sampler
-    h, w = spec.size[0] // pipe.vae_scale_factor, spec.size[1] // pipe.vae_scale_factor
-    uncond_row = pipe.encode_text([negative_prompt]) if spec.guidance != 1.0 else None  # (1, T, D)
-    controller = hooks if isinstance(hooks, AttentionController) or hooks is None else AttentionController(hooks)
     out = []
     for start in range(0, cond.shape[0], batch_size):
-        c = cond[start:start + batch_size].to(pipe.device, pipe.dtype)
-        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[start:start + batch_size]]
-        noise = initial_noise((len(c), pipe.unet.config.in_channels, h, w), gens, pipe.device, pipe.dtype)
-        uncond = None if uncond_row is None else uncond_row.expand(len(c), -1, -1)
-        scheduler = make_scheduler(spec.sampler, pipe.scheduler_config)
-        if controller is not None:
-            controller.install(pipe.unet)
-        try:
-            latents = sample(pipe.unet, scheduler, noise, c, uncond, spec.steps, spec.guidance, gens, False, None,
-                             controller)
-        finally:
-            if controller is not None:
-                controller.uninstall()
-                controller.reset_clock()
-        out.append(pipe.decode(latents) if decode else latents)
+        c = cond[start:start + batch_size]
+        spec = pipe.make_spec([""] * len(c), negative_prompt, steps, guidance, 0, 1, size, sampler, 0.0,
+                              weighting="none")
+        uncond = _negative_states(pipe, negative_prompt, c) if spec.guidance != 1.0 else None
+        result = pipe.run(spec, decode=decode, progress=False, hooks=hooks, embeds=(c, uncond),
+                          seeds=seeds[start:start + batch_size])
+        out.append(result.images if decode else result.latents)
     return torch.cat(out)
 
 

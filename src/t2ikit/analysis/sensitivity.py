@@ -122,11 +122,13 @@ def check_lambda(lam) -> float:
     return float(lam)
 
 
-def _generate(pipe, texts: list[str], seeds: list[int], steps, guidance, sampler, size=None) -> dict:
-    """{(text, seed): (3, H, W) image}: seed-major batches, each distinct text encoded once."""
+def _generate(pipe, texts: list[str], seeds: list[int], steps, guidance, sampler, size=None,
+              weighting: str = "none") -> dict:
+    """{(text, seed): (3, H, W) image}: seed-major batches, each distinct text encoded once (syntax of `weighting`)."""
     from t2ikit.analysis.runner import sample_embeds
+    from t2ikit.text.weighting import encode_weighted
 
-    embeds = pipe.encode_text(texts)  # (V, T, D)
+    embeds = encode_weighted(pipe.tokenizer, pipe.text_encoder, texts, weighting)  # (V, T, D)
     V = len(texts)
     cond = embeds.repeat(len(seeds), 1, 1)  # seed-major: rows s*V .. s*V + V - 1 share seed s
     all_seeds = [s for s in seeds for _ in range(V)]
@@ -136,43 +138,52 @@ def _generate(pipe, texts: list[str], seeds: list[int], steps, guidance, sampler
 
 def analyze(pipe, prompt: str, seeds=(0, 1, 2, 3), steps: int | None = None, guidance: float | None = None,
             sampler: str | None = None, lam: float = 0.1, interactions: bool = True,
-            size: tuple[int, int] | None = None) -> dict:
+            size: tuple[int, int] | None = None, weighting: str = "a1111") -> dict:
     """Sensitivity, interactions, information and length curve of `prompt` (module docstring) as a dict.
+
+    `weighting`: the prompt's weighting syntax (`t2ikit.text.weighting`); the words are those of its plain
+    text, and every variant keeps the weights of the words it keeps.
 
     Oracle-space measures need images of at least the oracle's minimum resolution (32 px); below it they
     are None and the length curve uses the pixel quality.
     """
     from t2ikit.analysis.attribution import word_labels
     from t2ikit.text.spans import word_token_spans
+    from t2ikit.text.weighting import edit_prompt, plain_text
     from t2ikit.world.caption import parse_caption
     from t2ikit.world.oracle import detect, score
 
     lam = check_lambda(lam)
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-    spans = [s for s in word_token_spans(pipe.tokenizer, prompt) if not s.truncated]
+    plain = plain_text(prompt, weighting)
+    spans = [s for s in word_token_spans(pipe.tokenizer, plain) if not s.truncated]
     if not spans:
         raise ValueError(f"prompt {prompt!r} has no words (within the context) to analyse")
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be a non-empty list of distinct ints, got {seeds!r}")
-    spec = pipe.make_spec(prompt, None, steps, guidance, 0, 1, size, sampler)  # validates the rest
+    spec = pipe.make_spec(prompt, None, steps, guidance, 0, 1, size, sampler, weighting=weighting)  # validates the rest
     from t2ikit.world.oracle import MIN_RESOLUTION
 
     use_oracle = min(spec.size) >= MIN_RESOLUTION
     try:
-        truth = parse_caption(prompt) if use_oracle else None
+        truth = parse_caption(plain) if use_oracle else None
     except ValueError:
         truth = None
     n = len(spans)
     labels = word_labels(spans)
     t0 = time.perf_counter()
 
-    drop1 = [drop_words(prompt, spans, [i]) for i in range(n)]
-    drop2 = {(i, j): drop_words(prompt, spans, [i, j]) for i, j in combinations(range(n), 2)} if interactions else {}
-    subs = {i: [substitute(prompt, spans[i], w) for w in substitutes(spans[i].word)] for i in range(n)}
+    def drop(idx):  # `prompt` without the words at idx (drop_words), the other words' weights kept
+        return edit_prompt(prompt, weighting, [(spans[k].start, spans[k].end, "") for k in idx], collapse_spaces=True)
+
+    drop1 = [drop([i]) for i in range(n)]
+    drop2 = {(i, j): drop([i, j]) for i, j in combinations(range(n), 2)} if interactions else {}
+    subs = {i: [edit_prompt(prompt, weighting, [(spans[i].start, spans[i].end, w)]) for w in substitutes(spans[i].word)]
+            for i in range(n)}
     texts = list(dict.fromkeys([prompt, "", *drop1, *drop2.values(), *(t for v in subs.values() for t in v)]))
-    img = _generate(pipe, texts, seeds, spec.steps, spec.guidance, spec.sampler, spec.size)
+    img = _generate(pipe, texts, seeds, spec.steps, spec.guidance, spec.sampler, spec.size, weighting)
     readings = {key: detect(im.permute(1, 2, 0).numpy()) for key, im in img.items()} if use_oracle else {}
     vec = {key: oracle_vector(r) for key, r in readings.items()}
 
@@ -210,10 +221,10 @@ def analyze(pipe, prompt: str, seeds=(0, 1, 2, 3), steps: int | None = None, gui
 
     # Length curve: tau_L keeps the L most pixel-sensitive words (ties: prompt order).
     order = sorted(range(n), key=lambda i: (-sens[i]["pixel"]["mean"], i))
-    prefixes = {L: drop_words(prompt, spans, order[L:]) for L in range(0, n + 1)}
+    prefixes = {L: drop(order[L:]) for L in range(0, n + 1)}
     extra = [t for t in dict.fromkeys(prefixes.values()) if t not in texts]
     if extra:
-        img.update(_generate(pipe, extra, seeds, spec.steps, spec.guidance, spec.sampler, spec.size))
+        img.update(_generate(pipe, extra, seeds, spec.steps, spec.guidance, spec.sampler, spec.size, weighting))
 
     def quality(text):
         """(mean, standard error) over seeds."""

@@ -20,6 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from t2ikit.diffusion.schedules import training_scheduler
+from t2ikit.models.registry import shipped_model_path
+from t2ikit.train.losses import diffusion_loss
+
 
 @dataclass
 class SoftPromptConfig:
@@ -82,18 +86,9 @@ def encode_images(pipe, images: torch.Tensor) -> torch.Tensor:
     return (z - shift) * pipe.vae.config.scaling_factor
 
 
-def training_scheduler(pipe):
-    """The model's noise schedule as a DDPMScheduler (what the diffusion loss noises with)."""
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler.from_config(pipe.scheduler_config)
-
-
 def diffusion_eval_loss(pipe, latents: torch.Tensor, cond: torch.Tensor, draws: int = 8, seed: int = 1234) -> float:
     """Mean diffusion loss of `cond` ((1, T, D)) on `latents` over `draws` fixed (timestep, noise) draws."""
-    from t2ikit.train.losses import diffusion_loss
-
-    sched = training_scheduler(pipe)
+    sched = training_scheduler(pipe.scheduler_config)
     g = torch.Generator("cpu").manual_seed(seed)
     with torch.no_grad():
         total = [diffusion_loss(pipe.unet, latents, cond.expand(len(latents), -1, -1), sched, g, 0.0).item()
@@ -202,8 +197,6 @@ def learn_token(pipe, token: str, images: torch.Tensor, config: SoftPromptConfig
     load_textual_inversion does) and, after training, their rows hold the learned vectors (PEZ: the
     projected ones), so `pipe.generate(config.template.format(token))` uses them. Only those rows train.
     """
-    from t2ikit.train.losses import diffusion_loss
-
     config = (config or SoftPromptConfig()).validate()
     latents = encode_images(pipe, images)  # checks everything before any token is added
     words = token.split() if isinstance(token, str) else []
@@ -224,7 +217,7 @@ def learn_token(pipe, token: str, images: torch.Tensor, config: SoftPromptConfig
     prompt = config.template.format(" ".join(words))
     ids = pipe.tokenizer([prompt], padding="max_length", max_length=pipe.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt").input_ids.to(pipe.device)
-    sched = training_scheduler(pipe)
+    sched = training_scheduler(pipe.scheduler_config)
     g = torch.Generator("cpu").manual_seed(config.seed)
     opt = torch.optim.Adam([soft.vectors], lr=config.lr)
     losses = []
@@ -335,7 +328,6 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from t2ikit.bench.compbench import default_model_path
     from t2ikit.pipeline import T2IPipeline
 
     p = argparse.ArgumentParser(prog="python -m t2ikit.analysis.soft_prompt", description=__doc__,
@@ -354,7 +346,7 @@ def main(argv=None) -> int:
     config = SoftPromptConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, init_word=args.init_word,
                               seed=args.seed).validate()
     torch.set_num_threads(1)
-    pipe = T2IPipeline.from_folder(args.model or default_model_path())
+    pipe = T2IPipeline.from_folder(args.model or shipped_model_path())
     result = worked_example(pipe, args.caption, args.token, config)
     result["gain_kept"] = gain_survived(result)
     print(json.dumps(result, indent=2) if args.json else markdown(result))

@@ -10,6 +10,7 @@ import argparse
 import json
 import re
 
+from t2ikit.models.registry import shipped_model_path
 from t2ikit.world import vocab
 
 WORD_KINDS = {
@@ -50,7 +51,6 @@ def main(argv=None) -> int:
 
     from t2ikit.analysis.decomposition import plain_generator
     from t2ikit.analysis.paired import markdown_table, paired_compbench
-    from t2ikit.bench.compbench import default_model_path
     from t2ikit.pipeline import T2IPipeline
 
     p = argparse.ArgumentParser(prog="python -m t2ikit.analysis.weighting_bench", description=__doc__)
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     if not args.weight >= 0:
         raise ValueError(f"--weight must be >= 0, got {args.weight}")
     torch.set_num_threads(1)
-    pipe = T2IPipeline.from_folder(args.model or default_model_path())
+    pipe = T2IPipeline.from_folder(args.model or shipped_model_path())
     result = paired_compbench(plain_generator(pipe, args.steps),
                               weighted_generator(pipe, kinds, args.weight, args.steps, args.mode),
                               args.n_prompts, args.seeds, tuple(args.categories.split(",")))

@@ -21,7 +21,6 @@ every check passed, with a 95% Wilson interval, and per-check accuracy; as a dic
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from t2ikit.bench.stats import bootstrap_interval, mcnemar_p, wilson_interval
+from t2ikit.models.registry import shipped_model_path
 from t2ikit.world.caption import parse_caption, write_caption
 from t2ikit.world.categories import CATEGORIES, SPLITS
 from t2ikit.world.oracle import score
@@ -44,7 +45,6 @@ DEFAULT_RESOLUTION = 64  # of the reference generators' images
 LAYOUT_ATTEMPTS = 64
 CUSTOM_CATEGORY = "custom"  # category of prompts read from a file or a manifest without one
 CHECK_KINDS = ("present", "colour", "size", "count", "relation", "background", "fill")
-WILSON_Z = 1.959964  # two-sided 95%
 
 Generator = Callable[[list[str], list[int]], Sequence]
 
@@ -175,7 +175,7 @@ def vae_generator(model: str | Path | None = None, resolution: int = DEFAULT_RES
     import torch
     from diffusers import AutoencoderKL
 
-    path = Path(model) if model is not None else default_model_path()
+    path = Path(model) if model is not None else shipped_model_path()
     if not (path / "vae").is_dir():
         raise ValueError(f"no vae folder in {str(path)!r}: give a diffusers model folder")
     vae = AutoencoderKL.from_pretrained(str(path / "vae")).float().eval()
@@ -219,13 +219,6 @@ def pipeline_generator(pipeline, steps: int = 20, **generate_kwargs) -> Generato
     return generate
 
 
-def default_model_path() -> Path:
-    """The shipped model folder (t2ikit.cli.models.SHIPPED_MODEL under src/t2ikit/weights)."""
-    from t2ikit.cli.models import shipped_model_path
-
-    return shipped_model_path()
-
-
 def make_generator(name: str, model: str | Path | None = None, steps: int = 20,
                    resolution: int = DEFAULT_RESOLUTION, **generate_kwargs) -> Generator:
     """"ground-truth", "noise", "vae" (the ground truth through the folder `model`'s autoencoder) or "model"
@@ -238,7 +231,7 @@ def make_generator(name: str, model: str | Path | None = None, steps: int = 20,
     if name == "noise":
         return noise_generator(resolution)
     if name == "model":
-        path = Path(model) if model is not None else default_model_path()
+        path = Path(model) if model is not None else shipped_model_path()
         if not path.is_dir():
             raise ValueError(f"model folder {str(path)!r} does not exist"
                              + (" (the shipped model has not been trained into the package yet; pass --model DIR)"
@@ -356,16 +349,6 @@ def _record(item: Item, s) -> dict:
             "failed": [f"{c.name}: {c.detail}" for c in s.failures()]}
 
 
-def wilson_interval(passed: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (Wilson 1927); (0, 1) when n = 0."""
-    if n == 0:
-        return 0.0, 1.0
-    p = passed / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def _accuracy(passed: int, n: int) -> dict:
     lo, hi = wilson_interval(passed, n)
     return {"n": n, "passed": passed, "accuracy": passed / n if n else 0.0, "ci95": [round(lo, 4), round(hi, 4)]}
@@ -401,13 +384,6 @@ def summarise(records: list[dict]) -> dict:
     }
 
 
-def paired_bootstrap_interval(diffs: np.ndarray, rng: np.random.Generator, n_boot: int) -> list[float]:
-    """95% interval of the mean of per-item differences, resampling items with replacement `n_boot` times."""
-    diffs = np.asarray(diffs, dtype=float)
-    boot = diffs[rng.integers(0, len(diffs), size=(n_boot, len(diffs)))].mean(axis=1)
-    return [float(x) for x in np.percentile(boot, [2.5, 97.5])]
-
-
 def paired_difference(a: dict, b: dict, n_boot: int = 10_000, seed: int = 0) -> dict:
     """b - a on the same suite items (two `run` results of one suite: same prompts, same seeds).
 
@@ -415,8 +391,6 @@ def paired_difference(a: dict, b: dict, n_boot: int = 10_000, seed: int = 0) -> 
     items, the discordant counts (a only, b only) and McNemar's exact two-sided p-value. ValueError when
     the results are not of the same items, or either has none (results written before "items" existed).
     """
-    from math import comb
-
     ia, ib = a.get("items"), b.get("items")
     if not ia or not ib:
         raise ValueError("both results need per-item records ('items'); re-run them with this version")
@@ -428,12 +402,10 @@ def paired_difference(a: dict, b: dict, n_boot: int = 10_000, seed: int = 0) -> 
         pa = np.array([x[3] for x in ia if cat is None or x[0] == cat], dtype=float)
         pb = np.array([x[3] for x in ib if cat is None or x[0] == cat], dtype=float)
         only_a, only_b = int(((pa == 1) & (pb == 0)).sum()), int(((pa == 0) & (pb == 1)).sum())
-        k, n = min(only_a, only_b), only_a + only_b
-        p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
         out["overall" if cat is None else cat] = {
             "n": len(pa), "a": float(pa.mean()), "b": float(pb.mean()), "diff": float((pb - pa).mean()),
-            "ci95": paired_bootstrap_interval(pb - pa, rng, n_boot),
-            "a_only": only_a, "b_only": only_b, "mcnemar_p": float(p)}
+            "ci95": bootstrap_interval(pb - pa, rng, n_boot),
+            "a_only": only_a, "b_only": only_b, "mcnemar_p": mcnemar_p(only_a, only_b)}
     return out
 
 

@@ -8,7 +8,7 @@
 - attribute: recolour the first object of a generated two-object image (`control.attributes.recolour`):
   success = the oracle reads the new colour and the shape inside the box; kept = every other object the
   oracle read in the source is read again (colour, shape, centre within 3 px); PSNR outside the box.
-- consistency: scenes of the training mix; per-condition metrics (control.consistency) of images
+- consistency: scenes of the training mix; per-condition metrics (bench.consistency) of images
   generated from the caption alone and from caption + sketch through each available adapter, plus the
   renders themselves (the ceiling), and L_consistency with unit lambdas.
 Every rate has a 95% Wilson interval, every mean a 95% normal interval.
@@ -21,9 +21,13 @@ import time
 
 import numpy as np
 
-from t2ikit.bench.compbench import wilson_interval
+from t2ikit.bench.consistency import consistency, sketch_consistency, weighted_consistency_loss
+from t2ikit.bench.stats import wilson_interval
+from t2ikit.diffusion.losses import noised_batch
+from t2ikit.diffusion.schedules import training_scheduler
 from t2ikit.world import vocab
 from t2ikit.world.caption import write_caption
+from t2ikit.world.conditions import from_modalities, shapes_batch
 from t2ikit.world.render import render
 from t2ikit.world.scene import Group, Spec, sample_scene
 
@@ -32,6 +36,11 @@ REGION_PAD = 4  # px at 64 around an object's box
 KEEP_RADIUS = 3.0  # px at 64
 BOOTSTRAP = 0.3  # fraction of steps the latents outside the regions are reset (method noise+bootstrap)
 SECTIONS = ("regions", "attribute", "consistency", "conflict")
+
+
+def _generate(pipe, prompt, **settings):
+    """One generation through the pipeline, relation guidance off (as these measurements were made)."""
+    return pipe.run(pipe.make_spec(prompt, relation_guidance=0.0, **settings), progress=False)
 
 
 def _rate(k: int, n: int) -> dict:
@@ -71,7 +80,6 @@ def _rgb(gen, k=0) -> np.ndarray:
 def bench_regions(pipe, n: int, seeds: int, steps: int, progress=None, sketch_adapter=None) -> dict:
     """Region methods alone, and with the scene's sketch through `sketch_adapter` when given (the sketch
     fixes where objects go, the regions say which prompt goes where)."""
-    from t2ikit.control.generate import generate_controlled
     from t2ikit.world.oracle import detect
 
     size = pipe.default_size[0]
@@ -88,7 +96,7 @@ def bench_regions(pipe, n: int, seeds: int, steps: int, progress=None, sketch_ad
             extra = {}
             if method.startswith("sketch"):
                 extra = {"sketch": render(scene, size).sketch, "adapters": {"sketch": sketch_adapter}}
-            gen = generate_controlled(pipe, write_caption(scene.spec), steps=steps, seed=1000 * i, n=seeds,
+            gen = _generate(pipe, write_caption(scene.spec), steps=steps, seed=1000 * i, n=seeds,
                                       regions=None if method in ("none", "sketch") else regions, **extra,
                                       region_mode="noise" if method.endswith(("noise", "bootstrap")) else "attention",
                                       bootstrap=BOOTSTRAP if method.endswith("bootstrap") else 0.0)
@@ -106,7 +114,6 @@ def bench_regions(pipe, n: int, seeds: int, steps: int, progress=None, sketch_ad
 
 def bench_attribute(pipe, n: int, steps: int, progress=None, adapters: dict | None = None) -> dict:
     from t2ikit.control.attributes import recolour
-    from t2ikit.control.encoders import from_modalities
     from t2ikit.world.oracle import detect
 
     size = pipe.default_size[0]
@@ -162,11 +169,10 @@ def _size(pipe) -> int:
 
 
 def _controlled(pipe, prompts, steps, adapters: dict, names, maps: dict, scales: dict | None = None) -> list:
-    from t2ikit.control.generate import generate_controlled
 
     conds = {name: maps[name] for name in names}
     size = _size(pipe)
-    gen = generate_controlled(pipe, prompts, steps=steps, seed=0, adapters={k: adapters[k] for k in names},
+    gen = _generate(pipe, prompts, steps=steps, seed=0, adapters={k: adapters[k] for k in names},
                               scales={**{k: 1.0 for k in names}, **(scales or {})}, size=(size, size), **conds)
     return [_rgb(gen, k) for k in range(len(prompts))]
 
@@ -174,8 +180,6 @@ def _controlled(pipe, prompts, steps, adapters: dict, names, maps: dict, scales:
 def bench_consistency(pipe, n: int, steps: int, adapters: dict | None = None, progress=None) -> dict:
     """Per-condition consistency of images from the caption alone, the caption + each condition through its
     adapter, pairs of conditions (PAIRS), and the empty prompt with and without the reference image."""
-    from t2ikit.control.consistency import consistency, weighted_consistency_loss
-    from t2ikit.control.encoders import from_modalities
 
     adapters = adapters or {}
     size = _size(pipe)
@@ -211,8 +215,6 @@ def bench_conflict(pipe, n: int, steps: int, adapters: dict, progress=None) -> d
     """A deliberate conflict: the sketch of one circle, a caption saying square (same colour and size).
     For each weighting (text guidance, sketch adapter scale) in CONFLICT: how often the oracle reads a
     square (text wins) or a circle (sketch wins) of the stated colour, and the edge F1 with the sketch."""
-    from t2ikit.control.consistency import sketch_consistency
-    from t2ikit.control.generate import generate_controlled
     from t2ikit.world.oracle import detect
     from t2ikit.world.scene import make_scene
 
@@ -230,7 +232,7 @@ def bench_conflict(pipe, n: int, steps: int, adapters: dict, progress=None) -> d
     sketches = [m.sketch[None].astype(np.float32) for m in mods]
     out = {}
     for text_scale, sketch_scale in CONFLICT:
-        gen = generate_controlled(pipe, prompts, steps=steps, seed=0, sketch=sketches, size=(size, size),
+        gen = _generate(pipe, prompts, steps=steps, seed=0, sketch=sketches, size=(size, size),
                                   adapters={"sketch": adapters["sketch"]}, scales={"text": text_scale, "sketch": sketch_scale})
         text_wins = sketch_wins = 0
         f1 = []
@@ -254,16 +256,14 @@ def adapter_heldout_loss(pipe, adapter, batches: int = 4, batch_size: int = 16, 
     timesteps), and the paired per-sample difference with a 95% interval. `empty_caption`: every sample
     with the empty prompt (what a reference adapter must make up for)."""
     import torch
-    from diffusers import DDPMScheduler
 
     from t2ikit.attention.processor import AttentionController
-    from t2ikit.control.adapters import load_adapter, noised_batch
-    from t2ikit.control.encoders import shapes_batch
+    from t2ikit.control.adapters import load_adapter
     from t2ikit.control.reference import ReferenceAdapter, is_attention_adapter, load_reference_adapter
 
     if not isinstance(adapter, torch.nn.Module):
         adapter = load_reference_adapter(adapter, pipe.unet) if is_attention_adapter(adapter) else load_adapter(adapter)
-    ns = DDPMScheduler.from_config({k: v for k, v in pipe.scheduler_config.items() if not k.startswith("_")})
+    ns = training_scheduler(pipe.scheduler_config)
     name = adapter.config.modality
     gen = torch.Generator().manual_seed(data_seed)
     base, withs = [], []

@@ -16,7 +16,7 @@ with its colour, shape and size within PRESERVE_RADIUS px of its place) and PSNR
 they have no untouched object and no outside region. A ground-truth editor (the target scene rendered)
 calibrates the scoring: it must score 100% on everything.
 
-Methods (t2ikit.diffusion.edit): reconstruct (the source prompt as the target), swap, p2p, each with
+Methods (t2ikit.edit): reconstruct (the source prompt as the target), swap, p2p, each with
 "+mask" (DiffEdit's mask, grown by --mask-dilate), and blend (SDEdit from 0.8 of the schedule + Blended
 Latent Diffusion, guidance BLEND_GUIDANCE) with its mask: "+mask" DiffEdit's,
 "+attn" the source's cross-attention to the edited words, both snapped to the image's objects (boxes
@@ -24,12 +24,12 @@ grown by MASK_SNAP px), or "+detect" the boxes Shapes World's detector finds for
 "+sketch" adds the shipped sketch adapter holding the source's outlines (all of them for a colour
 edit, those outside the mask otherwise); "+outline" draws the target's outline (from the shape
 vocabulary, in the edited object's box, at the target size's extent for a size edit) into that sketch and
-"+shapemask" holds the target's silhouette with the shipped class-mask adapter (t2ikit.diffusion.outline);
+"+shapemask" holds the target's silhouette with the shipped class-mask adapter (t2ikit.world.outlines);
 "+local" samples the masked object under its own phrase alone ("an orange triangle"). Blend methods sample
 against the empty prompt; "+srcneg" makes the source prompt (with "+local" the source phrase) the negative,
 as every blend method did before 2026-11-29 (it pushes the hue past the target: red -> orange drawn yellow).
 "+fresh" samples the masked region from fresh noise over the whole schedule (strength 1, start "noise"). A
-relation edit with a blend method moves an object (t2ikit.diffusion.outline.move_conditions; it needs
+relation edit with a blend method moves an object (t2ikit.world.moves.plan_move; it needs
 "+shapemask" and "+detect").
 """
 
@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from t2ikit.bench.compbench import wilson_interval
+from t2ikit.bench.stats import wilson_interval
 from t2ikit.world import vocab
 from t2ikit.world.scene import CANVAS, GAP, Group, Obj, Relation, Spec, make_scene, scene_rng
 
@@ -216,7 +216,7 @@ def _psnr(mse: float, cap: float = 60.0) -> float:
 
 
 def method_options(method: str, steps: int, guidance: float, mask_dilate: int = 1):
-    from t2ikit.diffusion.edit import EditOptions
+    from t2ikit.edit import EditOptions
 
     base, *flags = method.split("+")
     if base == "blend":
@@ -235,7 +235,7 @@ def edit_images(pipe, cases: list[EditCase], method: str, steps: int = 20, guida
     """(len(cases), H, W, 3) edited images by `method`, and the inversion (reused across methods)."""
     import torch
 
-    from t2ikit.diffusion.edit import edit
+    from t2ikit.edit import edit
     from t2ikit.diffusion.inversion import invert
 
     if method == "ground-truth":

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import torch
 
+from t2ikit.diffusion.schedules import training_scheduler
+from t2ikit.models.registry import shipped_model_path
+
 DEFAULT_STRATEGIES = ("sequential", "parallel", "interleaved", "gated", "hierarchical:16=sequential,8=gated,4=parallel")
 
 
@@ -51,19 +54,9 @@ class Budget:
 
 def load_base(path=None):
     """The shipped pipeline (frozen VAE, text encoder, tokenizer, schedule) the comparison builds on."""
-    from t2ikit.bench.compbench import default_model_path
     from t2ikit.pipeline import T2IPipeline
 
-    return T2IPipeline.from_folder(path or default_model_path())
-
-
-def noise_schedule(base):
-    from diffusers import DDPMScheduler
-
-    c = base.scheduler_config
-    return DDPMScheduler(num_train_timesteps=c["num_train_timesteps"], beta_schedule=c["beta_schedule"],
-                         beta_start=c["beta_start"], beta_end=c["beta_end"], prediction_type=c["prediction_type"],
-                         clip_sample=False)
+    return T2IPipeline.from_folder(path or shipped_model_path())
 
 
 @torch.no_grad()
@@ -146,7 +139,7 @@ def compare(strategies=DEFAULT_STRATEGIES, budget: Budget | None = None, base=No
     t0 = time.perf_counter()
     batches = encode_batches(base, b.steps, b.batch_size, b.seed, b.caption_dropout)
     log(f"encoded {b.steps} batches of {b.batch_size} in {time.perf_counter() - t0:.1f} s")
-    schedule = noise_schedule(base)
+    schedule = training_scheduler(base.scheduler_config)
     rows, unets = [], []
     for spec in specs:
         unet = retrofit(fresh(), spec, seed=b.seed, from_scratch=True)
@@ -306,7 +299,8 @@ def gate_study(steps: int = 100, batch_size: int = 16, lr: float = 1e-2, seed: i
     for p in params:
         p.requires_grad_(True)
     batches = encode_batches(base, steps, batch_size, seed + 7, 0.1)  # a stream the shipped model did not see
-    run = train_unet(unet, batches, params, noise_schedule(base), lr, seed, 5.0) if steps else {"losses": []}
+    schedule = training_scheduler(base.scheduler_config)
+    run = train_unet(unet, batches, params, schedule, lr, seed, 5.0) if steps else {"losses": []}
     log(f"gate fine-tune: {steps} steps, loss first10 {statistics.mean(run['losses'][:10] or [0]):.4f} "
         f"last10 {statistics.mean(run['losses'][-10:] or [0]):.4f}")
     pipe = with_unet(base, unet)

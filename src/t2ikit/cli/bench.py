@@ -100,7 +100,7 @@ def _compbench(args) -> int:
             if not args.relation_guidance >= 0 or args.relation_guidance == float("inf"):
                 raise ValueError(f"--relation-guidance must be a finite number >= 0; got {args.relation_guidance}")
             extra["relation_guidance"] = args.relation_guidance
-        from t2ikit.cli.models import SHIPPED_MODEL
+        from t2ikit.models.registry import SHIPPED_MODEL
 
         generator = cb.make_generator(args.generator, model=args.model, steps=args.steps, **extra)
         save_dir = Path(args.out) / "images" if (args.out and args.save_images) else None
@@ -188,11 +188,11 @@ def _add_decomposition(verbs) -> None:
 
 def _decomposition(args) -> int:
     from t2ikit.analysis.decomposition import LinearSchedule, compare_compbench, markdown
-    from t2ikit.bench.compbench import default_model_path
+    from t2ikit.models.registry import shipped_model_path
     from t2ikit.pipeline import T2IPipeline
 
     LinearSchedule(args.amplitude)  # checks the amplitude before loading anything
-    pipe = T2IPipeline.from_folder(args.model or default_model_path())
+    pipe = T2IPipeline.from_folder(args.model or shipped_model_path())
     result = compare_compbench(pipe, amplitude=args.amplitude, n_prompts=args.n_prompts, seeds=args.seeds,
                                categories=tuple(args.categories.split(",")), steps=args.steps)
     _emit(args, result, markdown(result), "decomposition")
@@ -266,12 +266,13 @@ def _add_sparse(verbs) -> None:
 
 def _sparse(args) -> int:
     from t2ikit.attention.sparse import HookedPipeline, hooks_from_spec
-    from t2ikit.bench.compbench import default_model_path, evaluate
+    from t2ikit.bench.compbench import evaluate
+    from t2ikit.models.registry import shipped_model_path
     from t2ikit.pipeline import T2IPipeline
 
     for v in args.variants:
         hooks_from_spec(v)  # bad variants fail before the model loads
-    pipe = T2IPipeline.from_folder(args.model or default_model_path())
+    pipe = T2IPipeline.from_folder(args.model or shipped_model_path())
     cats = tuple(args.categories.split(","))
     size = {} if args.image_size is None else {"size": (args.image_size, args.image_size)}
     result = {"config": {"n_prompts": args.n_prompts, "seeds": args.seeds, "steps": args.steps, "categories": cats},
@@ -306,8 +307,8 @@ def _control(args) -> int:
     import torch
 
     from t2ikit.bench import control as bc
-    from t2ikit.bench.compbench import default_model_path
-    from t2ikit.control.generate import shipped_adapter
+    from t2ikit.control.compose import shipped_adapter
+    from t2ikit.models.registry import shipped_model_path
     from t2ikit.pipeline import T2IPipeline
 
     sections = tuple(s for s in args.sections.split(",") if s)
@@ -315,13 +316,13 @@ def _control(args) -> int:
     if unknown:
         raise ValueError(f"unknown --sections {sorted(unknown)}; allowed: {', '.join(bc.SECTIONS)}")
     from t2ikit.control.encoders import CONDITIONS
-    from t2ikit.control.generate import parse_adapter_args
+    from t2ikit.control.compose import parse_adapter_args
 
     adapters = parse_adapter_args(args.adapter)
     if not args.adapter:
         adapters = {c: shipped_adapter(c) for c in CONDITIONS if shipped_adapter(c) is not None}
     torch.set_num_threads(1)  # small models on a shared CPU: one thread is the fast setting
-    pipe = T2IPipeline.from_folder(args.model or default_model_path())
+    pipe = T2IPipeline.from_folder(args.model or shipped_model_path())
     result = bc.run(pipe, sections, n=args.n, seeds=args.seeds, steps=args.steps, adapters=adapters,
                     progress=lambda m: print(m, file=sys.stderr, flush=True))
     result["command"] = "t2ikit bench control " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "control"] else None
@@ -352,14 +353,14 @@ def _binding(args) -> int:
     import torch
 
     from t2ikit.analysis.excite import ExciteConfig, compare_binding, markdown
-    from t2ikit.bench.compbench import default_model_path
+    from t2ikit.models.registry import shipped_model_path
     from t2ikit.pipeline import T2IPipeline
 
     given = {k: v for k, v in (("excite_steps", args.excite_steps), ("step_size", args.step_size),
                                ("objective", args.objective)) if v is not None}
     config = dataclasses.replace(ExciteConfig(), **given).validate()  # checked before loading anything
     torch.set_num_threads(1)
-    pipe = T2IPipeline.from_folder(args.model or default_model_path())
+    pipe = T2IPipeline.from_folder(args.model or shipped_model_path())
     result = compare_binding(pipe, args.n_prompts, args.seeds, tuple(args.categories.split(",")), args.steps, config,
                              args.split)
     _emit(args, result, markdown(result), "binding")

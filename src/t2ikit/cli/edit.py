@@ -72,31 +72,52 @@ def _reweights(items) -> dict[str, float] | None:
 
 
 def _edit_kind(args) -> str:
-    """What a preset needs to know: "object", "size" or "relation" (t2ikit.diffusion.edit.edit_kind)."""
-    from t2ikit.diffusion.edit import edit_kind, instruction_prompts, parse_instruction
+    """What a preset needs to know: "object", "size" or "relation" (t2ikit.world.edit_support.edit_kind)."""
+    from t2ikit.world.edit_support import edit_kind
+    from t2ikit.world.instructions import instruction_prompts, parse_instruction
 
     if args.instruction is not None:
         return edit_kind(*instruction_prompts(parse_instruction(args.instruction)))
     return edit_kind(args.source, args.target)
 
 
+def _check_memory(pipe, options, size: tuple[int, int]) -> None:
+    """Refuse an edit of an image of `size` the device cannot hold. Its passes run one after another
+    (t2ikit.edit.run), so each is checked: the inversion (null-text's optimisation runs with gradients),
+    DiffEdit's mask (2 x mask_samples rows in one UNet call) or the attention mask (cross-attention captured),
+    and the edit itself (Prompt-to-Prompt samples source and target rows and reads their attention)."""
+    from t2ikit.models.memory import check_memory
+
+    guided = options.guidance != 1.0
+    p2p = options.method == "p2p"
+    check_memory(pipe, 1, size, rows_per_image=1, what="edit", encode=True, decode=False,
+                 grad=guided and options.method != "blend" and options.uncond == "null-text")
+    if options.mask == "auto":
+        check_memory(pipe, 1, size, rows_per_image=2 * options.mask_samples, what="edit", decode=False)
+    elif options.mask == "attention":
+        check_memory(pipe, 1, size, rows_per_image=1, attention_maps=True, what="edit", decode=False)
+    check_memory(pipe, 1, size, rows_per_image=(2 if p2p else 1) * (2 if guided else 1), attention_maps=p2p,
+                 self_attention_probs=p2p, what="edit")
+
+
 def _edit(args) -> int:
     import warnings
-    from pathlib import Path
 
     from t2ikit.cli.models import load_pipeline
-    from t2ikit.diffusion.edit import EditOptions, edit, parse_instruction
-    from t2ikit.diffusion.inversion import load_image
+    from t2ikit.cli.paths import check_output, input_image_size
+    from t2ikit.edit import EditOptions, edit
+    from t2ikit.world.instructions import parse_instruction
 
-    if not args.out.lower().endswith(".png"):
-        raise ValueError(f"--out must end in .png; got {args.out!r}")
+    out = check_output(args.out, (".png",), "--out")
+    if args.save_mask:
+        check_output(args.save_mask, (".png",), "--save-mask")
     if args.instruction is None and (args.source is None or args.target is None):
         raise ValueError("give --source and --target, or --instruction")
     if args.instruction is not None:
         if args.target is not None:
             raise ValueError("give --target or --instruction, not both")
         parse_instruction(args.instruction)  # before the model loads
-    load_image(args.image)  # an unreadable file fails before the model loads
+    size = input_image_size(args.image)  # an unreadable file fails before the model loads; nothing decoded yet
     given = {k: v for k, v in dict(method=args.method, mask=args.mask, guidance=args.guidance, start=args.start,
                                    mask_snap=args.mask_snap, shape_mask=args.shape_mask, local_prompt=args.local_prompt,
                                    strength=args.strength).items() if v is not None}
@@ -108,13 +129,13 @@ def _edit(args) -> int:
     else:
         options = EditOptions(**common, **given).check()
     pipe = load_pipeline(args.model, args.threads)
+    _check_memory(pipe, options, size)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = edit(pipe, args.image, args.source, args.target, instruction=args.instruction, options=options,
                       progress=not args.quiet)
     for w in caught:
         print(f"t2ikit edit: warning: {w.message}", file=sys.stderr)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result.pil()[0].save(out)
     if args.save_mask and result.mask is not None:

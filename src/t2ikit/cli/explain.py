@@ -18,7 +18,10 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="image seed")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
-    p.add_argument("--weighting", default="a1111", choices=["a1111", "multiply"], help="how weights scale embeddings")
+    from t2ikit.text.weighting import DEFAULT_WEIGHTING, MODES
+
+    p.add_argument("--weighting", default=DEFAULT_WEIGHTING, choices=MODES,
+                   help="prompt weighting syntax: a1111 '(word:1.3)', compel 'word+', none (literal)")
     p.add_argument("--out", default="maps.png", help="output PNG of the image and one overlay per word")
     p.add_argument("--maps", default=None, help="also save the raw maps as JSON here")
     p.add_argument("--overlap", action="store_true",
@@ -39,6 +42,8 @@ def overlap_prompts(n_prompts: int) -> list[str]:
 
 def handler(args) -> int:
     from t2ikit.cli.models import load_pipeline
+    from t2ikit.cli.paths import check_output
+    from t2ikit.models.memory import check_memory
 
     if args.overlap:
         if args.n_prompts < 1 or args.seeds < 1:
@@ -46,19 +51,25 @@ def handler(args) -> int:
     else:
         if args.prompt is None:
             raise ValueError("give a PROMPT (or --overlap)")
-        if Path(args.out).suffix.lower() != ".png":
-            raise ValueError(f"--out must end in .png; got {args.out!r}")
-        from t2ikit.text.weighting import parse_weighted
+        check_output(args.out, (".png",), "--out")
+        if args.maps:
+            check_output(args.maps, (), "--maps")
+        from t2ikit.text.weighting import plain_text
 
-        if not parse_weighted(args.prompt).plain.strip():
+        if not plain_text(args.prompt, args.weighting).strip():
             raise ValueError(f"prompt {args.prompt!r} is empty; nothing to explain")
 
     from t2ikit.analysis.attribution import attribution_overlap, explain, overlay
 
     pipe = load_pipeline(args.model, threads=1)  # tiny models on shared CPUs: threads cost more than they give
+    guidance = pipe.defaults["guidance"] if args.guidance is None else args.guidance
+    prompts = overlap_prompts(args.n_prompts) if args.overlap else [args.prompt]
+    # one batch of every prompt x seed at the model's size, its cross-attention captured (AttentionStore)
+    check_memory(pipe, len(prompts) * (args.seeds if args.overlap else 1), pipe.default_size,
+                 rows_per_image=2 if guidance != 1.0 else 1, attention_maps=True, what="explain",
+                 hint="use fewer --n-prompts or --seeds" if args.overlap else None)
     if args.overlap:
-        result = attribution_overlap(pipe, overlap_prompts(args.n_prompts), list(range(args.seeds)), args.steps,
-                                     args.guidance)
+        result = attribution_overlap(pipe, prompts, list(range(args.seeds)), args.steps, args.guidance)
         if args.json:
             print(json.dumps(result, indent=2))
         else:

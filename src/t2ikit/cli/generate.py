@@ -56,7 +56,32 @@ def register(subparsers) -> None:
                         help="region prompt: 'x0,y0,x1,y1:a red circle' (pixels) or 'mask.png:...' (repeatable)")
     parser.add_argument("--region-mode", default="attention", choices=["attention", "noise"],
                         help="regions by masked cross-attention or by noise-space blending (MultiDiffusion)")
+    parser.add_argument("--bootstrap", type=float, default=0.0, metavar="F",
+                        help="with --region: for the first fraction F of the steps, reset the latents outside every "
+                             "region to a plain background (MultiDiffusion's bootstrapping); 0 = off")
+    parser.add_argument("--background", default="1,1,1", metavar="R,G,B",
+                        help="the bootstrap's background colour, three numbers in [0, 1] (default white)")
+    parser.add_argument("--weighting", default="a1111", choices=["a1111", "compel", "none"],
+                        help="prompt weighting syntax of the prompt and --negative: a1111 '(word:1.3)', '[word]', "
+                             "BREAK; compel 'word++', '(words)0.8'; none = the text as written")
+    parser.add_argument("--excite", type=float, default=0.0, metavar="S",
+                        help="Attend-and-Excite: step the latent in the first steps so that every object noun gets "
+                             "attention; S the step size, 0 = off")
+    parser.add_argument("--guidance-mode", default="composed", choices=["composed", "nested"],
+                        help="how several conditions (regions in noise mode) combine: composed (Composable "
+                             "Diffusion) or nested (InstructPix2Pix)")
     parser.set_defaults(func=_generate)
+
+
+def parse_background(text: str) -> tuple[float, float, float]:
+    """"R,G,B" in [0, 1] -> a triple."""
+    try:
+        rgb = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= v <= 1 for v in rgb):
+        raise ValueError(f"--background must be R,G,B with each in [0, 1], e.g. 1,1,1; got {text!r}")
+    return rgb
 
 
 def _generate(args) -> int:
@@ -64,83 +89,48 @@ def _generate(args) -> int:
 
     from PIL.PngImagePlugin import PngInfo
 
+    from t2ikit.attention.sparse import hooks_from_spec
     from t2ikit.cli.info import PNG_KEY, format_parameters
     from t2ikit.cli.models import load_pipeline
-    from t2ikit.diffusion.samplers import check_sampler, sampler_display_name
+    from t2ikit.cli.paths import check_output
+    from t2ikit.control.compose import parse_adapter_args, parse_scales
+    from t2ikit.control.regions import parse_region
+    from t2ikit.diffusion.samplers import check_sampler
+    from t2ikit.text.weighting import check_weighting
 
+    # everything a user typed is checked before the model loads
     size = parse_size(args.size) if args.size is not None else None
     if args.sampler is not None:
-        check_sampler(args.sampler)  # before the model loads
-    paths = output_paths(args.out, args.n if args.n >= 1 else 1)
-    controls = {k: getattr(args, k) for k in ("sketch", "depth", "mask", "reference") if getattr(args, k)}
-    if args.scale or args.region:
-        from t2ikit.control.generate import parse_scales
-        from t2ikit.control.regions import parse_region
-
-        parse_scales(args.scale)  # names and numbers, before the model loads
-        for r in args.region:
-            parse_region(r)
-        controls.update(scales=args.scale, regions=args.region)
-    if args.adapter:
-        from t2ikit.control.generate import parse_adapter_args
-
-        controls["adapters"] = parse_adapter_args(args.adapter)
-        for name, folder in controls["adapters"].items():
-            if not getattr(args, name):
-                raise ValueError(f"--adapter {name}={folder} given without --{name}")
-    hooks = None
+        check_sampler(args.sampler)
+    paths = [check_output(p, (".png",), "--out") for p in output_paths(args.out, args.n if args.n >= 1 else 1)]
+    check_weighting([args.prompt] + ([args.negative] if args.negative else []), args.weighting)
+    scales = parse_scales(args.scale)
+    for r in args.region:
+        parse_region(r)
+    adapters = parse_adapter_args(args.adapter)
+    for name, folder in adapters.items():
+        if not getattr(args, name):
+            raise ValueError(f"--adapter {name}={folder} given without --{name}")
     if args.attention is not None:
-        from t2ikit.attention.sparse import _TextBound, hooks_from_spec
-
-        hooks = hooks_from_spec(args.attention)  # checked before the model loads
-        if controls:
-            raise ValueError("--attention cannot be combined with condition images, --scale or --region yet")
-    if args.relation_guidance is not None and args.relation_guidance > 0 and (controls or hooks):
-        raise ValueError("--relation-guidance cannot be combined with condition images, --scale, --region or "
-                         "--attention yet")
+        hooks_from_spec(args.attention)
+    techniques = dict(
+        weighting=args.weighting, excite=args.excite, attention=args.attention, adapters=adapters, scales=scales,
+        regions=args.region, region_mode=args.region_mode, bootstrap=args.bootstrap,
+        background=parse_background(args.background), guidance_mode=args.guidance_mode,
+        **{name: getattr(args, name) for name in ("sketch", "depth", "mask", "reference") if getattr(args, name)},
+    )
     pipe = load_pipeline(args.model, args.threads, args.device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         spec = pipe.make_spec(args.prompt, args.negative, args.steps, args.guidance, args.seed, args.n, size,
-                              args.sampler, args.relation_guidance)
-        if controls:
-            from t2ikit.control.generate import generate_controlled
-
-            result = generate_controlled(pipe, args.prompt, args.negative, steps=args.steps, guidance=args.guidance,
-                                         seed=args.seed, n=args.n, size=size, sampler=args.sampler,
-                                         progress=not args.quiet, region_mode=args.region_mode, **controls)
-        else:
-            for hook in hooks or []:
-                if isinstance(hook, _TextBound):
-                    hook.bind(pipe, spec.image_prompts(), spec.image_negatives())
-            result = pipe.run(spec, progress=not args.quiet, hooks=hooks)
+                              args.sampler, args.relation_guidance, **techniques)
+        result = pipe.run(spec, progress=not args.quiet)
     for w in caught:  # prompt warnings as sentences, not as a source line of pipeline.py
         if issubclass(w.category, DeprecationWarning):  # libraries' notes to their own developers
             continue
         print(f"t2ikit generate: warning: {w.message}", file=sys.stderr)
     for path, image, seed in zip(paths, result.pil(), result.seeds):
-        settings = {
-            "Steps": spec.steps,
-            "Sampler": sampler_display_name(spec.sampler),
-            "CFG scale": spec.guidance,
-            "Seed": seed,
-            "Size": f"{spec.size[1]}x{spec.size[0]}",
-            "Model": pipe.name,
-        }
-        if spec.relation_guidance > 0 and not controls:
-            settings["Relation guidance"] = spec.relation_guidance
-        for name in ("sketch", "depth", "mask", "reference"):  # conditions: where they came from, and how strong
-            if getattr(args, name):
-                settings[f"{name.capitalize()} image"] = getattr(args, name)
-        for name, folder in controls.get("adapters", {}).items():
-            settings[f"{name.capitalize()} adapter"] = folder
-        if args.scale:
-            settings["Condition scales"] = " ".join(args.scale)
-        if args.region:
-            settings["Regions"] = "; ".join(args.region)
-            settings["Region mode"] = args.region_mode
-        if args.attention is not None:
-            settings["Attention"] = args.attention
+        settings = {**spec.settings(), "Seed": seed, "Model": pipe.name}
         info = PngInfo()
         info.add_text(PNG_KEY, format_parameters(spec.prompts[0], args.negative, settings))
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,11 +25,17 @@ def _invert(args) -> int:
     import warnings
 
     from t2ikit.cli.models import load_pipeline
+    from t2ikit.cli.paths import check_output, input_image_size
     from t2ikit.diffusion.inversion import invert, psnr, reconstruct, save_inversion
+    from t2ikit.models.memory import check_memory
 
-    if not args.out.endswith(".safetensors"):
-        raise ValueError(f"--out must end in .safetensors; got {args.out!r}")
+    check_output(args.out, (".safetensors",), "--out", case_sensitive=True)  # save_inversion checks it exactly
+    size = input_image_size(args.image)  # an unreadable file fails before the model loads; nothing decoded yet
     pipe = load_pipeline(args.model, args.threads)
+    guided = args.guidance != 1.0
+    # one row, with gradients for null-text's optimisation; --check samples back (2 rows if guided) and decodes
+    check_memory(pipe, 1, size, rows_per_image=2 if args.check and guided else 1, what="invert", encode=True,
+                 decode=args.check, grad=guided and args.uncond == "null-text")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         inv = invert(pipe, args.image, args.prompt, steps=args.steps, guidance=args.guidance, uncond=args.uncond,

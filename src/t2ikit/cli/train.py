@@ -67,7 +67,7 @@ def handler(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
 
-    from t2ikit.control.train_adapter import is_adapter_config
+    from t2ikit.train.adapter import is_adapter_config
 
     if is_adapter_config(args.config):
         return _adapter(args)
@@ -113,8 +113,8 @@ def handler(args: argparse.Namespace) -> int:
 
 
 def _adapter(args: argparse.Namespace) -> int:
-    """An `[adapter]` config: train a condition adapter on a frozen base model (t2ikit.control.train_adapter)."""
-    from t2ikit.control.train_adapter import load_adapter_config, run
+    """An `[adapter]` config: train a condition adapter on a frozen base model (t2ikit.train.adapter)."""
+    from t2ikit.train.adapter import load_adapter_config, run
 
     unsupported = [flag for flag, value in (("--device", args.device not in (None, "cpu", "auto")),
                                             ("--workers", args.workers is not None),
@@ -125,7 +125,7 @@ def _adapter(args: argparse.Namespace) -> int:
                          "runs (adapter runs train on the CPU and write the adapter folder themselves)")
     config = load_adapter_config(args.config, {"out": args.out})
     if args.export_only:
-        from t2ikit.control.train_adapter import export_adapter
+        from t2ikit.train.adapter import export_adapter
 
         print(export_adapter(config.out, args.export_only, fp16=args.fp16))
         return 0

@@ -6,7 +6,7 @@
   per-skip form and is deprecated for adapters). Output convs are zero-initialised, so an untrained
   adapter leaves the base model unchanged.
 - `HierarchicalAdapter`: one modality per scale: each adapter contributes only at the levels it owns.
-- `adapter_loss`: the base model's own diffusion loss with the adapter's residuals, base frozen.
+- `adapter_loss`: the base model's own diffusion loss (diffusion.losses) with the adapter's residuals, base frozen.
 - `save_adapter` / `load_adapter`: safetensors weights + a JSON config beside them (no pickle).
 """
 
@@ -19,6 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from t2ikit.diffusion.losses import denoising_loss
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter.safetensors"
@@ -114,31 +117,18 @@ class HierarchicalAdapter(nn.Module):
         return total
 
 
-def noised_batch(latents, noise_scheduler, generator: torch.Generator):
-    """(t, noisy, target) for the base model's own loss: uniform timesteps, the eps or v target."""
-    b = latents.shape[0]
-    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
-    noise = torch.randn(latents.shape, generator=generator)
-    noisy = noise_scheduler.add_noise(latents, noise, t)
-    if noise_scheduler.config.prediction_type == "v_prediction":
-        return t, noisy, noise_scheduler.get_velocity(latents, noise, t)
-    return t, noisy, noise
-
-
 def adapter_loss(unet, adapter: ConditionAdapter, latents, text_states, cond, noise_scheduler,
-                 generator: torch.Generator) -> torch.Tensor:
-    """MSE of the frozen UNet's eps/v prediction with the adapter's residuals, at uniform timesteps."""
-    t, noisy, target = noised_batch(latents, noise_scheduler, generator)
-    pred = unet(noisy, t, encoder_hidden_states=text_states,
-                down_intrablock_additional_residuals=adapter(cond), return_dict=False)[0]
-    return F.mse_loss(pred.float(), target.float())
+                 generator: torch.Generator, outputs: dict | None = None) -> torch.Tensor:
+    """MSE of the frozen UNet's eps/v prediction with the adapter's residuals, at uniform timesteps
+    (`outputs`, when given, receives pred, noisy and timesteps, as in denoising_loss)."""
+    return denoising_loss(lambda x, t: unet(x, t, encoder_hidden_states=text_states,
+                                            down_intrablock_additional_residuals=adapter(cond), return_dict=False)[0],
+                          latents, noise_scheduler, generator, outputs=outputs)
 
 
 def save_adapter(adapter: nn.Module, folder: str | Path, extra: dict | None = None) -> Path:
     """Write adapter.safetensors and adapter_config.json (plus `extra`, e.g. the training record) of any
     adapter whose `config` is a dataclass (ConditionAdapter, reference.ReferenceAdapter)."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, folder / ADAPTER_WEIGHTS)
@@ -148,8 +138,6 @@ def save_adapter(adapter: nn.Module, folder: str | Path, extra: dict | None = No
 
 def load_adapter(folder: str | Path) -> ConditionAdapter:
     """An adapter saved by `save_adapter`; ValueError if the folder is not one."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     if not (folder / ADAPTER_CONFIG).is_file() or not (folder / ADAPTER_WEIGHTS).is_file():
         raise ValueError(f"{folder} is not an adapter folder: needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")

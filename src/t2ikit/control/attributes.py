@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from t2ikit.control.generate import generate_controlled
 from t2ikit.control.regions import Region
 
 
@@ -32,12 +31,13 @@ def recolour(pipe, prompt: str, new_prompt: str, box: tuple[int, int, int, int],
     keep_inside = (F.adaptive_avg_pool2d(pixel, (h, w)) > 0).to(pipe.dtype)  # (1, 1, h, w): any overlap may change
     trajectory = []
     held = {**(hold or {}), "adapters": adapters} if hold else {}
-    source = generate_controlled(pipe, prompt, seed=seed, steps=steps, guidance=guidance,
-                                 callback=lambda i, t, z: trajectory.append(z.clone()), **held)
+    source = pipe.run(pipe.make_spec(prompt, None, steps, guidance, seed, relation_guidance=0.0, **held),
+                      progress=False, callback=lambda i, t, z: trajectory.append(z.clone()))
 
     def blend(i, t, z):  # outside the box: the source run's latents of this step
         z.copy_(keep_inside * z + (1 - keep_inside) * trajectory[i])
 
-    edited = generate_controlled(pipe, new_prompt, seed=seed, steps=steps, guidance=guidance,
-                                 regions=[region] if use_region else None, callback=blend, **held)
+    edited = pipe.run(pipe.make_spec(new_prompt, None, steps, guidance, seed, relation_guidance=0.0,
+                                     regions=[region] if use_region else None, **held),
+                      progress=False, callback=blend)
     return source, edited

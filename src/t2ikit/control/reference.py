@@ -21,8 +21,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
-from t2ikit.attention.processor import AttentionHook
+from t2ikit.attention.processor import AttentionController, AttentionHook
+from t2ikit.control.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, save_adapter
+from t2ikit.diffusion.losses import denoising_loss
 
 
 def _conv_stages(hidden: int) -> list[nn.Module]:
@@ -216,17 +219,14 @@ class ReferenceAdapter(nn.Module):
 def reference_loss(unet, adapter: ReferenceAdapter, latents, text_states, reference, noise_scheduler,
                    generator: torch.Generator) -> torch.Tensor:
     """The frozen UNet's eps/v MSE with the reference branch in every cross-attention, uniform timesteps."""
-    from t2ikit.attention.processor import AttentionController
 
-    from t2ikit.control.adapters import noised_batch
-
-    t, noisy, target = noised_batch(latents, noise_scheduler, generator)
-    if adapter.concat:
-        pred = unet(noisy, t, encoder_hidden_states=adapter.context(text_states, reference), return_dict=False)[0]
-    else:
+    def denoise(x, t):
+        if adapter.concat:
+            return unet(x, t, encoder_hidden_states=adapter.context(text_states, reference), return_dict=False)[0]
         with AttentionController([adapter.hook(reference)]).install(unet):
-            pred = unet(noisy, t, encoder_hidden_states=text_states, return_dict=False)[0]
-    return F.mse_loss(pred.float(), target.float())
+            return unet(x, t, encoder_hidden_states=text_states, return_dict=False)[0]
+
+    return denoising_loss(denoise, latents, noise_scheduler, generator)
 
 
 def reference_distill_loss(adapter: ReferenceAdapter, reference, target_states) -> torch.Tensor:
@@ -243,15 +243,11 @@ def reference_distill_loss(adapter: ReferenceAdapter, reference, target_states) 
 
 
 def save_reference_adapter(adapter: ReferenceAdapter, folder: str | Path, extra: dict | None = None) -> Path:
-    from t2ikit.control.adapters import save_adapter
-
     return save_adapter(adapter, folder, extra)
 
 
 def is_attention_adapter(folder: str | Path) -> bool:
     """True if `folder` holds a ReferenceAdapter (attention fusion) rather than an additive adapter."""
-    from t2ikit.control.adapters import ADAPTER_CONFIG
-
     path = Path(folder) / ADAPTER_CONFIG
     if not path.is_file():
         return False
@@ -263,10 +259,6 @@ def is_attention_adapter(folder: str | Path) -> bool:
 
 def load_reference_adapter(folder: str | Path, unet) -> ReferenceAdapter:
     """A ReferenceAdapter saved by `save_reference_adapter`, for `unet`; ValueError if it does not fit."""
-    from safetensors.torch import load_file
-
-    from t2ikit.control.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-
     folder = Path(folder)
     if not (folder / ADAPTER_CONFIG).is_file() or not (folder / ADAPTER_WEIGHTS).is_file():
         raise ValueError(f"{folder} is not an adapter folder: needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")

@@ -8,7 +8,7 @@
   base prompt. So queries outside region i never see its prompt; where regions overlap, their weights
   share the token.
 - noise space (MultiDiffusion, Bar-Tal et al. 2023): one guidance condition per region with its mask,
-  blended by `control.guidance` (`region_conditions`).
+  blended by `t2ikit.diffusion.guidance.combine`.
 """
 
 from __future__ import annotations

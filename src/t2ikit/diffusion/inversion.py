@@ -27,7 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from t2ikit.diffusion.conditioning import Conditioning
+from t2ikit.diffusion.denoisers import unet_denoiser
 from t2ikit.diffusion.guidance import cfg
+from t2ikit.diffusion.loop import progress_bar, sample
+from t2ikit.models.memory import check_memory
+from t2ikit.text.check import check_prompt
 
 UNCOND_MODES = ("none", "null-text", "negative-prompt")
 NULL_TEXT_ITERS = 10  # inner Adam steps per timestep (Mokady et al. use 10)
@@ -155,56 +160,59 @@ def item_noise(shape: tuple[int, ...], batch: int, seed: int | list[int], dim: i
     return torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in seeds], dim)
 
 
-def _guided(unet, x, t, cond, uncond, guidance):
-    if uncond is None or guidance == 1.0:
-        return _unet(unet, x, t, cond)
-    u, c = _unet(unet, torch.cat([x, x]), t, torch.cat([uncond, cond])).chunk(2)
-    return cfg(u, c, guidance)
+class LevelScheduler:
+    """Deterministic DDIM over a Schedule's levels as a scheduler for `t2ikit.diffusion.loop.sample`.
+
+    Forwards, step i moves level i to level i + 1 with the model called at t_i; `inverse=True` runs
+    the levels backwards (DDIM inversion: level i + 1 to level i, still at t_i), so inversion is the
+    same loop as sampling with another scheduler. A fresh object per run (it has no state but this).
+    """
+
+    init_noise_sigma = 1.0
+
+    def __init__(self, schedule: Schedule, inverse: bool = False):
+        self.schedule, self.inverse = schedule, inverse
+        order = list(reversed(range(schedule.steps))) if inverse else list(range(schedule.steps))
+        self._index = {float(schedule.timesteps[i]): i for i in order}
+        self.timesteps = schedule.timesteps[order]
+
+    def scale_model_input(self, x: torch.Tensor, t) -> torch.Tensor:
+        return x
+
+    def step(self, out: torch.Tensor, t, x: torch.Tensor, return_dict: bool = False):
+        i, levels = self._index[float(t)], self.schedule.levels
+        a_from, a_to = (float(levels[i + 1]), float(levels[i])) if self.inverse else (float(levels[i]),
+                                                                                    float(levels[i + 1]))
+        return (ddim_move(out, x, a_from, a_to, self.schedule.prediction_type),)
 
 
-@torch.no_grad()
-def ddim_invert(unet, schedule: Schedule, x0: torch.Tensor, cond: torch.Tensor, uncond=None,
-                guidance: float = 1.0, progress=None) -> torch.Tensor:
-    """(N + 1, B, C, h, w) trajectory from x_T ([0]) to x0 ([N]), by DDIM steps run backwards."""
-    n = schedule.steps
-    traj = [None] * (n + 1)
-    traj[n] = x = x0
-    for i in reversed(range(n)):  # level i + 1 -> level i, model at t_i
-        t = schedule.timesteps[i]
-        out = _guided(unet, x, t, cond, uncond, guidance)
-        x = ddim_move(out, x, float(schedule.levels[i + 1]), float(schedule.levels[i]), schedule.prediction_type)
-        traj[i] = x
-        if progress:
-            progress()
+def ddim_invert(unet, schedule: Schedule, x0: torch.Tensor, cond: torch.Tensor, progress=None) -> torch.Tensor:
+    """(N + 1, B, C, h, w) trajectory from x_T ([0]) to x0 ([N]), by DDIM steps run backwards (guidance 1)."""
+    traj = [None] * (schedule.steps + 1)
+    traj[schedule.steps] = x0
+
+    def record(i, t, x):  # the loop's step i reached level steps - 1 - i
+        traj[schedule.steps - 1 - i] = x
+        return x
+
+    sample(unet_denoiser(unet), LevelScheduler(schedule, inverse=True), x0,
+           Conditioning.text(cond, after_step=[record]), progress=progress or False)
     return torch.stack(traj)
 
 
-@torch.no_grad()
 def ddim_denoise(unet, schedule: Schedule, noise: torch.Tensor, cond: torch.Tensor, uncond=None,
-                 guidance: float = 1.0, controller=None, after_step=None, progress=None) -> torch.Tensor:
-    """Deterministic DDIM from x_T to x_0.
+                 guidance: float = 1.0, controller=None, after_step=None, progress=None,
+                 residuals: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Deterministic DDIM from x_T to x_0 through `t2ikit.diffusion.loop.sample`.
 
     uncond: None, a (B, T, D) tensor, or a list of one per step (null-text inversion's).
     controller: an installed AttentionController; its clock follows the steps.
     after_step(i, x) -> x: called with the latent at level i + 1 (mask blending).
+    residuals: adapter residuals per down level (a sketch or mask adapter holding the edit's structure).
     """
-    x = noise
-    guided = uncond is not None and guidance != 1.0
-    if controller is not None:
-        controller.latent_hw = tuple(noise.shape[-2:])
-        controller.guided = guided
-    for i in range(schedule.steps):
-        t = schedule.timesteps[i]
-        if controller is not None:
-            controller.set_step(i, schedule.steps, t)
-        u = uncond[i] if isinstance(uncond, (list, tuple)) else uncond
-        out = _guided(unet, x, t, cond, u if guided else None, guidance)
-        x = ddim_move(out, x, float(schedule.levels[i]), float(schedule.levels[i + 1]), schedule.prediction_type)
-        if after_step is not None:
-            x = after_step(i, x)
-        if progress:
-            progress()
-    return x
+    after = [] if after_step is None else [lambda i, t, x: after_step(i, x)]
+    c = Conditioning.text(cond, uncond, guidance, residuals=residuals, controller=controller, after_step=after)
+    return sample(unet_denoiser(unet), LevelScheduler(schedule), noise, c, progress=progress or False)
 
 
 def null_text_optimize(unet, schedule: Schedule, trajectory: torch.Tensor, cond: torch.Tensor,
@@ -288,15 +296,14 @@ def invert(pipe, image, prompt: str | list[str], steps: int = 20, guidance: floa
     guidance 1: plain DDIM inversion. guidance > 1: the trajectory is inverted unguided (as Mokady et al.
     do) and `uncond` says how guided sampling is kept on it: "null-text", "negative-prompt", or "none".
     """
-    from t2ikit.diffusion.loop import progress_bar
-    from t2ikit.text.check import check_prompt
-
     guidance = check_guidance(guidance)
     if uncond not in UNCOND_MODES:
         raise ValueError(f"uncond must be one of {', '.join(UNCOND_MODES)}; got {uncond!r}")
     if not isinstance(null_text_iters, int) or null_text_iters < 0:
         raise ValueError(f"null_text_iters must be an int >= 0; got {null_text_iters!r}")
     images = load_image(image, size_multiple(pipe))
+    check_memory(pipe, len(images), tuple(images.shape[-2:]), rows_per_image=1, what="invert", encode=True,
+                 decode=False, grad=guidance != 1.0 and uncond == "null-text")
     prompts = [prompt] * len(images) if isinstance(prompt, str) else list(prompt)
     if len(prompts) != len(images) or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"need one prompt (str) per image: {len(prompts)} prompt(s) for {len(images)} image(s)")
@@ -360,5 +367,5 @@ def save_inversion(inversion: Inversion, path: str | os.PathLike, metadata: dict
     return path
 
 
-__all__ = ["Inversion", "Schedule", "ddim_denoise", "ddim_invert", "item_noise", "ddim_move", "ddim_schedule", "encode_image",
+__all__ = ["Inversion", "LevelScheduler", "Schedule", "ddim_denoise", "ddim_invert", "item_noise", "ddim_move", "ddim_schedule", "encode_image",
            "invert", "load_image", "null_text_optimize", "psnr", "reconstruct", "save_inversion", "size_multiple"]

@@ -1,4 +1,14 @@
-"""The denoising loop: a plain function over a UNet, a scheduler and guidance (as lean as diffusers')."""
+"""The denoising loop: the only one in t2ikit. Generation, inversion and every edit method run through it.
+
+    sample(denoiser, scheduler, noise, conditioning)
+
+A denoiser (t2ikit.diffusion.denoisers) maps (x, t, conditioning, step, num_steps) to a prediction,
+guidance included; latent updates run before each step (`Conditioning.before_step`) and after it
+(`Conditioning.after_step`); attention hooks ride on the processor stack (`Conditioning.controller`).
+A scheduler is a diffusers scheduler with its timesteps set, or anything with the same four members
+(`timesteps`, `init_noise_sigma`, `scale_model_input`, `step`): DDIM inversion is the same loop with
+the DDIM step run backwards (t2ikit.diffusion.inversion.LevelScheduler).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +17,9 @@ import sys
 from contextlib import contextmanager
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
-from t2ikit.diffusion.guidance import cfg
+from t2ikit.diffusion.conditioning import Conditioning
 
 
 @contextmanager
@@ -34,8 +45,6 @@ def progress_bar(total: int, enabled: bool = True, desc: str = "sampling"):
 
 def initial_noise(shape: tuple[int, ...], generators: list[torch.Generator], device, dtype) -> torch.Tensor:
     """(N, C, h, w) Gaussian noise, row i drawn from `generators[i]` alone: a batch equals its items."""
-    from diffusers.utils.torch_utils import randn_tensor
-
     if len(generators) != shape[0]:
         raise ValueError(f"need one generator per image: {len(generators)} generators for {shape[0]} images")
     return randn_tensor(shape, generator=generators, device=torch.device(device), dtype=dtype)
@@ -43,48 +52,38 @@ def initial_noise(shape: tuple[int, ...], generators: list[torch.Generator], dev
 
 @torch.no_grad()
 def sample(
-    unet,
-    scheduler,
-    noise: torch.Tensor,  # (N, C, h, w) unit Gaussian, from `initial_noise`
-    cond: torch.Tensor,  # (N, T, D) text embeddings of the prompts
-    uncond: torch.Tensor | None,  # (N, T, D) of the negative prompts, None for no guidance
-    steps: int,
-    guidance: float,
+    denoiser,  # (x, t, conditioning, step, num_steps) -> prediction (t2ikit.diffusion.denoisers)
+    scheduler,  # timesteps already set (scheduler.set_timesteps)
+    noise: torch.Tensor,  # (N, C, h, w): unit Gaussian for generation, the start latent for inversion
+    c: Conditioning,
     generators: list[torch.Generator] | None = None,  # per image, for stochastic samplers' step noise
-    progress: bool = True,
+    progress=True,  # bool (a bar on stderr) or a callable called once per step (an outer bar's update)
     callback=None,  # callback(i, t, latents) after every step
-    controller=None,  # an installed t2ikit.attention.AttentionController: its clock follows the steps
-    before_step=None,  # before_step(i, t, latents, scheduler) -> latents: a latent update before step i
 ) -> torch.Tensor:
-    """Reverse diffusion from `noise` to clean latents with classifier-free guidance.
-
-    Uncond and cond run as one batch [uncond; cond] through the UNet, as in diffusers' SD pipeline. With
-    guidance == 1 (or no uncond) the unconditional half is skipped: cfg(u, c, 1) == c. `before_step` is where
-    sampling-time latent guidance goes (t2ikit.analysis.excite.LatentGuidance): it may run the UNet with
-    gradients of its own; what it returns is denoised.
-    """
-    scheduler.set_timesteps(steps, device=noise.device)
-    guided = uncond is not None and guidance != 1.0
-    embeds = torch.cat([uncond, cond]) if guided else cond  # (2N or N, T, D)
+    """Run `denoiser` over the scheduler's timesteps from `noise` to clean latents (module docstring)."""
+    timesteps = scheduler.timesteps
+    num_steps = len(timesteps)
     step_params = inspect.signature(scheduler.step).parameters
     step_kwargs = {"generator": generators} if generators is not None and "generator" in step_params else {}
     latents = noise * scheduler.init_noise_sigma
-    if controller is not None:  # hooks read where they are: step, timestep, latent grid, batch layout
-        controller.latent_hw = tuple(noise.shape[-2:])
-        controller.guided = guided
-    with progress_bar(len(scheduler.timesteps), progress) as update:
-        for i, t in enumerate(scheduler.timesteps):
-            if controller is not None:
-                controller.set_step(i, len(scheduler.timesteps), t)
-            if before_step is not None:
-                latents = before_step(i, t, latents, scheduler)
-            x = torch.cat([latents, latents]) if guided else latents
-            x = scheduler.scale_model_input(x, t)
-            eps = unet(x, t, encoder_hidden_states=embeds, return_dict=False)[0]
-            if guided:
-                eps = cfg(*eps.chunk(2), guidance)
-            latents = scheduler.step(eps, t, latents, **step_kwargs, return_dict=False)[0]
+    if c.controller is not None:  # hooks read where they are: step, timestep, latent grid, batch layout
+        c.controller.latent_hw = tuple(noise.shape[-2:])
+    with progress_bar(num_steps, progress is True) as bar:
+        update = progress if callable(progress) else bar
+        for i, t in enumerate(timesteps):
+            for before in c.before_step:
+                latents = before(i, t, latents, scheduler)
+            if c.controller is not None:
+                c.controller.set_step(i, num_steps, t)
+            x = scheduler.scale_model_input(latents, t)
+            out = denoiser(x, t, c, i, num_steps)
+            latents = scheduler.step(out, t, latents, **step_kwargs, return_dict=False)[0]
+            for after in c.after_step:
+                latents = after(i, t, latents)
             if callback is not None:
                 callback(i, t, latents)
             update()
     return latents
+
+
+__all__ = ["initial_noise", "progress_bar", "sample"]

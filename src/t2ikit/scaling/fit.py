@@ -34,6 +34,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
+from t2ikit.bench.stats import percentile_interval
+
 RUN_COLUMNS = ("params", "samples", "flops", "loss", "accuracy", "wall_s")
 AXES = {"params": "N", "samples": "D", "flops": "C"}  # the x axes of the single-variable power laws
 TARGETS = ("loss", "error")
@@ -313,9 +315,7 @@ def _interval(value: float, samples: np.ndarray | None) -> Interval:
         samples = samples[np.isfinite(samples)]
     if samples is None or len(samples) == 0:
         return Interval(float(value))
-    tail = 100 * (1 - CI_LEVEL) / 2
-    lo, hi = np.percentile(samples, [tail, 100 - tail])
-    return Interval(float(value), (float(lo), float(hi)))
+    return Interval(float(value), percentile_interval(samples, CI_LEVEL))
 
 
 @dataclass(frozen=True)

@@ -12,20 +12,6 @@ import torch
 from t2ikit.train.config import DiffusionConfig
 
 
-def training_scheduler(d: DiffusionConfig):
-    """The DDPM noise schedule the UNet is trained on."""
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler(
-        num_train_timesteps=d.num_train_timesteps,
-        beta_schedule=d.beta_schedule,
-        beta_start=d.beta_start,
-        beta_end=d.beta_end,
-        prediction_type=d.prediction_type,
-        clip_sample=False,
-    )
-
-
 def sampling_scheduler(d: DiffusionConfig):
     """DPM-Solver++ (Lu et al. 2022) on the training schedule: the shipped default sampler."""
     from diffusers import DPMSolverMultistepScheduler

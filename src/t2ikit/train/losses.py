@@ -1,4 +1,5 @@
-"""Training losses as plain functions: the VAE reconstruction loss and the denoising loss with min-SNR.
+"""Training losses as plain functions: the VAE reconstruction loss, the UNet's denoising loss with min-SNR
+(its math in t2ikit.diffusion.losses, shared with the adapter trainers) and the extra terms.
 
 Each is a short callable `loss(model(s), batch, ...) -> scalar`, in the manner of EDM's training/loss.py.
 """
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from t2ikit.diffusion.losses import denoising_loss, global_randn
 
 # ----------------------------------------------------------------------------------------------------
 # VAE
@@ -47,49 +50,8 @@ def vae_loss(
 
 
 # ----------------------------------------------------------------------------------------------------
-# Draws for a data-parallel shard
-# ----------------------------------------------------------------------------------------------------
-
-
-def global_randn(local_shape, generator: torch.Generator | None, shard: tuple[int, int]) -> torch.Tensor:
-    """Normal draws for the whole global batch, rows rank::world: the same numbers for any world size."""
-    rank, world = shard
-    shape = (local_shape[0] * world, *local_shape[1:])
-    return torch.randn(shape, generator=generator, device="cpu" if generator is None else generator.device)[rank::world]
-
-
-def global_randint(high: int, local_b: int, generator: torch.Generator, shard: tuple[int, int]) -> torch.Tensor:
-    rank, world = shard
-    return torch.randint(0, high, (local_b * world,), generator=generator, device=generator.device)[rank::world]
-
-
-# ----------------------------------------------------------------------------------------------------
 # Diffusion
 # ----------------------------------------------------------------------------------------------------
-
-
-def snr(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) at each timestep, (B,)."""
-    a = alphas_cumprod.to(timesteps.device)[timesteps].float()
-    return a / (1 - a).clamp(min=1e-12)
-
-
-def min_snr_weights(snr_t: torch.Tensor, gamma: float, prediction_type: str, floor: float = 0.0) -> torch.Tensor:
-    """Min-SNR-gamma loss weights (Hang et al. 2023, Eq. 9), expressed for an eps or v target.
-
-    In x0 terms the weight is min(SNR, gamma): at the noisiest steps it goes to 0 with the SNR (2e-9 at t = 999
-    of the cosine schedule), so nothing trains what the model predicts from pure noise, where the layout is
-    chosen. `floor` raises that x0 weight to at least `floor` (1 gives the noisiest steps the weight of the
-    plain v loss); 0 is the paper's weighting.
-    """
-    if gamma <= 0:
-        return torch.ones_like(snr_t)
-    clipped = torch.minimum(snr_t, torch.full_like(snr_t, gamma)).clamp(min=floor)
-    if prediction_type == "epsilon":
-        return clipped / snr_t.clamp(min=1e-12)
-    if prediction_type == "v_prediction":
-        return clipped / (snr_t + 1)
-    raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
 
 
 def diffusion_loss(
@@ -103,26 +65,9 @@ def diffusion_loss(
     outputs: dict | None = None,  # when given, filled with pred, noisy, timesteps (for the extra loss terms)
     snr_floor: float = 0.0,  # lower bound of the min-SNR weight in x0 terms (min_snr_weights' floor)
 ) -> torch.Tensor:
-    """Weighted MSE between the UNet output and the eps or v target at uniformly drawn timesteps."""
-    b = latents.shape[0]
-    n_t = noise_scheduler.config.num_train_timesteps
-    timesteps = global_randint(n_t, b, generator, shard).to(latents.device)
-    noise = global_randn(latents.shape, generator, shard).to(latents.device)
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    prediction_type = noise_scheduler.config.prediction_type
-    if prediction_type == "epsilon":
-        target = noise
-    elif prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
-    pred = unet(noisy, timesteps, encoder_hidden_states=text_states).sample
-    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
-    weights = min_snr_weights(snr(noise_scheduler.alphas_cumprod, timesteps), snr_gamma, prediction_type,
-                              snr_floor)
-    if outputs is not None:
-        outputs.update(pred=pred, noisy=noisy, timesteps=timesteps)
-    return (weights * per_sample).mean()
+    """The text-conditioned UNet's denoising loss (t2ikit.diffusion.losses.denoising_loss)."""
+    return denoising_loss(lambda x, t: unet(x, t, encoder_hidden_states=text_states).sample, latents,
+                          noise_scheduler, generator, snr_gamma, snr_floor, shard, outputs)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import json
 import math
@@ -19,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from t2ikit.diffusion.schedules import training_scheduler
 from t2ikit.models.sizes import build_text_encoder, build_unet, build_vae, vae_size
 from t2ikit.pipeline import write_model_defaults
 from t2ikit.train import checkpoint as ckpt
@@ -27,7 +29,7 @@ from t2ikit.train.config import OptimConfig, TrainConfig, config_from_json
 from t2ikit.train.curriculum import curriculum_from_config
 from t2ikit.train.data import ShapesBatches, make_loader, style_mixed_batch, to_model_input
 from t2ikit.train.ema import EMA
-from t2ikit.train.export import build_pipeline, export_pipeline, training_scheduler
+from t2ikit.train.export import build_pipeline, export_pipeline
 from t2ikit.train.losses import diffusion_loss, vae_loss
 
 STAGES = ("vae", "unet")
@@ -162,7 +164,7 @@ class Trainer:
         self.text_encoder = self._build("text_encoder")
         if m.init:
             self._init_from(Path(m.init))
-        self.noise_scheduler = training_scheduler(cfg.diffusion)
+        self.noise_scheduler = training_scheduler(dataclasses.asdict(cfg.diffusion))
         self.multiloss = None
         lo = cfg.losses
         if (lo.text_alignment > 0 or lo.image_quality > 0 or lo.grounding > 0 or lo.relation > 0

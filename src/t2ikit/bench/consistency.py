@@ -27,6 +27,10 @@ import numpy as np
 import torch
 from scipy import ndimage, stats
 
+from t2ikit.world import vocab
+from t2ikit.world.oracle import detect, score
+from t2ikit.world.render import shape_mask
+
 EDGE_THRESHOLD = 0.2  # colour step (max over RGB) that makes an edge pixel
 DEFAULT_LAMBDAS = {"text": 1.0, "sketch": 1.0, "depth": 1.0, "mask": 1.0, "reference": 1.0}
 
@@ -66,8 +70,6 @@ def sketch_consistency(rgb: np.ndarray, sketch: np.ndarray) -> float:
 
 def scene_depth(rgb: np.ndarray, scene) -> np.ndarray:
     """(H, W) nearness read from an image through the scene's object colours (see module docstring)."""
-    from t2ikit.world import vocab
-
     bg = np.asarray(vocab.BACKGROUNDS[scene.background], np.float32)
     colours = np.asarray([vocab.COLOURS[o.colour] for o in scene.objects], np.float32)  # (n, 3)
     depths = np.asarray([o.depth for o in scene.objects], np.float32)
@@ -88,10 +90,6 @@ def depth_consistency(rgb: np.ndarray, depth: np.ndarray, scene) -> float:
 
 def detected_classes(rgb: np.ndarray) -> np.ndarray:
     """(K, H, W) bool: the oracle's detections re-rendered as class silhouettes at the image size."""
-    from t2ikit.world import vocab
-    from t2ikit.world.oracle import detect
-    from t2ikit.world.render import shape_mask
-
     h = rgb.shape[0]
     s = h / vocab.REFERENCE_RESOLUTION
     out = np.zeros((len(vocab.SHAPES), h, rgb.shape[1]), bool)
@@ -122,8 +120,6 @@ def mask_consistency(rgb: np.ndarray, classes: np.ndarray) -> float:
 
 def reference_consistency(rgb: np.ndarray, reference_objects) -> float:
     """F1 of (colour, shape) multisets: the oracle's objects in the image vs the reference's objects."""
-    from t2ikit.world.oracle import detect
-
     pred = Counter((d.colour, d.shape) for d in detect(rgb).detections)
     ref = Counter((o.colour, o.shape) for o in reference_objects)
     hit = sum((pred & ref).values())
@@ -133,8 +129,6 @@ def reference_consistency(rgb: np.ndarray, reference_objects) -> float:
 
 
 def text_consistency(rgb: np.ndarray, spec) -> float:
-    from t2ikit.world.oracle import score
-
     s = score(rgb, spec)
     return s.n_passed / max(len(s.checks), 1)
 

@@ -2,7 +2,7 @@
 
     t2ikit train --config configs/adapter-depth.toml [--out DIR] [--resume]
     t2ikit train --config configs/adapter-depth.toml --export-only src/t2ikit/control/weights/depth-v1 --fp16
-    python -m t2ikit.control.train_adapter --modality sketch --steps 300 --batch-size 16 --out DIR
+    python -m t2ikit.train.adapter --modality sketch --steps 300 --batch-size 16 --out DIR
 
 Only the adapter's weights train; the UNet, VAE and text encoder stay frozen (T2I-Adapter's and
 IP-Adapter's recipe). sketch, depth and mask train an additive `ConditionAdapter`; reference trains the
@@ -20,11 +20,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
+
+from t2ikit.bench.consistency import consistency_loss
+from t2ikit.control.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ConditionAdapter, adapter_config_for, \
+    adapter_loss, save_adapter
+from t2ikit.control.encoders import CONDITIONS, check_condition_name
+from t2ikit.control.reference import FUSIONS, ReferenceAdapter, ReferenceConfig, reference_distill_loss, \
+    reference_loss
+from t2ikit.diffusion.schedules import training_scheduler
+from t2ikit.models.registry import shipped_model_path
+from t2ikit.pipeline import T2IPipeline
+from t2ikit.train.checkpoint import checkpoint_name, load_checkpoint, optimizer_from_flat, optimizer_to_flat, \
+    resolve_checkpoint, save_checkpoint
+from t2ikit.train.config import from_dict, read_toml
+from t2ikit.train.losses import predicted_x0
+from t2ikit.world.conditions import shapes_batch
 
 
 @dataclass
@@ -52,8 +69,6 @@ class AdapterTrainConfig:
     out: str = ""  # run folder: checkpoints/ and the trained adapter (adapter.safetensors, adapter_config.json)
 
     def validate(self) -> AdapterTrainConfig:
-        from t2ikit.control.encoders import check_condition_name
-
         check_condition_name(self.modality)
         for name in ("steps", "batch_size", "hidden", "grid", "threads", "keep"):
             if getattr(self, name) < 1:
@@ -66,8 +81,6 @@ class AdapterTrainConfig:
             raise ValueError(f"adapter.consistency_weight must be >= 0 and is defined for sketch only (a decoded "
                              f"image has edges; depth and masks would need an estimator); got "
                              f"{self.consistency_weight} for {self.modality!r}")
-        from t2ikit.control.reference import FUSIONS
-
         if self.fusion not in FUSIONS:
             raise ValueError(f"adapter.fusion must be one of {', '.join(FUSIONS)}; got {self.fusion!r}")
         if self.tokens < 0 or self.distill_steps < 0:
@@ -86,8 +99,6 @@ class AdapterTrainConfig:
 
 def load_adapter_config(path: str | Path, overrides: dict | None = None) -> AdapterTrainConfig:
     """The `[adapter]` table of a TOML run config (unknown keys and other tables are errors)."""
-    from t2ikit.train.config import from_dict, read_toml
-
     data = read_toml(path)
     extra = sorted(set(data) - {"adapter"})
     if extra or "adapter" not in data:
@@ -97,17 +108,11 @@ def load_adapter_config(path: str | Path, overrides: dict | None = None) -> Adap
 
 
 def is_adapter_config(path: str | Path) -> bool:
-    from t2ikit.train.config import read_toml
-
     return "adapter" in read_toml(path)
 
 
 def make_adapter(pipe, config: AdapterTrainConfig):
     """A fresh adapter for `pipe`: ReferenceAdapter for reference, ConditionAdapter otherwise."""
-    from t2ikit.control.adapters import ConditionAdapter, adapter_config_for
-    from t2ikit.control.encoders import CONDITIONS
-    from t2ikit.control.reference import ReferenceAdapter, ReferenceConfig
-
     if config.modality == "reference":
         rc = ReferenceConfig(token_dim=pipe.unet.config.cross_attention_dim, grid=config.grid, hidden=config.hidden,
                              fusion=config.fusion, tokens=config.tokens)
@@ -120,12 +125,6 @@ def make_adapter(pipe, config: AdapterTrainConfig):
 def export_adapter(trained: str | Path, folder: str | Path, fp16: bool = False) -> Path:
     """Copy the trained adapter of run folder `trained` to `folder`, in float16 with `fp16` (how t2ikit ships
     adapters: the weights are loaded into the model's dtype, so fp16 only halves the file)."""
-    import shutil
-
-    from safetensors.torch import load_file, save_file
-
-    from t2ikit.control.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-
     trained, folder = Path(trained), Path(folder)
     if not (trained / ADAPTER_WEIGHTS).is_file() or not (trained / ADAPTER_CONFIG).is_file():
         raise ValueError(f"{trained} holds no trained adapter ({ADAPTER_WEIGHTS} + {ADAPTER_CONFIG}); train it first")
@@ -141,8 +140,6 @@ def export_adapter(trained: str | Path, folder: str | Path, fp16: bool = False) 
 
 
 def _checkpoint(root: Path, step: int, adapter, opt, gen, losses, config: AdapterTrainConfig) -> Path:
-    from t2ikit.train.checkpoint import checkpoint_name, optimizer_to_flat, save_checkpoint
-
     otensors, ometa = optimizer_to_flat(opt)
     tensors = {**{f"model.{k}": v for k, v in adapter.state_dict().items()}, **otensors,
                "rng.generator": gen.get_state()}
@@ -152,8 +149,6 @@ def _checkpoint(root: Path, step: int, adapter, opt, gen, losses, config: Adapte
 
 
 def _restore(path: Path, adapter, opt, gen, config: AdapterTrainConfig) -> tuple[int, list[float]]:
-    from t2ikit.train.checkpoint import load_checkpoint, optimizer_from_flat
-
     tensors, state, config_json = load_checkpoint(path)
     saved = json.loads(config_json)
     differs = {k for k in ("modality", "batch_size", "hidden", "grid", "fusion", "data_seed", "seed", "caption_dropout", "lr",
@@ -171,17 +166,10 @@ def sketch_consistency_loss(pipe, adapter, latents, text_states, sketch, noise_s
                             weight: float, max_t: int) -> torch.Tensor:
     """adapter_loss + weight * L_sketch: the seed's L_consistency as a training term. The predicted x0 of
     the samples with t < max_t is decoded by the frozen VAE and its soft edges are compared with the sketch
-    (Dice, `control.consistency.consistency_loss`); gradients reach the adapter through the UNet and VAE."""
-    import torch.nn.functional as F
-
-    from t2ikit.control.adapters import noised_batch
-    from t2ikit.control.consistency import consistency_loss
-    from t2ikit.train.losses import predicted_x0
-
-    t, noisy, target = noised_batch(latents, noise_scheduler, generator)
-    pred = pipe.unet(noisy, t, encoder_hidden_states=text_states,
-                     down_intrablock_additional_residuals=adapter(sketch), return_dict=False)[0]
-    loss = F.mse_loss(pred.float(), target.float())
+    (Dice, `bench.consistency.consistency_loss`); gradients reach the adapter through the UNet and VAE."""
+    step = {}
+    loss = adapter_loss(pipe.unet, adapter, latents, text_states, sketch, noise_scheduler, generator, step)
+    t, noisy, pred = step["timesteps"], step["noisy"], step["pred"]
     low = t < max_t
     if weight > 0 and bool(low.any()):
         x0 = predicted_x0(noise_scheduler, noisy[low], pred[low], t[low])
@@ -193,12 +181,6 @@ def sketch_consistency_loss(pipe, adapter, latents, text_states, sketch, noise_s
 
 def train(pipe, config: AdapterTrainConfig, log_every: int = 25, resume: str | None = None):
     """(adapter, record): trains an adapter for `pipe`'s frozen UNet; checkpoints under config.out."""
-    from diffusers import DDPMScheduler
-
-    from t2ikit.control.adapters import adapter_loss
-    from t2ikit.control.encoders import shapes_batch
-    from t2ikit.control.reference import reference_distill_loss, reference_loss
-
     config.validate()
     root = Path(config.out) / "checkpoints" if config.out else None
     if resume is not None and root is None:
@@ -209,13 +191,10 @@ def train(pipe, config: AdapterTrainConfig, log_every: int = 25, resume: str | N
         module.requires_grad_(False)
     adapter = make_adapter(pipe, config).train()
     opt = torch.optim.AdamW(adapter.parameters(), lr=config.lr, weight_decay=0.0)
-    noise_scheduler = DDPMScheduler.from_config({k: v for k, v in pipe.scheduler_config.items()
-                                                 if not k.startswith("_")})
+    noise_scheduler = training_scheduler(pipe.scheduler_config)
     gen = torch.Generator().manual_seed(config.seed)
     first, losses = 0, []
     if resume is not None:
-        from t2ikit.train.checkpoint import resolve_checkpoint
-
         first, losses = _restore(resolve_checkpoint(root, resume), adapter, opt, gen, config)
         print(f"resumed at step {first}", flush=True)
     size = pipe.default_size[0]
@@ -263,23 +242,17 @@ def train(pipe, config: AdapterTrainConfig, log_every: int = 25, resume: str | N
 def model_label(path) -> str:
     """How an adapter's record names its base model: a packaged model by its name (which `--model` takes on
     any machine), any other folder by its absolute path."""
-    from t2ikit.cli.models import shipped_model_path
-
     path = Path(path).resolve()
     return path.name if path.parent == shipped_model_path().parent else str(path)
 
 
 def run(config: AdapterTrainConfig, resume: str | None = None) -> Path:
     """Train (or resume) the run of `config` and write the adapter into config.out; returns that folder."""
-    from t2ikit.bench.compbench import default_model_path
-    from t2ikit.control.adapters import save_adapter
-    from t2ikit.pipeline import T2IPipeline
-
     config.validate()
     if not config.out:
         raise ValueError("adapter.out (or --out) is required: the folder the trained adapter is written to")
     torch.set_num_threads(config.threads)
-    pipe = T2IPipeline.from_folder(config.model or default_model_path())
+    pipe = T2IPipeline.from_folder(config.model or shipped_model_path())
     adapter, record = train(pipe, config, resume=resume)
     folder = save_adapter(adapter, config.out, extra=record)  # one format for additive and reference adapters
     print(json.dumps(record, indent=1))

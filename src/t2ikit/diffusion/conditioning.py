@@ -1,0 +1,69 @@
+"""The Conditioning bundle: everything a denoising step needs besides the latents.
+
+    text conditions (weighted prompt states, each with a scale, a step range, a mask, a priority)
+    + the unconditional states (negative prompt; one per step after null-text inversion)
+    + adapter residuals (T2I-Adapter) + attention hooks (an AttentionController)
+    + latent updates before each step (Attend-and-Excite, relation guidance) and after it (bootstrapping,
+      blended editing)
+
+`t2ikit.diffusion.loop.sample` reads it; `T2IPipeline` builds it from a request, so every technique
+reaches the one loop through this one object and composes with every other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from t2ikit.attention.processor import AttentionController
+from t2ikit.diffusion.guidance import DEFAULT_MODE, MODES, Condition, check_conditions
+
+# before_step(i, t, latents, scheduler) -> latents: a latent update before step i (may run the UNet with grad)
+BeforeStep = Callable[[int, torch.Tensor, torch.Tensor, object], torch.Tensor]
+# after_step(i, t, latents) -> latents: runs on the latents a scheduler step produced
+AfterStep = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Conditioning:
+    """One generation's conditioning (module docstring); checked by `check` before compute."""
+
+    conditions: list[Condition]  # text guidance terms; [0] is usually the prompt itself
+    uncond: torch.Tensor | list[torch.Tensor] | None = None  # (N, T, D) negative states, one per step, or None
+    mode: str = DEFAULT_MODE  # how N conditions combine: "composed" or "nested" (t2ikit.diffusion.guidance)
+    residuals: list[torch.Tensor] | None = None  # adapter residuals per UNet down level, (N, C_k, h_k, w_k)
+    controller: AttentionController | None = None  # attention hooks for this call; its clock follows the steps
+    before_step: list[BeforeStep] = field(default_factory=list)
+    after_step: list[AfterStep] = field(default_factory=list)
+
+    @classmethod
+    def text(cls, cond: torch.Tensor, uncond: torch.Tensor | list | None = None, guidance: float = 1.0,
+             **kwargs) -> Conditioning:
+        """Plain classifier-free guidance of `cond` against `uncond` at scale `guidance`."""
+        return cls([Condition(cond, float(guidance), name="text")], uncond, **kwargs)
+
+    def uncond_at(self, step: int) -> torch.Tensor | None:
+        return self.uncond[step] if isinstance(self.uncond, (list, tuple)) else self.uncond
+
+    def unguided(self, step: int, num_steps: int) -> bool:
+        """True when step `step` needs the conditional prediction alone: one unmasked condition at scale 1
+        (cfg(u, c, 1) == c, so the unconditional half is skipped), or no unconditional states."""
+        active = [c for c in self.conditions if c.active(step, num_steps)]
+        if self.uncond is None:
+            return True
+        return len(active) == 1 and active[0].mask is None and active[0].scale == 1.0
+
+    def check(self, latent_hw: tuple[int, int]) -> Conditioning:
+        """ValueError naming what is inconsistent, before any compute."""
+        if self.mode not in MODES:
+            raise ValueError(f"unknown guidance mode {self.mode!r}; allowed: {', '.join(MODES)}")
+        check_conditions(self.conditions, latent_hw)
+        partial = any(c.start > 0 or c.end < 1 for c in self.conditions)
+        if self.uncond is None and (len(self.conditions) > 1 or self.conditions[0].mask is not None or partial):
+            raise ValueError("guidance over several, masked or step-limited conditions needs unconditional states")
+        return self
+
+
+__all__ = ["AfterStep", "BeforeStep", "Conditioning"]

@@ -1,0 +1,49 @@
+"""Denoisers: (x, t, conditioning, step, num_steps) -> the model's prediction, in k-diffusion's spirit.
+
+`unet_denoiser` wraps a diffusers UNet; guidance is part of the wrapper: the active conditions and the
+unconditional states run as one UNet batch [uncond; c_1; ...; c_k] (as diffusers' SD pipeline runs
+[uncond; cond]) and are combined by `t2ikit.diffusion.guidance.combine`. Adapter residuals are added to
+every row (unconditional included), as diffusers' T2I-Adapter pipeline does, so text guidance acts on
+top of the structure they impose.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from t2ikit.diffusion.conditioning import Conditioning
+from t2ikit.diffusion.guidance import combine
+
+
+def unet_call(unet, x: torch.Tensor, t, embeds: torch.Tensor, residuals: list[torch.Tensor] | None = None):
+    """One UNet prediction; `residuals` (per image) are repeated over the rows of a guidance batch."""
+    kwargs = {}
+    if residuals is not None:
+        reps = x.shape[0] // residuals[0].shape[0]
+        kwargs["down_intrablock_additional_residuals"] = [torch.cat([r] * reps) for r in residuals]
+    return unet(x, t, encoder_hidden_states=embeds, return_dict=False, **kwargs)[0]
+
+
+def unet_denoiser(unet):
+    """The guided prediction of `unet` for Conditioning `c` at step `step` (module docstring)."""
+
+    def denoise(x: torch.Tensor, t, c: Conditioning, step: int, num_steps: int) -> torch.Tensor:
+        active = [k for k in c.conditions if k.active(step, num_steps)]
+        if not active:  # every condition outside its step range: the unconditional prediction
+            return unet_call(unet, x, t, c.uncond_at(step), c.residuals)
+        if c.unguided(step, num_steps):
+            if c.controller is not None:
+                c.controller.guided = False
+            return unet_call(unet, x, t, active[0].embeds, c.residuals)
+        rows = 1 + len(active)
+        if c.controller is not None:  # hooks that read "the cond half" need the 2-row layout [uncond; cond]
+            c.controller.guided = rows == 2
+        embeds = torch.cat([c.uncond_at(step)] + [k.embeds for k in active])  # (rows * N, T, D)
+        eps = unet_call(unet, torch.cat([x] * rows), t, embeds, c.residuals)
+        parts = list(eps.split(x.shape[0]))
+        return combine(parts[0], parts[1:], c.conditions, step, num_steps, c.mode)
+
+    return denoise
+
+
+__all__ = ["unet_call", "unet_denoiser"]

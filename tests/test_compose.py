@@ -1,0 +1,140 @@
+"""Every technique composes with every other in one `generate` call (tiny SD folder, random adapters).
+
+For each pair (and once for all of them together): the call runs, both techniques act (the image
+differs from each technique alone) and both are in the settings a PNG records; a pair that cannot run
+is refused before compute with a sentence that says why.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from tiny import make_tiny_sd_folder
+
+from t2ikit.attention.capture import AttentionStore
+from t2ikit.control.adapters import ConditionAdapter, adapter_config_for
+from t2ikit.control.encoders import CONDITIONS
+from t2ikit.control.reference import ReferenceAdapter, ReferenceConfig
+from t2ikit.pipeline import T2IPipeline
+
+PROMPT = "a small red circle to the left of a blue square"
+SIZE = 16  # the tiny folder's images are 16x16
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    return T2IPipeline.from_folder(make_tiny_sd_folder(tmp_path_factory.mktemp("compose") / "m", "dpmpp_2m"))
+
+
+def _adapter(pipe, name):
+    torch.manual_seed(len(name))
+    if name == "reference":
+        adapter = ReferenceAdapter(pipe.unet, ReferenceConfig(token_dim=pipe.unet.config.cross_attention_dim,
+                                                              gated=False))
+    else:
+        adapter = ConditionAdapter(adapter_config_for(pipe.unet, pipe.vae_scale_factor, name, CONDITIONS[name]))
+    for p in adapter.parameters():  # zero-initialised outputs would make an untrained adapter a no-op
+        torch.nn.init.normal_(p, std=0.1)
+    return adapter
+
+
+def _map(name):
+    rng = np.random.default_rng(len(name))
+    return (rng.random((CONDITIONS[name], SIZE, SIZE)) > 0.7).astype(np.float32)
+
+
+def techniques(pipe) -> dict:
+    """name -> (make_spec settings, PNG setting keys it must add, uses the capture hook)."""
+    out = {
+        "weighting": ({"prompt": "a small (red:1.5) circle to the left of a [blue] square"}, []),
+        "negative": ({"negative_prompt": "a (green:1.3) triangle"}, []),
+        "regions": ({"regions": [f"0,0,8,{SIZE}:a red circle"]}, ["Regions"]),
+        "regions_noise": ({"regions": [f"8,0,16,{SIZE}:a blue square"], "region_mode": "noise"}, ["Region mode"]),
+        "topk": ({"attention": "topk:3"}, ["Attention"]),
+        "hier": ({"attention": "hier:1/1/0"}, ["Attention"]),
+        "relation": ({"relation_guidance": 500.0}, ["Relation guidance"]),
+        "excite": ({"excite": 500.0}, ["Attend and excite"]),
+        "scales": ({"scales": {"text": 2.5}}, ["Condition scales"]),
+        "capture": ({}, []),
+    }
+    for name in CONDITIONS:
+        out[name] = ({name: _map(name), "adapters": {name: _adapter(pipe, name)}}, [f"{name.capitalize()} image"])
+    return out
+
+
+def _merge(a: dict, b: dict) -> dict:
+    merged = {**a, **b}
+    for key in ("adapters", "scales"):
+        if key in a and key in b:
+            merged[key] = {**a[key], **b[key]}
+    if "regions" in a and "regions" in b:
+        merged["regions"] = a["regions"] + b["regions"]
+    return merged
+
+
+# pairs that cannot run, and the words the refusal must say
+SELF_COMPUTED = "computes the cross-attention itself"  # sparse attention leaves no probabilities to reweigh or read
+OWN_TOKENS = "reads each row's own prompt tokens"  # hierarchical attention binds rows to their prompts
+INCOMPATIBLE = {
+    frozenset({"regions", "topk"}): SELF_COMPUTED,
+    frozenset({"topk", "capture"}): SELF_COMPUTED,
+    frozenset({"hier", "capture"}): SELF_COMPUTED,
+    frozenset({"regions", "hier"}): OWN_TOKENS,
+    frozenset({"regions_noise", "hier"}): OWN_TOKENS,
+}
+SAME_SETTING = [{"regions", "regions_noise"}, {"topk", "hier"}]  # two values of one setting, not a pair
+
+
+def _run(pipe, names, table):
+    settings = {"prompt": PROMPT, "steps": 2, "guidance": 3.0, "seed": 7, "n": 1, "relation_guidance": 0.0}
+    for name in names:
+        settings = _merge(settings, table[name][0])
+    prompt = settings.pop("prompt")
+    negative = settings.pop("negative_prompt", None)
+    spec = pipe.make_spec(prompt, negative, **settings)
+    store = AttentionStore() if "capture" in names else None
+    gen = pipe.run(spec, decode=False, progress=False, hooks=[store] if store else None)
+    return gen.latents, spec, store
+
+
+def _pairs():
+    names = ["weighting", "negative", "regions", "regions_noise", "topk", "hier", "relation", "excite", "scales",
+             "capture", *CONDITIONS]
+    return [p for p in itertools.combinations(names, 2) if set(p) not in SAME_SETTING]
+
+
+@pytest.mark.parametrize("pair", _pairs(), ids=lambda p: "+".join(p))
+def test_every_pair_composes(pipe, pair):
+    table = techniques(pipe)
+    reason = INCOMPATIBLE.get(frozenset(pair), "")
+    if reason:
+        with pytest.raises(ValueError, match=reason):
+            _run(pipe, pair, table)
+        return
+    both, spec, store = _run(pipe, pair, table)
+    assert torch.isfinite(both).all()
+    for name in pair:
+        if name == "capture":
+            assert store.sums, "the capture hook saw no attention"
+            continue
+        alone = _run(pipe, [n for n in pair if n != name], table)[0] if len(pair) > 1 else None
+        assert not torch.equal(both, alone), f"{name} did not act next to {[n for n in pair if n != name]}"
+        for key in table[name][1]:
+            assert key in spec.settings(), f"{name}: {key!r} missing from the PNG settings"
+
+
+@pytest.mark.parametrize("variant", ["topk", "capture", "regions"])
+def test_everything_at_once(pipe, variant):
+    """All techniques in one call; sparse attention, map capture and attention-mode regions take turns."""
+    table = techniques(pipe)
+    extra = {"topk": ["regions_noise", "topk"], "capture": ["regions_noise", "capture"], "regions": ["regions"]}
+    names = ["weighting", "negative", "relation", "excite", "scales", *CONDITIONS, *extra[variant]]
+    everything, spec, store = _run(pipe, names, table)
+    assert torch.isfinite(everything).all() and (store is None or store.sums)
+    settings = spec.settings()
+    for name in names:
+        for key in table[name][1]:
+            assert key in settings
+    again = _run(pipe, names, table)[0]
+    assert torch.equal(everything, again)  # same seed, same image
