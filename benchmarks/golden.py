@@ -36,7 +36,7 @@ def _gen(pipe, prompt=PROMPT, **settings):
 
 def cases(pipe, tiny: bool) -> dict:
     """name -> zero-argument callable returning a tensor."""
-    from t2ikit.attention.sparse import hooks_from_spec
+    from t2ikit.attention.variants import hooks_from_spec
     from t2ikit.diffusion.inversion import invert, reconstruct
 
     out = {

@@ -204,6 +204,9 @@ def test_cli_edit_invert_and_bench(folder, tmp_path, capsys):
                         "--mask", "attention", "--mask-snap", "1", "--strength", "0.7", "--out",
                         str(tmp_path / "out3.png"), "--save-mask", str(tmp_path / "m.png")]) == 0
     assert Image.open(tmp_path / "out3.png").size == (16, 16) and Image.open(tmp_path / "m.png").size == (16, 16)
+    recorded = Image.open(tmp_path / "out3.png").text["parameters"]  # the edit's parameters, as generate's
+    assert recorded.startswith("a blue circle\n") and "Edit method: blend" in recorded and "CFG scale: 4.0" in recorded
+    assert "Edit source: a red circle" in recorded and "Edit strength: 0.7" in recorded and "Steps: 3" in recorded
     assert main(args + ["--source", "a red circle", "--target", "a blue circle", "--strength", "0.7", "--out",
                         str(tmp_path / "x.png")]) == 2
     assert "blend options" in capsys.readouterr().err
@@ -216,7 +219,11 @@ def test_cli_edit_invert_and_bench(folder, tmp_path, capsys):
     assert "cannot be read as an image" in capsys.readouterr().err
     assert main(["invert", str(tmp_path / "in.png"), "--model", str(folder), "--prompt", "a red circle", "--steps",
                  "3", "--quiet", "--out", str(tmp_path / "lat.safetensors")]) == 0
-    assert (tmp_path / "lat.safetensors").is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "lat.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert meta["prompts"] == "a red circle" and meta["steps"] == "3" and meta["uncond"] == "null-text"
     capsys.readouterr()
     assert main(["bench", "edit", "--methods", "ground-truth", "--n", "2", "--kinds", "colour,relation", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -726,3 +733,13 @@ def test_the_shapes_world_preset_is_the_measured_recipe_and_flags_override_it(fo
     assert (seen[1].method, seen[1].guidance, seen[1].start, seen[1].shape_mask) == ("blend", 7.0, "noise", 1.0)
     assert (seen[2].method, seen[2].start) == ("blend", "noise")  # a size change
     assert (seen[3].method, seen[3].guidance, seen[3].shape_mask) == ("p2p", 1.0, 0.0)  # no preset: the defaults
+
+
+def test_bench_edit_refuses_pairs_that_cannot_run_before_compute(capsys):
+    from t2ikit.bench import edit as eb
+    from t2ikit.cli import main
+
+    assert all(eb.runs(k, m) for k in eb.KINDS for m in eb.DEFAULT_METHODS)  # the default set runs
+    assert not eb.runs("relation", "blend+mask") and eb.runs("colour", "blend+mask")
+    assert main(["bench", "edit", "--kinds", "colour,relation", "--methods", "p2p,blend+mask", "--json"]) == 2
+    assert "blend+mask on relation edits" in capsys.readouterr().err

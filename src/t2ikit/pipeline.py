@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from t2ikit.attention.processor import AttentionController
-from t2ikit.attention.sparse import hooks_from_spec
+from t2ikit.attention.variants import hooks_from_spec
 from t2ikit.control.compose import WHITE, bootstrap_step, parse_scales, resolve_adapter
 from t2ikit.control.encoders import CONDITIONS, load_condition, to_batch
 from t2ikit.control.reference import ReferenceAdapter

@@ -12,9 +12,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
+from t2ikit.analysis.runner import sample_embeds
 from t2ikit.attention.capture import AttentionStore
 from t2ikit.bench.stats import bootstrap_interval
+from t2ikit.text.spans import word_token_spans
+from t2ikit.text.weighting import plain_text
+from t2ikit.world import vocab
+from t2ikit.world.caption import decompose, parse_caption
+from t2ikit.world.oracle import detect
 
 
 @dataclass
@@ -38,8 +45,6 @@ def word_labels(spans) -> list[str]:
 
 
 def _check_text(tokenizer, text: str, prompt: str):
-    from t2ikit.text.spans import word_token_spans
-
     spans = [s for s in word_token_spans(tokenizer, text) if s.positions and not s.truncated]
     if not spans:
         raise ValueError(f"prompt {prompt!r} has no words the model reads; nothing to attribute")
@@ -49,8 +54,6 @@ def _check_text(tokenizer, text: str, prompt: str):
 def explain(pipe, prompt: str, seed: int = 0, steps: int | None = None, guidance: float | None = None,
             sampler: str | None = None, mode: str = "a1111") -> Attribution:
     """Generate `prompt` (weights allowed) with seed `seed` and return its image and per-word maps."""
-    from t2ikit.text.weighting import plain_text
-
     text = plain_text(prompt, mode)
     spans = _check_text(pipe.tokenizer, text, prompt)  # before any compute
     store = AttentionStore()
@@ -76,8 +79,6 @@ def heat_rgb(m: np.ndarray) -> np.ndarray:
 
 def overlay(attr: Attribution, tile: int = 128, alpha: float = 0.6):
     """A PIL image: the generated image, then each word's map over it, labelled."""
-    from PIL import Image, ImageDraw
-
     base = (attr.image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     tiles = [("image", Image.fromarray(base).resize((tile, tile), Image.NEAREST))]
     for label, m in attr.maps.items():
@@ -98,9 +99,6 @@ def overlay(attr: Attribution, tile: int = 128, alpha: float = 0.6):
 
 def _object_words(caption: str):
     """[(group index, colour word span, shape word span)] from the caption's object spans."""
-    from t2ikit.world import vocab
-    from t2ikit.world.caption import decompose
-
     shape_words = set(vocab.SHAPES) | set(vocab.PLURAL_SHAPES.values())
     out = []
     for span in decompose(caption).objects:
@@ -118,13 +116,12 @@ def _object_words(caption: str):
 
 
 def _box_mask(detections, size: tuple[int, int]) -> np.ndarray:
-    from t2ikit.world.vocab import REFERENCE_RESOLUTION as REF
-
     H, W = size
+    ref = vocab.REFERENCE_RESOLUTION  # the detections' canvas side
     mask = np.zeros((H, W), dtype=bool)
     for d in detections:
         x0, y0, x1, y1 = d.bbox
-        mask[int(np.floor(y0 * H / REF)):int(np.ceil(y1 * H / REF)), int(np.floor(x0 * W / REF)):int(np.ceil(x1 * W / REF))] = True
+        mask[int(np.floor(y0 * H / ref)):int(np.ceil(y1 * H / ref)), int(np.floor(x0 * W / ref)):int(np.ceil(x1 * W / ref))] = True
     return mask
 
 
@@ -137,11 +134,6 @@ def attribution_overlap(pipe, prompts: list[str], seeds: list[int], steps: int |
     does not find are counted (`missed`) but not scored. `baseline` is the box's share of the image
     (what a uniform map scores); `lift` = overlap / baseline. Intervals: 95% bootstrap over instances.
     """
-    from t2ikit.analysis.runner import sample_embeds
-    from t2ikit.text.spans import word_token_spans
-    from t2ikit.world.caption import parse_caption
-    from t2ikit.world.oracle import detect
-
     if not prompts or not seeds:
         raise ValueError("attribution_overlap needs at least one prompt and one seed")
     specs = [parse_caption(p) for p in prompts]  # CaptionError (a ValueError) before any compute

@@ -19,7 +19,11 @@ from dataclasses import dataclass
 
 import torch
 
+from t2ikit.analysis.paired import markdown_table, paired_compbench
+from t2ikit.analysis.runner import sample_prompts
 from t2ikit.attention.processor import AttentionHook
+from t2ikit.text.spans import word_token_spans
+from t2ikit.world.caption import decompose
 
 COMPONENTS = ("global", "object", "relation", "style")
 _PRIORITY = {"global": 0, "object": 1, "relation": 2, "style": 3}
@@ -27,8 +31,6 @@ _PRIORITY = {"global": 0, "object": 1, "relation": 2, "style": 3}
 
 def component_of_words(prompt: str, spans) -> list[str]:
     """The component of each word span (WordSpan) of `prompt`."""
-    from t2ikit.world.caption import decompose
-
     try:
         parts = decompose(prompt).spans()
     except ValueError:
@@ -50,8 +52,6 @@ def token_components(tokenizer, prompt: str) -> dict[str, list[int]]:
     encoder they summarise the whole prompt (CLIP's pooled output is the EOS row). BOS (position 0) is
     the same for every prompt and belongs to no component (weight 1).
     """
-    from t2ikit.text.spans import word_token_spans
-
     spans = word_token_spans(tokenizer, prompt)
     out: dict[str, list[int]] = {c: [] for c in COMPONENTS}
     for s, c in zip(spans, component_of_words(prompt, spans)):
@@ -134,8 +134,6 @@ def check_linear_text_projections(unet) -> None:
 def generate_decomposed(pipe, prompts: list[str], seeds: list[int], schedule=None, steps: int | None = None,
                         guidance: float | None = None, sampler: str | None = None) -> torch.Tensor:
     """(N, 3, H, W) images of `prompts` (image i seeded seeds[i]) with component timestep weighting."""
-    from t2ikit.analysis.runner import sample_prompts
-
     if isinstance(prompts, str) or not prompts:
         raise ValueError("prompts must be a non-empty list of str")
     spec = pipe.make_spec(list(prompts), None, steps, guidance, 0, 1, None, sampler)
@@ -157,8 +155,6 @@ def decomposed_generator(pipe, schedule=None, steps: int = 20, **kwargs):
 
 def plain_generator(pipe, steps: int = 20, **kwargs):
     """The same runner without the hook: the baseline for `decomposed_generator` (same noise per seed)."""
-    from t2ikit.analysis.runner import sample_prompts
-
     def generate(prompts, seeds):
         spec = pipe.make_spec(list(prompts), None, steps, kwargs.get("guidance"), 0, 1, None, kwargs.get("sampler"))
         return list(sample_prompts(pipe, list(prompts), [int(s) for s in seeds], spec.steps, spec.guidance,
@@ -172,8 +168,6 @@ def compare_compbench(pipe, amplitude: float = 0.3, n_prompts: int = 20, seeds: 
                       categories=("colour_binding", "spatial", "complex"), steps: int = 20,
                       split: str = "train") -> dict:
     """CompBench subset: plain prompt vs component timestep weighting, same noise per item (`paired_compbench`)."""
-    from t2ikit.analysis.paired import paired_compbench
-
     schedule = LinearSchedule(amplitude)
     result = paired_compbench(plain_generator(pipe, steps), decomposed_generator(pipe, schedule, steps), n_prompts,
                               seeds, categories, split)
@@ -183,8 +177,6 @@ def compare_compbench(pipe, amplitude: float = 0.3, n_prompts: int = 20, seeds: 
 
 def markdown(result: dict) -> str:
     """A table of `compare_compbench`'s result."""
-    from t2ikit.analysis.paired import markdown_table
-
     c = result["config"]
     return markdown_table(result, f"Component timestep weighting (amplitude {c['amplitude']}) vs plain prompt, "
                                   f"{c['n_prompts']} prompts x {c['seeds']} seeds per category, {c['steps']} steps, "

@@ -19,13 +19,15 @@ import json
 
 import numpy as np
 
+from t2ikit.analysis.paired import markdown_table, paired_compbench
+from t2ikit.bench.compbench import make_suite
 from t2ikit.models.registry import shipped_model_path
+from t2ikit.world.caption import parse_caption, write_caption
+from t2ikit.world.oracle import score
 
 
 def paraphrases(caption: str, k: int, seed: int = 0) -> list[str]:
     """`caption` and up to k - 1 other distinct wordings of its spec (ValueError if not a caption)."""
-    from t2ikit.world.caption import parse_caption, write_caption
-
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"candidates must be an int >= 1, got {k!r}")
     spec = parse_caption(caption)
@@ -43,8 +45,6 @@ def paraphrases(caption: str, k: int, seed: int = 0) -> list[str]:
 def optimize_captions(pipe, captions: list[str], candidates: int = 4, search_seeds=(100, 101), steps: int = 20) -> list[dict]:
     """For each caption: its paraphrases, their mean share of checks passed on `search_seeds`, the best."""
     from t2ikit.analysis.runner import sample_prompts
-    from t2ikit.world.caption import parse_caption
-    from t2ikit.world.oracle import score
 
     cands = [paraphrases(c, candidates) for c in captions]  # all checked before any compute
     specs = [parse_caption(c) for c in captions]
@@ -71,8 +71,6 @@ def main(argv=None) -> int:
     import torch
 
     from t2ikit.analysis.decomposition import plain_generator
-    from t2ikit.analysis.paired import markdown_table, paired_compbench
-    from t2ikit.bench.compbench import make_suite
     from t2ikit.pipeline import T2IPipeline
 
     p = argparse.ArgumentParser(prog="python -m t2ikit.analysis.optimize", description=__doc__)

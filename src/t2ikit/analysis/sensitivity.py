@@ -21,15 +21,21 @@ All variants are generated in batches of one seed each, so n words cost a few ba
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
 from collections import Counter
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 
+from t2ikit.text.spans import word_token_spans
+from t2ikit.text.weighting import edit_prompt, encode_weighted, plain_text
 from t2ikit.world import vocab
+from t2ikit.world.caption import parse_caption
+from t2ikit.world.oracle import MIN_RESOLUTION, detect, score
 
 _SPACES = re.compile(r"\s+")
 
@@ -126,7 +132,6 @@ def _generate(pipe, texts: list[str], seeds: list[int], steps, guidance, sampler
               weighting: str = "none") -> dict:
     """{(text, seed): (3, H, W) image}: seed-major batches, each distinct text encoded once (syntax of `weighting`)."""
     from t2ikit.analysis.runner import sample_embeds
-    from t2ikit.text.weighting import encode_weighted
 
     embeds = encode_weighted(pipe.tokenizer, pipe.text_encoder, texts, weighting)  # (V, T, D)
     V = len(texts)
@@ -148,10 +153,6 @@ def analyze(pipe, prompt: str, seeds=(0, 1, 2, 3), steps: int | None = None, gui
     are None and the length curve uses the pixel quality.
     """
     from t2ikit.analysis.attribution import word_labels
-    from t2ikit.text.spans import word_token_spans
-    from t2ikit.text.weighting import edit_prompt, plain_text
-    from t2ikit.world.caption import parse_caption
-    from t2ikit.world.oracle import detect, score
 
     lam = check_lambda(lam)
     if not isinstance(prompt, str):
@@ -164,7 +165,6 @@ def analyze(pipe, prompt: str, seeds=(0, 1, 2, 3), steps: int | None = None, gui
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be a non-empty list of distinct ints, got {seeds!r}")
     spec = pipe.make_spec(prompt, None, steps, guidance, 0, 1, size, sampler, weighting=weighting)  # validates the rest
-    from t2ikit.world.oracle import MIN_RESOLUTION
 
     use_oracle = min(spec.size) >= MIN_RESOLUTION
     try:
@@ -291,9 +291,6 @@ def matrix_heatmap(matrix, labels: list[str], cell: int = 28, title: str = ""):
 
 def write_report(report: dict, out) -> list:
     """Write report.json, sensitivity.md and the interaction heat maps into folder `out`; their paths."""
-    import json
-    from pathlib import Path
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "report.json"]

@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from t2ikit.analysis.runner import sample_prompts
 from t2ikit.diffusion.schedules import training_scheduler
 from t2ikit.models.registry import shipped_model_path
+from t2ikit.pipeline import T2IPipeline
+from t2ikit.text.tokenizer import WORDS_KEY, known_words
 from t2ikit.train.losses import diffusion_loss
+from t2ikit.world.caption import parse_caption
+from t2ikit.world.oracle import score
+from t2ikit.world.render import render_rgb
+from t2ikit.world.scene import make_scene
 
 
 @dataclass
@@ -63,10 +70,6 @@ class SoftPromptResult:
 
 def example_images(caption: str, n: int, seed: int = 0, resolution: int = 64) -> torch.Tensor:
     """(n, 3, H, W) in [0, 1]: n exact Shapes World renders of `caption`, each a fresh layout."""
-    from t2ikit.world.caption import parse_caption
-    from t2ikit.world.render import render_rgb
-    from t2ikit.world.scene import make_scene
-
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"need at least one example image, got n={n!r}")
     spec = parse_caption(caption)
@@ -135,8 +138,6 @@ class SoftTokenEmbedding(torch.nn.Module):
 
 def _vocab_word_ids(tokenizer) -> torch.Tensor:
     """(V,) ids of the vocabulary words: no special tokens, no learned (added) tokens."""
-    from t2ikit.text.tokenizer import known_words
-
     words = known_words(tokenizer)
     learned = set(tokenizer.get_added_vocab().values())  # tokens learned earlier are no vocabulary words
     specials = set(tokenizer.all_special_ids) | learned
@@ -150,8 +151,6 @@ def _vocab_word_ids(tokenizer) -> torch.Tensor:
 
 def check_new_token(tokenizer, token: str) -> None:
     """ValueError unless `token` is one lower-case word the tokenizer does not know yet."""
-    from t2ikit.text.tokenizer import known_words
-
     if not isinstance(token, str) or not token.isalpha() or token != token.lower():
         raise ValueError(f"token must be one lower-case alphabetic word, got {token!r}")
     words = known_words(tokenizer)
@@ -165,8 +164,6 @@ def add_token(pipe, token: str) -> int:
 
     ValueError if it is not a single lower-case word or clashes with a word the tokenizer already knows.
     """
-    from t2ikit.text.tokenizer import WORDS_KEY, known_words
-
     tok = pipe.tokenizer
     check_new_token(tok, token)
     tok.add_tokens([token])
@@ -254,10 +251,6 @@ def set_token_vector(pipe, token_ids: list[int], vectors: torch.Tensor) -> None:
 
 def evaluate_prompt(pipe, prompt: str, caption: str, latents: torch.Tensor, seeds: list[int], steps: int = 20) -> dict:
     """Held-out diffusion loss on `latents` and oracle accuracy against `caption`'s spec on `seeds`."""
-    from t2ikit.analysis.runner import sample_prompts
-    from t2ikit.world.caption import parse_caption
-    from t2ikit.world.oracle import score
-
     spec = parse_caption(caption)
     s = pipe.make_spec(prompt, None, steps, None, 0, 1, None, None)
     images = sample_prompts(pipe, [prompt] * len(seeds), seeds, s.steps, s.guidance, s.sampler)
@@ -271,8 +264,6 @@ def worked_example(pipe, caption: str, token: str = "zorb", config: SoftPromptCo
                    n_examples: int = 32, eval_seeds=tuple(range(200, 216)), steps: int = 20) -> dict:
     """Learn `token` (one or more new words) for `caption` softly and with PEZ; evaluate the prompt before,
     soft, projected to its nearest words, and the PEZ-trained words."""
-    from dataclasses import replace
-
     config = (config or SoftPromptConfig()).validate()
     train = example_images(caption, n_examples, seed=0)
     held = encode_images(pipe, example_images(caption, 16, seed=1))  # held-out layouts for the loss
@@ -328,8 +319,6 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from t2ikit.pipeline import T2IPipeline
-
     p = argparse.ArgumentParser(prog="python -m t2ikit.analysis.soft_prompt", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None)

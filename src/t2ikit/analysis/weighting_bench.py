@@ -10,7 +10,9 @@ import argparse
 import json
 import re
 
+from t2ikit.analysis.paired import markdown_table, paired_compbench
 from t2ikit.models.registry import shipped_model_path
+from t2ikit.text.weighting import encode_weighted
 from t2ikit.world import vocab
 
 WORD_KINDS = {
@@ -35,7 +37,6 @@ def emphasize(prompt: str, kinds, weight: float) -> str:
 def weighted_generator(pipe, kinds, weight: float, steps: int = 20, mode: str = "a1111"):
     """A CompBench generator (prompts, seeds) -> images with `kinds` of words weighted; image i seeded seeds[i]."""
     from t2ikit.analysis.runner import sample_embeds
-    from t2ikit.text.weighting import encode_weighted
 
     def generate(prompts, seeds):
         spec = pipe.make_spec(list(prompts), None, steps, None, 0, 1, None, None)
@@ -50,7 +51,6 @@ def main(argv=None) -> int:
     import torch
 
     from t2ikit.analysis.decomposition import plain_generator
-    from t2ikit.analysis.paired import markdown_table, paired_compbench
     from t2ikit.pipeline import T2IPipeline
 
     p = argparse.ArgumentParser(prog="python -m t2ikit.analysis.weighting_bench", description=__doc__)

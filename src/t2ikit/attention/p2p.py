@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from t2ikit.attention.processor import AttentionContext, AttentionHook
+from t2ikit.text.spans import token_positions
 
 MODES = ("replace", "refine", "reweight")
 DEFAULT_CROSS_FRACTION = 0.8  # P2P's cross_replace_steps default in the paper's notebooks
@@ -54,8 +55,6 @@ def _content_length(tokenizer, ids: list[int]) -> int:
 def align(tokenizer, source: str, target: str, mode: str = "refine",
           reweight: Mapping[str, float] | None = None) -> Alignment:
     """The token alignment of Prompt-to-Prompt for one pair; ValueError on a pair the mode cannot align."""
-    from t2ikit.text.spans import token_positions
-
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     if not isinstance(source, str) or not isinstance(target, str):

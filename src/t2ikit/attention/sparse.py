@@ -458,24 +458,3 @@ class HookedPipeline:
     def generate(self, prompts, **kwargs):
         return bound_generate(self.pipe, self.make_hooks(), prompts, **kwargs)
 
-
-def hooks_from_spec(spec: str) -> list:
-    """Hooks named on a command line: "dense", "topk:K", "topp:P", "prune" (padding), "prune:K",
-    "hier:W/P/S" (hierarchical lambdas, e.g. "hier:1/1/0"). Checked before any model is loaded."""
-    name, _, arg = spec.partition(":")
-    try:
-        if name == "dense" and not arg:
-            return []
-        if name == "topk":
-            return [TopKHook(int(arg))]
-        if name == "topp":
-            return [DynamicHook(float(arg))]
-        if name == "prune":
-            return [PruneHook(keep=int(arg) if arg else None)]
-        if name == "hier":
-            from t2ikit.attention.hierarchical import HierarchicalHook
-
-            return [HierarchicalHook(tuple(float(x) for x in arg.split("/")) if arg else (1.0, 1.0, 0.0))]
-    except ValueError as e:
-        raise ValueError(f"bad variant {spec!r}: {e}") from None
-    raise ValueError(f"unknown variant {spec!r}; allowed: dense, topk:K, topp:P, prune, prune:K, hier:W/P/S")

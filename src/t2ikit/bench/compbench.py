@@ -32,7 +32,8 @@ from t2ikit.bench.stats import bootstrap_interval, mcnemar_p, wilson_interval
 from t2ikit.models.registry import shipped_model_path
 from t2ikit.world.caption import parse_caption, write_caption
 from t2ikit.world.categories import CATEGORIES, SPLITS
-from t2ikit.world.oracle import score
+from t2ikit.world.oracle import as_reference_rgb, score
+from t2ikit.world.render import render_rgb
 from t2ikit.world.scene import Spec, make_scene, sample_scene
 
 BENCH_SEED = 0xBE7C4  # world seed of the suites; training streams use small seeds (configs: 0)
@@ -149,8 +150,6 @@ def _check_positive(name: str, value) -> None:
 
 def ground_truth_generator(resolution: int = DEFAULT_RESOLUTION) -> Generator:
     """The world's own render of each prompt's spec, laid out with the item's seed: the ceiling."""
-    from t2ikit.world.render import render_rgb
-
     def generate(prompts: list[str], seeds: list[int]) -> list[np.ndarray]:
         images = []
         for prompt, seed in zip(prompts, seeds):
@@ -441,8 +440,6 @@ def _as_list(images) -> list:
 
 def _to_pil(image):
     from PIL import Image
-
-    from t2ikit.world.oracle import as_reference_rgb
 
     if type(image).__module__.startswith("PIL"):
         return image

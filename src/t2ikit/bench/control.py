@@ -20,16 +20,22 @@ import contextlib
 import time
 
 import numpy as np
+import torch
 
+from t2ikit.attention.processor import AttentionController
 from t2ikit.bench.consistency import consistency, sketch_consistency, weighted_consistency_loss
 from t2ikit.bench.stats import wilson_interval
+from t2ikit.control.adapters import load_adapter
+from t2ikit.control.attributes import recolour
+from t2ikit.control.reference import ReferenceAdapter, is_attention_adapter, load_reference_adapter
 from t2ikit.diffusion.losses import noised_batch
 from t2ikit.diffusion.schedules import training_scheduler
 from t2ikit.world import vocab
 from t2ikit.world.caption import write_caption
 from t2ikit.world.conditions import from_modalities, shapes_batch
+from t2ikit.world.oracle import MIN_RESOLUTION, detect
 from t2ikit.world.render import render
-from t2ikit.world.scene import Group, Spec, sample_scene
+from t2ikit.world.scene import Group, Spec, make_scene, sample_scene
 
 BENCH_SEED = 0xC0417  # world seed of the control suites (not the training stream's)
 REGION_PAD = 4  # px at 64 around an object's box
@@ -80,8 +86,6 @@ def _rgb(gen, k=0) -> np.ndarray:
 def bench_regions(pipe, n: int, seeds: int, steps: int, progress=None, sketch_adapter=None) -> dict:
     """Region methods alone, and with the scene's sketch through `sketch_adapter` when given (the sketch
     fixes where objects go, the regions say which prompt goes where)."""
-    from t2ikit.world.oracle import detect
-
     size = pipe.default_size[0]
     out = {}
     methods = ["none", "attention", "noise", "noise+bootstrap"]
@@ -113,9 +117,6 @@ def bench_regions(pipe, n: int, seeds: int, steps: int, progress=None, sketch_ad
 
 
 def bench_attribute(pipe, n: int, steps: int, progress=None, adapters: dict | None = None) -> dict:
-    from t2ikit.control.attributes import recolour
-    from t2ikit.world.oracle import detect
-
     size = pipe.default_size[0]
     s = vocab.REFERENCE_RESOLUTION / size
     methods = {"with_region": (True, None), "blend_only": (False, None)}
@@ -163,8 +164,6 @@ CONFLICT = ((4.0, 0.5), (4.0, 1.0), (4.0, 2.0), (8.0, 1.0), (2.0, 1.0))  # (text
 
 def _size(pipe) -> int:
     """Image side for the consistency sections: the model's, at least the oracle's minimum."""
-    from t2ikit.world.oracle import MIN_RESOLUTION
-
     return max(pipe.default_size[0], MIN_RESOLUTION)
 
 
@@ -215,9 +214,6 @@ def bench_conflict(pipe, n: int, steps: int, adapters: dict, progress=None) -> d
     """A deliberate conflict: the sketch of one circle, a caption saying square (same colour and size).
     For each weighting (text guidance, sketch adapter scale) in CONFLICT: how often the oracle reads a
     square (text wins) or a circle (sketch wins) of the stated colour, and the edge F1 with the sketch."""
-    from t2ikit.world.oracle import detect
-    from t2ikit.world.scene import make_scene
-
     if "sketch" not in adapters:
         raise ValueError("the conflict section needs a sketch adapter (--adapter sketch=DIR, or the shipped one)")
     size = _size(pipe)
@@ -255,12 +251,6 @@ def adapter_heldout_loss(pipe, adapter, batches: int = 4, batch_size: int = 16, 
     """Diffusion loss on held-out Shapes World batches with and without the adapter (same noise and
     timesteps), and the paired per-sample difference with a 95% interval. `empty_caption`: every sample
     with the empty prompt (what a reference adapter must make up for)."""
-    import torch
-
-    from t2ikit.attention.processor import AttentionController
-    from t2ikit.control.adapters import load_adapter
-    from t2ikit.control.reference import ReferenceAdapter, is_attention_adapter, load_reference_adapter
-
     if not isinstance(adapter, torch.nn.Module):
         adapter = load_reference_adapter(adapter, pipe.unet) if is_attention_adapter(adapter) else load_adapter(adapter)
     ns = training_scheduler(pipe.scheduler_config)

@@ -41,7 +41,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from t2ikit.bench.stats import wilson_interval
+from t2ikit.edit import EditOptions
 from t2ikit.world import vocab
+from t2ikit.world.caption import write_caption
+from t2ikit.world.oracle import detect, score_reading
+from t2ikit.world.render import render_rgb
 from t2ikit.world.scene import CANVAS, GAP, Group, Obj, Relation, Spec, make_scene, scene_rng
 
 KINDS = ("colour", "shape", "size", "object", "relation")
@@ -50,6 +54,9 @@ METHODS = ("ground-truth", "reconstruct", "swap", "swap+mask", "p2p", "p2p+mask"
            "blend+shapemask+detect", "blend+sketch+outline+shapemask+detect", "blend+shapemask+local+detect",
            "blend+sketch+outline+shapemask+local+detect", "blend+shapemask+srcneg+detect",
            "blend+shapemask+local+srcneg+detect", "blend+shapemask+local+fresh+detect")
+# what `t2ikit bench edit` runs without --methods: the baselines and the shapes-world preset's blend, each of
+# which runs on every kind (all of METHODS takes hours on a CPU, and some blends cannot move objects)
+DEFAULT_METHODS = ("ground-truth", "reconstruct", "swap", "p2p", "blend+shapemask+local+detect")
 BLEND_GUIDANCE = 5.0  # blend methods sample at this CFG scale (the bench's --guidance is the swap/p2p one)
 MASK_SNAP = 2  # px: blend methods snap their DiffEdit/attention mask to the image's objects' boxes grown by this
 BENCH_SEED = 0xED17  # world seed of the edit suites
@@ -105,9 +112,6 @@ def _box(obj: Obj, scale: float, pad: int) -> tuple[slice, slice]:
 
 def make_case(kind: str, index: int, seed: int = BENCH_SEED, resolution: int = 64) -> EditCase:
     """Edit `index` of kind `kind`: deterministic in (kind, index, seed)."""
-    from t2ikit.world.caption import write_caption
-    from t2ikit.world.render import render_rgb
-
     if kind not in KINDS:
         raise ValueError(f"unknown edit kind {kind!r}; allowed: {', '.join(KINDS)}")
     rng = scene_rng(seed, KINDS.index(kind) * 1_000_003 + index)
@@ -184,8 +188,6 @@ def _near(d, obj: Obj, radius: float) -> bool:
 
 def score_edit(case: EditCase, image: np.ndarray) -> dict:
     """{success, preserved (None for relation), psnr_outside (None for relation), psnr}: one edited image."""
-    from t2ikit.world.oracle import detect, score_reading
-
     reading = detect(image)
     checks = score_reading(reading, case.target_spec)
     if case.kind == "relation":
@@ -216,8 +218,6 @@ def _psnr(mse: float, cap: float = 60.0) -> float:
 
 
 def method_options(method: str, steps: int, guidance: float, mask_dilate: int = 1):
-    from t2ikit.edit import EditOptions
-
     base, *flags = method.split("+")
     if base == "blend":
         mask = "attention" if "attn" in flags else "detect" if "detect" in flags else "auto"
@@ -275,7 +275,21 @@ def summarise(records: list[dict]) -> dict:
     return out
 
 
-def run(pipe, kinds=KINDS, methods=METHODS, n: int = DEFAULT_N, steps: int = 20, guidance: float = 1.0,
+def runs(kind: str, method: str) -> bool:
+    """False for a (kind, method) pair the edit refuses: a relation edit by blend without +detect and +shapemask."""
+    base, *flags = method.split("+")
+    return not (kind == "relation" and base == "blend" and not {"detect", "shapemask"} <= set(flags))
+
+
+def check_runs(kinds, methods) -> None:
+    """ValueError naming every (kind, method) pair that cannot run, before any compute."""
+    refused = [f"{m} on {k} edits" for k in kinds for m in methods if not runs(k, m)]
+    if refused:
+        raise ValueError(f"cannot run {', '.join(refused)}: a relation edit with blend moves its object, which needs "
+                         "the detector's mask and the class-mask adapter (+detect and +shapemask)")
+
+
+def run(pipe, kinds=KINDS, methods=DEFAULT_METHODS, n: int = DEFAULT_N, steps: int = 20, guidance: float = 1.0,
         seed: int = BENCH_SEED, progress: bool = False, mask_dilate: int = 1) -> dict:
     """{method: {kind: summary}} over `n` edits per kind; see the module docstring for the measures."""
     import sys
@@ -284,6 +298,7 @@ def run(pipe, kinds=KINDS, methods=METHODS, n: int = DEFAULT_N, steps: int = 20,
     bad = [k for k in kinds if k not in KINDS] + [m for m in methods if m not in METHODS]
     if bad or not kinds or not methods:
         raise ValueError(f"unknown or no kinds/methods {bad}; kinds: {', '.join(KINDS)}; methods: {', '.join(METHODS)}")
+    check_runs(kinds, methods)
     if pipe is None and any(m != "ground-truth" for m in methods):
         raise ValueError("methods other than 'ground-truth' need a model")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:

@@ -21,30 +21,18 @@ from pathlib import Path
 
 import torch
 
+from t2ikit.bench import compbench as cb
+from t2ikit.bench.fusion_budget import DEFAULT_STRATEGIES, Budget
 from t2ikit.diffusion.schedules import training_scheduler
+from t2ikit.models.fusion import GateRecorder, parse_fusion, plot_gates
 from t2ikit.models.registry import shipped_model_path
-
-DEFAULT_STRATEGIES = ("sequential", "parallel", "interleaved", "gated", "hierarchical:16=sequential,8=gated,4=parallel")
-
-
-@dataclasses.dataclass
-class Budget:
-    """What every strategy gets; the same for all of them."""
-
-    steps: int = 200  # optimizer steps per strategy
-    batch_size: int = 16  # images per step
-    lr: float = 1e-3  # AdamW peak learning rate (linear warmup over 10%, cosine to 10%)
-    size: str = "s"  # UNet size (models.sizes); its cross-attention width is the shipped text encoder's
-    seed: int = 0  # model init, data stream, noise draws
-    snr_gamma: float = 5.0  # min-SNR weighting, as the trainer
-    caption_dropout: float = 0.1  # empty captions for classifier-free guidance, as the trainer
-    n_prompts: int = 2  # CompBench prompts per category
-    seeds: int = 1  # CompBench images per prompt
-    sample_steps: int = 10  # sampler steps for CompBench images
-    guidance: float = 4.0  # CFG scale for CompBench images
-    image_size: int | None = None  # CompBench image side; None: the base model's (the oracle needs >= 32)
-    timing_rounds: int = 20  # after training: rounds of one train step + one sampling call per strategy,
-    # interleaved across strategies so load from other processes hits all of them alike
+from t2ikit.models.retrofit import fusion_parameters, fusion_plan, retrofit
+from t2ikit.models.sizes import build_unet, count_params, model_size, unet_flops
+from t2ikit.pipeline import T2IPipeline
+from t2ikit.train.config import OptimConfig
+from t2ikit.train.data import ShapesBatches, to_model_input
+from t2ikit.train.losses import diffusion_loss
+from t2ikit.train.trainer import lr_at, step_seed
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -54,16 +42,12 @@ class Budget:
 
 def load_base(path=None):
     """The shipped pipeline (frozen VAE, text encoder, tokenizer, schedule) the comparison builds on."""
-    from t2ikit.pipeline import T2IPipeline
-
     return T2IPipeline.from_folder(path or shipped_model_path())
 
 
 @torch.no_grad()
 def encode_batches(base, steps: int, batch_size: int, seed: int, caption_dropout: float) -> list[tuple]:
     """[(latents (B, 4, h, w), text states (B, T, D))] for `steps` batches of the training stream."""
-    from t2ikit.train.data import ShapesBatches, to_model_input
-
     resolution = base.default_size[0]
     data = ShapesBatches(seed=seed * 3 + 1, batch_size=batch_size, length=steps, resolution=resolution,
                          tokenizer=base.tokenizer, caption_dropout=caption_dropout)
@@ -79,10 +63,6 @@ def encode_batches(base, steps: int, batch_size: int, seed: int, caption_dropout
 def train_unet(unet, batches, params, schedule, lr: float, seed: int, snr_gamma: float) -> dict:
     """AdamW on `params` over `batches` (one step each) with the trainer's loss, lr schedule and per-step
     seeds; returns step times and losses."""
-    from t2ikit.train.config import OptimConfig
-    from t2ikit.train.losses import diffusion_loss
-    from t2ikit.train.trainer import lr_at, step_seed
-
     o = OptimConfig(steps=len(batches), lr=lr, warmup_steps=max(1, len(batches) // 10))
     opt = torch.optim.AdamW(params, lr=lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
     unet.train()
@@ -105,8 +85,6 @@ def train_unet(unet, batches, params, schedule, lr: float, seed: int, snr_gamma:
 
 def with_unet(base, unet):
     """A T2IPipeline sharing `base`'s frozen parts around another UNet."""
-    from t2ikit.pipeline import T2IPipeline
-
     return T2IPipeline(unet.eval().requires_grad_(False), base.vae, base.text_encoder, base.tokenizer,
                        base.scheduler_config, defaults=base.defaults)
 
@@ -118,11 +96,6 @@ def with_unet(base, unet):
 
 def compare(strategies=DEFAULT_STRATEGIES, budget: Budget | None = None, base=None, log=print) -> dict:
     """Train one UNet per strategy on the same batches; CompBench, parameters and timings for each."""
-    from t2ikit.bench import compbench as cb
-    from t2ikit.models.fusion import parse_fusion
-    from t2ikit.models.retrofit import fusion_plan, retrofit
-    from t2ikit.models.sizes import build_unet, count_params, model_size, unet_flops
-
     b = budget or Budget()
     if b.steps < 1 or b.batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {b.steps} and {b.batch_size}")
@@ -177,8 +150,6 @@ def compare(strategies=DEFAULT_STRATEGIES, budget: Budget | None = None, base=No
 def interleaved_timing(unets, batch, schedule, rounds: int, guided: bool) -> list[tuple[float, float]]:
     """Median seconds of (one training forward + backward, one sampling UNet call) per UNet, measured in
     rounds that visit every UNet in turn (a slow moment of a shared machine costs all of them)."""
-    from t2ikit.train.losses import diffusion_loss
-
     latents, states = batch
     x = torch.cat([latents[:1]] * 2) if guided else latents[:1]  # one image, [uncond; cond] under CFG
     ctx = torch.cat([states[:1]] * 2) if guided else states[:1]
@@ -252,9 +223,6 @@ RETROFIT_STRATEGIES = ("sequential", "interleaved", "gated", "hierarchical:16=ga
 def retrofit_equality(base=None, strategies=RETROFIT_STRATEGIES, batch: int = 4, seed: int = 0) -> dict:
     """Max |retrofitted UNet - original| over a random batch (latents, timesteps, real prompt states),
     for each strategy, on the base model (default the shipped one); also the parameters added."""
-    from t2ikit.models.retrofit import retrofit
-    from t2ikit.models.sizes import count_params
-
     base = base or load_base()
     g = torch.Generator().manual_seed(seed)
     c, s = base.unet.config.in_channels, base.unet.config.sample_size
@@ -289,9 +257,6 @@ def gate_study(steps: int = 100, batch_size: int = 16, lr: float = 1e-2, seed: i
 
     Returns, per prompt, the mean gate per (layer, step); and summary spreads: over steps (generation
     stage), over prompts (content) and over image tokens (content within an image)."""
-    from t2ikit.models.fusion import GateRecorder, plot_gates
-    from t2ikit.models.retrofit import fusion_parameters, retrofit
-
     base = base or load_base()
     unet = retrofit(copy.deepcopy(base.unet), "gated", seed=seed)
     params = fusion_parameters(unet)

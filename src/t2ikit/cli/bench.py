@@ -116,7 +116,7 @@ def _compbench(args) -> int:
 
 
 def _add_fusion(verbs) -> None:
-    from t2ikit.bench.fusion import DEFAULT_STRATEGIES, Budget
+    from t2ikit.bench.fusion_budget import DEFAULT_STRATEGIES, Budget
 
     d = Budget()
     p = verbs.add_parser("fusion", help="fusion strategies trained on the same budget, or the gate study")
@@ -205,7 +205,8 @@ def _add_edit(verbs) -> None:
     p.add_argument("--n", type=int, default=20, help="edits per kind")
     p.add_argument("--kinds", default=None, help="comma-separated: colour,shape,size,object,relation (default: all)")
     p.add_argument("--methods", default=None,
-                   help="comma-separated: ground-truth,reconstruct,swap,swap+mask,p2p,p2p+mask (default: all)")
+                   help="comma-separated methods (t2ikit.bench.edit.METHODS: ground-truth, reconstruct, swap, p2p, "
+                        "blend+FLAGS, ...; default: ground-truth,reconstruct,swap,p2p,blend+shapemask+local+detect)")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
     p.add_argument("--guidance", type=float, default=1.0, help="CFG scale of the edits")
     p.add_argument("--mask-dilate", type=int, default=1, help="latent pixels the automatic mask is grown by")
@@ -223,12 +224,13 @@ def _edit(args) -> int:
     from t2ikit.bench import edit as eb
 
     kinds = eb.KINDS if args.kinds is None else tuple(args.kinds.split(","))
-    methods = eb.METHODS if args.methods is None else tuple(args.methods.split(","))
+    methods = eb.DEFAULT_METHODS if args.methods is None else tuple(args.methods.split(","))
     bad = [k for k in kinds if k not in eb.KINDS] + [m for m in methods if m not in eb.METHODS]
     if bad:
         raise ValueError(f"unknown --kinds/--methods {bad}; kinds: {', '.join(eb.KINDS)}; methods: {', '.join(eb.METHODS)}")
     if args.n < 1 or args.steps < 1:
         raise ValueError(f"--n and --steps must be >= 1; got {args.n}, {args.steps}")
+    eb.check_runs(kinds, methods)  # before the model loads
     if args.inversion:
         from t2ikit.cli.models import load_pipeline
 
@@ -265,7 +267,8 @@ def _add_sparse(verbs) -> None:
 
 
 def _sparse(args) -> int:
-    from t2ikit.attention.sparse import HookedPipeline, hooks_from_spec
+    from t2ikit.attention.sparse import HookedPipeline
+    from t2ikit.attention.variants import hooks_from_spec
     from t2ikit.bench.compbench import evaluate
     from t2ikit.models.registry import shipped_model_path
     from t2ikit.pipeline import T2IPipeline

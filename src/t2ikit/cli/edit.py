@@ -136,8 +136,18 @@ def _edit(args) -> int:
                       progress=not args.quiet)
     for w in caught:
         print(f"t2ikit edit: warning: {w.message}", file=sys.stderr)
+    from PIL.PngImagePlugin import PngInfo
+
+    from t2ikit.cli.info import PNG_KEY, format_parameters
+
+    settings = {**options.settings(), "Edit source": result.source_prompts[0], "Edit image": str(args.image),
+                "Model": pipe.name}
+    if args.instruction is not None:
+        settings["Edit instruction"] = args.instruction
+    info = PngInfo()
+    info.add_text(PNG_KEY, format_parameters(result.target_prompts[0], None, settings))
     out.parent.mkdir(parents=True, exist_ok=True)
-    result.pil()[0].save(out)
+    result.pil()[0].save(out, pnginfo=info)
     if args.save_mask and result.mask is not None:
         from PIL import Image
 

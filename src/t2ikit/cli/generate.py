@@ -89,7 +89,7 @@ def _generate(args) -> int:
 
     from PIL.PngImagePlugin import PngInfo
 
-    from t2ikit.attention.sparse import hooks_from_spec
+    from t2ikit.attention.variants import hooks_from_spec
     from t2ikit.cli.info import PNG_KEY, format_parameters
     from t2ikit.cli.models import load_pipeline
     from t2ikit.cli.paths import check_output

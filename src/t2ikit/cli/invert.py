@@ -42,7 +42,7 @@ def _invert(args) -> int:
                      progress=not args.quiet)
     for w in caught:
         print(f"t2ikit invert: warning: {w.message}", file=sys.stderr)
-    meta = {"model": pipe.name, "steps": args.steps}
+    meta = {"model": pipe.name, "steps": args.steps, "image": str(args.image), "uncond": args.uncond}
     if args.check:
         meta["psnr"] = f"{float(psnr(reconstruct(pipe, inv), inv.images)[0]):.2f}"
         print(f"reconstruction PSNR {meta['psnr']} dB", file=sys.stderr)

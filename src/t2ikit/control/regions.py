@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 
 from t2ikit.attention.processor import AttentionHook
 
@@ -67,8 +68,6 @@ def parse_region(text: str, size: tuple[int, int] | None = None) -> Region:
     if re.fullmatch(r"\s*-?\d+\s*(,\s*-?\d+\s*){3}", head):
         region = Region(prompt, box=tuple(int(v) for v in head.split(",")))
     else:
-        from PIL import Image, UnidentifiedImageError
-
         path = Path(head.strip())
         if not path.is_file():
             raise ValueError(f"--region {text!r}: {head!r} is neither a box 'x0,y0,x1,y1' nor an existing mask image")

@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import DDIMScheduler
+from PIL import Image, UnidentifiedImageError
+from safetensors.torch import save_file
 
 from t2ikit.diffusion.conditioning import Conditioning
 from t2ikit.diffusion.denoisers import unet_denoiser
@@ -50,8 +53,6 @@ def load_image(image, multiple: int = 1) -> torch.Tensor:
     ValueError if a file cannot be read, or the size is not a positive multiple of `multiple` (the
     model's latent grid times the UNet's downsampling).
     """
-    from PIL import Image, UnidentifiedImageError
-
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.is_file():
@@ -116,8 +117,6 @@ class Schedule:
 
 def ddim_schedule(scheduler_config: dict, steps: int) -> Schedule:
     """The model's noise schedule and timestep spacing, as diffusers' DDIMScheduler sets them."""
-    from diffusers import DDIMScheduler
-
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an int >= 1; got {steps!r}")
     config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
@@ -348,8 +347,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None, cap
 
 def save_inversion(inversion: Inversion, path: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Write the trajectory, timesteps, levels and embeddings to a .safetensors file."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"output must end in .safetensors; got {str(path)!r}")

@@ -12,19 +12,23 @@ A mask from a detector that knows the image's objects (mask="detect") comes from
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from PIL import Image, UnidentifiedImageError
 
-from t2ikit.diffusion.inversion import Inversion, ddim_denoise, item_noise
+from t2ikit.attention.capture import AttentionStore
+from t2ikit.attention.processor import AttentionController
+from t2ikit.diffusion.inversion import Inversion, ddim_denoise, item_noise, split_output
 from t2ikit.edit.changes import changed_words
 from t2ikit.edit.options import ATTENTION_THRESHOLD, MASK_SAMPLES, MASK_STRENGTH, MASK_THRESHOLD
+from t2ikit.text.phrases import phrase_token_spans
+from t2ikit.text.spans import word_token_spans
 
 
 def load_mask(mask, shape: tuple[int, int], batch: int) -> torch.Tensor:
     """A user mask (path, PIL, (H, W) array/tensor, (B, 1, H, W) tensor; nonzero = edit) -> (B, 1, H, W) float."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
     if isinstance(mask, (str, bytes)) or hasattr(mask, "__fspath__"):
         try:
             with Image.open(mask) as im:
@@ -55,10 +59,6 @@ def diffedit_mask(pipe, latents: torch.Tensor, source_cond: torch.Tensor, target
     Noise the image latents to `strength` of the schedule `samples` times; |eps(target) - eps(source)|,
     averaged over channels and draws, normalised to [0, 1] per image, thresholded at `threshold`.
     """
-    from diffusers import DDPMScheduler
-
-    from t2ikit.diffusion.inversion import split_output
-
     config = {k: v for k, v in schedule_config.items() if not k.startswith("_")}
     sched = DDPMScheduler.from_config(config)
     t = torch.tensor(min(int(strength * sched.config.num_train_timesteps), sched.config.num_train_timesteps - 1))
@@ -79,9 +79,6 @@ def edited_positions(tokenizer, source: str, target: str) -> list[int]:
 
     ValueError if the target changes no word of the source (nothing to locate).
     """
-    from t2ikit.text.phrases import phrase_token_spans
-    from t2ikit.text.spans import word_token_spans
-
     removed, _ = changed_words(source, target)
     if not removed:
         raise ValueError(f"the attention mask needs a word of the source prompt {source!r} that the target "
@@ -107,9 +104,6 @@ def attention_mask(pipe, inversion: Inversion, positions: list[list[int]],
     model spread over the whole image); per image the map of `positions[b]` is min-max normalised and
     thresholded at `threshold`.
     """
-    from t2ikit.attention.capture import AttentionStore
-    from t2ikit.attention.processor import AttentionController
-
     last = len(pipe.unet.config.up_block_types) - 1
     store = AttentionStore(layers=lambda name: not name.startswith(("down_blocks.0.", f"up_blocks.{last}.")))
     with AttentionController([store]).install(pipe.unet) as controller:

@@ -5,14 +5,15 @@ Imports no torch at module level: a world registers its presets (`register_prese
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING
+
+from t2ikit.edit.support import SceneSupport, get_scene_support
 
 if TYPE_CHECKING:
     import torch
 
     from t2ikit.diffusion.inversion import Inversion
-    from t2ikit.edit.support import SceneSupport
 
 METHODS = ("swap", "p2p", "blend")
 MASKS = ("auto", "attention", "detect")  # automatic masks; anything else given is a user mask
@@ -93,10 +94,25 @@ class EditOptions:
         fields = dict(PRESETS[name][kind])
         return cls(**{**fields, **overrides}).check()
 
+    def settings(self) -> dict:
+        """The options as a PNG records them: "Steps", "CFG scale", "Edit method" and every field that differs
+        from its default (a user mask given as an array is recorded by its kind only)."""
+        out = {"Steps": self.steps, "CFG scale": self.guidance, "Edit method": self.method}
+        defaults = EditOptions()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("steps", "guidance", "method") or value == getattr(defaults, f.name):
+                continue
+            if not isinstance(value, (str, int, float, bool, dict, type(None))):
+                value = f"<{type(value).__name__}>"
+            elif isinstance(value, dict):
+                value = " ".join(f"{k}={v:g}" for k, v in value.items())
+            out["Edit " + f.name.replace("_", " ")] = value
+        return out
+
     def check(self) -> EditOptions:
         from t2ikit.attention.p2p import MODES
         from t2ikit.diffusion.inversion import UNCOND_MODES, check_guidance
-        from t2ikit.edit.support import SceneSupport, get_scene_support
 
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")

@@ -12,6 +12,7 @@ from collections.abc import Collection
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from t2ikit.edit.changes import outlines_kept
 
@@ -24,8 +25,6 @@ def foreground(image: torch.Tensor, tol: float = BACKGROUND_TOL) -> np.ndarray:
     The background is the most common colour of the image's border (flat backgrounds, as Shapes World's);
     filling holes makes an outlined object's silhouette whole.
     """
-    from scipy import ndimage
-
     rgb = image.float().clamp(0, 1).permute(1, 2, 0).numpy()  # (H, W, 3)
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])  # (4(H + W), 3)
     keys, counts = np.unique(np.round(border * 255).astype(np.int32), axis=0, return_counts=True)
@@ -39,8 +38,6 @@ def image_sketch(images: torch.Tensor, tol: float = BACKGROUND_TOL) -> torch.Ten
     The form of the shipped sketch condition: an object pixel with a 4-neighbour outside the object
     (`foreground`).
     """
-    from scipy import ndimage
-
     out = []
     for im in images:
         fg = foreground(im, tol)
@@ -58,8 +55,6 @@ def snap_mask(pixel_mask: torch.Tensor, images: torch.Tensor, pad: int = 2, shar
     bounding boxes grown by `pad` px (room for a new outline). An image whose rough mask touches no object
     keeps its rough mask.
     """
-    from scipy import ndimage
-
     out = pixel_mask.clone()
     for b, im in enumerate(images):
         labels, count = ndimage.label(foreground(im, tol))

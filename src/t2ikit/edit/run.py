@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from t2ikit.attention.p2p import PromptToPromptHook, align, resolve_steps
 from t2ikit.attention.processor import AttentionController
+from t2ikit.control import compose
 from t2ikit.diffusion.inversion import Inversion, ddim_denoise, invert, load_image, size_multiple
 from t2ikit.edit.blend import ResidualUNet, blended_denoise
 from t2ikit.edit.masks import attention_mask, diffedit_mask, edited_positions, load_mask, to_latent_mask
@@ -123,9 +124,7 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
     adapters = {}
     for name, scale in (("sketch", opts.sketch), ("mask", opts.shape_mask)):
         if scale:
-            from t2ikit.control.compose import resolve_adapter
-
-            adapters[name] = resolve_adapter(pipe, name, None)
+            adapters[name] = compose.resolve_adapter(pipe, name, None)
     hook = None
     if opts.method == "p2p":
         alignments = []

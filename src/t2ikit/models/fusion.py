@@ -32,6 +32,9 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+from PIL import Image, ImageDraw
+
+from t2ikit.attention.processor import AttentionHook
 
 BLOCK_STRATEGIES = ("sequential", "parallel", "interleaved", "gated")  # what one block can do
 STRATEGIES = BLOCK_STRATEGIES + ("hierarchical",)  # what a UNet can be given
@@ -154,7 +157,7 @@ class AttentionPair(nn.Module):
 
 def _attention_like(attn):
     """A fresh diffusers Attention with the geometry of `attn`."""
-    from diffusers.models.attention_processor import Attention
+    from diffusers.models.attention_processor import Attention  # lazy: config checks import parse_fusion from here
 
     dim = attn.to_q.in_features
     inner = attn.to_q.out_features
@@ -256,8 +259,6 @@ class GateRecorder:
     channel_std): token_std is the spread of g over image tokens (content), channel_std over channels."""
 
     def __init__(self, unet: nn.Module):
-        from t2ikit.attention.processor import AttentionHook
-
         self.records: list[dict] = []
         self._step, self._timestep, self._guided = -1, None, False
         recorder = self
@@ -308,8 +309,6 @@ class GateRecorder:
 
 def plot_gates(layers: list[str], steps: list[int], grid: list[list[float]], path, title: str = "") -> None:
     """Heat map PNG: one row per gated layer, one column per sampling step, colour = mean gate (PIL)."""
-    from PIL import Image, ImageDraw
-
     cell, label_w, top = 18, 330, 40
     finite = [v for row in grid for v in row if v == v]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)

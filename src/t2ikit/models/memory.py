@@ -40,6 +40,8 @@ from pathlib import Path
 
 import torch
 
+from t2ikit.attention.processor import AttentionContext
+
 # Live (hw, C) tensors at the peak of each block, counted from diffusers' forward code. A no-grad forward frees
 # each intermediate as soon as the next one exists.
 TRANSFORMER_WIDTH = 20  # residual + LayerNorm + GEGLU projection (8C) + GELU(gate) (4C) + product (4C) + block in/out
@@ -240,8 +242,6 @@ def format_bytes(n: float) -> str:
 def probs_read(unet, hooks) -> tuple[bool, bool]:
     """(cross, self): whether attention hooks read cross- and self-attention probabilities, which then leave the
     fused attention path. Asked of each hook's `applies` at every attention layer of the UNet at step 0."""
-    from t2ikit.attention.processor import AttentionContext
-
     read = {True: False, False: False}
     readers = [h for h in hooks or [] if getattr(h, "needs_probs", False)]
     for layer in getattr(unet, "attn_processors", {}) if readers else []:

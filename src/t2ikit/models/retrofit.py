@@ -12,7 +12,12 @@ train parallel models from scratch (`from_scratch=True`).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+from diffusers import UNet2DConditionModel
+from safetensors.torch import load_file
 
 from t2ikit.models.fusion import FusionBlock, FusionSpec, check_block, parse_fusion
 
@@ -96,8 +101,6 @@ def fusion_parameters(unet) -> list[torch.nn.Parameter]:
 
 
 def _check_unet(unet) -> None:
-    from diffusers import UNet2DConditionModel
-
     if not isinstance(unet, UNet2DConditionModel):
         raise TypeError(f"retrofit needs a diffusers UNet2DConditionModel, got {type(unet).__name__}")
 
@@ -107,12 +110,6 @@ def load_fused_unet(folder, strategy=None):
     loader would drop the fusion weights, so this rebuilds the blocks, then loads every weight strictly.
 
     `strategy`: default the folder's t2ikit_train_config.json model.fusion."""
-    import json
-    from pathlib import Path
-
-    from diffusers import UNet2DConditionModel
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     if strategy is None:
         config_path = folder / "t2ikit_train_config.json"

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from t2ikit.text import encoder
+
 # ----------------------------------------------------------------------------------------------------
 # Configs
 # ----------------------------------------------------------------------------------------------------
@@ -116,7 +118,7 @@ def _seeded(seed: int):
 
 def build_unet(size: str | ModelSize, latent_channels: int = 4, sample_size: int = 16, seed: int = 0):
     """A diffusers UNet2DConditionModel of a named size for (B, latent_channels, sample_size, sample_size)."""
-    from diffusers import UNet2DConditionModel
+    from diffusers import UNet2DConditionModel  # diffusers' models load transformers: only when building
 
     s = model_size(size) if isinstance(size, str) else size
     levels = len(s.block_out_channels)
@@ -165,11 +167,9 @@ def build_vae(size: str | VAESize = "f4", sample_size: int = 64, scaling_factor:
 
 def build_text_encoder(size: str | ModelSize, tokenizer, seed: int = 0):
     """The CLIP text encoder of a named size, sized to `tokenizer` (built by t2ikit.text.encoder)."""
-    from t2ikit.text.encoder import build_text_encoder as _build
-
     s = model_size(size) if isinstance(size, str) else size
     with _seeded(seed):  # transformers initialises from the global generator
-        return _build(
+        return encoder.build_text_encoder(
             hidden_size=s.text_hidden,
             layers=s.text_layers,
             heads=s.text_heads,

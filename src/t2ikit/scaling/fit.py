@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import scipy
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
@@ -225,8 +226,6 @@ def _one_blas_thread():
 
 @functools.lru_cache(maxsize=1)
 def _blas_thread_setters() -> tuple:
-    import scipy
-
     libs = glob.glob(os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs", "*openblas*"))
     setters = []
     for path in libs:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from t2ikit.scaling.fit import RUN_COLUMNS
+from t2ikit.train.config import from_dict, load_config, read_toml
 
 EXTRA_COLUMNS = ("size", "steps", "eval_s", "run")  # after RUN_COLUMNS in runs.csv; `fit` ignores them
 BUDGET_UNITS = ("samples", "steps")
@@ -157,8 +158,6 @@ def sweep_sizes(cfg: SweepConfig) -> dict:
 
 def load_sweep_config(path: str | Path) -> SweepConfig:
     """Read a TOML sweep config; unknown keys, unknown sizes and bad budgets raise ValueError."""
-    from t2ikit.train.config import from_dict, read_toml
-
     return from_dict(SweepConfig, read_toml(path, "sweep config")).validate()
 
 
@@ -237,8 +236,6 @@ def _log(path: Path, record: dict) -> None:
 
 def train_config(cfg: SweepConfig, size: str, unet_steps: int):
     """The TrainConfig of one run (size, budget) or, with size=None, of the shared VAE."""
-    from t2ikit.train.config import load_config
-
     s = cfg.sweep
     t = load_config(s.base)
     t.run.seed, t.run.device, t.run.workers, t.run.log_every, t.run.progress = s.seed, "cpu", 0, 1, False

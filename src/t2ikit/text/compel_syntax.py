@@ -34,7 +34,8 @@ import string
 from dataclasses import dataclass
 from decimal import Decimal
 
-from t2ikit.text.weighting import ParsedPrompt, PromptSyntaxError, Recipe, Row, WeightedText, blend_parts, chunk_row
+from t2ikit.text.prompt_syntax import ParsedPrompt, PromptSyntaxError, WeightedText
+from t2ikit.text.recipe import Recipe, Row, blend_parts, chunk_row
 
 PLUS_BASE = 1.1  # compel's attention_plus_base: "word+" multiplies by 1.1
 MINUS_BASE = 0.9  # compel's attention_minus_base: "word-" multiplies by 0.9

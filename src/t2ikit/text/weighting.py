@@ -49,8 +49,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Callable
+import warnings
+
+from t2ikit.text.check import PromptWarning, check_prompt
+from t2ikit.text.compel_syntax import compel_recipe, format_compel, parse_compel
+from t2ikit.text.prompt_syntax import ParsedPrompt, PromptSyntaxError, WeightedText
+from t2ikit.text.recipe import Recipe, Row, blend_parts, chunk_row
+from t2ikit.text.spans import _WORD
+from t2ikit.text.tokenizer import known_words
 
 BARE_PARENS_WEIGHT = 1.1  # AUTOMATIC1111: "(word)" multiplies the weight by 1.1
 SQUARE_BRACKETS_WEIGHT = 1 / 1.1  # AUTOMATIC1111: "[word]" divides it by 1.1
@@ -59,53 +65,6 @@ MODES = ("a1111", "multiply", "compel", "none")
 DEFAULT_WEIGHTING = "a1111"
 ROW_MODES = ("a1111", "multiply")  # the modes of A1111's syntax: rows scaled by weight (`apply_token_weights`)
 _NUMBER = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*")
-
-
-class PromptSyntaxError(ValueError):
-    """A malformed weighted prompt; `position` is the offending character's index."""
-
-    def __init__(self, message: str, prompt: str, position: int):
-        self.prompt, self.position = prompt, position
-        super().__init__(f"{message} at character {position}:\n  {prompt}\n  {' ' * position}^")
-
-
-@dataclass(frozen=True)
-class WeightedText:
-    """A prompt with the syntax removed and each of its characters' weight."""
-
-    text: str
-    weights: tuple[float, ...]  # one per character of `text`
-    breaks: tuple[int, ...] = ()  # indices of the characters of `text` (a space each) that stand for BREAK
-
-    def runs(self) -> list[tuple[str, float]]:
-        """[(text, weight)] runs of equal weight, in order."""
-        out: list[tuple[str, float]] = []
-        for ch, w in zip(self.text, self.weights):
-            if out and out[-1][1] == w:
-                out[-1] = (out[-1][0] + ch, w)
-            else:
-                out.append((ch, w))
-        return out
-
-    def segments(self) -> list[tuple[int, int]]:
-        """[(start, end)] character ranges of the text between BREAKs (one range without BREAK)."""
-        bounds = [-1, *self.breaks, len(self.text)]
-        return [(a + 1, b) for a, b in zip(bounds, bounds[1:])]
-
-
-@dataclass(frozen=True)
-class ParsedPrompt:
-    """One or more weighted texts and their blend weights (a single text has blend weight 1)."""
-
-    parts: tuple[WeightedText, ...]
-    blend: tuple[float, ...]
-    normalize: bool = True  # blend: divide by sum(blend) (compel's `no_normalize` turns it off)
-    fragments: tuple[tuple[tuple[str, float], ...], ...] | None = None  # compel: each part's (text, weight)
-
-    @property
-    def plain(self) -> str:
-        """The first part's text: what an unweighted tool (the oracle, captions) reads."""
-        return self.parts[0].text
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -269,8 +228,6 @@ def parse_prompt(prompt: str, mode: str = DEFAULT_WEIGHTING) -> ParsedPrompt:
     if mode == "none":
         return ParsedPrompt((WeightedText(prompt, (1.0,) * len(prompt)),), (1.0,))
     if mode == "compel":
-        from t2ikit.text.compel_syntax import parse_compel
-
         return parse_compel(prompt)
     return parse_weighted(prompt)
 
@@ -301,16 +258,11 @@ def encodes_in_chunks(tokenizer, mode: str = DEFAULT_WEIGHTING) -> bool:
     The word-level tokenizer of `build_tokenizer` has one context (its model never saw another chunk);
     compel truncates, as compel does by default; "none" truncates, as `encode_prompts` does.
     """
-    from t2ikit.text.tokenizer import known_words
-
     return mode in ROW_MODES and known_words(tokenizer) is None
 
 
 def _check_word_weights(tokenizer, part: WeightedText) -> None:
     """ValueError if a weight boundary splits a word, or a weight can have no effect (see `token_weights`)."""
-    from t2ikit.text.spans import _WORD
-    from t2ikit.text.tokenizer import known_words
-
     vocab = known_words(tokenizer)
     weighted_word = False
     for m in _WORD.finditer(part.text):
@@ -413,33 +365,6 @@ def apply_token_weights(embeds, weights, mode: str = "a1111"):
 # Encoding: each prompt is a recipe of text-encoder rows (one per chunk, more for compel's downweights)
 
 
-@dataclass
-class Row:
-    """One text-encoder input of model_max_length tokens."""
-
-    ids: tuple[int, ...]  # BOS + tokens + EOS + padding
-    mask: tuple[int, ...]  # the attention mask: the tokenizer's (1 up to EOS) or an explicit one
-    explicit: bool = False  # True: always pass `mask` (compel's masked fragments); else as `encode_prompts`
-
-
-def chunk_row(tokenizer, ids: list[int]) -> Row:
-    """BOS + ids + EOS + padding to model_max_length, as the tokenizer pads for `encode_prompts`."""
-    pad = tokenizer.model_max_length - len(ids) - 2
-    if pad < 0:
-        raise ValueError(f"{len(ids)} tokens do not fit a {tokenizer.model_max_length}-token chunk")
-    full = [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id] + [tokenizer.pad_token_id] * pad
-    return Row(tuple(full), (1,) * (len(ids) + 2) + (0,) * pad)
-
-
-@dataclass
-class Recipe:
-    """How one prompt's (chunks * model_max_length, D) embedding is made from encoded rows."""
-
-    rows: list[Row]
-    chunks: int
-    combine: Callable  # (embeds (len(rows), M, D), empty () -> (M, D)) -> (chunks * M, D)
-
-
 def _pad_chunks(embeds, chunks: int, empty):
     """(k M, D) -> (chunks M, D): append chunks of the empty prompt (A1111's and compel's padding)."""
     import torch
@@ -447,18 +372,6 @@ def _pad_chunks(embeds, chunks: int, empty):
     m = empty().shape[0]
     missing = chunks - embeds.shape[0] // m
     return embeds if missing <= 0 else torch.cat([embeds, empty().repeat(missing, 1)])
-
-
-def blend_parts(parts: list, blend: tuple[float, ...], normalize: bool = True):
-    """sum_k b_k E_k (/ sum_k b_k when `normalize`) of same-shape (T, D) parts; one part is returned as is."""
-    import torch
-
-    if len(parts) == 1 and blend == (1.0,):
-        return parts[0]
-    rows = torch.stack(parts)  # (K, T, D)
-    b = torch.tensor(blend, dtype=rows.dtype, device=rows.device)
-    out = (rows * b[:, None, None]).sum(0)
-    return out / b.sum() if normalize else out
 
 
 def _plain_recipe(tokenizer, text: str) -> Recipe:
@@ -496,8 +409,6 @@ def make_recipe(tokenizer, parsed: ParsedPrompt, mode: str, text: str) -> Recipe
     if mode == "none":
         return _plain_recipe(tokenizer, text)
     if mode == "compel":
-        from t2ikit.text.compel_syntax import compel_recipe
-
         return compel_recipe(tokenizer, parsed)
     return _a1111_recipe(tokenizer, parsed, mode)
 
@@ -585,10 +496,6 @@ def encode_weighted(tokenizer, text_encoder, prompts: str | list[str], mode: str
 def check_weighted_prompt(tokenizer, prompt: str, mode: str = DEFAULT_WEIGHTING, warn: bool = True):
     """`check_prompt` of the plain text of `prompt`: empty, unknown words, and the words past the context
     where `mode` cuts there (not where it encodes in chunks). Each problem a PromptWarning if `warn`."""
-    import warnings
-
-    from t2ikit.text.check import PromptWarning, check_prompt
-
     check = check_prompt(tokenizer, plain_text(prompt, mode), warn=False)
     if encodes_in_chunks(tokenizer, mode) and check.dropped_words:
         dropped = f"these words are dropped: {' '.join(check.dropped_words)!r}"
@@ -672,8 +579,6 @@ def edit_prompt(prompt: str, mode: str, edits: list[tuple[int, int, str]], colla
         is_break = [is_break[k] for k in keep]
     if mode == "none":
         return "".join(chars)
-    from t2ikit.text.spans import _WORD
-
     text = "".join(chars)
     weights = list(weights)
     k = 0
@@ -686,8 +591,6 @@ def edit_prompt(prompt: str, mode: str, edits: list[tuple[int, int, str]], colla
         k = j
     edited = WeightedText(text, tuple(weights), tuple(k for k, b in enumerate(is_break) if b))
     if mode == "compel":
-        from t2ikit.text.compel_syntax import format_compel
-
         return format_compel(edited)
     out = _format_a1111(edited)
     back = parse_weighted(out).parts[0]  # must read back as the edited text (a space's weight does not matter)

@@ -15,6 +15,9 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors.torch import load, save
+
+from t2ikit.train.distributed import full_tensor, shard_like
 
 FORMAT = "t2ikit-checkpoint-1"
 TENSORS, STATE, CONFIG = "tensors.safetensors", "state.json", "config.json"
@@ -56,8 +59,6 @@ def save_checkpoint(
     config_json: str,  # the resolved run config
     keep: int,  # complete checkpoints to keep after this one is in place
 ) -> Path:
-    from safetensors.torch import save
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
@@ -103,8 +104,6 @@ def resolve_checkpoint(root: str | Path, which: str) -> Path:
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, str]:
     """(tensors, state, config_json) of a checkpoint folder; any damage raises ValueError naming the file."""
-    from safetensors.torch import load
-
     path = Path(path)
     pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES] if path.is_dir() else []
     if pickles:
@@ -132,8 +131,6 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, st
 
 def optimizer_to_flat(opt: torch.optim.Optimizer, prefix: str = "optim.") -> tuple[dict, dict]:
     """Whole tensors keyed by parameter index; FSDP-sharded moments are gathered (a collective: every rank calls it)."""
-    from t2ikit.train.distributed import full_tensor
-
     sd = opt.state_dict()
     tensors, scalars = {}, {}
     # Sorted: after a resume the state's order is the loaded file's, which differs between processes, and every
@@ -151,8 +148,6 @@ def optimizer_to_flat(opt: torch.optim.Optimizer, prefix: str = "optim.") -> tup
 
 def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict, meta: dict, prefix: str = "optim.") -> None:
     """Inverse of optimizer_to_flat; whole moments of an FSDP-sharded parameter are cut like the parameter."""
-    from t2ikit.train.distributed import shard_like
-
     params = [p for g in opt.param_groups for p in g["params"]]  # the indices of opt.state_dict()
     state: dict[int, dict] = {}
     for name, value in tensors.items():

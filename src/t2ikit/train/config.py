@@ -10,6 +10,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from t2ikit.train.curriculum import curriculum_from_config
+
 # ----------------------------------------------------------------------------------------------------
 # Sections
 # ----------------------------------------------------------------------------------------------------
@@ -213,7 +215,6 @@ class TrainConfig:
             raise ValueError(f"losses.weighting must be 'fixed', 'uncertainty' or 'gradnorm', got {lo.weighting!r}")
         if lo.proj_dim < 1 or lo.temperature <= 0 or lo.gradnorm_lr < 0:
             raise ValueError("losses.proj_dim must be >= 1, losses.temperature > 0 and losses.gradnorm_lr >= 0")
-        from t2ikit.train.curriculum import curriculum_from_config
 
         curriculum_from_config(self)  # ValueError naming a bad schedule
         if self.checkpoint.every < 1 or self.checkpoint.keep < 1:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from t2ikit.world.categories import check_mix
+
 MAX_OBJECTS = 4  # Shapes World scenes hold 1 to 4 objects
 
 
@@ -60,7 +62,6 @@ def curriculum_from_config(cfg) -> Curriculum:
     """Curriculum of a TrainConfig; ValueError for a resolution the VAE/UNet cannot take, a bad count or a
     bad category mix."""
     from t2ikit.models.sizes import model_size, vae_size
-    from t2ikit.world.categories import check_mix
 
     res = parse_schedule(cfg.curriculum.resolution, "curriculum.resolution")
     cx = parse_schedule(cfg.curriculum.complexity, "curriculum.complexity")

@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from t2ikit.train.grounding import caption_token_groups
+from t2ikit.world.dataset import make_batch
+
 
 def _make_batch(seed: int, index: int, batch_size: int, resolution: int, split: str, **kwargs) -> dict:
-    from t2ikit.world.dataset import make_batch
-
     return make_batch(seed, index, batch_size, resolution=resolution, split=split, **kwargs)
 
 
@@ -116,8 +117,6 @@ class ShapesBatches(Dataset):
                 return_tensors="pt",
             ).input_ids
             if self.grounding:
-                from t2ikit.train.grounding import caption_token_groups
-
                 length = item["input_ids"].shape[1]
                 item["token_groups"] = torch.from_numpy(np.stack([caption_token_groups(c, length) for c in captions]))
                 item["group_masks"] = torch.from_numpy(batch["group_masks"])

@@ -15,12 +15,14 @@ mode. Deterministic: batch k is make_batch(seed, k, ...) of each half. `--encode
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import AutoencoderKL
 
 from t2ikit.train.losses import edge_map
 from t2ikit.world.dataset import make_batch
@@ -47,7 +49,6 @@ def finetune_decoder(vae, steps: int, batch_size: int = 32, lr: float = 1e-4, ed
         raise ValueError(f"steps must be >= 1 and batch_size >= 2, got {steps} and {batch_size}")
     if anchor < 0 or (anchor and not encoder):
         raise ValueError(f"anchor must be >= 0 and needs encoder=True; got {anchor} (encoder={encoder})")
-    import copy
 
     frozen = copy.deepcopy(vae).requires_grad_(False) if anchor else None  # the latents to hold near
     scale = float(vae.config.scaling_factor)
@@ -86,8 +87,6 @@ def finetune_decoder(vae, steps: int, batch_size: int = 32, lr: float = 1e-4, ed
 
 
 def main() -> None:
-    from diffusers import AutoencoderKL
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a model folder with a vae/ subfolder")
     parser.add_argument("--out", required=True, help="folder for the fine-tuned VAE (fp16 safetensors)")

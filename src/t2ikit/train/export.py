@@ -8,14 +8,13 @@ import shutil
 from pathlib import Path
 
 import torch
+from diffusers import DPMSolverMultistepScheduler
 
 from t2ikit.train.config import DiffusionConfig
 
 
 def sampling_scheduler(d: DiffusionConfig):
     """DPM-Solver++ (Lu et al. 2022) on the training schedule: the shipped default sampler."""
-    from diffusers import DPMSolverMultistepScheduler
-
     return DPMSolverMultistepScheduler(
         num_train_timesteps=d.num_train_timesteps,
         beta_schedule=d.beta_schedule,
@@ -28,7 +27,7 @@ def sampling_scheduler(d: DiffusionConfig):
 
 
 def build_pipeline(vae, text_encoder, tokenizer, unet, diffusion: DiffusionConfig):
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline  # loads transformers' pipelines: only when exporting
 
     return StableDiffusionPipeline(
         vae=vae,

@@ -19,10 +19,15 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from tqdm.auto import tqdm
 
+from t2ikit.attention.processor import AttentionController
 from t2ikit.diffusion.schedules import training_scheduler
+from t2ikit.models.retrofit import retrofit
 from t2ikit.models.sizes import build_text_encoder, build_unet, build_vae, vae_size
 from t2ikit.pipeline import write_model_defaults
+from t2ikit.text.tokenizer import build_tokenizer as build_word_tokenizer
 from t2ikit.train import checkpoint as ckpt
 from t2ikit.train import distributed
 from t2ikit.train.config import OptimConfig, TrainConfig, config_from_json
@@ -30,7 +35,10 @@ from t2ikit.train.curriculum import curriculum_from_config
 from t2ikit.train.data import ShapesBatches, make_loader, style_mixed_batch, to_model_input
 from t2ikit.train.ema import EMA
 from t2ikit.train.export import build_pipeline, export_pipeline
+from t2ikit.train.grounding import GroundingCapture
 from t2ikit.train.losses import diffusion_loss, vae_loss
+from t2ikit.train.multiloss import ATTENTION_TERMS, MultiLoss, mid_block_capture, shared_parameter
+from t2ikit.world.vocab import caption_words
 
 STAGES = ("vae", "unet")
 EvalHook = Callable[["Trainer", int], dict]
@@ -68,10 +76,7 @@ def resolve_device(name: str) -> torch.device:
 @functools.lru_cache(maxsize=4)
 def build_tokenizer(max_tokens: int):
     """The word-level Shapes World tokenizer (cached: building it learns BPE merges, ~seconds)."""
-    from t2ikit.text.tokenizer import build_tokenizer as _build
-    from t2ikit.world.vocab import caption_words
-
-    return _build(caption_words(), max_tokens)
+    return build_word_tokenizer(caption_words(), max_tokens)
 
 
 def compbench_hook(trainer: "Trainer", step: int) -> dict:
@@ -189,15 +194,11 @@ class Trainer:
         if name == "unet":
             unet = build_unet(m.size, latent_channels=v.latent_channels, sample_size=self.latent_size, seed=seed + 1)
             if m.fusion != "sequential":  # fusion blocks replace SD's transformer blocks (t2ikit.models.retrofit)
-                from t2ikit.models.retrofit import retrofit
-
                 retrofit(unet, m.fusion, seed=seed + 1, from_scratch=True)  # before .to(): new weights
             return unet.to(self.device)
         if name == "text_encoder":
             return build_text_encoder(m.size, self.tokenizer, seed=seed + 2).to(self.device)
         if name == "aux":
-            from t2ikit.train.multiloss import MultiLoss
-
             return MultiLoss(
                 self.cfg.losses, self.text_encoder.config.hidden_size, self.unet.config.block_out_channels[-1],
                 seed=seed + 3,
@@ -207,7 +208,6 @@ class Trainer:
     def _init_from(self, folder: Path) -> None:
         """Fine-tuning: load the VAE, text encoder and UNet weights (and the VAE scaling factor) of an exported
         model folder into the freshly built components; the architecture must be the one the config names."""
-        from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
         vocab = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True).get_vocab()
@@ -303,21 +303,13 @@ class Trainer:
         ml = self.multiloss
         mid_store, hook = ({}, None)
         if ml is not None and "text_alignment" in ml.names:
-            from t2ikit.train.multiloss import mid_block_capture
-
             mid_store, hook = mid_block_capture(self.unet)
         shared = None
         if ml is not None and ml.cfg.weighting == "gradnorm":
-            from t2ikit.train.multiloss import shared_parameter
-
             shared = shared_parameter(self.unet)
         capture, controller = None, None
-        from t2ikit.train.multiloss import ATTENTION_TERMS
 
         if ml is not None and any(n in ml.names for n in ATTENTION_TERMS):
-            from t2ikit.attention.processor import AttentionController
-            from t2ikit.train.grounding import GroundingCapture
-
             capture = GroundingCapture()
             self._plain_processors = dict(self.unet.attn_processors)  # for pipeline(): evaluation without the hooks
             controller = AttentionController([capture]).install(self.unet)
@@ -677,6 +669,4 @@ def _load_prefixed(module: torch.nn.Module, tensors: dict, prefix: str, path) ->
 def _progress(stage: str, total: int, initial: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, initial=initial, desc=f"train {stage}", file=sys.stderr, dynamic_ncols=True)

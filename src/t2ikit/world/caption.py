@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from t2ikit.world import vocab
-from t2ikit.world.scene import Group, Relation, Spec, Style
+from t2ikit.world.spec import Group, Relation, Spec, Style
 
 # ---------------------------------------------------------------------------------------------------
 # Writing

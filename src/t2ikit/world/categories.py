@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from t2ikit.world import vocab
-from t2ikit.world.scene import Group, Relation, Spec, Style
+from t2ikit.world.spec import Group, Relation, Spec, Style
 
 CATEGORIES: tuple[str, ...] = (
     "single",  # one object: "a large red circle"

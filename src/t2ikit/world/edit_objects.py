@@ -16,7 +16,7 @@ from t2ikit.text.phrases import noun_phrases
 from t2ikit.world.caption import CaptionError, parse_caption, write_caption
 from t2ikit.world.instructions import group_from_phrase
 from t2ikit.world.oracle import MIN_RESOLUTION, detect, score
-from t2ikit.world.scene import Group, Spec
+from t2ikit.world.spec import Group, Spec
 
 
 def describe_image(image) -> str | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from t2ikit.world import vocab
 from t2ikit.world.caption import CaptionError, decompose, parse_caption, write_caption
-from t2ikit.world.scene import Group, Relation, Spec
+from t2ikit.world.spec import Group, Relation, Spec
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ import numpy as np
 from scipy import ndimage
 
 from t2ikit.world import vocab
-from t2ikit.world.scene import Spec
+from t2ikit.world.render import _sprites
+from t2ikit.world.spec import Spec
 
 REF = vocab.REFERENCE_RESOLUTION  # every measure below is in px of the 64x64 reference canvas
 MIN_RESOLUTION = 32
@@ -241,8 +242,6 @@ def _fit_shape(cov: np.ndarray, sil: np.ndarray, oy: int, ox: int):
 
 def _expected_hole(shape: str, extent: float) -> float:
     """Share of the silhouette an outline of vocab.OUTLINE_WIDTH leaves empty at this extent."""
-    from t2ikit.world.render import _sprites
-
     e = int(round(min(max(extent, 4.0), MAX_EXTENT)))
     sil, drawn, _ = _sprites(shape, e, vocab.OUTLINE_WIDTH)
     return float((sil & ~drawn).sum()) / float(sil.sum())
@@ -349,7 +348,7 @@ def _describe_det(t: Detection) -> str:
 def score(image, spec: Spec) -> Score:
     """Check `image` against every statement of `spec`; see Score.checks."""
     if not isinstance(spec, Spec):
-        raise TypeError(f"spec must be a t2ikit.world.scene.Spec, got {type(spec).__name__}")
+        raise TypeError(f"spec must be a t2ikit.world.spec.Spec, got {type(spec).__name__}")
     spec.validate()
     reading = image if isinstance(image, Reading) else detect(image)
     return Score(tuple(score_reading(reading, spec)), reading)

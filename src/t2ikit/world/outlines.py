@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from t2ikit.edit.changes import outlines_kept
 from t2ikit.edit.outlines import foreground, image_sketch
@@ -46,8 +47,6 @@ class ObjectBox:
 
 def object_box(image: torch.Tensor, pixel_mask: torch.Tensor) -> ObjectBox | None:
     """The edited object's box: (3, H, W) image, (1, H, W) mask; None when the mask holds no foreground."""
-    from scipy import ndimage
-
     inside = foreground(image) & (pixel_mask[0].numpy() > 0)
     labels, count = ndimage.label(inside)
     if not count:
