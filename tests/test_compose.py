@@ -27,6 +27,20 @@ def pipe(tmp_path_factory):
     return T2IPipeline.from_folder(make_tiny_sd_folder(tmp_path_factory.mktemp("compose") / "m", "dpmpp_2m"))
 
 
+@pytest.fixture(scope="module")
+def bpe_pipe(pipe, tmp_path_factory):
+    """The same tiny model reading prompts through a CLIP BPE tokenizer (words split into several tokens)."""
+    from test_text_tokenizer import _bpe_tokenizer
+
+    from t2ikit.text import text_encoder_for
+
+    tokenizer = _bpe_tokenizer(tmp_path_factory.mktemp("bpe"))
+    torch.manual_seed(0)
+    text_encoder = text_encoder_for(tokenizer, hidden_size=pipe.unet.config.cross_attention_dim, layers=2,
+                                    heads=4).eval()
+    return T2IPipeline(pipe.unet, pipe.vae, text_encoder, tokenizer, pipe.scheduler_config, parser="shapes-world")
+
+
 def _adapter(pipe, name):
     torch.manual_seed(len(name))
     if name == "reference":
@@ -124,9 +138,12 @@ def test_every_pair_composes(pipe, pair):
             assert key in spec.settings(), f"{name}: {key!r} missing from the PNG settings"
 
 
+@pytest.mark.parametrize("tokenizer", ["word-level", "bpe"])
 @pytest.mark.parametrize("variant", ["topk", "capture", "regions"])
-def test_everything_at_once(pipe, variant):
-    """All techniques in one call; sparse attention, map capture and attention-mode regions take turns."""
+def test_everything_at_once(pipe, bpe_pipe, variant, tokenizer):
+    """All techniques in one call; sparse attention, map capture and attention-mode regions take turns; on the
+    word-level model and with a CLIP BPE tokenizer."""
+    pipe = bpe_pipe if tokenizer == "bpe" else pipe
     table = techniques(pipe)
     extra = {"topk": ["regions_noise", "topk"], "capture": ["regions_noise", "capture"], "regions": ["regions"]}
     names = ["weighting", "negative", "relation", "excite", "scales", *CONDITIONS, *extra[variant]]

@@ -35,7 +35,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from t2ikit.attention.p2p import PromptToPromptHook, align, resolve_steps
+from t2ikit.attention.p2p import DEFAULT_CROSS_FRACTION, DEFAULT_SELF_FRACTION, PromptToPromptHook, align, resolve_steps
 from t2ikit.attention.processor import AttentionController
 from t2ikit.control import compose
 from t2ikit.diffusion.inversion import Inversion, ddim_denoise, invert, load_image, size_multiple
@@ -134,8 +134,9 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
                 mode = "replace" if len(pipe.tokenizer(s)["input_ids"]) == len(pipe.tokenizer(t)["input_ids"]) \
                     else "refine"
             alignments.append(align(pipe.tokenizer, s, t, mode, opts.reweight))
-        hook = PromptToPromptHook(alignments, resolve_steps(opts.cross_steps, opts.steps, 0.8, "cross_steps"),
-                                  resolve_steps(opts.self_steps, opts.steps, 0.4, "self_steps"))
+        hook = PromptToPromptHook(alignments,
+                                  resolve_steps(opts.cross_steps, opts.steps, DEFAULT_CROSS_FRACTION, "cross_steps"),
+                                  resolve_steps(opts.self_steps, opts.steps, DEFAULT_SELF_FRACTION, "self_steps"))
     elif opts.reweight or opts.cross_steps is not None or opts.self_steps is not None:
         raise ValueError("reweight, cross_steps and self_steps are Prompt-to-Prompt options; use method='p2p'")
     if inversion is not None:  # blend uses only the (unguided) trajectory, so any guidance's inversion serves
