@@ -333,9 +333,9 @@ def test_a_batch_edit_equals_its_items_edited_one_by_one_with_seed_plus_index(pi
             torch.testing.assert_close(alone.images, both.images[b:b + 1], rtol=1e-4, atol=1e-5)
 
 
-def test_residual_unet_adds_adapter_residuals_to_every_cfg_row(pipe):
+def test_unet_call_adds_adapter_residuals_to_every_cfg_row(pipe):
     from t2ikit.control.adapters import ConditionAdapter, adapter_config_for
-    from t2ikit.edit.blend import ResidualUNet
+    from t2ikit.diffusion.denoisers import unet_call
 
     adapter = ConditionAdapter(adapter_config_for(pipe.unet, pipe.vae_scale_factor, "sketch", 1, hidden=8))
     x, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor(500)
@@ -343,11 +343,11 @@ def test_residual_unet_adds_adapter_residuals_to_every_cfg_row(pipe):
     cond = torch.zeros(1, 1, 16, 16)
     with torch.no_grad():
         plain = pipe.unet(x, t, encoder_hidden_states=states, return_dict=False)[0]
-        torch.testing.assert_close(ResidualUNet(pipe.unet, adapter(cond))(x, t, states)[0], plain)  # zero-init: nothing
+        torch.testing.assert_close(unet_call(pipe.unet, x, t, states, adapter(cond)), plain)  # zero-init: nothing
         for conv in adapter.outs:
             torch.nn.init.normal_(conv.weight, std=0.1)
         res = adapter(cond)
-        both = ResidualUNet(pipe.unet, res)(x, t, states)[0]
+        both = unet_call(pipe.unet, x, t, states, res)
         one = pipe.unet(x[1:], t, encoder_hidden_states=states[1:], down_intrablock_additional_residuals=res,
                         return_dict=False)[0]
     assert not torch.allclose(both, plain, atol=1e-4)

@@ -10,7 +10,7 @@
 Outside the mask the latents are the inverted source's at every level, so the edited region is drawn in
 the context of the untouched image. Optionally condition adapters (`t2ikit.control`) hold the source's
 outlines (`t2ikit.edit.outlines.sketch_for_edit`) or the target's silhouette: their residuals are added to
-the UNet's (`ResidualUNet`).
+the UNet's through the Conditioning (`residuals`).
 """
 
 from __future__ import annotations
@@ -24,23 +24,6 @@ from t2ikit.diffusion.inversion import Schedule, ddim_denoise, item_noise
 STARTS = ("inverted", "noise")  # what the masked region starts from at level k
 
 
-class ResidualUNet:
-    """A UNet call with adapter residuals added (T2I-Adapter, Mou et al. 2023): wraps, does not change, the UNet.
-
-    `residuals` are per image (B, C_k, h_k, w_k); a CFG batch of 2B rows gets them on every row, as
-    diffusers' T2I-Adapter pipeline and `t2ikit.diffusion.denoisers.unet_call` do.
-    """
-
-    def __init__(self, unet, residuals: list[torch.Tensor]):
-        self.unet, self.residuals = unet, residuals
-
-    def __call__(self, x, t, encoder_hidden_states=None, return_dict=False):
-        reps = x.shape[0] // self.residuals[0].shape[0]
-        res = [torch.cat([r] * reps) for r in self.residuals]
-        return self.unet(x, t, encoder_hidden_states=encoder_hidden_states, down_intrablock_additional_residuals=res,
-                         return_dict=return_dict)
-
-
 def start_level(steps: int, strength: float) -> int:
     """The trajectory level k an edit of `strength` starts from: strength 1 is x_T (k = 0), 0 is x_0 (k = steps)."""
     if not (isinstance(strength, (int, float)) and not isinstance(strength, bool) and 0.0 < strength <= 1.0):
@@ -51,12 +34,14 @@ def start_level(steps: int, strength: float) -> int:
 @torch.no_grad()
 def blended_denoise(unet, schedule: Schedule, trajectory: torch.Tensor, cond: torch.Tensor, uncond, guidance: float,
                     latent_mask: torch.Tensor | None, strength: float = 0.8, start: str = "inverted",
-                    seed: int | list[int] = 0, controller=None) -> torch.Tensor:
+                    seed: int | list[int] = 0, controller=None,
+                    residuals: list[torch.Tensor] | None = None) -> torch.Tensor:
     """(B, C, h, w) edited latents; see the module docstring. `latent_mask` (B or 1, 1, h, w), None = everywhere.
     start="noise": item b's fresh noise is drawn with seed `seed + b`, or `seed[b]` for a list (a batch equals
     its items one by one).
 
-    trajectory: (N + 1, B, C, h, w) from `invert` ([0] = x_T, [N] = x_0).
+    trajectory: (N + 1, B, C, h, w) from `invert` ([0] = x_T, [N] = x_0). residuals: adapter residuals per
+    UNet down level (a sketch or class-mask adapter holding the edit's structure), added to every guidance row.
     """
     if start not in STARTS:
         raise ValueError(f"start must be one of {', '.join(STARTS)}; got {start!r}")
@@ -73,7 +58,8 @@ def blended_denoise(unet, schedule: Schedule, trajectory: torch.Tensor, cond: to
     def keep_outside(i, z):  # level k + i + 1
         return z if m is None else m * z + (1 - m) * trajectory[k + i + 1]
 
-    return ddim_denoise(unet, sub, x, cond, uncond, guidance, controller=controller, after_step=keep_outside)
+    return ddim_denoise(unet, sub, x, cond, uncond, guidance, controller=controller, after_step=keep_outside,
+                        residuals=residuals)
 
 
-__all__ = ["STARTS", "ResidualUNet", "blended_denoise", "start_level"]
+__all__ = ["STARTS", "blended_denoise", "start_level"]

@@ -39,7 +39,7 @@ from t2ikit.attention.p2p import DEFAULT_CROSS_FRACTION, DEFAULT_SELF_FRACTION, 
 from t2ikit.attention.processor import AttentionController
 from t2ikit.control import compose
 from t2ikit.diffusion.inversion import Inversion, ddim_denoise, invert, load_image, size_multiple
-from t2ikit.edit.blend import ResidualUNet, blended_denoise
+from t2ikit.edit.blend import blended_denoise
 from t2ikit.edit.masks import attention_mask, diffedit_mask, edited_positions, load_mask, to_latent_mask
 from t2ikit.edit.options import MASKS, EditOptions, EditResult, EditWarning
 from t2ikit.edit.outlines import sketch_for_edit, snap_mask
@@ -291,20 +291,18 @@ def _blend(pipe, opts: EditOptions, support: SceneSupport | None, images, invers
     if "sketch" in adapters and "sketch" not in conds:
         colours = () if support is None else support.colour_words
         conds["sketch"] = sketch_for_edit(images, pixel_mask, sources, targets, colours)
-    unet = pipe.unet
     scales = {"sketch": float(opts.sketch), "mask": float(opts.shape_mask)}
     residuals = None
     for name, adapter in adapters.items():  # several adapters: residuals summed per level (T2I-Adapter's composition, Mou et al. 2023)
         res = adapter(conds[name].to(pipe.device, pipe.dtype), scales[name])
         residuals = res if residuals is None else [a + r for a, r in zip(residuals, res)]
-    if residuals is not None:
-        unet = ResidualUNet(pipe.unet, residuals)
     if opts.uncond == "negative-prompt":
         negative = inversion.cond if negative_prompts is None else pipe._encode_each(negative_prompts)
     else:
         negative = pipe._encode_each([""] * len(sources))
-    z = blended_denoise(unet, inversion.schedule, inversion.trajectory, target_cond, negative, opts.guidance,
-                        latent_mask, opts.strength, opts.start, opts.seed if seeds is None else seeds)
+    z = blended_denoise(pipe.unet, inversion.schedule, inversion.trajectory, target_cond, negative, opts.guidance,
+                        latent_mask, opts.strength, opts.start, opts.seed if seeds is None else seeds,
+                        residuals=residuals)
     out = pipe.decode(z)
     if pixel_mask is not None:
         out = pixel_mask * out + (1 - pixel_mask) * images
