@@ -418,11 +418,8 @@ class T2IPipeline:
         if unknown:
             raise TypeError(f"unknown generation setting(s) {sorted(unknown)}")
         techniques = {k: v for k, v in techniques.items() if v is not None}
-        for key in ("adapters", "scales"):
-            techniques[key] = dict(techniques.get(key) or {}) if not isinstance(techniques.get(key), list) \
-                else techniques[key]
-        if isinstance(techniques.get("scales"), list):
-            techniques["scales"] = parse_scales(techniques["scales"])
+        techniques["adapters"] = dict(techniques.get("adapters") or {})
+        techniques["scales"] = techniques.get("scales") or {}  # a dict or ["sketch=0.8", ...]: validate parses it
         techniques["regions"] = list(techniques.get("regions") or [])
         spec = GenerationSpec(
             prompts=prompts,
@@ -516,7 +513,6 @@ class T2IPipeline:
 
     def _plan(self, spec: GenerationSpec, hooks) -> dict:
         """Read and check everything a request names (text, hooks, maps, adapters, regions) before compute."""
-        plain = [plain_text(p, spec.weighting) for p in spec.prompts]
         for text in dict.fromkeys(spec.prompts):
             check_weighted_prompt(self.tokenizer, text, spec.weighting)
         for text in dict.fromkeys(spec.negative_prompts or []):
@@ -555,7 +551,7 @@ class T2IPipeline:
         rows = 1 + max(1, len(regions) if spec.region_mode == "noise" else 1)
         check_memory(self, spec.count, spec.size, rows_per_image=rows, hooks=controller.hooks,
                      grad=spec.relation_guidance > 0 or spec.excite > 0, what="generate")
-        return {"plain": plain, "controller": controller, "maps": maps, "regions": regions,
+        return {"controller": controller, "maps": maps, "regions": regions,
                 "region_masks": region_masks, "region_hook": region_hook, "adapters": adapters,
                 "to_bind": [h for h in named if hasattr(h, "bind")]}
 
@@ -568,9 +564,9 @@ class T2IPipeline:
                                               spec.image_negatives(), spec.weighting)[:2]  # (N, T, D) each
         text = cond
         controller = plan["controller"]
+        prompts = [plain_text(p, spec.weighting) for p in spec.image_prompts()]  # what hooks and parsers read
         for hook in plan["to_bind"]:
-            hook.bind(self, [plain_text(p, spec.weighting) for p in spec.image_prompts()],
-                      [plain_text(p, spec.weighting) for p in spec.image_negatives()])
+            hook.bind(self, prompts, [plain_text(p, spec.weighting) for p in spec.image_negatives()])
         residuals = None
         for name, adapter in plan["adapters"].items():
             image = to_batch([m for m in plan["maps"][name] for _ in range(spec.n)], self.device, self.dtype)
@@ -601,7 +597,6 @@ class T2IPipeline:
         else:
             conditions = [Condition(cond, text_scale, name="text")]
         before = []
-        prompts = [plain_text(p, spec.weighting) for p in spec.image_prompts()]
         for objective, size in (("relation", spec.relation_guidance), ("excite", spec.excite)):
             if size > 0 and self.parser is not None:  # unreadable prompts (checked in make_spec when asked) pass
                 before.append(LatentGuidance(self.unet, self.tokenizer, self.parser, prompts, text,

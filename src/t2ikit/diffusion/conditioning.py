@@ -47,10 +47,10 @@ class Conditioning:
     def uncond_at(self, step: int) -> torch.Tensor | None:
         return self.uncond[step] if isinstance(self.uncond, (list, tuple)) else self.uncond
 
-    def unguided(self, step: int, num_steps: int) -> bool:
-        """True when step `step` needs the conditional prediction alone: one unmasked condition at scale 1
-        (cfg(u, c, 1) == c, so the unconditional half is skipped), or no unconditional states."""
-        active = [c for c in self.conditions if c.active(step, num_steps)]
+    def unguided(self, active: list[Condition]) -> bool:
+        """True when the `active` conditions of a step need the conditional prediction alone: one unmasked
+        condition at scale 1 (cfg(u, c, 1) == c, so the unconditional half is skipped), or no unconditional
+        states."""
         if self.uncond is None:
             return True
         return len(active) == 1 and active[0].mask is None and active[0].scale == 1.0

@@ -31,7 +31,7 @@ def unet_denoiser(unet):
         active = [k for k in c.conditions if k.active(step, num_steps)]
         if not active:  # every condition outside its step range: the unconditional prediction
             return unet_call(unet, x, t, c.uncond_at(step), c.residuals)
-        if c.unguided(step, num_steps):
+        if c.unguided(active):
             if c.controller is not None:
                 c.controller.guided = False
             return unet_call(unet, x, t, active[0].embeds, c.residuals)
