@@ -743,3 +743,56 @@ def test_bench_edit_refuses_pairs_that_cannot_run_before_compute(capsys):
     assert not eb.runs("relation", "blend+mask") and eb.runs("colour", "blend+mask")
     assert main(["bench", "edit", "--kinds", "colour,relation", "--methods", "p2p,blend+mask", "--json"]) == 2
     assert "blend+mask on relation edits" in capsys.readouterr().err
+
+
+# --- prompt weighting in edits ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["swap", "p2p"])
+def test_weighted_prompts_edit_with_their_weights_and_align_their_plain_text(pipe, method):
+    plain = edit(pipe, IMAGE, "a red circle", "a blue circle", method=method, steps=4)
+    unit = edit(pipe, IMAGE, "a (red:1) circle", "a (blue:1) circle", method=method, steps=4)
+    torch.testing.assert_close(unit.images, plain.images, atol=0, rtol=0)  # weight 1 is the plain text, bitwise
+    weighted = edit(pipe, IMAGE, "a red circle", "a (blue:1.5) circle", method=method, steps=4)
+    assert not torch.allclose(weighted.images, plain.images, atol=1e-4)
+    assert weighted.target_prompts == ["a (blue:1.5) circle"]  # the result names the prompts as given
+    none = edit(pipe, IMAGE, "a red circle", "a (blue:1.5) circle", method="swap", steps=4, weighting="none")
+    assert not torch.allclose(none.images, weighted.images, atol=1e-4) if method == "swap" else True
+    compel = edit(pipe, IMAGE, "a red circle", "a blue+ circle", method=method, steps=4, weighting="compel")
+    assert not torch.allclose(compel.images, plain.images, atol=1e-4)
+
+
+def test_weighted_edit_bad_input_is_refused_before_compute(pipe, monkeypatch):
+    import t2ikit.edit.run as edit_module
+
+    monkeypatch.setattr(edit_module, "invert", lambda *a, **k: pytest.fail("computed before refusing"))
+    with pytest.raises(ValueError, match="unbalanced|closing|never closed|'\\('"):
+        edit(pipe, IMAGE, "a red circle", "a (blue circle", steps=4)
+    with pytest.raises(ValueError, match="BREAK"):  # one chunk on a word-level tokenizer; on BPE ones, edits read one
+        edit(pipe, IMAGE, "a red circle", "a blue circle BREAK a green square", steps=4)
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        edit(pipe, IMAGE, "a red circle", "a blue circle", steps=4, weighting="A1111")
+    with pytest.raises(ValueError, match="an instruction reads the source prompt as plain text"):
+        edit(pipe, IMAGE, "a (red:1.2) circle", instruction="change the red circle to a blue circle", steps=4)
+    with pytest.raises(ValueError, match="local_prompt .* weights would be lost"):
+        edit(pipe, IMAGE, "a red circle", "a (blue:1.3) circle", method="blend", guidance=5.0, mask="detect",
+             local_prompt=True, steps=4)
+
+
+def test_weighted_edits_on_a_bpe_tokenizer_align_tokens_or_say_why(pipe, tmp_path):
+    from test_text_tokenizer import _bpe_tokenizer
+
+    from t2ikit.pipeline import T2IPipeline
+    from t2ikit.text import text_encoder_for
+
+    tokenizer = _bpe_tokenizer(tmp_path)
+    torch.manual_seed(0)
+    encoder = text_encoder_for(tokenizer, hidden_size=pipe.unet.config.cross_attention_dim, layers=2, heads=4).eval()
+    bpe = T2IPipeline(pipe.unet, pipe.vae, encoder, tokenizer, pipe.scheduler_config, parser="shapes-world")
+    plain = edit(bpe, IMAGE, "a red circle", "a blue circle", method="p2p", steps=3)
+    weighted = edit(bpe, IMAGE, "a red circle", "a (blue:1.4) circle", method="p2p", steps=3)
+    assert not torch.allclose(weighted.images, plain.images, atol=1e-4)
+    with pytest.raises(ValueError, match="several chunks"):
+        edit(bpe, IMAGE, "a red circle", "a blue circle BREAK a green square", steps=3)
+    with pytest.raises(ValueError, match="weight boundary splits the word 'abluecircle'"):
+        edit(bpe, IMAGE, "a red circle", "a(blue:1.3)circle", steps=3)

@@ -465,8 +465,13 @@ class T2IPipeline:
         """(B, T, D) text embeddings of plain prompts, as the UNet cross-attends to them."""
         return encode_prompts(self.tokenizer, self.text_encoder, prompts)
 
-    def _encode_each(self, texts: list[str]) -> torch.Tensor:
-        """(len(texts), T, D): each distinct text encoded once (one batch, as diffusers does), then gathered."""
+    def _encode_each(self, texts: list[str], weighting: str = "none") -> torch.Tensor:
+        """(len(texts), T, D): each distinct text encoded once (one batch, as diffusers does), then gathered.
+
+        `weighting`: the syntax the texts are read with (text.weighting); "none" encodes them as written.
+        """
+        if weighting != "none":
+            return encode_prompt_pair(self.tokenizer, self.text_encoder, list(texts), None, weighting)[0]
         unique = list(dict.fromkeys(texts))
         rows = torch.tensor([unique.index(t) for t in texts], device=self.device)
         return self.encode_text(unique)[rows]

@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     p.add_argument("--local-prompt", action="store_true", default=None,
                    help="blend: sample the masked object under its own phrase alone (with --uncond negative-prompt, "
                         "its source phrase the negative)")
+    p.add_argument("--weighting", default="a1111", choices=["a1111", "compel", "none"],
+                   help="prompt weighting syntax of --source and --target: a1111 '(word:1.3)', '[word]'; compel "
+                        "'word++'; none = the text as written. Each prompt one 77-token text (no BREAK)")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
     p.add_argument("--guidance", type=float, default=None, help="CFG scale (default 1 = none)")
     p.add_argument("--uncond", default=None, choices=["negative-prompt", "null-text", "none"],
@@ -117,13 +120,16 @@ def _edit(args) -> int:
         if args.target is not None:
             raise ValueError("give --target or --instruction, not both")
         parse_instruction(args.instruction)  # before the model loads
+    from t2ikit.text.weighting import check_weighting
+
+    check_weighting([p for p in (args.source, args.target) if p is not None], args.weighting)  # caret errors
     size = input_image_size(args.image)  # an unreadable file fails before the model loads; nothing decoded yet
     given = {k: v for k, v in dict(method=args.method, mask=args.mask, guidance=args.guidance, start=args.start,
                                    mask_snap=args.mask_snap, shape_mask=args.shape_mask, local_prompt=args.local_prompt,
                                    strength=args.strength).items() if v is not None}
     common = dict(mode=args.mode, cross_steps=args.cross_steps, self_steps=args.self_steps, steps=args.steps,
                   reweight=_reweights(args.reweight), uncond=args.uncond, sketch=args.sketch,
-                  target_outline=args.target_outline)
+                  target_outline=args.target_outline, weighting=args.weighting)
     if args.preset is not None:
         options = EditOptions.preset(args.preset, kind=_edit_kind(args), **common, **given)
     else:

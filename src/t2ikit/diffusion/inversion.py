@@ -35,7 +35,7 @@ from t2ikit.diffusion.denoisers import unet_denoiser
 from t2ikit.diffusion.guidance import cfg
 from t2ikit.diffusion.loop import progress_bar, sample
 from t2ikit.models.memory import check_memory
-from t2ikit.text.check import check_prompt
+from t2ikit.text.weighting import DEFAULT_WEIGHTING, check_weighted_prompt, check_weighting
 
 UNCOND_MODES = ("none", "null-text", "negative-prompt")
 NULL_TEXT_ITERS = 10  # inner Adam steps per timestep (Mokady et al. use 10)
@@ -289,11 +289,13 @@ def check_guidance(guidance) -> float:
 
 def invert(pipe, image, prompt: str | list[str], steps: int = 20, guidance: float = 1.0,
            uncond: str = "null-text", negative_prompt: str = "", null_text_iters: int = NULL_TEXT_ITERS,
-           progress: bool = False) -> Inversion:
+           progress: bool = False, weighting: str = DEFAULT_WEIGHTING) -> Inversion:
     """Invert `image` (path, PIL, array, tensor; a batch with a list of prompts) under `prompt`.
 
     guidance 1: plain DDIM inversion. guidance > 1: the trajectory is inverted unguided (as Mokady et al.
     do) and `uncond` says how guided sampling is kept on it: "null-text", "negative-prompt", or "none".
+    `weighting`: the syntax of the prompt and the negative prompt (t2ikit.text.weighting; plain text reads the
+    same in every mode).
     """
     guidance = check_guidance(guidance)
     if uncond not in UNCOND_MODES:
@@ -307,9 +309,10 @@ def invert(pipe, image, prompt: str | list[str], steps: int = 20, guidance: floa
     if len(prompts) != len(images) or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"need one prompt (str) per image: {len(prompts)} prompt(s) for {len(images)} image(s)")
     schedule = ddim_schedule(pipe.scheduler_config, steps)
+    check_weighting(list(dict.fromkeys(prompts + [negative_prompt])), weighting)
     for p in dict.fromkeys(prompts):
-        check_prompt(pipe.tokenizer, p)
-    cond = pipe._encode_each(prompts)
+        check_weighted_prompt(pipe.tokenizer, p, weighting)
+    cond = pipe._encode_each(prompts, weighting)
     x0 = encode_image(pipe, images)
     work = schedule.steps * (2 if guidance != 1.0 and uncond == "null-text" else 1)
     with progress_bar(work, progress, "inverting") as update:
@@ -319,7 +322,7 @@ def invert(pipe, image, prompt: str | list[str], steps: int = 20, guidance: floa
             if uncond == "negative-prompt":
                 embeds = cond
             else:
-                embeds = pipe._encode_each([negative_prompt] * len(prompts))
+                embeds = pipe._encode_each([negative_prompt] * len(prompts), weighting)
                 if uncond == "null-text":
                     embeds = null_text_optimize(pipe.unet, schedule, traj, cond, embeds, guidance,
                                                 iters=null_text_iters, progress=update)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING
 
 from t2ikit.edit.support import SceneSupport, get_scene_support
+from t2ikit.text.weighting import MODES as WEIGHTING_MODES
 
 if TYPE_CHECKING:
     import torch
@@ -75,6 +76,7 @@ class EditOptions:
     mask_threshold: float = MASK_THRESHOLD
     mask_dilate: int = MASK_DILATE  # latent pixels the automatic mask is grown by (0: DiffEdit as published)
     seed: int = 0  # of DiffEdit's noise draws and blend's start="noise"; item b of a batch uses seed + b
+    weighting: str = "a1111"  # prompt weighting syntax of the source and target prompts (t2ikit.text.weighting)
     support: str | SceneSupport | None = None  # scene support (t2ikit.edit.support) for instructions, mask="detect", target_outline,
     #   shape_mask, local_prompt and relation moves; None: the registered one (Shapes World's), if only one is
 
@@ -170,6 +172,8 @@ class EditOptions:
         if not (self.support is None or isinstance(self.support, (str, SceneSupport))):
             raise TypeError(f"support must be None, a SceneSupport or the name of a registered one; got {self.support!r}")
         get_scene_support(self.support)  # an unknown name is refused here
+        if self.weighting not in WEIGHTING_MODES:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTING_MODES)}; got {self.weighting!r}")
         return self
 
 

@@ -44,7 +44,7 @@ from t2ikit.edit.masks import attention_mask, diffedit_mask, edited_positions, l
 from t2ikit.edit.options import MASKS, EditOptions, EditResult, EditWarning
 from t2ikit.edit.outlines import sketch_for_edit, snap_mask
 from t2ikit.edit.support import SceneSupport, get_scene_support, scene_support_names
-from t2ikit.text.check import check_prompt
+from t2ikit.text.weighting import check_token_aligned, check_weighted_prompt, plain_text
 
 
 def _as_list(x, n: int, name: str) -> list[str]:
@@ -96,11 +96,34 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
     _check_support(support, opts, instruction)
     images = load_image(image, size_multiple(pipe))
     n = len(images)
-    sources, targets = _prompts(support, images, source, target, instruction)
-    for p in dict.fromkeys(sources + targets):
-        check_prompt(pipe.tokenizer, p)
+    if instruction is not None and source is not None:
+        for s in _as_list(source, n, "source"):
+            if plain_text(s, opts.weighting) != s:
+                raise ValueError(f"an instruction reads the source prompt as plain text; {s!r} has weighting syntax: "
+                                 "give it without, or give a target prompt instead of the instruction")
+    written = _prompts(support, images, source, target, instruction)  # as given: encoded with their weights
+    for p in dict.fromkeys(written[0] + written[1]):
+        check_weighted_prompt(pipe.tokenizer, p, opts.weighting)
+    # what alignment, masks and the scene support read: the plain texts, token for token the weighted ones'
+    sources, targets = ([check_token_aligned(pipe.tokenizer, p, opts.weighting, "edit") for p in side]
+                        for side in written)
+    if opts.local_prompt and (sources, targets) != written:
+        raise ValueError("local_prompt samples under the edited object's phrase read from the plain prompts, so their "
+                         "weights would be lost; give the prompts without weighting syntax or turn local_prompt off")
+    result = _edit(pipe, opts, support, images, sources, targets, written, _auto_mask(opts), inversion, progress)
+    return replace(result, source_prompts=written[0], target_prompts=written[1])
+
+
+def _auto_mask(opts: EditOptions) -> str | None:
+    """The automatic mask asked for ("auto", "attention", "detect"), None for none or a user mask."""
+    return opts.mask if isinstance(opts.mask, str) and opts.mask in MASKS else None
+
+
+def _edit(pipe, opts: EditOptions, support: SceneSupport | None, images, sources, targets, written, auto_mask,
+          inversion: Inversion | None, progress: bool) -> EditResult:
+    """`edit` after its checks: `sources`/`targets` the plain texts, `written` the prompts as given."""
+    n = len(images)
     h, w = images.shape[-2:]
-    auto_mask = opts.mask if isinstance(opts.mask, str) and opts.mask in MASKS else None
     user_mask = None if opts.mask is None or auto_mask else load_mask(opts.mask, (h, w), n)
     positions = names = moves = None
     if opts.method == "blend" and support is not None:  # a relation edit moves an object (support.plan_move)
@@ -140,7 +163,7 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
     elif opts.reweight or opts.cross_steps is not None or opts.self_steps is not None:
         raise ValueError("reweight, cross_steps and self_steps are Prompt-to-Prompt options; use method='p2p'")
     if inversion is not None:  # blend uses only the (unguided) trajectory, so any guidance's inversion serves
-        if inversion.prompts != sources or inversion.schedule.steps != opts.steps or (
+        if inversion.prompts != written[0] or inversion.schedule.steps != opts.steps or (
                 inversion.guidance != opts.guidance and opts.method != "blend"):
             raise ValueError("the inversion passed was made with other prompts, steps or guidance than this edit")
     messages = [] if support is None else support.source_mismatches(images, sources)
@@ -150,14 +173,15 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
     # --- compute ---
     if inversion is None:
         blend = opts.method == "blend"
-        inversion = invert(pipe, images, sources, steps=opts.steps, guidance=1.0 if blend else opts.guidance,
-                           uncond="negative-prompt" if blend else opts.uncond, progress=progress)
+        inversion = invert(pipe, images, written[0], steps=opts.steps, guidance=1.0 if blend else opts.guidance,
+                           uncond="negative-prompt" if blend else opts.uncond, progress=progress,
+                           weighting=opts.weighting)
     schedule, traj = inversion.schedule, inversion.trajectory
     factor = pipe.vae_scale_factor
-    target_cond = pipe._encode_each(targets)
+    target_cond = pipe._encode_each(written[1], opts.weighting)
     if moves is not None:
-        return _blend_moves(pipe, opts, support, images, inversion, sources, targets, moves, adapters, messages,
-                            progress)
+        return _blend_moves(pipe, opts, support, images, inversion, sources, targets, written[1], moves, adapters,
+                            messages, progress)
     if user_mask is not None:
         pixel_mask, latent_mask = user_mask, to_latent_mask(user_mask, factor)
     elif auto_mask == "detect":
@@ -229,10 +253,11 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
 
 
 def _blend_moves(pipe, opts: EditOptions, support: SceneSupport, images, inversion: Inversion, sources, targets,
-                 moves, adapters, messages, progress: bool = False) -> EditResult:
+                 written_targets, moves, adapters, messages, progress: bool = False) -> EditResult:
     """Relation edits by blend: each image's object(s) placed where the target relation holds
     (support.plan_move), one blend per placement; a trade of places takes a second blend on the first's
-    result (inverted again under the target prompt)."""
+    result (inverted again under the target prompt). `written_targets`: the targets as given (encoded with
+their weights); `targets` their plain texts."""
     plans = [support.plan_move(im, m) for im, m in zip(images, moves)]
     for b, plan in enumerate(plans):
         if plan is None:
@@ -250,9 +275,10 @@ def _blend_moves(pipe, opts: EditOptions, support: SceneSupport, images, inversi
         if step == 0:
             inv = inversion if len(rows) == len(images) else _subset(inversion, index)
         else:
-            inv = invert(pipe, out[index], [targets[b] for b in rows], steps=opts.steps, guidance=1.0,
-                         uncond="negative-prompt", progress=progress)
-        cond = pipe._encode_each(made.prompts if opts.local_prompt else [targets[b] for b in rows])
+            inv = invert(pipe, out[index], [written_targets[b] for b in rows], steps=opts.steps, guidance=1.0,
+                         uncond="negative-prompt", progress=progress, weighting=opts.weighting)
+        cond = (pipe._encode_each(made.prompts) if opts.local_prompt else
+                pipe._encode_each([written_targets[b] for b in rows], opts.weighting))
         r = _blend(pipe, opts, support, out[index], inv, [sources[b] for b in rows], [targets[b] for b in rows], cond,
                    to_latent_mask(made.mask, pipe.vae_scale_factor), made.mask, adapters, messages, moved=made,
                    seeds=[opts.seed + b for b in rows])  # an item's noise does not depend on the rest of the batch

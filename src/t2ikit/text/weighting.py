@@ -493,6 +493,26 @@ def encode_weighted(tokenizer, text_encoder, prompts: str | list[str], mode: str
     return encode_prompt_pair(tokenizer, text_encoder, _as_prompt_list(prompts, "prompts"), None, mode)[0]
 
 
+def check_token_aligned(tokenizer, prompt: str, mode: str, what: str = "this") -> str:
+    """The plain text of `prompt` if its weighted embedding has the plain text's token layout, else ValueError.
+
+    Token-aligned techniques (Prompt-to-Prompt's word alignment, attention masks of edited words) read
+    token positions off the plain text; a weighted prompt keeps them when it is one chunk, one text (no
+    blend, no BREAK) and its fragments tokenize as the whole text does.
+    """
+    parsed = parse_prompt(prompt, mode)
+    recipe = make_recipe(tokenizer, parsed, mode, prompt)
+    if len(parsed.parts) > 1 or recipe.chunks > 1:
+        raise ValueError(f"{what} reads each prompt as one {tokenizer.model_max_length}-token text: {prompt!r} is "
+                         f"{'a blend' if len(parsed.parts) > 1 else 'several chunks (BREAK or past the context)'}")
+    plain = parsed.plain
+    ids = tokenizer(plain, add_special_tokens=True, truncation=True, verbose=False)["input_ids"]
+    if tuple(recipe.rows[0].ids[:len(ids)]) != tuple(ids):
+        raise ValueError(f"{what} aligns the tokens of the plain text {plain!r}, and the weighting of {prompt!r} "
+                         "tokenizes it differently; put spaces around the weighted words")
+    return plain
+
+
 def check_weighted_prompt(tokenizer, prompt: str, mode: str = DEFAULT_WEIGHTING, warn: bool = True):
     """`check_prompt` of the plain text of `prompt`: empty, unknown words, and the words past the context
     where `mode` cuts there (not where it encodes in chunks). Each problem a PromptWarning if `warn`."""
@@ -600,7 +620,7 @@ def edit_prompt(prompt: str, mode: str, edits: list[tuple[int, int, str]], colla
     return out
 
 
-__all__ = [
+__all__ = ["check_token_aligned", 
     "BARE_PARENS_WEIGHT",
     "COMMA_BACKTRACK",
     "DEFAULT_WEIGHTING",
