@@ -219,19 +219,19 @@ def null_text_optimize(unet, schedule: Schedule, trajectory: torch.Tensor, cond:
                        lr: float = NULL_TEXT_LR, tol: float = NULL_TEXT_TOL, progress=None) -> list[torch.Tensor]:
     """Null-text inversion (Mokady et al. 2022, Alg. 1): one optimised (B, T, D) unconditional embedding per step.
 
+    The guided DDIM sampling runs through the loop (`sample`); before each step a latent-update callback
+    optimises that step's unconditional embedding (starting from the previous step's) so that the guided
+    step lands on the inverted trajectory, and the loop then takes the step with it.
     Batched: the loss is a sum over images and Adam is elementwise, so each image's embedding follows
     its own gradient (early stopping uses the batch's largest error).
     """
-    out_embeds = []
-    x = trajectory[0]
-    u = uncond.detach().clone()
-    for i in range(schedule.steps):
-        t = schedule.timesteps[i]
+    embeds = [uncond.detach().clone() for _ in range(schedule.steps)]  # step i's is set before step i runs
+
+    def optimise(i, t, x, scheduler):
         a_i, a_next = float(schedule.levels[i]), float(schedule.levels[i + 1])
         target = trajectory[i + 1]
-        with torch.no_grad():
-            c_out = _unet(unet, x, t, cond)
-        u = u.detach().requires_grad_(True)
+        c_out = _unet(unet, x, t, cond)
+        u = (embeds[i - 1] if i else embeds[0]).detach().requires_grad_(True)
         opt = torch.optim.Adam([u], lr=lr * (1.0 - i / (schedule.steps * 1.0)) + lr * 0.1)
         for _ in range(iters):
             with torch.enable_grad():
@@ -242,13 +242,12 @@ def null_text_optimize(unet, schedule: Schedule, trajectory: torch.Tensor, cond:
                 opt.zero_grad()
                 per_image.sum().backward()
                 opt.step()
-        u = u.detach()
-        out_embeds.append(u)
-        with torch.no_grad():
-            x = ddim_move(cfg(_unet(unet, x, t, u), c_out, guidance), x, a_i, a_next, schedule.prediction_type)
-        if progress:
-            progress()
-    return out_embeds
+        embeds[i] = u.detach()
+        return x
+
+    sample(unet_denoiser(unet), LevelScheduler(schedule), trajectory[0],
+           Conditioning.text(cond, embeds, guidance, before_step=[optimise]), progress=progress or False)
+    return embeds
 
 
 # ----------------------------------------------------------------------------------------------------
