@@ -26,7 +26,7 @@ from t2ikit.attention.processor import AttentionController
 from t2ikit.diffusion.schedules import training_scheduler
 from t2ikit.models.retrofit import retrofit
 from t2ikit.models.sizes import build_text_encoder, build_unet, build_vae, vae_size
-from t2ikit.pipeline import write_model_defaults
+from t2ikit.pipeline import T2IPipeline, write_model_defaults
 from t2ikit.text.tokenizer import build_tokenizer as build_word_tokenizer
 from t2ikit.train import checkpoint as ckpt
 from t2ikit.train import distributed
@@ -80,20 +80,21 @@ def build_tokenizer(max_tokens: int):
 
 
 def compbench_hook(trainer: "Trainer", step: int) -> dict:
-    """CompBench (t2ikit.bench.compbench.evaluate) of the EMA pipeline; {} when the module is absent."""
+    """CompBench (t2ikit.bench.compbench.evaluate) of the EMA model through the generation core (`pipe.run`,
+    the training schedule's DPM-Solver++, no latent guidance); {} when the module is absent."""
     try:
         from t2ikit.bench.compbench import evaluate
     except ImportError:
         return {}
     e = trainer.cfg.eval
-    pipe = trainer.pipeline(ema=True).to(trainer.device)
-    pipe.set_progress_bar_config(disable=True)
+    sd = trainer.pipeline(ema=True).to(trainer.device)
+    pipe = T2IPipeline(sd.unet, sd.vae, sd.text_encoder, sd.tokenizer, dict(sd.scheduler.config))
 
     def generate(prompts: list[str], seeds: list[int]) -> list:
-        generators = [torch.Generator(trainer.device).manual_seed(int(s)) for s in seeds]
-        out = pipe(list(prompts), num_inference_steps=e.steps, guidance_scale=e.guidance, generator=generators,
-                   output_type="np")
-        return list(out.images)  # (H, W, 3) float in [0, 1] each
+        spec = pipe.make_spec(list(prompts), None, e.steps, e.guidance, 0, 1, None, "dpmpp_2m", 0.0,
+                              weighting="none")
+        images = pipe.run(spec, progress=False, seeds=[int(s) for s in seeds]).images
+        return list(images.permute(0, 2, 3, 1).float().cpu().numpy())  # (H, W, 3) float in [0, 1] each
 
     result = evaluate(generate, split=e.split, n_prompts=e.n_prompts, seeds=e.seeds)
     return {"compbench_overall": result["overall"]["accuracy"],
@@ -421,6 +422,7 @@ class Trainer:
         bar = _progress(stage, o.steps, self.step, enabled=r.progress and self.dist.is_main)
         info_window: dict[str, list[float]] = {}
         t_window, n_window = time.perf_counter(), 0
+        loss_value, t_stage = float("nan"), time.perf_counter()
         while self.step < o.steps:
             step = self.step
             lr = lr_at(step, o)
@@ -487,6 +489,8 @@ class Trainer:
                 break
         if bar is not None:
             bar.close()
+            print(f"train {stage}: step {self.step}/{o.steps} in {time.perf_counter() - t_stage:.1f} s, last loss "
+                  f"{loss_value:.4f}" + (" (stopped early)" if self.stopped_early else ""), file=sys.stderr, flush=True)
         if self.fsdp:
             self._unshard()
 
