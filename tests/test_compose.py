@@ -95,7 +95,6 @@ INCOMPATIBLE = {
     frozenset({"topk", "capture"}): SELF_COMPUTED,
     frozenset({"hier", "capture"}): SELF_COMPUTED,
     frozenset({"regions", "hier"}): OWN_TOKENS,
-    frozenset({"regions_noise", "hier"}): OWN_TOKENS,
 }
 SAME_SETTING = [{"regions", "regions_noise"}, {"topk", "hier"}]  # two values of one setting, not a pair
 
@@ -139,13 +138,14 @@ def test_every_pair_composes(pipe, pair):
 
 
 @pytest.mark.parametrize("tokenizer", ["word-level", "bpe"])
-@pytest.mark.parametrize("variant", ["topk", "capture", "regions"])
+@pytest.mark.parametrize("variant", ["topk", "hier", "capture", "regions"])
 def test_everything_at_once(pipe, bpe_pipe, variant, tokenizer):
-    """All techniques in one call; sparse attention, map capture and attention-mode regions take turns; on the
+    """All techniques in one call; sparse or hierarchical attention, map capture and attention-mode regions take turns; on the
     word-level model and with a CLIP BPE tokenizer."""
     pipe = bpe_pipe if tokenizer == "bpe" else pipe
     table = techniques(pipe)
-    extra = {"topk": ["regions_noise", "topk"], "capture": ["regions_noise", "capture"], "regions": ["regions"]}
+    extra = {"topk": ["regions_noise", "topk"], "hier": ["regions_noise", "hier"], "capture": ["regions_noise", "capture"],
+             "regions": ["regions"]}
     names = ["weighting", "negative", "relation", "excite", "scales", *CONDITIONS, *extra[variant]]
     everything, spec, store = _run(pipe, names, table)
     assert torch.isfinite(everything).all() and (store is None or store.sums)

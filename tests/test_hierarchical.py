@@ -103,3 +103,32 @@ def test_hook_in_the_pipeline(tmp_path):
     assert len(mixed) == 2
     with pytest.raises(RuntimeError, match="bind"):
         pipe.generate(prompts, hooks=[HierarchicalHook()], **kw)
+
+
+def test_hook_reads_each_condition_rows_own_prompt_in_noise_mode_regions(tmp_path, monkeypatch):
+    """With noise-space regions the UNet batch is [uncond; text; region ...]: the hook pools each block of rows
+    over its own prompt's phrases."""
+    from tiny import make_tiny_sd_folder
+
+    from t2ikit.attention.processor import AttentionContext
+    from t2ikit.pipeline import T2IPipeline
+
+    pipe = T2IPipeline.from_folder(make_tiny_sd_folder(tmp_path / "m"))
+    hook = HierarchicalHook((1, 1, 0)).bind(pipe, ["a red circle left of a blue square"], [""],
+                                             {"region 0: a big green square": ["a big green square"]})
+    ctx = AttentionContext("l", True, 0, 2, 1.0, 64, (8, 8), False, ("uncond", "text", "region 0: a big green square"))
+    expected = torch.cat([hook.row_info(pipe, [t]) for t in ["", "a red circle left of a blue square",
+                                                             "a big green square"]])
+    torch.testing.assert_close(hook.batch_rows(ctx, 3), expected)
+    with pytest.raises(RuntimeError, match="bound without the prompts of condition"):
+        hook.batch_rows(AttentionContext("l", True, 0, 2, 1.0, 64, (8, 8), False, ("uncond", "region 1: x")), 2)
+
+    seen = []
+    real = HierarchicalHook.batch_rows
+    monkeypatch.setattr(HierarchicalHook, "batch_rows",
+                        lambda self, ctx, batch: seen.append((ctx.blocks, batch)) or real(self, ctx, batch))
+    spec = pipe.make_spec("a red circle", steps=2, guidance=3.0, regions=["8,0,16,16:a big blue square"],
+                          region_mode="noise", attention="hier:1/1/0", relation_guidance=0.0)
+    pipe.run(spec, decode=False, progress=False)
+    assert {blocks for blocks, _ in seen} == {("uncond", "text", "region 0: a big blue square")}
+    assert {batch for _, batch in seen} == {3}

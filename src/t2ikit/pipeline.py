@@ -543,10 +543,9 @@ class T2IPipeline:
             raise ValueError("a concat-fusion reference adapter lengthens the text context, which region prompts do "
                              "not share: use a reference or regions, not both")
         text_bound = [h for h in controller.hooks if hasattr(h, "bind")]  # hooks that read each row's prompt
-        if text_bound and regions:
-            raise ValueError(f"{text_bound[0].name} attention reads each row's own prompt tokens, and region prompts "
-                             "add rows (noise mode) or tokens (attention mode) of other prompts: with regions use "
-                             "topk or topp attention in noise mode")
+        if text_bound and regions and spec.region_mode == "attention":
+            raise ValueError(f"{text_bound[0].name} attention reads each row's own prompt tokens, and attention-mode "
+                             "regions append other prompts' tokens to every row: use region_mode='noise' with it")
         region_hook = None
         if regions and spec.region_mode == "attention":  # added here so that a hook it cannot run with is refused now
             region_hook = controller.add(RegionAttentionHook(region_masks, [r.weight for r in regions], 0))
@@ -570,8 +569,11 @@ class T2IPipeline:
         text = cond
         controller = plan["controller"]
         prompts = [plain_text(p, spec.weighting) for p in spec.image_prompts()]  # what hooks and parsers read
+        regions = plan["regions"]
+        region_names = [f"region {i}: {r.prompt}" for i, r in enumerate(regions)]  # noise mode: each its rows
         for hook in plan["to_bind"]:
-            hook.bind(self, prompts, [plain_text(p, spec.weighting) for p in spec.image_negatives()])
+            hook.bind(self, prompts, [plain_text(p, spec.weighting) for p in spec.image_negatives()],
+                      {name: [plain_text(r.prompt, spec.weighting)] * spec.count for name, r in zip(region_names, regions)})
         residuals = None
         for name, adapter in plan["adapters"].items():
             image = to_batch([m for m in plan["maps"][name] for _ in range(spec.n)], self.device, self.dtype)
@@ -585,7 +587,6 @@ class T2IPipeline:
                 res = adapter(image, scale)
                 residuals = res if residuals is None else [a + b for a, b in zip(residuals, res)]
         text_scale = spec.scales.get("text", spec.guidance)
-        regions = plan["regions"]
         region_states = [encode_prompt_pair(self.tokenizer, self.text_encoder, [r.prompt] * spec.count, None,
                                             spec.weighting)[0] for r in regions]
         if regions and spec.region_mode == "attention":
@@ -597,8 +598,8 @@ class T2IPipeline:
             outside = (1 - lm.sum(0)).clamp(min=0)
             region_scale = spec.scales.get("regions", text_scale)
             conditions = [Condition(cond, text_scale, mask=outside, name="text")] + [
-                Condition(states, region_scale, mask=m, priority=r.weight, name=f"region {i}: {r.prompt}")
-                for i, (r, states, m) in enumerate(zip(regions, region_states, lm))]
+                Condition(states, region_scale, mask=m, priority=r.weight, name=name)
+                for name, r, states, m in zip(region_names, regions, region_states, lm)]
         else:
             conditions = [Condition(cond, text_scale, name="text")]
         before = []

@@ -34,6 +34,7 @@ class AttentionContext:
     query_tokens: int  # Nq, image tokens (h * w)
     latent_hw: tuple[int, int] | None  # (h, w) of the latent the UNet was called on, if known
     guided: bool = False  # the batch is [uncond; cond] (classifier-free guidance): cond is the second half
+    blocks: tuple[str, ...] | None = None  # the batch's row blocks in order: "uncond" and condition names (None: unknown)
 
     @property
     def query_hw(self) -> tuple[int, int]:
@@ -77,6 +78,7 @@ class AttentionController:
         self.step, self.num_steps, self.timestep = -1, 0, None
         self.latent_hw: tuple[int, int] | None = None
         self.guided = False  # set by the sampling loop: batch = [uncond; cond]
+        self.blocks: tuple[str, ...] | None = None  # set by the denoiser: "uncond" and the active conditions' names
         self._installed: list[tuple[torch.nn.Module, dict]] = []
         for hook in hooks or []:
             self.add(hook)
@@ -171,7 +173,7 @@ class HookedAttnProcessor:
         hooks = c.hooks
         if hooks:
             ctx = AttentionContext(self.name, self.cross, c.step, c.num_steps, c.timestep, query_tokens, c.latent_hw,
-                                   c.guided)
+                                   c.guided, c.blocks)
             hooks = [h for h in hooks if h.applies(ctx)]
         if not hooks:
             out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0)

@@ -333,13 +333,19 @@ class DynamicHook(OverrideHook):
 class _TextBound(_CrossHook):
     """A hook that needs per-row knowledge of the prompts: `bind(pipe, prompts, negatives)` before a run.
 
-    Rows follow the sampling loop's batch: [negatives; prompts] when guided, else prompts."""
+    Rows follow the sampling loop's batch: its row blocks (AttentionContext.blocks: "uncond", then the
+    active conditions by name, the prompts' condition named "text"); without them [negatives; prompts]
+    when guided, else prompts. `conditions` binds further conditions' prompts by name (noise-space
+    region prompts), so a hook reads each row's own tokens in an N-condition batch."""
 
     rows: dict | None = None
 
-    def bind(self, pipe, prompts: list[str], negatives: list[str] | None = None):
+    def bind(self, pipe, prompts: list[str], negatives: list[str] | None = None,
+             conditions: dict[str, list[str]] | None = None):
         negatives = negatives if negatives is not None else [""] * len(prompts)
         self.rows = {"cond": self.row_info(pipe, list(prompts)), "uncond": self.row_info(pipe, list(negatives))}
+        for name, texts in (conditions or {}).items():
+            self.rows[name] = self.row_info(pipe, list(texts))
         return self
 
     def row_info(self, pipe, texts: list[str]) -> torch.Tensor:
@@ -348,7 +354,14 @@ class _TextBound(_CrossHook):
     def batch_rows(self, ctx, batch: int) -> torch.Tensor:
         if self.rows is None:
             raise RuntimeError(f"{self.name}: call bind(pipe, prompts) before generating")
-        rows = torch.cat([self.rows["uncond"], self.rows["cond"]]) if ctx.guided else self.rows["cond"]
+        if ctx.blocks is not None:
+            names = ["cond" if b == "text" else b for b in ctx.blocks]
+            missing = [b for b in names if b not in self.rows]
+            if missing:
+                raise RuntimeError(f"{self.name} was bound without the prompts of condition(s) {missing}")
+            rows = torch.cat([self.rows[b] for b in names])
+        else:
+            rows = torch.cat([self.rows["uncond"], self.rows["cond"]]) if ctx.guided else self.rows["cond"]
         if rows.shape[0] != batch:
             raise RuntimeError(f"{self.name} was bound to {rows.shape[0]} rows, the UNet batch has {batch}")
         return rows

@@ -30,20 +30,26 @@ def unet_denoiser(unet):
     def denoise(x: torch.Tensor, t, c: Conditioning, step: int, num_steps: int) -> torch.Tensor:
         active = [k for k in c.conditions if k.active(step, num_steps)]
         if not active:  # every condition outside its step range: the unconditional prediction
+            _layout(c, False, ("uncond",))
             return unet_call(unet, x, t, c.uncond_at(step), c.residuals)
         if c.unguided(active):
-            if c.controller is not None:
-                c.controller.guided = False
+            _layout(c, False, (active[0].name,))
             return unet_call(unet, x, t, active[0].embeds, c.residuals)
         rows = 1 + len(active)
-        if c.controller is not None:  # hooks that read "the cond half" need the 2-row layout [uncond; cond]
-            c.controller.guided = rows == 2
+        # hooks that read "the cond half" need the 2-row layout [uncond; cond]; text-bound ones read the blocks
+        _layout(c, rows == 2, ("uncond", *(k.name for k in active)))
         embeds = torch.cat([c.uncond_at(step)] + [k.embeds for k in active])  # (rows * N, T, D)
         eps = unet_call(unet, torch.cat([x] * rows), t, embeds, c.residuals)
         parts = list(eps.split(x.shape[0]))
         return combine(parts[0], parts[1:], c.conditions, step, num_steps, c.mode)
 
     return denoise
+
+
+def _layout(c: Conditioning, guided: bool, blocks: tuple[str, ...]) -> None:
+    """Tell the attention hooks the batch's row layout of this call."""
+    if c.controller is not None:
+        c.controller.guided, c.controller.blocks = guided, blocks
 
 
 __all__ = ["unet_call", "unet_denoiser"]
