@@ -39,7 +39,8 @@ from t2ikit.diffusion.samplers import DEFAULT_SAMPLER, check_sampler, make_sched
 from t2ikit.models.memory import check_memory
 from t2ikit.text.check import check_prompt
 from t2ikit.text.encoder import encode_prompts
-from t2ikit.text.parser import PromptParseError, get_parser, parser_names
+from t2ikit.text import instructions as _english  # noqa: F401  (registers the "english" parser, the default, and its instructions)
+from t2ikit.text.parser import RELATION_AXES, PromptParseError, get_parser, parser_names
 from t2ikit.text.tokenizer import known_words
 from t2ikit.text.weighting import DEFAULT_WEIGHTING, check_weighted_prompt, check_weighting, encode_prompt_pair, \
     plain_text
@@ -47,6 +48,7 @@ from t2ikit.text.weighting import DEFAULT_WEIGHTING, check_weighted_prompt, chec
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 T2IKIT_CONFIG = "t2ikit.json"  # optional file in a model folder: {"defaults": {...}, "parser": "shapes-world"}
+DEFAULT_PARSER = "english"  # the prompt parser of a folder whose t2ikit.json names none (any SD folder)
 
 # Guidance when the folder names none: SD's customary 7.5 for a BPE (SD) text encoder; a small
 # word-level model trained on Shapes World saturates colours at that scale, so it gets less.
@@ -327,7 +329,8 @@ class T2IPipeline:
     def from_folder(cls, path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, parser=None):
         """Load a local diffusers SD folder (ours or SD 1.x/2.x); ValueError if missing, incomplete or pickle.
 
-        `parser`: a text.parser.Parser or a registered name; default: the one the folder's t2ikit.json names.
+        `parser`: a text.parser.Parser or a registered name; default: the one the folder's t2ikit.json names,
+        else DEFAULT_PARSER ("english").
         """
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
@@ -354,7 +357,7 @@ class T2IPipeline:
         unknown = set(defaults) - set(DEFAULT_KEYS)
         if unknown:
             raise ValueError(f"{root / T2IKIT_CONFIG}: unknown default(s) {sorted(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
-        parser = config["t2ikit"].get("parser") if parser is None else parser
+        parser = default_parser_name(config) if parser is None else parser
         return cls(unet, vae, text_encoder, tokenizer, scheduler_config, path=root, defaults=defaults, parser=parser)
 
     # --- geometry -----------------------------------------------------------------------------------
@@ -450,7 +453,8 @@ class T2IPipeline:
         unreadable, without = [], []
         for p in spec.prompts:
             try:
-                if not self.parser.parse(plain_text(p, spec.weighting)).relations:
+                relations = self.parser.parse(plain_text(p, spec.weighting)).relations
+                if not any(r.relation in RELATION_AXES for r in relations):
                     without.append(p)
             except PromptParseError as err:
                 unreadable.append(f"{p!r} ({err})")
@@ -458,8 +462,8 @@ class T2IPipeline:
             raise ValueError(f"{what} reads each prompt with the {self.parser.name} parser, which cannot read "
                              + "; ".join(unreadable))
         if relation and without:
-            warnings.warn(f"relation guidance: {', '.join(map(repr, without))} states no relation (left of, right "
-                          "of, above, below); generated without it")
+            warnings.warn(f"relation guidance: {', '.join(map(repr, without))} states no relation it can guide "
+                          f"({', '.join(RELATION_AXES)}); generated without it")
 
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """(B, T, D) text embeddings of plain prompts, as the UNet cross-attends to them."""
@@ -652,6 +656,11 @@ class T2IPipeline:
         spec = self.make_spec(prompt, negative_prompt, steps, guidance, seed, n, size, sampler, relation_guidance,
                               **techniques)
         return self.run(spec, progress=progress, hooks=hooks, callback=callback).pil()
+
+
+def default_parser_name(config: dict) -> str:
+    """The parser a folder's prompts are read with: its t2ikit.json "parser", else DEFAULT_PARSER."""
+    return config["t2ikit"].get("parser", DEFAULT_PARSER)
 
 
 def _fusion_of(root: Path) -> str:

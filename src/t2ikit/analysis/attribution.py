@@ -52,16 +52,28 @@ def _check_text(tokenizer, text: str, prompt: str):
 
 
 def explain(pipe, prompt: str, seed: int = 0, steps: int | None = None, guidance: float | None = None,
-            sampler: str | None = None, mode: str = "a1111") -> Attribution:
-    """Generate `prompt` (weights allowed) with seed `seed` and return its image and per-word maps."""
+            sampler: str | None = None, mode: str = "a1111", layers=None, step_indices=None,
+            parser=None, progress: bool = False) -> Attribution:
+    """Generate `prompt` (weights allowed) with seed `seed` and return its image and per-word maps.
+
+    `layers`, `step_indices`: which cross-attention layers (substrings of their names) and sampling steps the
+    maps average over (AttentionStore; None: all). `parser` (a text.parser.Parser): also one map per object
+    phrase it reads ("a red circle"), the sum of its words' maps, labelled with the phrase.
+    """
     text = plain_text(prompt, mode)
     spans = _check_text(pipe.tokenizer, text, prompt)  # before any compute
-    store = AttentionStore()
+    phrases = parser.parse(text).objects if parser is not None else ()  # PromptParseError before compute too
+    store = AttentionStore(layers=layers, steps=step_indices)
     spec = pipe.make_spec(prompt, None, steps, guidance, seed, 1, None, sampler, 0.0, weighting=mode)
-    images = pipe.run(spec, progress=False, hooks=[store]).images
+    images = pipe.run(spec, progress=progress, hooks=[store]).images  # progress: a sampling bar on stderr
     size = tuple(images.shape[-2:])
     labels = word_labels(spans)
-    maps = store.word_maps({lab: s.positions for lab, s in zip(labels, spans)}, size, batch_index=-1)
+    words = {lab: s.positions for lab, s in zip(labels, spans)}
+    for o in phrases:
+        inside = [p for s in spans if o.start <= s.start and s.end <= o.end for p in s.positions]
+        if len(inside) > 1 and text[o.start:o.end] not in words:
+            words[text[o.start:o.end]] = inside
+    maps = store.word_maps(words, size, batch_index=-1)
     return Attribution(prompt, text, images[0], maps, spans)
 
 
@@ -77,13 +89,19 @@ def heat_rgb(m: np.ndarray) -> np.ndarray:
     return np.stack([np.clip(2 * x, 0, 1), np.clip(2 * x - 1, 0, 1), np.clip(0.6 - 1.2 * x, 0, 1)], axis=-1)
 
 
-def overlay(attr: Attribution, tile: int = 128, alpha: float = 0.6):
-    """A PIL image: the generated image, then each word's map over it, labelled."""
+def overlay_tiles(attr: Attribution, tile: int = 128, alpha: float = 0.6) -> list:
+    """[(label, PIL tile)]: ("image", the generated image), then each map over it."""
     base = (attr.image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     tiles = [("image", Image.fromarray(base).resize((tile, tile), Image.NEAREST))]
     for label, m in attr.maps.items():
         blend = (1 - alpha) * base / 255.0 + alpha * heat_rgb(m.numpy())
         tiles.append((label, Image.fromarray((blend * 255).astype(np.uint8)).resize((tile, tile), Image.BILINEAR)))
+    return tiles
+
+
+def overlay(attr: Attribution, tile: int = 128, alpha: float = 0.6):
+    """A PIL image: the generated image, then each word's map over it, labelled."""
+    tiles = overlay_tiles(attr, tile, alpha)
     pad = 14
     sheet = Image.new("RGB", (tile * len(tiles), tile + pad), "white")
     draw = ImageDraw.Draw(sheet)
@@ -126,7 +144,7 @@ def _box_mask(detections, size: tuple[int, int]) -> np.ndarray:
 
 
 def attribution_overlap(pipe, prompts: list[str], seeds: list[int], steps: int | None = None,
-                        guidance: float | None = None, sampler: str | None = None) -> dict:
+                        guidance: float | None = None, sampler: str | None = None, progress: bool = False) -> dict:
     """Mean share of each object word's map mass inside the oracle-detected box of its object.
 
     For every (prompt, seed) and every object of the caption, the colour word and the shape word are
@@ -142,7 +160,8 @@ def attribution_overlap(pipe, prompts: list[str], seeds: list[int], steps: int |
     store = AttentionStore()
     cond = pipe.encode_text([p for p, _ in items])
     images = sample_embeds(pipe, cond, [s for _, s in items], spec0.steps, spec0.guidance, spec0.sampler,
-                           hooks=[store], batch_size=len(items))
+                           hooks=[store], batch_size=len(items), progress=progress,
+                           desc=f"explain --overlap: {len(items)} images")
     size = tuple(images.shape[-2:])
     maps = store.mean_maps(size)  # (2N or N, Nk, H, W)
     offset = len(items) if maps.shape[0] == 2 * len(items) else 0  # the conditional half comes second

@@ -1,7 +1,8 @@
 """Prompt decomposition with timestep weighting: tau = global + objects + relations + style, w(component, t).
 
 Each word of the prompt belongs to its most specific component (style > relation > object > global),
-from `world.caption.decompose`; a prompt the Shapes World grammar cannot read is all global. EOS and
+from `world.caption.decompose`; a prompt the Shapes World grammar cannot read is read by the model's prompt
+parser (`text.parser`, English for a Stable Diffusion folder), else it is all global. EOS and
 padding tokens, which summarise the whole prompt, are global; BOS is left at weight 1. A schedule
 w(component, s), s = step / (steps - 1) in [0, 1] (0 = the first, noisiest step), scales the component's
 token embeddings at each step. It is applied inside cross-attention: the UNet's key and value projections
@@ -22,6 +23,7 @@ import torch
 from t2ikit.analysis.paired import markdown_table, paired_compbench
 from t2ikit.analysis.runner import sample_prompts
 from t2ikit.attention.processor import AttentionHook
+from t2ikit.text.parser import PromptParseError, get_parser
 from t2ikit.text.spans import word_token_spans
 from t2ikit.world.caption import decompose
 
@@ -29,24 +31,38 @@ COMPONENTS = ("global", "object", "relation", "style")
 _PRIORITY = {"global": 0, "object": 1, "relation": 2, "style": 3}
 
 
-def component_of_words(prompt: str, spans) -> list[str]:
-    """The component of each word span (WordSpan) of `prompt`."""
+def component_of_words(prompt: str, spans, parser=None) -> list[str]:
+    """The component of each word span (WordSpan) of `prompt`: from the Shapes World grammar, else from `parser`
+    (a text.parser.Parser or a registered name: its `PromptStructure.components()`), else all global."""
     try:
-        parts = decompose(prompt).spans()
+        parts = [(p.start, p.end, p.kind) for p in decompose(prompt).spans()]
     except ValueError:
-        return ["global"] * len(spans)
+        parts = _parsed_parts(prompt, parser)
     out = []
     for s in spans:
         best = "global"
-        for p in parts:
-            if p.start <= s.start and s.end <= p.end and _PRIORITY[p.kind] > _PRIORITY[best]:
-                best = p.kind
+        for start, end, kind in parts:
+            if start <= s.start and s.end <= end and _PRIORITY[kind] > _PRIORITY[best]:
+                best = kind
         out.append(best)
     return out
 
 
-def token_components(tokenizer, prompt: str) -> dict[str, list[int]]:
-    """{component: token positions} of `prompt`.
+def _parsed_parts(prompt: str, parser) -> list[tuple[int, int, str]]:
+    """(start, end, component) spans of `prompt` read by `parser`; none when there is none or it cannot read."""
+    parser = get_parser(parser)
+    if parser is None:
+        return []
+    try:
+        components = parser.parse(prompt).components()
+    except PromptParseError:
+        return []
+    kinds = {"objects": "object", "relations": "relation", "style": "style"}
+    return [(a, b, kinds[k]) for k, spans in components.items() if k in kinds for a, b in spans]
+
+
+def token_components(tokenizer, prompt: str, parser=None) -> dict[str, list[int]]:
+    """{component: token positions} of `prompt` (words: `component_of_words` with `parser`).
 
     Word tokens go to their word's component. EOS and padding are global too: after the causal text
     encoder they summarise the whole prompt (CLIP's pooled output is the EOS row). BOS (position 0) is
@@ -54,7 +70,7 @@ def token_components(tokenizer, prompt: str) -> dict[str, list[int]]:
     """
     spans = word_token_spans(tokenizer, prompt)
     out: dict[str, list[int]] = {c: [] for c in COMPONENTS}
-    for s, c in zip(spans, component_of_words(prompt, spans)):
+    for s, c in zip(spans, component_of_words(prompt, spans, parser)):
         out[c] += [p for p in s.positions if p < tokenizer.model_max_length]
     taken = {p for ps in out.values() for p in ps}
     out["global"] += [p for p in range(1, tokenizer.model_max_length) if p not in taken]
@@ -138,7 +154,8 @@ def generate_decomposed(pipe, prompts: list[str], seeds: list[int], schedule=Non
         raise ValueError("prompts must be a non-empty list of str")
     spec = pipe.make_spec(list(prompts), None, steps, guidance, 0, 1, None, sampler)
     check_linear_text_projections(pipe.unet)
-    hook = ComponentWeighting([token_components(pipe.tokenizer, p) for p in prompts], schedule)
+    hook = ComponentWeighting([token_components(pipe.tokenizer, p, getattr(pipe, "parser", None)) for p in prompts],
+                              schedule)
     return sample_prompts(pipe, list(prompts), seeds, spec.steps, spec.guidance, spec.sampler, hooks=[hook],
                           batch_size=len(prompts))
 

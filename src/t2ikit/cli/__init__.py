@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Order is the order of `t2ikit --help`.
-VERB_MODULES = ["generate", "info", "models", "world", "bench", "train", "explain", "analyze", "edit", "invert", "scaling", "plan"]
+VERB_MODULES = ["generate", "info", "models", "world", "bench", "train", "explain", "analyze", "edit", "invert", "scaling", "plan", "parse"]
 
 
 def build_parser() -> argparse.ArgumentParser:

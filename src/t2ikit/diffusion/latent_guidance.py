@@ -15,6 +15,7 @@ spans mapped to token positions by `t2ikit.text.spans`), so any parser and any t
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 
 from t2ikit.attention.grounding import GroundingCapture, relation_loss
 from t2ikit.attention.processor import AttentionController
-from t2ikit.text.parser import RELATION_AXES, RELATIONS, Parser, PromptParseError, get_parser
+from t2ikit.text.parser import RELATION_AXES, Parser, PromptParseError, get_parser
 from t2ikit.text.spans import token_positions, word_token_spans
 
 OBJECTIVES = ("excite", "relation", "both")
@@ -110,9 +111,10 @@ def relation_targets(tokenizer, parser: Parser | str | None, prompt: str, strict
     sign) from `text.parser.RELATION_AXES`) of `prompt`, for `t2ikit.attention.grounding.relation_loss`.
 
     T is the tokenizer's context; every token of an object phrase joins the phrase's group, so any tokenizer works
-    (a word-level one or CLIP's BPE). R is the number of relations the prompt states, or `max_relations` with
-    -1 rows padding (a prompt stating more is a ValueError). A prompt the parser cannot read is a
-    PromptParseError (a ValueError), or with `strict=False` all pad, which leaves its image unguided.
+    (a word-level one or CLIP's BPE). R is the number of image-plane relations (RELATION_AXES) the prompt states,
+    or `max_relations` with -1 rows padding (a prompt stating more is a ValueError); a relation without an axis
+    ("near", "in front of", "behind") is left unguided with a warning that names it. A prompt the parser cannot
+    read is a PromptParseError (a ValueError), or with `strict=False` all pad, which leaves its image unguided.
     """
     if max_relations is not None and (not isinstance(max_relations, int) or max_relations < 0):
         raise ValueError(f"max_relations must be an int >= 0 or None, got {max_relations!r}")
@@ -123,7 +125,13 @@ def relation_targets(tokenizer, parser: Parser | str | None, prompt: str, strict
         if strict:
             raise
         return groups, torch.full((max_relations or 0, 4), -1, dtype=torch.int64)
-    n = len(structure.relations)
+    guided = [r for r in structure.relations if r.relation in RELATION_AXES]
+    unguided = [r for r in structure.relations if r.relation not in RELATION_AXES]
+    if unguided:  # "near", "in front of", "behind": no image-plane axis to guide along
+        warnings.warn(f"relation guidance guides {', '.join(RELATION_AXES)} only; in {prompt!r} it leaves "
+                      + ", ".join(_describe(structure, r) for r in unguided) + " unguided"
+                      + (f" and guides {', '.join(_describe(structure, r) for r in guided)}" if guided else ""))
+    n = len(guided)
     if max_relations is not None and n > max_relations:
         raise ValueError(f"{prompt!r} states {n} relations; max_relations is {max_relations}")
     for word in word_token_spans(tokenizer, prompt):
@@ -131,12 +139,17 @@ def relation_targets(tokenizer, parser: Parser | str | None, prompt: str, strict
             if phrase.start <= word.start and word.end <= phrase.end:
                 groups[[p for p in word.positions if p < len(groups)]] = phrase.group
     rows = torch.full((n if max_relations is None else max_relations, 4), -1, dtype=torch.int64)
-    for k, r in enumerate(structure.relations):
-        if r.relation not in RELATION_AXES:
-            raise ValueError(f"the parser {parser.name!r} read a relation {r.relation!r} in {prompt!r}; "
-                             f"relation guidance knows {', '.join(RELATIONS)}")
+    for k, r in enumerate(guided):
         rows[k] = torch.tensor([r.subject, r.object, *RELATION_AXES[r.relation]])
     return groups, rows
+
+
+def _describe(structure, r) -> str:
+    """"'a cat' near 'a dog'": a relation with its phrases' texts."""
+    text = {}
+    for o in structure.objects:
+        text.setdefault(o.group, structure.prompt[o.start:o.end])
+    return f"{text.get(r.subject, r.subject)!r} {r.relation} {text.get(r.object, r.object)!r}"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from t2ikit.edit.masks import attention_mask, diffedit_mask, edited_positions, l
 from t2ikit.edit.options import MASKS, EditOptions, EditResult, EditWarning
 from t2ikit.edit.outlines import sketch_for_edit, snap_mask
 from t2ikit.edit.support import SceneSupport, get_scene_support, scene_support_names
+from t2ikit.text.parser import InstructionReader, get_instruction_reader
 from t2ikit.text.weighting import check_token_aligned, check_weighted_prompt, plain_text
 
 
@@ -54,7 +55,24 @@ def _as_list(x, n: int, name: str) -> list[str]:
     return items
 
 
-def _prompts(support: SceneSupport | None, images: torch.Tensor, source, target,
+def instruction_reader(pipe, support: SceneSupport | None, instruction: str | None) -> InstructionReader | None:
+    """The reader of `instruction`: the scene support's when it reads it, else the one registered for the model's
+    prompt parser (`text.parser.get_instruction_reader`: English for a Stable Diffusion folder); None for no
+    instruction or no reader (the support's ValueError, naming the unreadable part, when only it could read)."""
+    if instruction is None:
+        return None
+    own = get_instruction_reader(getattr(pipe, "parser", None))
+    if support is not None:
+        try:
+            support.instructions.read(instruction)
+            return support.instructions
+        except ValueError:
+            if own is None:
+                raise
+    return own
+
+
+def _prompts(support: SceneSupport | None, reader: InstructionReader | None, images: torch.Tensor, source, target,
              instruction: str | None) -> tuple[list[str], list[str]]:
     """The source and target prompt of each image: as given, or read from the instruction."""
     n = len(images)
@@ -64,10 +82,11 @@ def _prompts(support: SceneSupport | None, images: torch.Tensor, source, target,
         return _as_list(source, n, "source"), _as_list(target, n, "target")
     if target is not None:
         raise ValueError("give either target or instruction, not both")
-    reader = support.instructions
     ins = reader.read(instruction)
     if source is not None:
         pairs = [reader.prompts(ins, s) for s in _as_list(source, n, "source")]
+    elif support is None or reader is not support.instructions:  # the instruction's object alone
+        pairs = [reader.prompts(ins)] * n
     else:  # what the support reads in the image, else the instruction's object alone
         pairs = []
         for d in [support.describe(im) for im in images]:
@@ -93,7 +112,8 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
         raise ValueError("give options either as an EditOptions or as keyword arguments, not both")
     opts = (options or EditOptions(**kwargs)).check()
     support = get_scene_support(opts.support)
-    _check_support(support, opts, instruction)
+    reader = instruction_reader(pipe, support, instruction)
+    _check_support(support, opts, instruction, reader)
     images = load_image(image, size_multiple(pipe))
     n = len(images)
     if instruction is not None and source is not None:
@@ -101,7 +121,7 @@ def edit(pipe, image, source: str | list[str] | None = None, target: str | list[
             if plain_text(s, opts.weighting) != s:
                 raise ValueError(f"an instruction reads the source prompt as plain text; {s!r} has weighting syntax: "
                                  "give it without, or give a target prompt instead of the instruction")
-    written = _prompts(support, images, source, target, instruction)  # as given: encoded with their weights
+    written = _prompts(support, reader, images, source, target, instruction)  # as given: encoded with their weights
     for p in dict.fromkeys(written[0] + written[1]):
         check_weighted_prompt(pipe.tokenizer, p, opts.weighting)
     # what alignment, masks and the scene support read: the plain texts, token for token the weighted ones'
@@ -335,9 +355,11 @@ def _blend(pipe, opts: EditOptions, support: SceneSupport | None, images, invers
     return EditResult(out, sources, targets, inversion, pixel_mask, messages)
 
 
-def _check_support(support: SceneSupport | None, opts: EditOptions, instruction: str | None) -> None:
-    """ValueError when an option that needs a scene support is asked for and there is none."""
-    asked = [what for what, on in (("an instruction", instruction is not None),
+def _check_support(support: SceneSupport | None, opts: EditOptions, instruction: str | None,
+                   reader: InstructionReader | None = None) -> None:
+    """ValueError when an option that needs a scene support is asked for and there is none (an instruction needs
+    none when the model's prompt parser has an instruction reader)."""
+    asked = [what for what, on in (("an instruction", instruction is not None and reader is None),
                                    ("mask='detect'", isinstance(opts.mask, str) and opts.mask == "detect"),
                                    ("target_outline", opts.target_outline), ("shape_mask", bool(opts.shape_mask)),
                                    ("local_prompt", opts.local_prompt)) if on]
