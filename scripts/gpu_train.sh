@@ -9,7 +9,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 CONFIG=${CONFIG:-configs/shapes-v1.toml}
 RUN=/tmp/run
 start=$(date +%s)
-timeout "${TRAIN_LIMIT:-330}" python3 -m t2ikit train --config "$CONFIG" --device "${DEVICE:-cuda}" --out $RUN --no-progress > "$OUT/train.log" 2>&1
+timeout "${TRAIN_LIMIT:-330}" python3 -m t2ikit train --config "$CONFIG" --device "${DEVICE:-cuda}" --out $RUN --quiet > "$OUT/train.log" 2>&1
 echo "train exit $? after $(( $(date +%s) - start )) s"
 tail -5 "$OUT/train.log"
 if [ ! -f $RUN/model/model_index.json ]; then  # stopped early: export the newest checkpoint

@@ -222,7 +222,7 @@ def test_cli_png_records_conditions(tmp_path, tiny, capsys):
     save_adapter(ConditionAdapter(adapter_config_for(pipe.unet, pipe.vae_scale_factor, "sketch", 1, hidden=8)),
                  tmp_path / "a")
     out = tmp_path / "o.png"
-    base = ["generate", "a red circle", "--model", str(tiny), "--steps", "2", "--out", str(out), "--quiet"]
+    base = ["generate", "a red circle", "--model", str(tiny), "--steps", "2", "--out", str(out), "--quiet", "--overwrite"]
     assert main(base + ["--region", "0,0,8,16:a red circle", "--scale", "regions=3"]) == 0
     settings = parse_parameters(Image.open(out).text[PNG_KEY])["settings"]
     assert settings["Regions"] == "0,0,8,16:a red circle" and settings["Condition scales"] == "regions=3"

@@ -47,7 +47,7 @@ def test_generate_writes_pngs_with_parameters(env, tmp_path, capsys):
 def test_generate_bad_input_is_a_clean_error(env, tmp_path, capsys):
     out = str(tmp_path / "x.png")
     for argv, message in [
-        (["--sampler", "heun"], "unknown sampler 'heun'"),
+        (["--sampler", "nope"], "unknown sampler 'nope'"),
         (["--steps", "0"], "steps must be"),
         (["--guidance", "-1"], "guidance must be"),
         (["--size", "15x16"], "multiples of 2"),

@@ -131,7 +131,7 @@ def test_pipeline_generator_groups_consecutive_seeds():
 
 
 def test_cli_json_and_markdown(tmp_path, capsys):
-    assert main(["bench", "compbench", "--n-prompts", "1", "--seeds", "1", "--json",
+    assert main(["bench", "compbench", "--generator", "ground-truth", "--n-prompts", "1", "--seeds", "1", "--json",
                  "--categories", "single,complex"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["per_category"]) == {"single", "complex"} and result["overall"]["accuracy"] == 1.0
@@ -149,12 +149,12 @@ def test_model_generator_on_a_tiny_folder(tmp_path, capsys):
 
     make_tiny_sd_folder(tmp_path / "tiny")
     assert main(["bench", "compbench", "--generator", "model", "--model", str(tmp_path / "tiny"), "--steps", "2",
-                 "--size", "64", "--n-prompts", "1", "--seeds", "1", "--categories", "single", "--json"]) == 0
+                 "--size", "64x64", "--n-prompts", "1", "--seeds", "1", "--categories", "single", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["per_category"]["single"]["n"] == 1  # random weights: the score itself means nothing
     assert result["config"]["generator"].startswith("model:")
     assert main(["bench", "compbench", "--generator", "model", "--model", str(tmp_path / "tiny"), "--steps", "2",
-                 "--size", "64", "--n-prompts", "1", "--seeds", "1", "--categories", "single", "--guidance", "7",
+                 "--size", "64x64", "--n-prompts", "1", "--seeds", "1", "--categories", "single", "--guidance", "7",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["config"]["generator"].endswith(",guidance=7")
     assert main(["bench", "compbench", "--generator", "noise", "--guidance", "7"]) == 2

@@ -39,7 +39,7 @@ def _torchrun(config: Path, out: Path, nproc: int, *args: str) -> subprocess.Com
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1",
            f"--master-port={_free_port()}", "-m", "t2ikit", "train", "--config", str(config), "--out", str(out),
-           "--no-progress", *args]
+           "--quiet", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -269,7 +269,7 @@ def test_cli_relation_guidance(excite_folder, tmp_path, capsys):
                  "--out", str(out), "--quiet"]) == 0
     assert "Relation guidance: 30.0" in Image.open(out).text["parameters"]
     assert main(["generate", prompt, "--model", str(excite_folder), "--steps", "2", "--relation-guidance", "30",
-                 "--region", "0,0,16,16:a red circle", "--out", str(out), "--quiet"]) == 0  # they compose
+                 "--region", "0,0,16,16:a red circle", "--out", str(out), "--quiet", "--overwrite"]) == 0  # they compose
     text = Image.open(out).text["parameters"]
     assert "Relation guidance: 30.0" in text and 'Regions: "0,0,16,16:a red circle"' in text
     with pytest.raises(SystemExit):  # argparse lists the choices

@@ -183,7 +183,7 @@ def test_world_score_cli_checks_a_file_against_a_given_or_stored_prompt(tmp_path
     assert main(["world", "score", str(good), "--json"]) == 0  # the stored prompt, weights read as plain text
     out = json.loads(capsys.readouterr().out)
     assert out["prompt"] == prompt and out["passed"] and {c["kind"] for c in out["checks"]} >= {"relation", "size"}
-    assert main(["world", "score", str(mirrored), "--prompt", prompt]) == 0
+    assert main(["world", "score", str(mirrored), "--prompt", prompt]) == 1  # a check failed
     text = capsys.readouterr().out
     assert "FAIL" in text and "MISS relation 0" in text and "ok   group 1 size" in text
 

@@ -154,7 +154,7 @@ HW_ARGS = ["--device-flops", "3e14", "--memory", "16e9", "--bandwidth", "1e11"]
 
 
 def test_cli_raw_params_json(capsys):
-    argv = ["plan", "--model", "1e9", "--flops-per-sample", "1e13", "--devices", "4", *HW_ARGS,
+    argv = ["plan", "--model-size", "1e9", "--flops-per-sample", "1e13", "--devices", "4", *HW_ARGS,
             "--global-batch", "16", "--json"]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
@@ -162,13 +162,13 @@ def test_cli_raw_params_json(capsys):
 
 
 def test_cli_unknown_size_lists_valid(capsys):
-    assert main(["plan", "--model", "huge", "--devices", "2", *HW_ARGS]) == 2
+    assert main(["plan", "--model-size", "huge", "--devices", "2", *HW_ARGS]) == 2
     err = capsys.readouterr().err
     assert "huge" in err and "xs" in err
 
 
 def test_cli_raw_params_need_flops(capsys):
-    assert main(["plan", "--model", "1e9", "--devices", "2", *HW_ARGS]) == 2
+    assert main(["plan", "--model-size", "1e9", "--devices", "2", *HW_ARGS]) == 2
     assert "--flops-per-sample" in capsys.readouterr().err
 
 
@@ -176,10 +176,10 @@ def test_cli_rejects_before_tracing(capsys, monkeypatch):
     import t2ikit.scaling.parallel as parallel
 
     monkeypatch.setattr(parallel, "spec_from_size", lambda *a, **k: pytest.fail("traced the model"))
-    assert main(["plan", "--model", "xs", "--devices", "3", *HW_ARGS, "--global-batch", "4"]) == 2
+    assert main(["plan", "--model-size", "xs", "--devices", "3", *HW_ARGS, "--global-batch", "4"]) == 2
     assert "world size 3" in capsys.readouterr().err
 
 
 def test_cli_named_size(capsys):
-    assert main(["plan", "--model", "xs", "--devices", "2", *HW_ARGS, "--global-batch", "4"]) == 0
+    assert main(["plan", "--model-size", "xs", "--devices", "2", *HW_ARGS, "--global-batch", "4"]) == 0
     assert "best:" in capsys.readouterr().out

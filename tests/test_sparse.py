@@ -162,7 +162,7 @@ def test_bench_sparse_cli(pipe, capsys):
     from t2ikit.cli import main
 
     assert main(["bench", "sparse", "dense", "prune", "hier:1/1/0", "--model", str(pipe.path), "--n-prompts", "1",
-                 "--steps", "1", "--categories", "colour_binding", "--image-size", "32"]) == 0
+                 "--steps", "1", "--categories", "colour_binding", "--size", "32x32"]) == 0
     out = capsys.readouterr().out
     assert "| prune |" in out and "| hier:1/1/0 |" in out
     assert main(["bench", "sparse", "topk:0", "--model", str(pipe.path)]) != 0  # refused before loading
@@ -175,5 +175,5 @@ def test_generate_cli_attention_option(pipe, tmp_path):
     out = tmp_path / "x.png"
     for variant in ("prune", "hier:1/1/0.5", "topk:3"):
         assert main(["generate", "a red circle left of a blue square", "--model", str(pipe.path), "--steps", "1",
-                     "--quiet", "--attention", variant, "--out", str(out)]) == 0 and out.exists()
+                     "--quiet", "--attention", variant, "--out", str(out), "--overwrite"]) == 0 and out.exists()
     assert main(["generate", "a red circle", "--model", str(pipe.path), "--attention", "topp:1.5"]) == 2

@@ -205,7 +205,7 @@ def test_export_loads_in_diffusers_and_generates(tmp_path):
     from t2ikit.cli import main
 
     out = tmp_path / "run"
-    assert main(["train", "--config", str(TINY), "--out", str(out), "--no-progress"]) == 0
+    assert main(["train", "--config", str(TINY), "--out", str(out), "--quiet"]) == 0
     assert (out / "model" / "model_index.json").is_file()
     assert (ckpt.list_checkpoints(out / "checkpoints")[-1] / ckpt.CONFIG).is_file()
     pipe = StableDiffusionPipeline.from_pretrained(out / "model")

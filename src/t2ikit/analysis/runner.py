@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from t2ikit.bench.progress import bar
+
 DEFAULT_BATCH = 32  # images per UNet batch (twice that with classifier-free guidance)
 
 
@@ -40,23 +42,30 @@ def _negative_states(pipe, negative_prompt: str, cond: torch.Tensor) -> torch.Te
 @torch.no_grad()
 def sample_embeds(pipe, cond: torch.Tensor, seeds, steps: int, guidance: float, sampler: str,
                   negative_prompt: str = "", hooks=None, decode: bool = True, batch_size: int = DEFAULT_BATCH,
-                  size: tuple[int, int] | None = None) -> torch.Tensor:
+                  size: tuple[int, int] | None = None, progress: bool = False,
+                  desc: str = "sampling") -> torch.Tensor:
     """(N, 3, H, W) images in [0, 1] (or (N, C, h, w) latents if not `decode`) for (N, T, D) `cond`.
 
     `hooks`: attention hooks or a controller, installed for every batch (their clock follows the steps).
+    `progress`: one bar (titled `desc`) over every sampling step of every batch, on stderr.
     """
     if not isinstance(cond, torch.Tensor) or cond.ndim != 3:
         raise TypeError(f"cond must be a (N, T, D) tensor, got {getattr(cond, 'shape', type(cond).__name__)}")
     seeds = _check_seeds(seeds, cond.shape[0])
-    out = []
+    out, steps_bar = [], None
     for start in range(0, cond.shape[0], batch_size):
         c = cond[start:start + batch_size]
         spec = pipe.make_spec([""] * len(c), negative_prompt, steps, guidance, 0, 1, size, sampler, 0.0,
                               weighting="none")
+        if steps_bar is None:
+            batches = -(-cond.shape[0] // batch_size)
+            steps_bar = bar(total=batches * spec.steps, desc=desc, enabled=progress, unit="step")
         uncond = _negative_states(pipe, negative_prompt, c) if spec.guidance != 1.0 else None
-        result = pipe.run(spec, decode=decode, progress=False, hooks=hooks, embeds=(c, uncond),
+        result = pipe.run(spec, decode=decode, progress=steps_bar.update, hooks=hooks, embeds=(c, uncond),
                           seeds=seeds[start:start + batch_size])
         out.append(result.images if decode else result.latents)
+    if steps_bar is not None:
+        steps_bar.close()
     return torch.cat(out)
 
 

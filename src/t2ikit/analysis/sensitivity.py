@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from t2ikit.bench.progress import summary
 from t2ikit.text.spans import word_token_spans
 from t2ikit.text.weighting import edit_prompt, encode_weighted, plain_text
 from t2ikit.world import vocab
@@ -129,7 +130,7 @@ def check_lambda(lam) -> float:
 
 
 def _generate(pipe, texts: list[str], seeds: list[int], steps, guidance, sampler, size=None,
-              weighting: str = "none") -> dict:
+              weighting: str = "none", progress: bool = False, desc: str = "analyze") -> dict:
     """{(text, seed): (3, H, W) image}: seed-major batches, each distinct text encoded once (syntax of `weighting`)."""
     from t2ikit.analysis.runner import sample_embeds
 
@@ -137,20 +138,21 @@ def _generate(pipe, texts: list[str], seeds: list[int], steps, guidance, sampler
     V = len(texts)
     cond = embeds.repeat(len(seeds), 1, 1)  # seed-major: rows s*V .. s*V + V - 1 share seed s
     all_seeds = [s for s in seeds for _ in range(V)]
-    images = sample_embeds(pipe, cond, all_seeds, steps, guidance, sampler, batch_size=min(V, 64), size=size)
+    images = sample_embeds(pipe, cond, all_seeds, steps, guidance, sampler, batch_size=min(V, 64), size=size,
+                           progress=progress, desc=desc)
     return {(texts[k % V], all_seeds[k]): images[k] for k in range(len(all_seeds))}
 
 
 def analyze(pipe, prompt: str, seeds=(0, 1, 2, 3), steps: int | None = None, guidance: float | None = None,
             sampler: str | None = None, lam: float = 0.1, interactions: bool = True,
-            size: tuple[int, int] | None = None, weighting: str = "a1111") -> dict:
+            size: tuple[int, int] | None = None, weighting: str = "a1111", progress: bool = False) -> dict:
     """Sensitivity, interactions, information and length curve of `prompt` (module docstring) as a dict.
 
     `weighting`: the prompt's weighting syntax (`t2ikit.text.weighting`); the words are those of its plain
     text, and every variant keeps the weights of the words it keeps.
 
     Oracle-space measures need images of at least the oracle's minimum resolution (32 px); below it they
-    are None and the length curve uses the pixel quality.
+    are None and the length curve uses the pixel quality. `progress`: sampling bars and a summary on stderr.
     """
     from t2ikit.analysis.attribution import word_labels
 
@@ -183,7 +185,8 @@ def analyze(pipe, prompt: str, seeds=(0, 1, 2, 3), steps: int | None = None, gui
     subs = {i: [edit_prompt(prompt, weighting, [(spans[i].start, spans[i].end, w)]) for w in substitutes(spans[i].word)]
             for i in range(n)}
     texts = list(dict.fromkeys([prompt, "", *drop1, *drop2.values(), *(t for v in subs.values() for t in v)]))
-    img = _generate(pipe, texts, seeds, spec.steps, spec.guidance, spec.sampler, spec.size, weighting)
+    img = _generate(pipe, texts, seeds, spec.steps, spec.guidance, spec.sampler, spec.size, weighting, progress,
+                    f"analyze: {len(texts)} variants x {len(seeds)} seeds")
     readings = {key: detect(im.permute(1, 2, 0).numpy()) for key, im in img.items()} if use_oracle else {}
     vec = {key: oracle_vector(r) for key, r in readings.items()}
 
@@ -224,7 +227,8 @@ def analyze(pipe, prompt: str, seeds=(0, 1, 2, 3), steps: int | None = None, gui
     prefixes = {L: drop(order[L:]) for L in range(0, n + 1)}
     extra = [t for t in dict.fromkeys(prefixes.values()) if t not in texts]
     if extra:
-        img.update(_generate(pipe, extra, seeds, spec.steps, spec.guidance, spec.sampler, spec.size, weighting))
+        img.update(_generate(pipe, extra, seeds, spec.steps, spec.guidance, spec.sampler, spec.size, weighting,
+                             progress, f"analyze: {len(extra)} prompt-length variants"))
 
     def quality(text):
         """(mean, standard error) over seeds."""
@@ -242,6 +246,8 @@ def analyze(pipe, prompt: str, seeds=(0, 1, 2, 3), steps: int | None = None, gui
         q, se = quality(t)
         curve.append({"L": L, "prompt": t, "quality": q, "quality_se": se, "cost": L / n, "objective": q - lam * L / n})
     best = max(curve, key=lambda c: (c["objective"], -c["L"]))
+    summary(f"analyze: {len(img)} images of {n} words in {time.perf_counter() - t0:.1f} s; "
+            f"most sensitive word {labels[order[0]]!r}, best length {best['L']}", progress)
     return {
         "prompt": prompt, "words": labels, "seeds": seeds,
         "config": {"steps": spec.steps, "guidance": spec.guidance, "sampler": spec.sampler, "lambda": lam,

@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from t2ikit.bench.progress import Timer, bar, summary
 from t2ikit.bench.stats import bootstrap_interval, mcnemar_p, wilson_interval
 from t2ikit.models.registry import shipped_model_path
 from t2ikit.world.caption import parse_caption, write_caption
@@ -219,10 +220,11 @@ def pipeline_generator(pipeline, steps: int = 20, **generate_kwargs) -> Generato
 
 
 def make_generator(name: str, model: str | Path | None = None, steps: int = 20,
-                   resolution: int = DEFAULT_RESOLUTION, **generate_kwargs) -> Generator:
+                   resolution: int = DEFAULT_RESOLUTION, device: str = "cpu", dtype: str | None = None,
+                   **generate_kwargs) -> Generator:
     """"ground-truth", "noise", "vae" (the ground truth through the folder `model`'s autoencoder) or "model"
     (the folder `model`, default the shipped one; `generate_kwargs` such as guidance, sampler or size go to
-    its `generate`)."""
+    its `generate`; `device`, `dtype`: where and in what precision it runs)."""
     if name == "ground-truth":
         return ground_truth_generator(resolution)
     if name == "vae":
@@ -237,7 +239,8 @@ def make_generator(name: str, model: str | Path | None = None, steps: int = 20,
                                 if model is None else ""))
         from t2ikit.pipeline import T2IPipeline  # torch and diffusers: only when a model is asked for
 
-        return pipeline_generator(T2IPipeline.from_folder(path), steps=steps, **generate_kwargs)
+        return pipeline_generator(T2IPipeline.from_folder(path, device=device, dtype=dtype), steps=steps,
+                                  **generate_kwargs)
     raise ValueError(f"unknown generator {name!r}; allowed: ground-truth, noise, vae, model")
 
 
@@ -247,8 +250,10 @@ def make_generator(name: str, model: str | Path | None = None, steps: int = 20,
 
 
 def run(suite: Suite, generator: Generator, batch_size: int = 16, save_images: str | Path | None = None,
-        generator_name: str | None = None) -> dict:
-    """Generate every item of `suite` in batches, score each with the oracle, summarise (see `summarise`)."""
+        generator_name: str | None = None, progress: bool = False) -> dict:
+    """Generate every item of `suite` in batches, score each with the oracle, summarise (see `summarise`).
+
+    `progress`: a bar over images on stderr and a one-line summary at the end."""
     _check_positive("batch_size", batch_size)
     if not callable(generator):
         raise TypeError(f"generator must be a callable (prompts, seeds) -> images, got {type(generator).__name__}")
@@ -257,6 +262,7 @@ def run(suite: Suite, generator: Generator, batch_size: int = 16, save_images: s
         save_dir.mkdir(parents=True, exist_ok=True)
     records, manifest = [], []
     t_generate = t_score = 0.0
+    timer, images_bar = Timer(), bar(total=len(suite.items), desc="compbench", enabled=progress, unit="image")
     for start in range(0, len(suite.items), batch_size):
         batch = suite.items[start:start + batch_size]
         t0 = time.perf_counter()
@@ -273,16 +279,21 @@ def run(suite: Suite, generator: Generator, batch_size: int = 16, save_images: s
                 name = f"{start + k:05d}.png"
                 _to_pil(image).save(save_dir / name)
                 manifest.append({"prompt": item.prompt, "seed": item.seed, "file": name, "category": item.category})
+        images_bar.update(len(batch))
+    images_bar.close()
     if save_dir is not None:
         (save_dir / "manifest.json").write_text(json.dumps({"suite": suite.config, "images": manifest}, indent=2))
     result = summarise(records)
     result["config"] = {**suite.config, "suite": suite.name, "generator": generator_name or _name(generator)}
     result["seconds"] = {"generate": round(t_generate, 3), "score": round(t_score, 3)}
+    summary(f"compbench: {len(records)} images of {len(result['per_category'])} categories in {timer}; "
+            f"{100 * result['overall']['accuracy']:.1f}% passed", progress)
     return result
 
 
 def evaluate(generator, split: str = "train", n_prompts: int = DEFAULT_N_PROMPTS, seeds: int = DEFAULT_SEEDS,
-             categories: Sequence[str] = CATEGORIES, batch_size: int = 16, **generator_kwargs) -> dict:
+             categories: Sequence[str] = CATEGORIES, batch_size: int = 16, progress: bool = False,
+             **generator_kwargs) -> dict:
     """CompBench of `generator` on the fixed suite of `split`: what a trainer calls periodically.
 
     `generator`: a callable (prompts, seeds) -> images, a name for `make_generator`, or a pipeline
@@ -296,7 +307,7 @@ def evaluate(generator, split: str = "train", n_prompts: int = DEFAULT_N_PROMPTS
     else:
         name = None
     suite = make_suite(split, n_prompts, seeds, categories)
-    return run(suite, generator, batch_size=batch_size, generator_name=name)
+    return run(suite, generator, batch_size=batch_size, generator_name=name, progress=progress)
 
 
 def evaluate_folder(folder: str | Path) -> dict:

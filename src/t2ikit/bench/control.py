@@ -24,6 +24,7 @@ import torch
 
 from t2ikit.attention.processor import AttentionController
 from t2ikit.bench.consistency import consistency, sketch_consistency, weighted_consistency_loss
+from t2ikit.bench.progress import Timer, bar, summary
 from t2ikit.bench.stats import wilson_interval
 from t2ikit.control.adapters import load_adapter
 from t2ikit.control.attributes import recolour
@@ -278,28 +279,50 @@ def adapter_heldout_loss(pipe, adapter, batches: int = 4, batch_size: int = 16, 
             "difference": _mean(np.asarray(withs) - np.asarray(base)), "batches": batches, "batch_size": batch_size}
 
 
+def _units(section: str, n: int, adapters: dict) -> int:
+    """How many progress ticks `section` makes (its bench_* function ticks once per unit)."""
+    pairs = sum(all(p in adapters for p in pair) for pair in PAIRS)
+    return {"regions": (7 if "sketch" in adapters else 4) * n, "attribute": n,
+            "consistency": len(adapters) + pairs, "conflict": len(CONFLICT)}[section]
+
+
 def run(pipe, sections=SECTIONS, n: int = 12, seeds: int = 2, steps: int = 20, adapters: dict | None = None,
-        progress=None) -> dict:
+        progress: bool = False) -> dict:
+    """Every section of `sections` as a dict; `progress`: a bar per section on stderr and a summary line."""
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise ValueError(f"unknown sections {sorted(unknown)}; allowed: {', '.join(SECTIONS)}")
     if n < 2 or seeds < 1 or steps < 1:
         raise ValueError(f"need n >= 2, seeds >= 1, steps >= 1; got n={n}, seeds={seeds}, steps={steps}")
-    start = time.time()
+    start, timer = time.time(), Timer()
     result = {"model": str(pipe.path), "n": n, "seeds": seeds, "steps": steps, "bench_seed": BENCH_SEED}
+
+    def ticker(section):  # a callable(message) that advances `section`'s bar
+        b = bar(total=_units(section, n, adapters or {}), desc=f"control {section}", enabled=progress, unit="run")
+        return b, lambda message: (b.set_postfix_str(message, refresh=False), b.update())
+
     if "regions" in sections:
-        result["regions"] = bench_regions(pipe, n, seeds, steps, progress, (adapters or {}).get("sketch"))
+        b, tick = ticker("regions")
+        result["regions"] = bench_regions(pipe, n, seeds, steps, tick, (adapters or {}).get("sketch"))
+        b.close()
     if "attribute" in sections:
-        result["attribute"] = bench_attribute(pipe, n, steps, progress, adapters)
+        b, tick = ticker("attribute")
+        result["attribute"] = bench_attribute(pipe, n, steps, tick, adapters)
+        b.close()
     if "consistency" in sections:
-        result["consistency"] = bench_consistency(pipe, n, steps, adapters, progress)
+        b, tick = ticker("consistency")
+        result["consistency"] = bench_consistency(pipe, n, steps, adapters, tick)
+        b.close()
         result["adapter_heldout_loss"] = {name: adapter_heldout_loss(pipe, a) for name, a in (adapters or {}).items()}
         if "reference" in (adapters or {}):
             result["adapter_heldout_loss"]["reference (empty caption)"] = adapter_heldout_loss(
                 pipe, adapters["reference"], empty_caption=True)
     if "conflict" in sections:
-        result["conflict"] = bench_conflict(pipe, n, steps, adapters or {}, progress)
+        b, tick = ticker("conflict")
+        result["conflict"] = bench_conflict(pipe, n, steps, adapters or {}, tick)
+        b.close()
     result["seconds"] = time.time() - start
+    summary(f"bench control: {', '.join(s for s in SECTIONS if s in sections)} on {n} scenes in {timer}", progress)
     return result
 
 

@@ -11,10 +11,11 @@ first object of the caption is edited, the second is the untouched one:
 
 Per edit: success (the oracle finds the edited object as the target says, and the source object is gone
 from its place; for relation, the target relation holds), preservation (the untouched object is read
-with its colour, shape and size within PRESERVE_RADIUS px of its place) and PSNR outside the edit region
-(the edited object's boxes before and after, grown by REGION_PAD px). Relation edits move both objects:
-they have no untouched object and no outside region. A ground-truth editor (the target scene rendered)
-calibrates the scoring: it must score 100% on everything.
+with its colour, shape and size within PRESERVE_RADIUS px of its place) and PSNR and SSIM (bench.metrics)
+outside the edit region (the edited object's boxes before and after, grown by REGION_PAD px; SSIM's 11-px
+window near the region still sees the edit, so SSIM outside is below 1 even for the ground truth). Relation
+edits move both objects: they have no untouched object and no outside region. A ground-truth editor (the
+target scene rendered) calibrates the scoring: it must score 100% on everything.
 
 Methods (t2ikit.edit): reconstruct (the source prompt as the target), swap, p2p, each with
 "+mask" (DiffEdit's mask, grown by --mask-dilate), and blend (SDEdit from 0.8 of the schedule + Blended
@@ -40,6 +41,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from t2ikit.bench.metrics import ssim
+from t2ikit.bench.progress import Timer, bar, summary, write
 from t2ikit.bench.stats import wilson_interval
 from t2ikit.edit import EditOptions
 from t2ikit.world import vocab
@@ -187,7 +190,8 @@ def _near(d, obj: Obj, radius: float) -> bool:
 
 
 def score_edit(case: EditCase, image: np.ndarray) -> dict:
-    """{success, preserved (None for relation), psnr_outside (None for relation), psnr}: one edited image."""
+    """{success, preserved, psnr_outside, psnr, ssim_outside, ssim}: one edited image (the *_outside and
+    preserved entries are None for relation edits, which have no region)."""
     reading = detect(image)
     checks = score_reading(reading, case.target_spec)
     if case.kind == "relation":
@@ -206,7 +210,10 @@ def score_edit(case: EditCase, image: np.ndarray) -> dict:
     diff = (np.asarray(image, dtype=np.float64) - case.source_image) ** 2
     psnr_all = _psnr(diff.mean())
     psnr_out = None if case.region is None else _psnr(diff[~case.region].mean())
-    return {"success": bool(success), "preserved": preserved, "psnr_outside": psnr_out, "psnr": psnr_all}
+    ssim_all = float(ssim(image, case.source_image)[0])
+    ssim_out = None if case.region is None else float(ssim(image, case.source_image, ~case.region)[0])
+    return {"success": bool(success), "preserved": preserved, "psnr_outside": psnr_out, "psnr": psnr_all,
+            "ssim_outside": ssim_out, "ssim": ssim_all}
 
 
 def _psnr(mse: float, cap: float = 60.0) -> float:
@@ -270,8 +277,10 @@ def summarise(records: list[dict]) -> dict:
     out = {"success": _rate([r["success"] for r in records]), "psnr": _mean([r["psnr"] for r in records])}
     kept = [r["preserved"] for r in records if r["preserved"] is not None]
     out["preserved"] = _rate(kept) if kept else None
-    outside = [r["psnr_outside"] for r in records if r["psnr_outside"] is not None]
-    out["psnr_outside"] = _mean(outside) if outside else None
+    for metric in ("psnr", "ssim"):
+        outside = [r[f"{metric}_outside"] for r in records if r[f"{metric}_outside"] is not None]
+        out[f"{metric}_outside"] = _mean(outside) if outside else None
+    out["ssim"] = _mean([r["ssim"] for r in records])
     return out
 
 
@@ -291,9 +300,9 @@ def check_runs(kinds, methods) -> None:
 
 def run(pipe, kinds=KINDS, methods=DEFAULT_METHODS, n: int = DEFAULT_N, steps: int = 20, guidance: float = 1.0,
         seed: int = BENCH_SEED, progress: bool = False, mask_dilate: int = 1) -> dict:
-    """{method: {kind: summary}} over `n` edits per kind; see the module docstring for the measures."""
-    import sys
+    """{method: {kind: summary}} over `n` edits per kind; see the module docstring for the measures.
 
+    `progress`: a bar over (kind, method) runs on stderr, a line per run and a summary at the end."""
     kinds, methods = tuple(kinds), tuple(methods)
     bad = [k for k in kinds if k not in KINDS] + [m for m in methods if m not in METHODS]
     if bad or not kinds or not methods:
@@ -304,7 +313,8 @@ def run(pipe, kinds=KINDS, methods=DEFAULT_METHODS, n: int = DEFAULT_N, steps: i
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         raise ValueError(f"seed (the edit suite's world seed) must be an int in [0, 2**32); got {seed!r}")
     results: dict = {m: {} for m in methods}
-    started = time.perf_counter()
+    started, timer = time.perf_counter(), Timer()
+    runs_bar = bar(total=len(kinds) * len(methods), desc="bench edit", enabled=progress, unit="run")
     for kind in kinds:
         cases = make_cases(kind, n, seed)
         inversion = None
@@ -315,8 +325,10 @@ def run(pipe, kinds=KINDS, methods=DEFAULT_METHODS, n: int = DEFAULT_N, steps: i
             results[method][kind] = {**summarise(records), "seconds": round(time.perf_counter() - t0, 2)}
             if progress:
                 s = results[method][kind]
-                print(f"{kind:9s} {method:13s} success {s['success']['rate']:.2f}  {time.perf_counter() - t0:.1f}s",
-                      file=sys.stderr)
+                write(f"{kind:9s} {method:13s} success {s['success']['rate']:.2f}  {time.perf_counter() - t0:.1f}s")
+            runs_bar.update()
+    runs_bar.close()
+    summary(f"bench edit: {len(kinds)} kinds x {len(methods)} methods x {n} edits in {timer}", progress)
     return {"results": results, "config": {"n": n, "steps": steps, "guidance": guidance, "seed": seed, "mask_dilate": mask_dilate,
                                             "kinds": list(kinds), "methods": list(methods)},
             "seconds": round(time.perf_counter() - started, 1)}
@@ -330,12 +342,16 @@ def markdown(result: dict) -> str:
     def db(r):
         return "n/a" if r is None else f"{r['mean']:.1f} ± {r['se']:.1f}"
 
-    lines = ["| method | edit | success | untouched kept | PSNR outside (dB) | PSNR all (dB) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    def sim(r):
+        return "n/a" if r is None else f"{r['mean']:.3f} ± {r['se']:.3f}"
+
+    lines = ["| method | edit | success | untouched kept | PSNR outside (dB) | PSNR all (dB) | SSIM outside | "
+             "SSIM all |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for method, by_kind in result["results"].items():
         for kind, s in by_kind.items():
             lines.append(f"| {method} | {kind} | {rate(s['success'])} | {rate(s['preserved'])} | "
-                         f"{db(s['psnr_outside'])} | {db(s['psnr'])} |")
+                         f"{db(s['psnr_outside'])} | {db(s['psnr'])} | {sim(s.get('ssim_outside'))} | "
+                         f"{sim(s.get('ssim'))} |")
     c = result["config"]
     blend = any(m.startswith("blend") for m in result["results"])
     lines.append(f"\n{c['n']} edits per kind, {c['steps']} DDIM steps, guidance {c['guidance']}"
@@ -347,8 +363,9 @@ def markdown(result: dict) -> str:
 # Inversion alone: reconstruction PSNR by steps and guidance, and agreement with diffusers
 
 
-def run_inversion(pipe, n: int = 8, steps_list=(20, 50, 100), guidances=(4.0,), seed: int = BENCH_SEED) -> dict:
-    """Reconstruction PSNR of the first `n` colour-edit source images (real renders), per inversion setting.
+def run_inversion(pipe, n: int = 8, steps_list=(20, 50, 100), guidances=(4.0,), seed: int = BENCH_SEED,
+                  progress: bool = False) -> dict:
+    """Reconstruction PSNR and SSIM of the first `n` colour-edit source images (real renders), per inversion setting.
 
     Rows: "vae" (encode-decode only: the ceiling), DDIM at guidance 1 for each step count, and for each
     guidance > 1 (at the first step count): no fix, negative-prompt inversion, null-text inversion.
@@ -363,10 +380,14 @@ def run_inversion(pipe, n: int = 8, steps_list=(20, 50, 100), guidances=(4.0,), 
     images = torch.stack([torch.from_numpy(c.source_image).permute(2, 0, 1) for c in cases])
     prompts = [c.source_prompt for c in cases]
     rows = {}
+    timer = Timer()
+    rows_bar = bar(total=1 + len(steps_list) + 3 * len(guidances), desc="bench edit --inversion", enabled=progress,
+                   unit="setting")
 
     def add(name, rec, seconds):
         p = psnr(rec, images).tolist()
-        rows[name] = {**_mean(p), "seconds": round(seconds, 2)}
+        rows[name] = {**_mean(p), "ssim": _mean(ssim(rec, images).tolist()), "seconds": round(seconds, 2)}
+        rows_bar.update()
 
     t0 = time.perf_counter()
     add("vae", pipe.decode(encode_image(pipe, images)), time.perf_counter() - t0)
@@ -393,13 +414,17 @@ def run_inversion(pipe, n: int = 8, steps_list=(20, 50, 100), guidances=(4.0,), 
                            return_dict=False)[0]
     ours = ddim_invert(pipe.unet, ddim_schedule(pipe.scheduler_config, steps), x0, cond)[0]
     peer = {"max_abs_diff": float((ours - x).abs().max()), "max_abs": float(x.abs().max()), "steps": steps}
+    rows_bar.close()
+    summary(f"bench edit --inversion: {len(rows)} settings on {n} images in {timer}", progress)
     return {"rows": rows, "peer": peer, "n": n}
 
 
 def inversion_markdown(result: dict) -> str:
-    lines = ["| inversion | reconstruction PSNR (dB, mean ± s.e.) | seconds |", "| --- | --- | --- |"]
+    lines = ["| inversion | reconstruction PSNR (dB, mean ± s.e.) | SSIM (mean ± s.e.) | seconds |",
+             "| --- | --- | --- | --- |"]
     for name, r in result["rows"].items():
-        lines.append(f"| {name} | {r['mean']:.2f} ± {r['se']:.2f} | {r['seconds']} |")
+        ssim_cell = f"{r['ssim']['mean']:.3f} ± {r['ssim']['se']:.3f}" if "ssim" in r else "n/a"
+        lines.append(f"| {name} | {r['mean']:.2f} ± {r['se']:.2f} | {ssim_cell} | {r['seconds']} |")
     p = result["peer"]
     lines.append(f"\nvs diffusers DDIMInverseScheduler ({p['steps']} steps): max |x_T difference| "
                  f"{p['max_abs_diff']:.2e} (|x_T| up to {p['max_abs']:.2f}); {result['n']} images")

@@ -23,8 +23,10 @@ import torch
 
 from t2ikit.bench import compbench as cb
 from t2ikit.bench.fusion_budget import DEFAULT_STRATEGIES, Budget
+from t2ikit.bench.plots import plot_gates
+from t2ikit.bench.progress import Timer, bar, summary, write
 from t2ikit.diffusion.schedules import training_scheduler
-from t2ikit.models.fusion import GateRecorder, parse_fusion, plot_gates
+from t2ikit.models.fusion import GateRecorder, parse_fusion
 from t2ikit.models.registry import shipped_model_path
 from t2ikit.models.retrofit import fusion_parameters, fusion_plan, retrofit
 from t2ikit.models.sizes import build_unet, count_params, model_size, unet_flops
@@ -60,13 +62,15 @@ def encode_batches(base, steps: int, batch_size: int, seed: int, caption_dropout
     return out
 
 
-def train_unet(unet, batches, params, schedule, lr: float, seed: int, snr_gamma: float) -> dict:
+def train_unet(unet, batches, params, schedule, lr: float, seed: int, snr_gamma: float, desc: str = "train",
+               progress: bool = False) -> dict:
     """AdamW on `params` over `batches` (one step each) with the trainer's loss, lr schedule and per-step
-    seeds; returns step times and losses."""
+    seeds; returns step times and losses. `progress`: a bar over steps (with the loss) on stderr."""
     o = OptimConfig(steps=len(batches), lr=lr, warmup_steps=max(1, len(batches) // 10))
     opt = torch.optim.AdamW(params, lr=lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
     unet.train()
     times, losses = [], []
+    steps_bar = bar(total=len(batches), desc=desc, enabled=progress, unit="step")
     for step, (latents, states) in enumerate(batches):
         t0 = time.perf_counter()
         for g in opt.param_groups:
@@ -79,6 +83,9 @@ def train_unet(unet, batches, params, schedule, lr: float, seed: int, snr_gamma:
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
         losses.append(loss.detach().item())
+        steps_bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+        steps_bar.update()
+    steps_bar.close()
     unet.eval()
     return {"step_times": times, "losses": losses}
 
@@ -94,12 +101,24 @@ def with_unet(base, unet):
 # ----------------------------------------------------------------------------------------------------
 
 
-def compare(strategies=DEFAULT_STRATEGIES, budget: Budget | None = None, base=None, log=print) -> dict:
-    """Train one UNet per strategy on the same batches; CompBench, parameters and timings for each."""
+def _logger(log, progress: bool):
+    """`log` if given; else a line on stderr (between bars) with `progress`, nothing without."""
+    if log is not None:
+        return log
+    return write if progress else (lambda message: None)
+
+
+def compare(strategies=DEFAULT_STRATEGIES, budget: Budget | None = None, base=None, log=None,
+            progress: bool = False) -> dict:
+    """Train one UNet per strategy on the same batches; CompBench, parameters and timings for each.
+
+    `progress`: bars for training and CompBench, a line per strategy and a summary on stderr; `log`: a
+    callable(message) that takes the per-strategy lines instead."""
     b = budget or Budget()
     if b.steps < 1 or b.batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {b.steps} and {b.batch_size}")
     specs = [parse_fusion(s) for s in strategies]  # bad names fail here, before any compute
+    log, timer = _logger(log, progress), Timer()
     base = base or load_base()
     size = dataclasses.replace(model_size(b.size), text_hidden=base.text_encoder.config.hidden_size)
     latent = base.unet.config.sample_size
@@ -116,11 +135,12 @@ def compare(strategies=DEFAULT_STRATEGIES, budget: Budget | None = None, base=No
     rows, unets = [], []
     for spec in specs:
         unet = retrofit(fresh(), spec, seed=b.seed, from_scratch=True)
-        run = train_unet(unet, batches, list(unet.parameters()), schedule, b.lr, b.seed, b.snr_gamma)
+        run = train_unet(unet, batches, list(unet.parameters()), schedule, b.lr, b.seed, b.snr_gamma,
+                         desc=f"train {spec.name}", progress=progress)
         pipe = with_unet(base, unet)
         extra = {"size": (b.image_size, b.image_size)} if b.image_size else {}
         result = cb.evaluate(pipe, n_prompts=b.n_prompts, seeds=b.seeds, steps=b.sample_steps, guidance=b.guidance,
-                             **extra)
+                             progress=progress, **extra)
         n_images = result["overall"]["n"]
         warm = run["step_times"][min(5, len(run["step_times"]) - 1):]
         row = {
@@ -144,6 +164,7 @@ def compare(strategies=DEFAULT_STRATEGIES, budget: Budget | None = None, base=No
             row["step_s"], row["unet_call_s"] = train_s, sample_s
         log("interleaved timing: " + ", ".join(f"{r['strategy']} {r['step_s'] * 1e3:.0f}/{r['unet_call_s'] * 1e3:.0f} ms"
                                               for r in rows))
+    summary(f"bench fusion: {len(specs)} strategies x {b.steps} steps trained and benchmarked in {timer}", progress)
     return {"budget": dataclasses.asdict(b), "rows": rows}
 
 
@@ -252,11 +273,13 @@ GATE_PROMPTS = (
 
 
 def gate_study(steps: int = 100, batch_size: int = 16, lr: float = 1e-2, seed: int = 0, sample_steps: int = 10,
-               prompts=GATE_PROMPTS, out=None, base=None, log=print) -> dict:
+               prompts=GATE_PROMPTS, out=None, base=None, log=None, progress: bool = False) -> dict:
     """Retrofit the shipped model to gated fusion, fine-tune only the gates, record gate means.
 
     Returns, per prompt, the mean gate per (layer, step); and summary spreads: over steps (generation
-    stage), over prompts (content) and over image tokens (content within an image)."""
+    stage), over prompts (content) and over image tokens (content within an image). With `out`, the gate
+    heat maps as gates.png/.svg (mean over prompts) and gates_promptK.png/.svg; `progress`, `log`: as `compare`."""
+    log, timer = _logger(log, progress), Timer()
     base = base or load_base()
     unet = retrofit(copy.deepcopy(base.unet), "gated", seed=seed)
     params = fusion_parameters(unet)
@@ -265,13 +288,14 @@ def gate_study(steps: int = 100, batch_size: int = 16, lr: float = 1e-2, seed: i
         p.requires_grad_(True)
     batches = encode_batches(base, steps, batch_size, seed + 7, 0.1)  # a stream the shipped model did not see
     schedule = training_scheduler(base.scheduler_config)
-    run = train_unet(unet, batches, params, schedule, lr, seed, 5.0) if steps else {"losses": []}
+    run = train_unet(unet, batches, params, schedule, lr, seed, 5.0, "train gates", progress) if steps else \
+        {"losses": []}
     log(f"gate fine-tune: {steps} steps, loss first10 {statistics.mean(run['losses'][:10] or [0]):.4f} "
         f"last10 {statistics.mean(run['losses'][-10:] or [0]):.4f}")
     pipe = with_unet(base, unet)
     per_prompt = {}
     token_std = []
-    for prompt in prompts:
+    for prompt in bar(prompts, desc="record gates", enabled=progress, unit="prompt"):
         rec = GateRecorder(unet)
         pipe.generate(prompt, steps=sample_steps, seed=seed, progress=False, hooks=[rec.clock])
         rec.remove()
@@ -279,7 +303,7 @@ def gate_study(steps: int = 100, batch_size: int = 16, lr: float = 1e-2, seed: i
         token_std += [r["token_std"] for r in rec.records]
     layers, steps_, _ = next(iter(per_prompt.values()))
     grids = torch.tensor([g for _, _, g in per_prompt.values()])  # (prompts, layers, steps)
-    summary = {
+    spreads = {
         "gate_mean": grids.mean().item(),
         "gate_min": grids.min().item(),
         "gate_max": grids.max().item(),
@@ -294,8 +318,11 @@ def gate_study(steps: int = 100, batch_size: int = 16, lr: float = 1e-2, seed: i
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         mean_grid = grids.mean(0).tolist()
-        plot_gates(layers, steps_, mean_grid, out / "gates.png", title=f"gated shapes-v1, {steps} gate steps")
+        plot_gates(layers, steps_, mean_grid, out / "gates.png",
+                   title=f"Gated fusion on the shipped model after {steps} gate steps (mean of {len(prompts)} prompts)")
         for i, (prompt, (l, s, g)) in enumerate(per_prompt.items()):
-            plot_gates(l, s, g, out / f"gates_prompt{i}.png", title=prompt)
+            plot_gates(l, s, g, out / f"gates_prompt{i}.png", title=f"Gates for “{prompt}”")
+    summary(f"bench fusion --gates: {steps} gate steps, {len(prompts)} prompts recorded in {timer}; "
+            f"mean gate {spreads['gate_mean']:.4f}", progress)
     return {"layers": layers, "steps": steps_, "per_prompt": {p: g for p, (_, _, g) in per_prompt.items()},
-            "summary": summary, "train_losses": run["losses"]}
+            "summary": spreads, "train_losses": run["losses"]}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from t2ikit.bench.progress import Timer, bar, summary
 from t2ikit.world.categories import CATEGORIES
 from t2ikit.world.oracle import score
 from t2ikit.world.render import render_rgb
@@ -62,7 +63,7 @@ class Tally:
 
 
 def oracle_accuracy(n: int = 2000, categories=CATEGORIES, conditions=CONDITIONS, resolution: int = 64,
-                    seed: int = ORACLE_SEED, split: str = "train") -> dict:
+                    seed: int = ORACLE_SEED, split: str = "train", progress: bool = False) -> dict:
     """{"per_category": {cat: {cond: tally}}, "overall": {cond: tally}, "per_check": {cond: {kind: rate}},
     "ms_per_image": float, "failures": [a few failing examples]}."""
     unknown = [c for c in conditions if c not in CONDITIONS]
@@ -73,6 +74,7 @@ def oracle_accuracy(n: int = 2000, categories=CATEGORIES, conditions=CONDITIONS,
     per_check: dict = {c: {} for c in conditions}
     failures: list[dict] = []
     elapsed, scored = 0.0, 0
+    timer, scenes_bar = Timer(), bar(total=n * len(categories), desc="oracle", enabled=progress, unit="scene")
     for category in categories:
         tallies = {c: Tally() for c in conditions}
         rng = np.random.default_rng([seed, CATEGORIES.index(category)])
@@ -98,7 +100,13 @@ def oracle_accuracy(n: int = 2000, categories=CATEGORIES, conditions=CONDITIONS,
                 if condition in ("clean", "noise", "blur") and not s.all_passed and len(failures) < 20:
                     failures.append({"category": category, "index": i, "condition": condition,
                                      "failed": [f"{c.name}: {c.detail}" for c in s.failures()]})
+            scenes_bar.update()
         per_category[category] = {c: t.as_dict() for c, t in tallies.items()}
+    scenes_bar.close()
+    clean = overall.get("clean")
+    summary(f"oracle: {scored} images scored in {timer}"
+            + (f"; clean images passed {100 * clean.images_passed / max(1, clean.images):.1f}%" if clean else ""),
+            progress)
     return {
         "n_per_category": n, "resolution": resolution, "seed": seed, "split": split,
         "noise_sigma": NOISE_SIGMA, "blur_sigma": BLUR_SIGMA,

@@ -8,7 +8,7 @@ def register(subparsers) -> None:
         "plan", help="parallel layout and predicted step time",
         description="Price data, ZeRO/FSDP, tensor, pipeline and 3D layouts with the analytic cost model of "
                     "t2ikit.scaling.parallel: step time = (computation + communication) / efficiency.")
-    parser.add_argument("--model", required=True,
+    parser.add_argument("--model-size", required=True,
                         help="a named size of t2ikit.models.sizes (xs, s, m, l) or a raw parameter count (860e6)")
     parser.add_argument("--devices", type=int, required=True, help="number of devices N")
     parser.add_argument("--device-flops", type=float, required=True, help="FLOP/s one device sustains (e.g. 300e12)")
@@ -43,10 +43,10 @@ def parse_model(text: str) -> tuple[str | None, float | None]:
     try:
         params = float(text)
     except ValueError:
-        raise ValueError(f"--model {text!r} is neither a named size ({', '.join(MODEL_SIZES)}) "
+        raise ValueError(f"--model-size {text!r} is neither a named size ({', '.join(MODEL_SIZES)}) "
                          "nor a parameter count such as 860e6") from None
     if not params > 0:
-        raise ValueError(f"--model parameter count must be positive, got {text}")
+        raise ValueError(f"--model-size parameter count must be positive, got {text}")
     return None, params
 
 
@@ -61,7 +61,7 @@ def _plan(args) -> int:
     validate(hw, global_batch, args.micro_batch)  # all bad input is reported before the model is traced
     if args.flops_per_sample is not None and not args.flops_per_sample > 0:
         raise ValueError(f"--flops-per-sample must be positive, got {args.flops_per_sample}")
-    size, params = parse_model(args.model)
+    size, params = parse_model(args.model_size)
     if size is None and args.flops_per_sample is None:
         raise ValueError("--flops-per-sample is required with a raw parameter count (training FLOP per sample, "
                          "about 3 x the forward FLOPs)")

@@ -6,6 +6,8 @@ means adding `_add_sweep` to `SUBVERBS`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("scaling", help="scaling laws: fit power laws and compute-optimal allocation")
@@ -23,6 +25,7 @@ def _add_fit(verbs) -> None:
     fit.add_argument("runs", help="CSV with columns params, samples, flops, loss, accuracy, wall_s")
     fit.add_argument("--json", action="store_true", help="print the full result as JSON")
     fit.add_argument("--plot", default=None, metavar="PNG", help="write the frontier plot here")
+    fit.add_argument("--overwrite", action="store_true", help="replace existing --plot files")
     fit.add_argument("--target", default="loss", choices=["loss", "error"],
                      help="what the Chinchilla form and frontier model (error = 1 - accuracy)")
     fit.add_argument("--flops-k", default="auto", metavar="K",
@@ -44,6 +47,7 @@ def _add_sweep(verbs) -> None:
                     "command after a kill; finished runs are skipped, an unfinished one resumes its checkpoint.")
     sweep.add_argument("--config", required=True, help="sweep TOML (see configs/sweep-cpu.toml)")
     sweep.add_argument("--out", default=None, metavar="DIR", help="sweep folder (default: sweep.out of the config)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar or summary line on stderr")
     sweep.set_defaults(func=_sweep)
 
 
@@ -53,7 +57,8 @@ SUBVERBS = [_add_fit, _add_sweep]
 def _sweep(args) -> int:
     from t2ikit.scaling.sweep import load_sweep_config, run_sweep
 
-    path = run_sweep(load_sweep_config(args.config), out=args.out, echo=lambda m: print(m, flush=True))
+    path = run_sweep(load_sweep_config(args.config), out=args.out, echo=lambda m: print(m, flush=True),
+                     progress=not args.quiet)
     print(f"wrote {path}")
     return 0
 
@@ -73,6 +78,11 @@ def _fit(args) -> int:
             raise ValueError(f"--budgets must be comma-separated numbers, got {args.budgets!r}") from None
         if any(not b > 0 for b in budgets):
             raise ValueError(f"--budgets must be positive FLOPs, got {args.budgets!r}")
+    if args.plot:
+        from t2ikit.cli.paths import check_output
+
+        for suffix in (".png", ".svg"):  # plot_frontier writes both
+            check_output(Path(args.plot).with_suffix(suffix), (), "--plot", overwrite=args.overwrite)
     runs = read_runs(args.runs)
     report = analyse_runs(runs, target=args.target, k=args.flops_k, bootstrap=args.bootstrap, seed=args.seed,
                           budgets=budgets)

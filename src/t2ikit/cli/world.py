@@ -9,6 +9,7 @@ def register(subparsers) -> None:
     sample = verbs.add_parser("sample", help="write a captioned grid of scenes")
     sample.add_argument("--n", type=int, default=16, help="number of scenes")
     sample.add_argument("--out", default="grid.png", help="output PNG")
+    sample.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     sample.add_argument("--seed", type=int, default=0, help="world seed")
     sample.add_argument("--start", type=int, default=0, help="index of the first scene")
     sample.add_argument("--category", default=None, help="a CompBench category (default: the training mix)")
@@ -22,7 +23,8 @@ def register(subparsers) -> None:
         "score", help="the oracle's checks of images against a Shapes World prompt",
         description="Read each image with the oracle (objects, colours, sizes, positions, background, fill) and "
                     "check every statement of the prompt. The prompt is --prompt, or else the one `t2ikit "
-                    "generate` stored in the PNG; weighting syntax is read as its plain text.")
+                    "generate` stored in the PNG; weighting syntax is read as its plain text. Exit status 0 when "
+                    "every image passes, 1 when one fails.")
     score.add_argument("images", nargs="+", metavar="IMAGE", help="square images, at least 32 px (PNG, JPEG, ...)")
     score.add_argument("--prompt", default=None, help="the caption to check (default: the PNG's stored prompt)")
     score.add_argument("--json", action="store_true", help="print one JSON object per image")
@@ -38,8 +40,11 @@ def _sample(args) -> int:
     from t2ikit.world.render import class_colour_map, render
     from t2ikit.world.scene import sample_scene, scene_rng
 
+    from t2ikit.cli.paths import check_output
+
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
+    check_output(args.out, (".png",), "--out", overwrite=args.overwrite)
     if args.category is not None and args.category not in CATEGORIES:
         raise ValueError(f"unknown --category {args.category!r}; allowed: {', '.join(CATEGORIES)}")
     images, captions = [], []
@@ -123,4 +128,4 @@ def _score(args) -> int:
         seen = "; ".join(f"{d['size']} {d['colour']} {d['shape'] or 'blob'} at ({d['centre'][0]:.0f}, "
                          f"{d['centre'][1]:.0f})" for d in r["objects"]) or "no objects"
         print(f"  seen: {r['background']} background; {seen}")
-    return 0
+    return 0 if all(r["passed"] for r in results) else 1  # 1: a check failed

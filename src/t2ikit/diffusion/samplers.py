@@ -1,25 +1,46 @@
-"""Samplers by name: diffusers scheduler classes, built fresh for every generation from a model's config."""
+"""Samplers by name: diffusers scheduler classes, built fresh for every generation from a model's config.
+
+A sampler is named by its key ("dpmpp_2m_karras") or by the name AUTOMATIC1111 shows and writes into its PNGs
+("DPM++ 2M Karras"), in any case; `check_sampler` turns either into the key.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-# name -> (diffusers scheduler class, overrides of the folder's config, AUTOMATIC1111 display name)
+_KARRAS = {"use_karras_sigmas": True}  # the noise levels of Karras et al. 2022 (EDM), Eq. 5, rho = 7
+_DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}  # Lu et al. 2022, DPM-Solver++(2M)
+_DPMPP_2M_SDE = {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}  # its SDE variant (step noise)
+
+# key -> (diffusers scheduler class, overrides of the folder's config, AUTOMATIC1111 display name)
 SAMPLERS: dict[str, tuple[str, dict[str, Any], str]] = {
     "ddim": ("DDIMScheduler", {}, "DDIM"),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, "DPM++ 2M"),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", _DPMPP_2M, "DPM++ 2M"),
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {**_DPMPP_2M, **_KARRAS}, "DPM++ 2M Karras"),
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", _DPMPP_2M_SDE, "DPM++ 2M SDE"),
+    "dpmpp_2m_sde_karras": ("DPMSolverMultistepScheduler", {**_DPMPP_2M_SDE, **_KARRAS}, "DPM++ 2M SDE Karras"),
+    "dpmpp_sde": ("DPMSolverSDEScheduler", {}, "DPM++ SDE"),
+    "dpmpp_sde_karras": ("DPMSolverSDEScheduler", _KARRAS, "DPM++ SDE Karras"),
     "euler": ("EulerDiscreteScheduler", {}, "Euler"),
     "euler_a": ("EulerAncestralDiscreteScheduler", {}, "Euler a"),
+    "heun": ("HeunDiscreteScheduler", {}, "Heun"),
+    "lms": ("LMSDiscreteScheduler", {}, "LMS"),
+    "lms_karras": ("LMSDiscreteScheduler", _KARRAS, "LMS Karras"),
     "unipc": ("UniPCMultistepScheduler", {}, "UniPC"),
 }
 DEFAULT_SAMPLER = "dpmpp_2m"
+# every spelling a user may type, lower-cased -> key: the key itself and the display name
+_ALIASES = {**{k: k for k in SAMPLERS}, **{v[2].lower(): k for k, v in SAMPLERS.items()}}
 
 
 def check_sampler(name: str) -> str:
-    """`name` if it is a known sampler, else ValueError listing the valid names."""
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; valid samplers are: {', '.join(SAMPLERS)}")
-    return name
+    """The key of sampler `name` (a key or an AUTOMATIC1111 display name, any case), else ValueError listing them."""
+    key = _ALIASES.get(name.strip().lower()) if isinstance(name, str) else None
+    if key is None:
+        raise ValueError(f"unknown sampler {name!r}; valid samplers are: {', '.join(SAMPLERS)} "
+                         f"(or their AUTOMATIC1111 names: {', '.join(v[2] for v in SAMPLERS.values())})")
+    return key
 
 
 def sampler_display_name(name: str) -> str:
@@ -28,18 +49,54 @@ def sampler_display_name(name: str) -> str:
 
 
 def sampler_from_display_name(display: str) -> str | None:
-    """Inverse of `sampler_display_name`; None for a name t2ikit does not have."""
-    return next((k for k, v in SAMPLERS.items() if v[2] == display), None)
+    """Inverse of `sampler_display_name` (any case); None for a name t2ikit does not have."""
+    return _ALIASES.get(display.strip().lower())
 
 
-def make_scheduler(name: str, config: dict[str, Any]):
+def make_scheduler(name: str, config: dict[str, Any], seeds: list[int] | None = None):
     """A new scheduler of sampler `name` from a model's scheduler config (its noise schedule, prediction type).
 
     A fresh object per generation: multistep schedulers keep history between steps (no leaks across calls).
+    `seeds`: one per image, for a sampler that draws its step noise from seeds instead of the loop's generators
+    (DPM++ SDE's Brownian tree, one per image so that a batch equals its items); default 0.
     """
     import diffusers
 
     class_name, overrides, _ = SAMPLERS[check_sampler(name)]
+    if class_name == "DPMSolverSDEScheduler":
+        _require_torchsde(name)
+        overrides = {**overrides, "noise_sampler_seed": list(seeds) if seeds is not None else 0}
     cls = getattr(diffusers, class_name)  # names from the table above, never from a file
+    if overrides.get("use_karras_sigmas"):
+        cls = _from_the_first_step(cls)
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     return cls.from_config({**config, **overrides})
+
+
+@functools.cache
+def _from_the_first_step(cls):
+    """`cls` whose `set_timesteps` also sets its begin index to 0, as the loop starts at the first timestep.
+
+    Karras sigmas on a schedule with a large sigma_max (the shipped model's cosine schedule: 2e4) map the first two
+    sigmas to one timestep; diffusers then takes the second match as the start (its img2img rule) and steps once
+    past the end (IndexError at any step count >= 4).
+    """
+
+    class Scheduler(cls):
+        def set_timesteps(self, *args, **kwargs):
+            super().set_timesteps(*args, **kwargs)
+            self.set_begin_index(0)
+
+    Scheduler.__name__ = Scheduler.__qualname__ = cls.__name__
+    return Scheduler
+
+
+def _require_torchsde(name: str) -> None:
+    try:
+        import torchsde  # noqa: F401  (diffusers' DPMSolverSDEScheduler imports it when it steps)
+    except ImportError:
+        raise ValueError(f"sampler {name!r} needs the torchsde package: pip install torchsde") from None
+
+
+__all__ = ["DEFAULT_SAMPLER", "SAMPLERS", "check_sampler", "make_scheduler", "sampler_display_name",
+           "sampler_from_display_name"]

@@ -19,21 +19,16 @@ Model forms, all fitted on log values:
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import ctypes
-import functools
-import glob
 import itertools
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy
 from scipy.optimize import minimize
 from scipy.special import logsumexp
+from threadpoolctl import threadpool_limits
 
 from t2ikit.bench.stats import percentile_interval
 
@@ -207,38 +202,11 @@ def _scores(thetas: np.ndarray, logx, logy, with_e, delta) -> np.ndarray:
     return _huber(_log_predict(thetas, logx, with_e) - logy, delta).sum(axis=-1)
 
 
-@contextlib.contextmanager
-def _one_blas_thread():
-    """Run scipy's BLAS on one thread (in this thread only) for the duration.
-
-    L-BFGS-B calls BLAS on 5-vectors; OpenBLAS spreading those over all cores made fits ~50x slower on
-    a busy machine (measured here: 21 s against 0.46 s). This is what threadpoolctl does; scipy's bundled
-    OpenBLAS exports a thread-local setter, so a missing library only means no speed-up.
-    """
-    setters = _blas_thread_setters()
-    previous = [setter(1) for setter in setters]
-    try:
-        yield
-    finally:
-        for setter, n in zip(setters, previous):
-            setter(n)
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_thread_setters() -> tuple:
-    libs = glob.glob(os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs", "*openblas*"))
-    setters = []
-    for path in libs:
-        try:
-            setters.append(ctypes.CDLL(path).openblas_set_num_threads_local)
-        except (OSError, AttributeError):
-            pass
-    return tuple(setters)
-
-
 def _minimise(starts: np.ndarray, logx, logy, with_e, delta) -> tuple[np.ndarray, float]:
     """L-BFGS from each start; the best end point and its objective."""
-    with _one_blas_thread():
+    # L-BFGS-B calls BLAS on 5-vectors; OpenBLAS spreading those over all cores made fits ~50x slower on a
+    # busy machine (measured here: 21 s against 0.46 s), so BLAS runs on one thread for the fit.
+    with threadpool_limits(limits=1, user_api="blas"):
         return _minimise_each(starts, logx, logy, with_e, delta)
 
 

@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from t2ikit.bench.progress import Timer, bar, summary
 from t2ikit.scaling.fit import RUN_COLUMNS
 from t2ikit.train.config import from_dict, load_config, read_toml
 
@@ -325,8 +326,10 @@ def write_table(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def run_sweep(cfg: SweepConfig, out: str | Path | None = None, echo=print) -> Path:
-    """Train every (size, budget) run not yet done, size by size, smallest budget first; return runs.csv."""
+def run_sweep(cfg: SweepConfig, out: str | Path | None = None, echo=print, progress: bool = False) -> Path:
+    """Train every (size, budget) run not yet done, size by size, smallest budget first; return runs.csv.
+
+    `echo`: takes a line per finished run; `progress`: a bar over runs on stderr and a summary at the end."""
     import torch
 
     cfg.validate()
@@ -338,20 +341,22 @@ def run_sweep(cfg: SweepConfig, out: str | Path | None = None, echo=print) -> Pa
         torch.set_num_threads(cfg.sweep.threads)
     try:
         with registered_sizes(cfg):
-            return _sweep(cfg, out, echo)
+            return _sweep(cfg, out, echo, progress)
     finally:
         torch.set_num_threads(threads)
 
 
-def _sweep(cfg: SweepConfig, out: Path, echo) -> Path:
+def _sweep(cfg: SweepConfig, out: Path, echo, progress: bool = False) -> Path:
     s = cfg.sweep
     grid = [(size, budget) for size in s.sizes for budget in sorted(s.budgets)]
     folders = {key: out / run_name(*key, s.budget_unit) for key in grid}
     todo = [key for key in grid if not (folders[key] / DONE).is_file()]
     echo(f"sweep: {len(grid)} runs, {len(grid) - len(todo)} done, {len(todo)} to train -> {out}")
     vae_state = shared_vae(cfg, out, echo) if todo else None
-    costs = {}
+    costs, timer = {}, Timer()
+    runs_bar = bar(total=len(todo), desc="scaling sweep", enabled=progress, unit="run")
     for n, (size, budget) in enumerate(todo, 1):
+        runs_bar.set_postfix_str(folders[size, budget].name)
         if size not in costs:
             costs[size] = unet_cost(size, cfg)
         t0 = time.perf_counter()
@@ -360,6 +365,10 @@ def _sweep(cfg: SweepConfig, out: Path, echo) -> Path:
              f"C={row['flops']:.3g} loss={row['loss']:.4f} acc={row['accuracy']:.3f} "
              f"({time.perf_counter() - t0:.0f} s)")
         _collect(grid, folders, out)
+        runs_bar.update()
+    runs_bar.close()
+    summary(f"scaling sweep: {len(todo)} runs trained in {timer} ({len(grid)} in the grid) -> {out / 'runs.csv'}",
+            progress)
     return _collect(grid, folders, out)
 
 

@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from t2ikit.bench.consistency import consistency_loss
+from t2ikit.bench.progress import bar, summary, write
 from t2ikit.control.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ConditionAdapter, adapter_config_for, \
     adapter_loss, save_adapter
 from t2ikit.control.encoders import CONDITIONS, check_condition_name
@@ -179,8 +180,10 @@ def sketch_consistency_loss(pipe, adapter, latents, text_states, sketch, noise_s
     return loss
 
 
-def train(pipe, config: AdapterTrainConfig, log_every: int = 25, resume: str | None = None):
-    """(adapter, record): trains an adapter for `pipe`'s frozen UNet; checkpoints under config.out."""
+def train(pipe, config: AdapterTrainConfig, log_every: int = 25, resume: str | None = None, progress: bool = True):
+    """(adapter, record): trains an adapter for `pipe`'s frozen UNet; checkpoints under config.out.
+
+    `progress`: a bar over steps (with the loss), a line every `log_every` steps and a summary, on stderr."""
     config.validate()
     root = Path(config.out) / "checkpoints" if config.out else None
     if resume is not None and root is None:
@@ -203,6 +206,8 @@ def train(pipe, config: AdapterTrainConfig, log_every: int = 25, resume: str | N
         raise ValueError(f"adapter.tokens = {config.tokens}, but this model's text context is {empty.shape[1]} "
                          f"states long; distillation matches them one for one (set tokens = {empty.shape[1]})")
     start = time.time()
+    steps_bar = bar(total=config.steps, desc=f"train {config.modality} adapter", enabled=progress, unit="step")
+    steps_bar.update(first)
     for step in range(first, config.steps):
         batch = shapes_batch(config.data_seed, step, config.batch_size, size, names=(config.modality,))
         with torch.no_grad():
@@ -227,15 +232,20 @@ def train(pipe, config: AdapterTrainConfig, log_every: int = 25, resume: str | N
         opt.step()
         losses.append(loss.item())
         done = step + 1
-        if log_every and done % log_every == 0:
+        steps_bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+        steps_bar.update()
+        if progress and log_every and done % log_every == 0:
             recent = sum(losses[-log_every:]) / log_every
-            print(f"step {done}/{config.steps} loss {recent:.4f} ({time.time() - start:.0f} s)", flush=True)
+            write(f"step {done}/{config.steps} loss {recent:.4f} ({time.time() - start:.0f} s)")
         if root is not None and ((config.checkpoint_every and done % config.checkpoint_every == 0)
                                  or done == config.steps):
             _checkpoint(root, done, adapter, opt, gen, losses, config)
     record = {"train_config": asdict(config), "base_model": model_label(pipe.path), "final_loss": losses[-1],
               "loss_first_25": sum(losses[:25]) / min(25, len(losses)),
               "loss_last_25": sum(losses[-25:]) / min(25, len(losses)), "seconds_this_run": time.time() - start}
+    steps_bar.close()
+    summary(f"train {config.modality} adapter: {config.steps - first} steps in {time.time() - start:.1f} s, "
+            f"loss over the last 25 steps {record['loss_last_25']:.4f}", progress)
     return adapter.eval().requires_grad_(False), record
 
 
@@ -246,14 +256,14 @@ def model_label(path) -> str:
     return path.name if path.parent == shipped_model_path().parent else str(path)
 
 
-def run(config: AdapterTrainConfig, resume: str | None = None) -> Path:
+def run(config: AdapterTrainConfig, resume: str | None = None, progress: bool = True) -> Path:
     """Train (or resume) the run of `config` and write the adapter into config.out; returns that folder."""
     config.validate()
     if not config.out:
         raise ValueError("adapter.out (or --out) is required: the folder the trained adapter is written to")
     torch.set_num_threads(config.threads)
     pipe = T2IPipeline.from_folder(config.model or shipped_model_path())
-    adapter, record = train(pipe, config, resume=resume)
+    adapter, record = train(pipe, config, resume=resume, progress=progress)
     folder = save_adapter(adapter, config.out, extra=record)  # one format for additive and reference adapters
     print(json.dumps(record, indent=1))
     return folder
