@@ -46,12 +46,24 @@ def test_captions_are_read_into_object_noun_and_relation_spans(prompt, objects, 
     assert all(isinstance(r, RelationPhrase) for r in s.relations)
 
 
+def test_a_reference_back_is_a_second_mention_of_its_group():
+    s = ShapesWorldParser().parse("red circle left of 2 tiny blue squares and a green triangle above the blue squares")
+    assert _texts(s) == [("red circle", "circle", 0), ("2 tiny blue squares", "squares", 1),
+                         ("a green triangle", "triangle", 2), ("the blue squares", "squares", 1)]
+    assert s.groups == 3
+    assert [(o.noun, o.count, o.attributes) for o in s.objects] == [
+        ("circle", 1, ("red",)), ("square", 2, ("tiny", "blue")), ("triangle", 1, ("green",)),
+        ("square", 2, ("blue",))]
+    assert [(r.subject, r.relation, r.object) for r in s.relations] == [(0, "left of", 1), (2, "above", 1)]
+
+
 @pytest.mark.parametrize("prompt, where", [
     ("a red blob", "expected a shape"),
     ("a shiny circle", "expected a colour"),
     ("", "empty caption"),
     ("a red circle left of", "'a', 'an' or a number word"),
     ("a red circle and a red circle", "impossible scene"),
+    ("a red circle above the blue square", "no blue square was named before"),
 ])
 def test_unreadable_captions_are_prompt_parse_errors(prompt, where):
     with pytest.raises(PromptParseError, match=where):

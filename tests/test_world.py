@@ -167,6 +167,74 @@ def test_impossible_caption_is_an_error():
         parse_caption("an outlined red circle and a blue square")
 
 
+@pytest.mark.parametrize("typed, canonical", [
+    ("red circle left of blue square", "a red circle left of a blue square"),
+    ("Red circle, blue square and two green triangles.", "a red circle, a blue square and two green triangles"),
+    ("outlined red circle and outlined blue square", "a red circle and a blue square, drawn in outline"),
+    ("a tiny red circle above a huge blue square", "a small red circle above a large blue square"),
+    ("a giant red circle and an enormous blue square", "a large red circle and a large blue square"),
+    ("a red circle on the left side of a blue square", "a red circle left of a blue square"),
+    ("a red circle to the right side of a blue square", "a red circle right of a blue square"),
+    ("a red circle on top of a blue square", "a red circle above a blue square"),
+    ("a red circle atop a blue square", "a red circle above a blue square"),
+    ("a red circle underneath a blue square", "a red circle below a blue square"),
+    ("a red circle is left of a blue square", "a red circle left of a blue square"),
+    ("there are 2 red circles above 1 blue square", "two red circles above a blue square"),
+    ("a red circle and a blue square, solid", "a red circle and a blue square, as solid shapes"),
+])
+def test_what_users_type_reads_as_the_canonical_caption(typed, canonical):
+    assert parse_caption(typed) == parse_caption(canonical)
+
+
+def test_the_read_only_synonyms_stay_out_of_the_written_captions_and_the_model_vocabulary():
+    read_only = set(vocab.READ_SIZE_WORDS) | {"top", "side", "atop", "underneath"}
+    assert not read_only & set(vocab.caption_words())
+    for i in range(300):
+        caption = write_caption(sample_scene(4, i).spec, np.random.default_rng(i))
+        assert not read_only & set(caption.replace(",", " ").split()), caption
+
+
+def test_a_definite_noun_phrase_refers_back_to_a_group_named_before():
+    caption = "a red circle left of a blue square and a green triangle above the blue square"
+    spec = parse_caption(caption)
+    assert [(g.colour, g.shape) for g in spec.groups] == [("red", "circle"), ("blue", "square"), ("green", "triangle")]
+    assert spec.relations == (Relation(0, "left of", 1), Relation(2, "above", 1))
+    d = decompose(caption)
+    assert [(s.text, s.ref) for s in d.objects] == [
+        ("a red circle", (0,)), ("a blue square", (1,)), ("a green triangle", (2,)), ("the blue square", (1,))]
+    assert [(s.text, s.ref) for s in d.relations] == [("left of", (0, 1)), ("above", (2, 1))]
+    # the words after "the" pick one group: a shape alone when it is the only one, size and number when needed
+    assert parse_caption("a red circle and a blue square above the circle").relations == (Relation(1, "above", 0),)
+    plural = parse_caption("a small red square, two large red squares and a blue circle above the red squares")
+    assert plural.relations == (Relation(2, "above", 1),)
+    assert parse_caption("a small red square, a large red square, the small square left of the big square") \
+        .relations == (Relation(0, "left of", 1),)
+    assert parse_caption("two red circles and the two red circles above a blue square").relations == \
+        (Relation(0, "above", 1),)
+
+
+@pytest.mark.parametrize("caption, message, pointed", [
+    ("the blue square left of a red circle", "no blue square was named before it; .*'a blue square'",
+     "the blue square"),
+    ("a red circle and the green triangles", "no green triangles were named before", "the green triangles"),
+    ("a red square and a blue square and a green circle above the square",
+     "could be any of 'a red square' and 'a blue square'", "the square"),
+    ("two red circles and the red circle above a blue square", "does not agree in number with 'two red circles'",
+     "the red circle"),
+    ("a red circle and the three blue squares", "no blue squares were named", "the three blue squares"),
+    ("red circles left of a blue square", "does not say how many; .*'two red circles'", "red circles"),
+    ("a red circle left of the red circle", "nothing is left of itself", "the red circle"),
+    ("a red circle left of 5 blue squares", "a count from 1 to 4", "5"),
+    ("a red circle and the purple", "a shape .* after 'the'", ""),
+])
+def test_what_still_cannot_be_read_is_pointed_at(caption, message, pointed):
+    with pytest.raises(CaptionError, match=message) as info:
+        parse_caption(caption)
+    line, pointer = str(info.value).splitlines()[1:]
+    start = pointer.index("^")
+    assert line[start:start + pointer.count("^")].strip() == pointed or (not pointed and start == len(line))
+
+
 def test_decomposition_spans_point_into_the_caption():
     caption = "a small red circle to the left of two blue squares, which are above a green triangle, drawn in outline on a black background"
     d = decompose(caption)

@@ -3,15 +3,21 @@
 Grammar (words in vocab.py):
 
     caption  := clause (("," | "and" | ", and") clause)* suffix*
-    clause   := np (relation np ((",")? ("which" | "that") ("is" | "are") relation np)*)?
-    np       := det (fill-adj | size)* colour shape
-    det      := "a" | "an" | "one" | "two" | "three" | "four"
+    clause   := ("there" ("is" | "are"))? np (("is" | "are")? relation np
+                ((",")? ("which" | "that") ("is" | "are") relation np)*)?
+    np       := det? (fill-adj | size)* colour shape         (a new group; no det: one object)
+              | "the" count? size? colour? shape              (a group named before; no new group)
+    det      := "a" | "an" | "one" | "two" | "three" | "four" | "1" ... "4"
     suffix   := ","? (background-phrase | fill-phrase)
 
 Relations join consecutive noun phrases: "A left of B, which is above C" says (A left of B), (B above C).
+A definite noun phrase refers back: "a red circle left of a blue square and a green triangle above the blue
+square" says (0 left of 1), (2 above 1); it must name exactly one group named before it. The grammar writes
+only the canonical forms (an article, vocab's written synonyms, relations between consecutive groups); the
+reader also takes what users type (bare noun phrases, vocab.READ_* synonyms, "is", references).
 `parse_caption(write_caption(spec, rng)) == spec` for every spec the world draws (a property test checks
 it over thousands of seeds). `decompose` splits a caption into the seed's components (global, objects,
-relations, style) with character spans.
+relations, style) with character spans; a reference is an object span whose `ref` is the group it names.
 """
 
 from __future__ import annotations
@@ -140,16 +146,23 @@ class Decomposition:
         return [self.global_, *self.objects, *self.relations, *self.style]
 
 
-_TOKEN = re.compile(r"[a-z]+|,|\S")
-_DETERMINERS = {"a": 1, "an": 1, "one": 1} | {w: n for n, w in vocab.NUMBER_WORDS.items() if n > 1}
+_TOKEN = re.compile(r"[a-z]+|[0-9]+|,|\S")
+_COUNTS = {w: n for n, w in vocab.NUMBER_WORDS.items()} | {str(n): n for n in vocab.NUMBER_WORDS}
+_DETERMINERS = {"a": 1, "an": 1} | _COUNTS
 _PLURAL_TO_SHAPE = {p: s for s, p in vocab.PLURAL_SHAPES.items()}
+_SIZE_WORDS = vocab.SIZE_WORDS | vocab.READ_SIZE_WORDS
+_NP_OPENERS = frozenset(_DETERMINERS) | frozenset(_SIZE_WORDS) | frozenset(vocab.COLOURS) | {"the"}
 
 
-def _phrase_table(phrases: dict[str, str]) -> list[tuple[tuple[str, ...], str]]:
-    return sorted(((tuple(p.split()), c) for p, c in phrases.items()), key=lambda t: -len(t[0]))
+def _phrase_table(phrases: dict[str, str]) -> dict[str, list[tuple[tuple[str, ...], str]]]:
+    """Phrases by their first word, longest first: (words, canonical name)."""
+    table: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+    for words, canonical in sorted(((tuple(p.split()), c) for p, c in phrases.items()), key=lambda t: -len(t[0])):
+        table.setdefault(words[0], []).append((words, canonical))
+    return table
 
 
-_RELATION_TABLE = _phrase_table(vocab.RELATION_PHRASES)
+_RELATION_TABLE = _phrase_table(vocab.RELATION_PHRASES | vocab.READ_RELATION_PHRASES)
 _FILL_TABLE = _phrase_table(vocab.FILL_PHRASES)
 
 
@@ -173,6 +186,10 @@ class _Reader:
         i = self.pos + k
         return self.tokens[i][0] if i < len(self.tokens) else None
 
+    def error(self, start: int, end: int, message: str) -> CaptionError:
+        pointer = " " * start + "^" * max(1, end - start)
+        return CaptionError(f"cannot read caption at character {start}: {message}\n  {self.text}\n  {pointer}")
+
     def fail(self, expected: str) -> CaptionError:
         if self.pos < len(self.tokens):
             word, start, end = self.tokens[self.pos]
@@ -180,33 +197,53 @@ class _Reader:
         else:
             start = end = len(self.text.rstrip())
             found = "found the end of the caption"
-        pointer = " " * start + "^" * max(1, end - start)
-        return CaptionError(
-            f"cannot read caption at character {start}: expected {expected}, {found}\n  {self.text}\n  {pointer}"
-        )
+        return self.error(start, end, f"expected {expected}, {found}")
 
-    def match_phrase(self, table) -> tuple[str, int, int] | None:
-        for words, canonical in table:
-            n = len(words)
-            if tuple(self.peek(k) for k in range(n)) == words:
-                start, end = self.tokens[self.pos][1], self.tokens[self.pos + n - 1][2]
-                self.pos += n
-                return canonical, start, end
+    def phrase_ahead(self, table, k: int = 0) -> tuple[tuple[str, ...], str] | None:
+        """The longest phrase of `table` that starts `k` tokens ahead: (words, canonical name)."""
+        for words, canonical in table.get(self.peek(k), ()):
+            if all(self.peek(k + i) == w for i, w in enumerate(words)):
+                return words, canonical
         return None
 
+    def match_phrase(self, table) -> tuple[str, int, int] | None:
+        found = self.phrase_ahead(table)
+        if found is None:
+            return None
+        n = len(found[0])
+        start, end = self.tokens[self.pos][1], self.tokens[self.pos + n - 1][2]
+        self.pos += n
+        return found[1], start, end
+
     # -- grammar --
+    def np_ahead(self, k: int = 0) -> bool:
+        """Whether a noun phrase (or "there is" and one) starts `k` tokens ahead."""
+        word, after = self.peek(k), self.peek(k + 1)
+        if word == "there":
+            return after in ("is", "are")
+        # a fill word opens a noun phrase only before its other words: ", solid" alone is a fill suffix
+        return word in _NP_OPENERS or (word in vocab.FILL_WORDS and
+                                       (after in _NP_OPENERS or after in vocab.FILL_WORDS))
+
     def noun_phrase(self) -> int:
+        """A new group ("a small red circle", "two blue squares", "red circle") or one named before ("the
+        red circle"); returns its index."""
+        if self.peek() == "the":
+            return self.reference()
         word = self.peek()
-        if word not in _DETERMINERS:
-            raise self.fail("'a', 'an' or a number word (one to four) starting an object")
-        start = self.tokens[self.pos][1]
-        count = _DETERMINERS[word]
-        self.pos += 1
+        if word is not None and word.isdigit() and word not in _COUNTS:
+            raise self.fail(f"a count from 1 to {vocab.MAX_OBJECTS} (at most {vocab.MAX_OBJECTS} objects fit)")
+        if not self.np_ahead():
+            raise self.fail("'a', 'an' or a number word (one to four), 'the', or a colour starting an object")
+        first = self.pos
+        count = _DETERMINERS.get(word)
+        if count is not None:
+            self.pos += 1
         size = fill = None
-        while self.peek() in vocab.SIZE_WORDS or self.peek() in vocab.FILL_WORDS:
+        while self.peek() in _SIZE_WORDS or self.peek() in vocab.FILL_WORDS:
             word = self.peek()
-            if word in vocab.SIZE_WORDS:
-                size = vocab.SIZE_WORDS[word]
+            if word in _SIZE_WORDS:
+                size = _SIZE_WORDS[word]
             else:
                 fill = vocab.FILL_WORDS[word]
                 self.decomposition.style.append(self._span(self.pos, "style", (len(self.groups),)))
@@ -219,20 +256,77 @@ class _Reader:
         shape = word if word in vocab.SHAPES else _PLURAL_TO_SHAPE.get(word)
         if shape is None:
             raise self.fail(f"a shape ({', '.join(vocab.SHAPES)}, or their plurals)")
-        end = self.tokens[self.pos][2]
+        start, end = self.tokens[first][1], self.tokens[self.pos][2]
         self.pos += 1
+        if count is None:  # a bare noun phrase: "red circle" is one; "red circles" says no number
+            if word != shape:
+                raise self.error(start, end, f"{self.text[start:end]!r} does not say how many; write a number "
+                                             f"word before it ('two {colour} {word}')")
+            count = 1
         index = len(self.groups)
         self.groups.append(Group(colour, shape, size, count))
         self.fill_adjectives.append(fill)
         self.decomposition.objects.append(Span(start, end, self.text[start:end], "object", (index,)))
         return index
 
+    def reference(self) -> int:
+        """"the" [count] [size] [colour] shape: the one group named before that it fits (no new group)."""
+        first = self.pos
+        self.pos += 1
+        count = _COUNTS.get(self.peek())
+        if count is not None:
+            self.pos += 1
+        size = colour = None
+        described = []  # the words that say which group, as typed: "big blue square"
+        if self.peek() in _SIZE_WORDS:
+            size = _SIZE_WORDS[self.peek()]
+            described.append(self.peek())
+            self.pos += 1
+        if self.peek() in vocab.COLOURS:
+            colour = self.peek()
+            described.append(colour)
+            self.pos += 1
+        word = self.peek()
+        shape = word if word in vocab.SHAPES else _PLURAL_TO_SHAPE.get(word)
+        if shape is None:
+            raise self.fail(f"a shape ({', '.join(vocab.SHAPES)}, or their plurals) after 'the', "
+                            "which names an object named before")
+        start, end = self.tokens[first][1], self.tokens[self.pos][2]
+        self.pos += 1
+        phrase, plural, named = self.text[start:end], word != shape, " ".join(described + [word])
+        fits = [i for i, g in enumerate(self.groups)
+                if g.shape == shape and colour in (None, g.colour) and size in (None, g.size)]
+        agree = [i for i in fits if (self.groups[i].count > 1) == plural and count in (None, self.groups[i].count)]
+        if len(agree) == 1:
+            index = agree[0]
+        elif not fits:
+            new = f"two {named}" if plural else ("an " if named[0] in "aeiou" else "a ") + named
+            raise self.error(start, end, f"{phrase!r} refers to an object named before, but no {named} "
+                                         f"{'were' if plural else 'was'} named before it; to name a new one, "
+                                         f"write {new!r}")
+        elif agree:
+            raise self.error(start, end, f"{phrase!r} could be any of {self._mentions(agree)}; "
+                                         "say which with its colour or size")
+        else:
+            raise self.error(start, end, f"{phrase!r} does not agree in number with {self._mentions(fits)}, "
+                                         "named before")
+        self.decomposition.objects.append(Span(start, end, phrase, "object", (index,)))
+        return index
+
+    def _mentions(self, groups: list[int]) -> str:
+        """The first mention of each group, quoted: "'a red square' and 'a blue square'"."""
+        first = {}
+        for span in self.decomposition.objects:
+            first.setdefault(span.ref[0], span.text)
+        quoted = [repr(first[i]) for i in groups]
+        return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
     def _span(self, token_index: int, kind: str, ref: tuple[int, ...]) -> Span:
         _, start, end = self.tokens[token_index]
         return Span(start, end, self.text[start:end], kind, ref)
 
-    def relation_ahead(self) -> bool:
-        return any(tuple(self.peek(k) for k in range(len(words))) == words for words, _ in _RELATION_TABLE)
+    def relation_ahead(self, k: int = 0) -> bool:
+        return self.phrase_ahead(_RELATION_TABLE, k) is not None
 
     def relation_then_np(self, subject: int) -> int:
         found = self.match_phrase(_RELATION_TABLE)
@@ -240,13 +334,21 @@ class _Reader:
             raise self.fail("a relation (" + ", ".join(vocab.RELATION_PHRASES) + ")")
         relation, start, end = found
         obj = self.noun_phrase()
+        if obj == subject:
+            span = self.decomposition.objects[-1]
+            raise self.error(span.start, span.end, f"{span.text!r} is the object the relation starts from; "
+                                                   f"nothing is {relation} itself")
         self.relations.append(Relation(subject, relation, obj))
         self.decomposition.relations.append(Span(start, end, self.text[start:end], "relation", (subject, obj)))
         return obj
 
     def clause(self) -> None:
+        if self.peek() == "there" and self.peek(1) in ("is", "are"):
+            self.pos += 2
         current = self.noun_phrase()
-        if self.relation_ahead():
+        k = 1 if self.peek() in ("is", "are") else 0  # "a red circle is left of ..."
+        if self.relation_ahead(k):
+            self.pos += k
             current = self.relation_then_np(current)
             while True:
                 k = 1 if self.peek() == "," else 0
@@ -264,7 +366,7 @@ class _Reader:
             k = 1 if self.peek() == "," else 0
             if self.peek(k) == "and":
                 k += 1
-            if k and self.peek(k) in _DETERMINERS:
+            if k and self.np_ahead(k):
                 self.pos += k
                 self.clause()
             else:

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from t2ikit.text.parser import ObjectPhrase, PromptParseError, PromptStructure, RelationPhrase, register_parser
 from t2ikit.world.caption import CaptionError, decompose, parse_caption
+from t2ikit.world.vocab import NUMBER_WORDS
+
+
+# determiners and counts
+_NOT_ATTRIBUTES = frozenset({"a", "an", "the", *NUMBER_WORDS.values(), *map(str, NUMBER_WORDS)})
 
 
 class ShapesWorldParser:
@@ -23,8 +28,11 @@ class ShapesWorldParser:
             raise PromptParseError(str(err)) from None
         objects = []
         for span in decompose(prompt).objects:  # the noun phrase ends with its shape word
-            noun = span.text.split()[-1]
-            objects.append(ObjectPhrase(span.start, span.end, span.end - len(noun), span.end, span.ref[0]))
+            words = span.text.split()
+            group = spec.groups[span.ref[0]]
+            attributes = tuple(w for w in words[:-1] if w.lower() not in _NOT_ATTRIBUTES)
+            objects.append(ObjectPhrase(span.start, span.end, span.end - len(words[-1]), span.end, span.ref[0],
+                                        noun=group.shape, count=group.count, attributes=attributes))
         relations = tuple(RelationPhrase(r.subject, r.relation, r.object) for r in spec.relations)
         return PromptStructure(prompt, tuple(objects), relations)
 

@@ -86,6 +86,21 @@ FILL_PHRASES: dict[str, str] = {
 }
 BACKGROUND_PHRASES: tuple[str, ...] = ("on a {} background", "against a {} background", "with a {} background")
 
+# Synonyms the parser reads but the grammar never writes: what users type. The training captions and the
+# model's word vocabulary (`caption_words`) leave them out, so a model trained on captions meets them as
+# unknown words; the parser maps them to the canonical names all the same.
+READ_SIZE_WORDS: dict[str, str] = {"tiny": "small", "huge": "large", "giant": "large", "enormous": "large"}
+READ_RELATION_PHRASES: dict[str, str] = {
+    "to the left side of": "left of",
+    "on the left side of": "left of",
+    "to the right side of": "right of",
+    "on the right side of": "right of",
+    "on top of": "above",
+    "on the top of": "above",
+    "atop": "above",
+    "underneath": "below",
+}
+
 # Words that are not names but hold captions together.
 FUNCTION_WORDS: tuple[str, ...] = (
     "a", "an", "the", "and", "of", "to", "on", "in", "as", "with", "against", "which", "that", "is",
