@@ -3,7 +3,8 @@
     text conditions (weighted prompt states, each with a scale, a step range, a mask, a priority)
     + the unconditional states (negative prompt; one per step after null-text inversion)
     + adapter residuals (T2I-Adapter) + attention hooks (an AttentionController)
-    + latent updates before each step (Attend-and-Excite, relation guidance) and after it (bootstrapping,
+    + SDXL's added conditioning per row (pooled text embeddings, size/crop time ids), beside each condition
+  + latent updates before each step (Attend-and-Excite, relation guidance) and after it (bootstrapping,
       blended editing)
 
 `t2ikit.diffusion.loop.sample` reads it; `T2IPipeline` builds it from a request, so every technique
@@ -37,6 +38,7 @@ class Conditioning:
     controller: AttentionController | None = None  # attention hooks for this call; its clock follows the steps
     before_step: list[BeforeStep] = field(default_factory=list)
     after_step: list[AfterStep] = field(default_factory=list)
+    uncond_added: dict | None = None  # SDXL: the unconditional rows' added_cond_kwargs (pooled negative, time ids)
 
     @classmethod
     def text(cls, cond: torch.Tensor, uncond: torch.Tensor | list | None = None, guidance: float = 1.0,

@@ -49,6 +49,7 @@ class Condition:
     mask: torch.Tensor | None = None  # (h, w) or (N, 1, h, w) in [0, 1] at latent size; None = everywhere
     priority: float = 1.0  # share of overlapping pixels: p_i / sum of covering p_j
     name: str = "text"
+    added: dict | None = None  # SDXL's added_cond_kwargs, one row per image: text_embeds (N, P), time_ids (N, 6)
 
     def active(self, step: int, num_steps: int) -> bool:
         f = step / max(num_steps, 1)

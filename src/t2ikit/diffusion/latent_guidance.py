@@ -225,8 +225,10 @@ class LatentGuidance:
     """
 
     def __init__(self, unet, tokenizer, parser: Parser | str | None, prompts: list[str], cond: torch.Tensor,
-                 config: ExciteConfig | None = None, words: list[list[str]] | None = None, strict: bool = True):
+                 config: ExciteConfig | None = None, words: list[list[str]] | None = None, strict: bool = True,
+                 added: dict | None = None):
         self.unet, self.cond = unet, cond
+        self.added = added  # SDXL: the conditional rows' added_cond_kwargs (pooled text, time ids); else None
         self.config = config = (config or ExciteConfig()).validate()
         prompts = list(prompts)
         if cond.shape[0] != len(prompts):
@@ -290,7 +292,8 @@ class LatentGuidance:
                 self._clear()
                 x = latents.detach().requires_grad_(True)
                 with torch.enable_grad():
-                    self.unet(scheduler.scale_model_input(x, t), t, encoder_hidden_states=self.cond, return_dict=False)
+                    self.unet(scheduler.scale_model_input(x, t), t, encoder_hidden_states=self.cond,
+                              added_cond_kwargs=self.added, return_dict=False)
                     grad, = torch.autograd.grad(self.loss(hw), x)
                 latents = (x - self.config._step_size(i) * grad).detach()
         finally:

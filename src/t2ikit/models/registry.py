@@ -22,9 +22,10 @@ ENV_VAR = "T2IKIT_MODELS"
 class ModelEntry:
     name: str  # folder name; what `--model NAME` accepts
     path: str  # absolute folder path
-    kind: str  # "t2ikit word-level", "sd1", "sd2", "sd" (another text width) or "missing"
-    params: int | None  # parameters of unet + vae + text_encoder, from safetensors headers
+    kind: str  # "t2ikit word-level", "sd1", "sd2", "sdxl" (`family`) or "missing"
+    params: int | None  # parameters of unet + vae + text encoder(s), from safetensors headers
     shipped: bool = False  # the model inside the package
+    prediction: str | None = None  # the scheduler's prediction_type: "epsilon" or "v_prediction"
 
 
 def shipped_model_path() -> Path:
@@ -55,23 +56,33 @@ def describe(path: Path, shipped: bool = False) -> ModelEntry:
     path = path.resolve()
     if not _is_model_folder(path):
         return ModelEntry(path.name, str(path), "missing", None, shipped)
-    kind = "sd"
+    kind, prediction = "sd1", None
     try:
         tok_config = json.loads((path / "tokenizer" / "tokenizer_config.json").read_text())
-        text_config = json.loads((path / "text_encoder" / "config.json").read_text())
-        if tok_config.get("t2ikit_words"):
-            kind = "t2ikit word-level"
-        else:
-            kind = {768: "sd1", 1024: "sd2"}.get(text_config.get("hidden_size"), "sd")
+        kind = "t2ikit word-level" if tok_config.get("t2ikit_words") else family(path)
+        prediction = json.loads((path / "scheduler" / "scheduler_config.json").read_text()).get(
+            "prediction_type", "epsilon")
     except (OSError, json.JSONDecodeError):
         pass
     try:
         params = sum(
-            _safetensors_params(f) for part in ("unet", "vae", "text_encoder") for f in (path / part).glob("*.safetensors")
+            _safetensors_params(f) for part in ("unet", "vae", "text_encoder", "text_encoder_2")
+            for f in (path / part).glob("*.safetensors")
         )
     except (OSError, ValueError, KeyError, struct.error):
         params = None
-    return ModelEntry(path.name, str(path), kind, params, shipped)
+    return ModelEntry(path.name, str(path), kind, params, shipped, prediction)
+
+
+def family(path: Path) -> str:
+    """"sdxl" (two text encoders), "sd2" (OpenCLIP text width 1024, or the linear-projection transformers SD 2
+    converts to at any width) or "sd1", from a Stable Diffusion folder's configs."""
+    index = json.loads((path / "model_index.json").read_text())
+    if index.get("_class_name") == "StableDiffusionXLPipeline" or "text_encoder_2" in index:
+        return "sdxl"
+    text = json.loads((path / "text_encoder" / "config.json").read_text())
+    unet = json.loads((path / "unet" / "config.json").read_text())
+    return "sd2" if text.get("hidden_size") == 1024 or unet.get("use_linear_projection") else "sd1"
 
 
 def known_models() -> list[ModelEntry]:
