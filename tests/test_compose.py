@@ -71,6 +71,8 @@ def techniques(pipe) -> dict:
         "excite": ({"excite": 500.0}, ["Attend and excite"]),
         "scales": ({"scales": {"text": 2.5}}, ["Condition scales"]),
         "capture": ({}, []),
+        "boxes": ({"boxes": ["0,0,8,16:red circle"], "box_guidance": 200.0}, ["Boxes"]),
+        "layout": ({"layout": "auto", "box_guidance": 200.0}, ["Layout"]),
     }
     for name in CONDITIONS:
         out[name] = ({name: _map(name), "adapters": {name: _adapter(pipe, name)}}, [f"{name.capitalize()} image"])
@@ -96,7 +98,7 @@ INCOMPATIBLE = {
     frozenset({"hier", "capture"}): SELF_COMPUTED,
     frozenset({"regions", "hier"}): OWN_TOKENS,
 }
-SAME_SETTING = [{"regions", "regions_noise"}, {"topk", "hier"}]  # two values of one setting, not a pair
+SAME_SETTING = [{"regions", "regions_noise"}, {"topk", "hier"}, {"boxes", "layout"}]  # two values of one setting, not a pair
 
 
 def _run(pipe, names, table):
@@ -111,9 +113,19 @@ def _run(pipe, names, table):
     return gen.latents, spec, store
 
 
+_ALONE: dict = {}  # a technique's latents alone, computed once per module (runs are deterministic)
+
+
+def _alone(pipe, names, table):
+    key = (id(pipe), tuple(names))
+    if key not in _ALONE:
+        _ALONE[key] = _run(pipe, names, table)[0]
+    return _ALONE[key]
+
+
 def _pairs():
     names = ["weighting", "negative", "regions", "regions_noise", "topk", "hier", "relation", "excite", "scales",
-             "capture", *CONDITIONS]
+             "capture", "boxes", "layout", *CONDITIONS]
     return [p for p in itertools.combinations(names, 2) if set(p) not in SAME_SETTING]
 
 
@@ -131,7 +143,7 @@ def test_every_pair_composes(pipe, pair):
         if name == "capture":
             assert store.sums, "the capture hook saw no attention"
             continue
-        alone = _run(pipe, [n for n in pair if n != name], table)[0] if len(pair) > 1 else None
+        alone = _alone(pipe, [n for n in pair if n != name], table)
         assert not torch.equal(both, alone), f"{name} did not act next to {[n for n in pair if n != name]}"
         for key in table[name][1]:
             assert key in spec.settings(), f"{name}: {key!r} missing from the PNG settings"
@@ -146,7 +158,7 @@ def test_everything_at_once(pipe, bpe_pipe, variant, tokenizer):
     table = techniques(pipe)
     extra = {"topk": ["regions_noise", "topk"], "hier": ["regions_noise", "hier"], "capture": ["regions_noise", "capture"],
              "regions": ["regions"]}
-    names = ["weighting", "negative", "relation", "excite", "scales", *CONDITIONS, *extra[variant]]
+    names = ["weighting", "negative", "relation", "excite", "scales", "boxes", *CONDITIONS, *extra[variant]]
     everything, spec, store = _run(pipe, names, table)
     assert torch.isfinite(everything).all() and (store is None or store.sums)
     settings = spec.settings()

@@ -25,18 +25,23 @@ import torch
 
 from t2ikit.attention.processor import AttentionController
 from t2ikit.attention.variants import hooks_from_spec
+from t2ikit.control.boxes import DEFAULT_BOX_GUIDANCE, DEFAULT_MASK_FRACTION, BoxAttentionHook, BoxGuidance, \
+    box_targets, parse_box
 from t2ikit.control.compose import WHITE, bootstrap_step, parse_scales, resolve_adapter
 from t2ikit.control.encoders import CONDITIONS, load_condition, to_batch
+from t2ikit.control.layout import LAYOUTS, plan_layout
 from t2ikit.control.reference import ReferenceAdapter
 from t2ikit.control.regions import REGION_MODES, Region, RegionAttentionHook, check_regions, latent_masks, \
     parse_region, region_context
+from t2ikit.diffusion.cache import BRANCHES, cached_denoiser, check_interval
 from t2ikit.diffusion.conditioning import Conditioning
-from t2ikit.diffusion.denoisers import unet_denoiser
 from t2ikit.diffusion.guidance import DEFAULT_MODE, MODES, Condition
 from t2ikit.diffusion.latent_guidance import ExciteConfig, LatentGuidance
 from t2ikit.diffusion.loop import initial_noise, sample
 from t2ikit.diffusion.samplers import DEFAULT_SAMPLER, check_sampler, make_scheduler, sampler_display_name
+from t2ikit.models.device import resolve_device, resolve_dtype
 from t2ikit.models.memory import check_memory
+from t2ikit.models.sdxl import DualTextEncoder, added_conditioning, is_sdxl_index
 from t2ikit.text.check import check_prompt
 from t2ikit.text.encoder import encode_prompts
 from t2ikit.text import instructions as _english  # noqa: F401  (registers the "english" parser, the default, and its instructions)
@@ -56,6 +61,9 @@ DEFAULT_GUIDANCE_SD = 7.5
 DEFAULT_GUIDANCE_WORD_LEVEL = 4.0
 DEFAULT_STEPS = 20
 DEFAULT_KEYS = ("steps", "guidance", "sampler", "relation_guidance")  # what t2ikit.json's "defaults" may set
+# fast=True: the settings benchmarks/fast.py measured as the best speed at CompBench within 2 points of the
+# default (docs/FAST.md); each is also its own switch, and one given explicitly wins over fast's.
+FAST_SETTINGS = {"cache_interval": 2, "cache_branch": "layer"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -99,11 +107,17 @@ def check_model_folder(path: str | os.PathLike) -> Path:
         if not safe:
             pickles += pickle
             missing.append(f"{name}/*.safetensors")
-    tok = root / "tokenizer"
-    if not (tok / "tokenizer.json").is_file() and not (
-        (tok / "vocab.json").is_file() and (tok / "merges.txt").is_file()
-    ):
-        missing.append("tokenizer/tokenizer.json (or tokenizer/vocab.json + tokenizer/merges.txt)")
+    xl = is_sdxl_index(_index_of(root))  # SDXL: a second text encoder and tokenizer
+    if xl:
+        safe, pickle = _weights(root / "text_encoder_2")
+        pickles += [] if safe else pickle
+        missing += [] if (root / "text_encoder_2" / "config.json").is_file() else ["text_encoder_2/config.json"]
+        missing += [] if safe else ["text_encoder_2/*.safetensors"]
+    for tok in [root / "tokenizer"] + ([root / "tokenizer_2"] if xl else []):
+        if not (tok / "tokenizer.json").is_file() and not (
+            (tok / "vocab.json").is_file() and (tok / "merges.txt").is_file()
+        ):
+            missing.append(f"{tok.name}/tokenizer.json (or {tok.name}/vocab.json + {tok.name}/merges.txt)")
     if pickles:
         raise ValueError(
             f"model folder {root} has only pickle-format weights ({', '.join(str(p.relative_to(root)) for p in pickles)}); "
@@ -114,6 +128,14 @@ def check_model_folder(path: str | os.PathLike) -> Path:
     return root
 
 
+def _index_of(root: Path) -> dict:
+    """model_index.json of `root` ({} when missing or unreadable: check_model_folder names that)."""
+    try:
+        return json.loads((root / "model_index.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
 def read_folder_config(root: Path) -> dict:
     """model_index.json and the optional t2ikit.json, checked to be SD-style components."""
     try:
@@ -122,6 +144,9 @@ def read_folder_config(root: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"model folder {root} has a corrupt JSON file: {err}") from None
     expected = {"text_encoder": {"CLIPTextModel"}, "tokenizer": {"CLIPTokenizer", "CLIPTokenizerFast"}}
+    if is_sdxl_index(index):
+        expected.update({"text_encoder_2": {"CLIPTextModelWithProjection"},
+                         "tokenizer_2": {"CLIPTokenizer", "CLIPTokenizerFast"}})
     for name, allowed in expected.items():
         entry = index.get(name)
         if not (isinstance(entry, list) and len(entry) == 2 and entry[1] in allowed):
@@ -157,6 +182,15 @@ class GenerationSpec:
     bootstrap: float = 0.0  # with regions: fraction of steps the latents outside all regions are reset
     background: tuple = WHITE  # the bootstrap's plain background colour, RGB in [0, 1]
     guidance_mode: str = DEFAULT_MODE  # how N conditions combine: "composed" or "nested"
+    boxes: list = field(default_factory=list)  # control.boxes.Box or "x0,y0,x1,y1:phrase": each phrase in its box(es)
+    box_guidance: float = DEFAULT_BOX_GUIDANCE  # step size of the boxes' latent update; 0 = off
+    box_mask: float = DEFAULT_MASK_FRACTION  # fraction of the steps with the boxes' attention masking; 0 = off
+    layout: str | None = None  # "auto": boxes planned from the parsed prompt per image (control.layout), seeded
+    cache_interval: int = 1  # DeepCache (diffusion.cache): the whole UNet every N-th step, its shallow branch between
+    cache_branch: str = BRANCHES[0]  # which shallow branch runs between ("layer" or "block", diffusion.cache)
+    latent_steps: int = ExciteConfig.excite_steps  # first sampling steps with a latent-guidance update (relation, excite)
+    latent_iterations: int = ExciteConfig.iterations  # gradient steps per latent-guided step
+    fast: bool = False  # FAST_SETTINGS for the settings not given (make_spec); recorded in the PNG
 
     @property
     def count(self) -> int:
@@ -202,7 +236,7 @@ class GenerationSpec:
                 f"size must be (height, width), positive multiples of {size_multiple} "
                 f"(the VAE's downsampling factor); got {self.size!r}"
             )
-        check_sampler(self.sampler)
+        self.sampler = check_sampler(self.sampler)  # a key or an AUTOMATIC1111 name -> the key
         for name in ("relation_guidance", "excite"):
             value = getattr(self, name)
             if not is_number(value) or value < 0:
@@ -232,6 +266,25 @@ class GenerationSpec:
             raise ValueError(f"background must be an RGB triple in [0, 1]; got {self.background!r}")
         if self.guidance_mode not in MODES:
             raise ValueError(f"unknown guidance mode {self.guidance_mode!r}; allowed: {', '.join(MODES)}")
+        if not isinstance(self.boxes, (list, tuple)):
+            raise ValueError(f"boxes must be a list of Box or 'x0,y0,x1,y1:phrase'; got {self.boxes!r}")
+        self.boxes = [parse_box(b, self.size) for b in self.boxes]
+        if not is_number(self.box_guidance) or not 0 <= self.box_guidance < 1e6:
+            raise ValueError(f"box_guidance must be a finite number >= 0 (0 = off); got {self.box_guidance!r}")
+        if not is_number(self.box_mask) or not 0 <= self.box_mask <= 1:
+            raise ValueError(f"box_mask must be a fraction of the steps in [0, 1]; got {self.box_mask!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(map(str, LAYOUTS))}; got {self.layout!r}")
+        if self.layout is not None and self.boxes:
+            raise ValueError("give boxes or layout='auto' (boxes planned from the prompt), not both")
+        check_interval(self.cache_interval)
+        if self.cache_branch not in BRANCHES:
+            raise ValueError(f"unknown cache_branch {self.cache_branch!r}; allowed: {', '.join(BRANCHES)}")
+        for name in ("latent_steps", "latent_iterations"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an int >= 0; got {getattr(self, name)!r}")
+        if not isinstance(self.fast, bool):
+            raise ValueError(f"fast must be True or False; got {self.fast!r}")
         return self
 
     def settings(self) -> dict:
@@ -260,6 +313,21 @@ class GenerationSpec:
             out["Background"] = ",".join(f"{v:g}" for v in self.background)
         if self.guidance_mode != DEFAULT_MODE:
             out["Guidance mode"] = self.guidance_mode
+        if self.boxes:
+            out["Boxes"] = "; ".join(b.spec() for b in self.boxes)
+        if self.layout is not None:
+            out["Layout"] = self.layout  # the plan is a function of the prompt and the image's seed
+        if self.boxes or self.layout is not None:
+            out["Box guidance"] = self.box_guidance
+            out["Box mask"] = self.box_mask
+        if self.fast:
+            out["Fast"] = True
+        if self.cache_interval != 1:
+            out["Cache interval"] = self.cache_interval
+            out["Cache branch"] = self.cache_branch
+        if self.relation_guidance > 0 or self.excite > 0:
+            if self.latent_steps != ExciteConfig.excite_steps or self.latent_iterations != ExciteConfig.iterations:
+                out["Latent guidance steps"] = f"{self.latent_steps}x{self.latent_iterations}"
         return out
 
 
@@ -300,6 +368,9 @@ def to_pil(images: torch.Tensor) -> list:
 class T2IPipeline:
     """The loaded components of a model folder and the calls that use them."""
 
+    zero_unconditional = False  # SDXL (force_zeros_for_empty_prompt): no negative prompt -> zero unconditional states
+    embedding_words: dict = {}  # textual-inversion word -> its tokens (load_embedding); several are expanded
+
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler_config: dict, path=None, defaults=None,
                  parser=None):
         self.unet = unet
@@ -326,8 +397,12 @@ class T2IPipeline:
     # --- loading ------------------------------------------------------------------------------------
 
     @classmethod
-    def from_folder(cls, path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, parser=None):
-        """Load a local diffusers SD folder (ours or SD 1.x/2.x); ValueError if missing, incomplete or pickle.
+    def from_folder(cls, path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
+                    parser=None):
+        """Load a local diffusers folder (ours, SD 1.x/2.x or SDXL); ValueError if missing, incomplete or pickle.
+
+        `device`: "cpu", "cuda", "mps" or "auto" (CUDA when present); `dtype`: "fp32", "fp16", "bf16" or a
+        torch dtype; None: fp16 on CUDA/MPS, fp32 on the CPU (t2ikit.models.device).
 
         `parser`: a text.parser.Parser or a registered name; default: the one the folder's t2ikit.json names,
         else DEFAULT_PARSER ("english").
@@ -335,6 +410,8 @@ class T2IPipeline:
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)
         root = check_model_folder(path)
         config = read_folder_config(root)
         load = {"local_files_only": True, "use_safetensors": True, "torch_dtype": dtype}
@@ -349,8 +426,17 @@ class T2IPipeline:
             text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", **load)
             tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer", local_files_only=True)
             scheduler_config = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+            xl = is_sdxl_index(config["index"])
+            if xl:  # SDXL: the two encoders read as one (t2ikit.models.sdxl)
+                from transformers import CLIPTextModelWithProjection
+
+                text_encoder = DualTextEncoder(
+                    text_encoder, CLIPTextModelWithProjection.from_pretrained(root / "text_encoder_2", **load),
+                    tokenizer, CLIPTokenizer.from_pretrained(root / "tokenizer_2", local_files_only=True))
         except (OSError, EnvironmentError, json.JSONDecodeError, RuntimeError, KeyError, TypeError) as err:
             raise ValueError(f"model folder {root} could not be loaded (corrupt or incompatible): {err}") from None
+        if xl and dtype == torch.float16 and vae.config.get("force_upcast", False):
+            vae = vae.float()  # SDXL's VAE overflows in fp16 (diffusers upcasts it the same way)
         for model in (unet, vae, text_encoder):
             model.requires_grad_(False).eval().to(device)
         defaults = config["t2ikit"].get("defaults", {})
@@ -358,7 +444,10 @@ class T2IPipeline:
         if unknown:
             raise ValueError(f"{root / T2IKIT_CONFIG}: unknown default(s) {sorted(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
         parser = default_parser_name(config) if parser is None else parser
-        return cls(unet, vae, text_encoder, tokenizer, scheduler_config, path=root, defaults=defaults, parser=parser)
+        pipe = cls(unet, vae, text_encoder, tokenizer, scheduler_config, path=root, defaults=defaults, parser=parser)
+        # diffusers' SDXL default: no negative prompt means zero unconditional states, not the empty prompt's
+        pipe.zero_unconditional = xl and config["index"].get("force_zeros_for_empty_prompt", True)
+        return pipe
 
     # --- geometry -----------------------------------------------------------------------------------
 
@@ -408,6 +497,14 @@ class T2IPipeline:
         about. As the model's default it guides the prompts it can read and leaves the rest alone.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else prompt
+        if self.embedding_words:  # a multi-vector embedding's word stands for its tokens
+            from t2ikit.models.embeddings import expand
+
+            prompts = [expand(p, self.embedding_words) if isinstance(p, str) else p for p in prompts]
+            if isinstance(negative_prompt, str):
+                negative_prompt = expand(negative_prompt, self.embedding_words)
+            elif isinstance(negative_prompt, (list, tuple)):
+                negative_prompt = [expand(p, self.embedding_words) if isinstance(p, str) else p for p in negative_prompt]
         if isinstance(negative_prompt, str):
             negative_prompt = [negative_prompt] * (len(prompts) if isinstance(prompts, list) else 1)
         elif negative_prompt is not None:
@@ -421,6 +518,9 @@ class T2IPipeline:
         if unknown:
             raise TypeError(f"unknown generation setting(s) {sorted(unknown)}")
         techniques = {k: v for k, v in techniques.items() if v is not None}
+        if techniques.get("fast") is True:  # fast's settings where the call gives none (FAST_SETTINGS)
+            steps = FAST_SETTINGS.get("steps") if steps is None else steps
+            techniques = {**{k: v for k, v in FAST_SETTINGS.items() if k != "steps"}, **techniques}
         techniques["adapters"] = dict(techniques.get("adapters") or {})
         techniques["scales"] = techniques.get("scales") or {}  # a dict or ["sketch=0.8", ...]: validate parses it
         techniques["regions"] = list(techniques.get("regions") or [])
@@ -465,6 +565,35 @@ class T2IPipeline:
             warnings.warn(f"relation guidance: {', '.join(map(repr, without))} states no relation it can guide "
                           f"({', '.join(RELATION_AXES)}); generated without it")
 
+    @property
+    def is_sdxl(self) -> bool:
+        """True for SDXL: two text encoders, and a UNet that reads pooled text and size/crop per row."""
+        return isinstance(self.text_encoder, DualTextEncoder)
+
+    def check_text_only(self, what: str) -> None:
+        """ValueError for SDXL in a path that runs the UNet on text states alone (inversion and edits, so far)."""
+        if self.is_sdxl:
+            raise ValueError(f"{what} does not run SDXL models yet (their UNet also reads pooled text and size "
+                             f"conditioning, which its passes do not carry); generate, explain and analyze do")
+
+    def _added(self, prompts: list[str], size: tuple[int, int], zero: bool = False) -> dict:
+        """SDXL's added_cond_kwargs for one image per plain prompt at `size` (H, W)."""
+        return added_conditioning(self.text_encoder, prompts, size, self.dtype, zero)
+
+    def load_lora(self, path: str | os.PathLike, scale: float = 1.0) -> list[str]:
+        """Merge a LoRA .safetensors file into the UNet and text encoder(s) at `scale` (t2ikit.models.lora)."""
+        from t2ikit.models.lora import load_lora
+
+        return load_lora(self, path, scale)
+
+    def load_embedding(self, path: str | os.PathLike, token: str | None = None) -> str:
+        """Add a textual-inversion .safetensors embedding; the word that writes it in prompts (t2ikit.models.embeddings)."""
+        from t2ikit.models.embeddings import load_embedding
+
+        word, tokens = load_embedding(self, path, token)
+        self.embedding_words = {**self.embedding_words, word: tokens}
+        return word
+
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """(B, T, D) text embeddings of plain prompts, as the UNet cross-attends to them."""
         return encode_prompts(self.tokenizer, self.text_encoder, prompts)
@@ -492,11 +621,11 @@ class T2IPipeline:
         `updates`: extra before-step latent updates (f(i, t, latents, scheduler) -> latents), after the spec's own.
         Everything is read and checked (condition images, adapters, regions, memory) before any compute.
         """
-        plan = self._plan(spec, hooks)
         if seeds is None:
             seeds = [spec.seed + k for k in range(spec.count)]
         elif len(seeds) != spec.count or not all(isinstance(s, int) and 0 <= s < 2**63 for s in seeds):
             raise ValueError(f"seeds must be {spec.count} ints in [0, 2**63), one per image; got {seeds!r}")
+        plan = self._plan(spec, hooks, seeds)
         if embeds is not None:
             if not isinstance(embeds[0], torch.Tensor) or embeds[0].ndim != 3 or embeds[0].shape[0] != spec.count:
                 raise ValueError(f"embeds[0] must be a ({spec.count}, T, D) tensor of text states; got "
@@ -505,14 +634,15 @@ class T2IPipeline:
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         h, w = spec.size[0] // self.vae_scale_factor, spec.size[1] // self.vae_scale_factor
         noise = initial_noise((spec.count, self.unet.config.in_channels, h, w), generators, self.device, self.dtype)
-        scheduler = make_scheduler(spec.sampler, self.scheduler_config)
+        scheduler = make_scheduler(spec.sampler, self.scheduler_config, seeds)
         scheduler.set_timesteps(spec.steps, device=self.device)
         c = self._conditioning(spec, plan, scheduler, (h, w))
         c.before_step.extend(updates)
         if c.controller is not None:
             c.controller.install(self.unet)
         try:
-            latents = sample(unet_denoiser(self.unet), scheduler, noise, c, generators, progress, callback)
+            denoiser = cached_denoiser(self.unet, spec.cache_interval, spec.cache_branch)  # 1: plain unet_denoiser
+            latents = sample(denoiser, scheduler, noise, c, generators, progress, callback)
         finally:
             if c.controller is not None:
                 c.controller.uninstall()
@@ -520,7 +650,23 @@ class T2IPipeline:
         images = self.decode(latents) if decode else None
         return Generation(latents=latents, images=images, spec=spec, seeds=seeds)
 
-    def _plan(self, spec: GenerationSpec, hooks) -> dict:
+    def plan_boxes(self, prompts: list[str], size: tuple[int, int], seeds: list[int]) -> list[list]:
+        """The layout planner's boxes (control.layout) of each plain prompt with its image's seed, read by this
+        model's parser; ValueError naming the prompt the parser cannot read or whose relations no layout holds."""
+        if self.parser is None:
+            raise ValueError("layout='auto' plans boxes from the objects a prompt parser reads, and this model names "
+                             f"none; give boxes=, or a parser ({', '.join(parser_names())})")
+        plans = []
+        for prompt, seed in zip(prompts, seeds):
+            try:
+                structure = self.parser.parse(prompt)
+            except PromptParseError as err:
+                raise ValueError(f"layout='auto' reads the prompt with the {self.parser.name} parser, which cannot "
+                                 f"read {prompt!r}: {err}") from None
+            plans.append(plan_layout(structure, size, seed))
+        return plans
+
+    def _plan(self, spec: GenerationSpec, hooks, seeds: list[int]) -> dict:
         """Read and check everything a request names (text, hooks, maps, adapters, regions) before compute."""
         for text in dict.fromkeys(spec.prompts):
             check_weighted_prompt(self.tokenizer, text, spec.weighting)
@@ -550,6 +696,13 @@ class T2IPipeline:
         if text_bound and regions and spec.region_mode == "attention":
             raise ValueError(f"{text_bound[0].name} attention reads each row's own prompt tokens, and attention-mode "
                              "regions append other prompts' tokens to every row: use region_mode='noise' with it")
+        box_targets_ = None
+        if spec.boxes or spec.layout is not None:  # phrases found in the prompts (before compute); masking is a hook
+            texts = [plain_text(p, spec.weighting) for p in spec.image_prompts()]
+            boxes = self.plan_boxes(texts, spec.size, seeds) if spec.layout is not None else [spec.boxes] * len(texts)
+            box_targets_ = box_targets(self.tokenizer, texts, boxes, spec.size)
+            if spec.box_mask > 0:
+                controller.add(BoxAttentionHook(box_targets_[0], box_targets_[1], spec.box_mask))
         region_hook = None
         if regions and spec.region_mode == "attention":  # added here so that a hook it cannot run with is refused now
             region_hook = controller.add(RegionAttentionHook(region_masks, [r.weight for r in regions], 0))
@@ -559,7 +712,7 @@ class T2IPipeline:
         rows = 1 + max(1, len(regions) if spec.region_mode == "noise" else 1)
         check_memory(self, spec.count, spec.size, rows_per_image=rows, hooks=controller.hooks,
                      grad=spec.relation_guidance > 0 or spec.excite > 0, what="generate")
-        return {"controller": controller, "maps": maps, "regions": regions,
+        return {"controller": controller, "maps": maps, "regions": regions, "boxes": box_targets_,
                 "region_masks": region_masks, "region_hook": region_hook, "adapters": adapters,
                 "to_bind": [h for h in named if hasattr(h, "bind")]}
 
@@ -573,6 +726,14 @@ class T2IPipeline:
         text = cond
         controller = plan["controller"]
         prompts = [plain_text(p, spec.weighting) for p in spec.image_prompts()]  # what hooks and parsers read
+        added = uncond_added = None
+        if self.is_sdxl:  # pooled text and size/crop per row (t2ikit.models.sdxl)
+            added = self._added(prompts, spec.size)
+            zero = self.zero_unconditional and spec.negative_prompts is None and "embeds" not in plan
+            if uncond is not None:
+                uncond = torch.zeros_like(uncond) if zero else uncond
+                uncond_added = self._added([plain_text(p, spec.weighting) for p in spec.image_negatives()],
+                                           spec.size, zero)
         regions = plan["regions"]
         region_names = [f"region {i}: {r.prompt}" for i, r in enumerate(regions)]  # noise mode: each its rows
         for hook in plan["to_bind"]:
@@ -594,30 +755,39 @@ class T2IPipeline:
         region_states = [encode_prompt_pair(self.tokenizer, self.text_encoder, [r.prompt] * spec.count, None,
                                             spec.weighting)[0] for r in regions]
         if regions and spec.region_mode == "attention":
-            conditions = [Condition(region_context(cond, region_states), text_scale, name="text+regions")]
+            conditions = [Condition(region_context(cond, region_states), text_scale, name="text+regions",
+                                    added=added)]
             uncond = region_context(uncond, [uncond] * len(regions))
             plan["region_hook"].tokens = cond.shape[1]  # tokens per prompt block, known once the text is encoded
         elif regions:  # noise space: one condition per region, the base prompt outside them
             lm = latent_masks(plan["region_masks"], latent_hw).to(self.device, self.dtype)
             outside = (1 - lm.sum(0)).clamp(min=0)
             region_scale = spec.scales.get("regions", text_scale)
-            conditions = [Condition(cond, text_scale, mask=outside, name="text")] + [
-                Condition(states, region_scale, mask=m, priority=r.weight, name=name)
+            conditions = [Condition(cond, text_scale, mask=outside, name="text", added=added)] + [
+                Condition(states, region_scale, mask=m, priority=r.weight, name=name,
+                          added=self._added([plain_text(r.prompt, spec.weighting)] * spec.count, spec.size)
+                          if self.is_sdxl else None)
                 for name, r, states, m in zip(region_names, regions, region_states, lm)]
         else:
-            conditions = [Condition(cond, text_scale, name="text")]
+            conditions = [Condition(cond, text_scale, name="text", added=added)]
         before = []
         for objective, size in (("relation", spec.relation_guidance), ("excite", spec.excite)):
             if size > 0 and self.parser is not None:  # unreadable prompts (checked in make_spec when asked) pass
                 before.append(LatentGuidance(self.unet, self.tokenizer, self.parser, prompts, text,
-                                             ExciteConfig(objective=objective, step_size=float(size)), strict=False))
+                                             ExciteConfig(objective=objective, step_size=float(size),
+                                                          excite_steps=spec.latent_steps,
+                                                          iterations=spec.latent_iterations), strict=False,
+                                             added=added))
+        if plan["boxes"] is not None and spec.box_guidance > 0:
+            before.append(BoxGuidance(self.unet, self.tokenizer, prompts, text, spec.boxes, spec.size,
+                                      spec.box_guidance, targets=plan["boxes"], added=added))
         after = []
         if regions and spec.bootstrap > 0:
             gens = [torch.Generator("cpu").manual_seed(spec.seed + k) for k in range(spec.count)]
             after.append(bootstrap_step(self, scheduler, plan["region_masks"], latent_hw, spec.background, spec,
                                         spec.bootstrap, gens))
         c = Conditioning(conditions, uncond, spec.guidance_mode, residuals, controller if controller.hooks else None,
-                         before, after)
+                         before, after, uncond_added)
         return c.check(latent_hw)
 
     @torch.no_grad()
@@ -627,7 +797,7 @@ class T2IPipeline:
         z = latents / config.scaling_factor
         if getattr(config, "shift_factor", None):
             z = z + config.shift_factor
-        images = self.vae.decode(z, return_dict=False)[0]  # (N, 3, H, W) in [-1, 1]
+        images = self.vae.decode(z.to(self.vae.dtype), return_dict=False)[0]  # (N, 3, H, W) in [-1, 1]
         return (images / 2 + 0.5).clamp(0, 1).float().cpu()
 
     def generate(

@@ -53,18 +53,22 @@ def _check_text(tokenizer, text: str, prompt: str):
 
 def explain(pipe, prompt: str, seed: int = 0, steps: int | None = None, guidance: float | None = None,
             sampler: str | None = None, mode: str = "a1111", layers=None, step_indices=None,
-            parser=None, progress: bool = False) -> Attribution:
-    """Generate `prompt` (weights allowed) with seed `seed` and return its image and per-word maps.
+            parser=None, progress: bool = False, size: tuple[int, int] | None = None,
+            relation_guidance: float | None = None) -> Attribution:
+    """Generate `prompt` (weights allowed) with seed `seed` at `size` (H, W; None: the model's) and return its
+    image and per-word maps.
 
     `layers`, `step_indices`: which cross-attention layers (substrings of their names) and sampling steps the
     maps average over (AttentionStore; None: all). `parser` (a text.parser.Parser): also one map per object
     phrase it reads ("a red circle"), the sum of its words' maps, labelled with the phrase.
+    `relation_guidance`: None samples with the model's default, as `generate` does, so a seed explains the
+    image `generate` made with it.
     """
     text = plain_text(prompt, mode)
     spans = _check_text(pipe.tokenizer, text, prompt)  # before any compute
     phrases = parser.parse(text).objects if parser is not None else ()  # PromptParseError before compute too
     store = AttentionStore(layers=layers, steps=step_indices)
-    spec = pipe.make_spec(prompt, None, steps, guidance, seed, 1, None, sampler, 0.0, weighting=mode)
+    spec = pipe.make_spec(prompt, None, steps, guidance, seed, 1, size, sampler, relation_guidance, weighting=mode)
     images = pipe.run(spec, progress=progress, hooks=[store]).images  # progress: a sampling bar on stderr
     size = tuple(images.shape[-2:])
     labels = word_labels(spans)

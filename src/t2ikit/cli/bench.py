@@ -35,7 +35,8 @@ def _oracle(args) -> int:
     if unknown:
         raise ValueError(f"unknown --categories {unknown}; allowed: {', '.join(CATEGORIES)}")
     conditions = tuple(c for c in args.conditions.split(",") if c)
-    result = oracle_accuracy(args.n, categories=categories, conditions=conditions, resolution=args.resolution)
+    result = oracle_accuracy(args.n, categories=categories, conditions=conditions, resolution=args.resolution,
+                             progress=not args.quiet)
     command = "t2ikit bench oracle " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "oracle"] else None
     result["command"] = command
     text = markdown(result) + f"\n\n{result['ms_per_image']:.2f} ms per image scored"
@@ -45,8 +46,9 @@ def _oracle(args) -> int:
 
 def _add_compbench(verbs) -> None:
     p = verbs.add_parser("compbench", help="compositional benchmark: the oracle over fixed prompt suites")
-    p.add_argument("--generator", default="ground-truth", choices=["ground-truth", "noise", "vae", "model"],
-                   help="what makes the images (ignored with --images); vae: the ground truth through the model's "
+    p.add_argument("--generator", default="model", choices=["model", "ground-truth", "noise", "vae"],
+                   help="what makes the images (ignored with --images): model (--model); ground-truth and noise, the "
+                        "reference rows (100%% and 0%% by construction); vae: the ground truth through the model's "
                         "autoencoder (what the truth's own layouts keep in its latent space)")
     p.add_argument("--model", default=None, help="model folder for --generator model or vae (default: the shipped one)")
     p.add_argument("--split", default="train", choices=["train", "heldout"])
@@ -56,7 +58,7 @@ def _add_compbench(verbs) -> None:
     p.add_argument("--n-prompts", type=int, default=None, help="prompts per category (default: 50)")
     p.add_argument("--seeds", type=int, default=None, help="image seeds per prompt (default: 2)")
     p.add_argument("--steps", type=int, default=20, help="sampling steps for --generator model")
-    p.add_argument("--size", type=int, default=None, help="image size for --generator model (default: the model's)")
+    p.add_argument("--size", default=None, help="WIDTHxHEIGHT of --generator model's images (default: the model's)")
     p.add_argument("--guidance", type=float, default=None,
                    help="CFG scale for --generator model (default: the model's, 4.0 for the shipped model)")
     p.add_argument("--relation-guidance", type=float, default=None, metavar="S",
@@ -70,6 +72,7 @@ def _add_compbench(verbs) -> None:
 
 def _compbench(args) -> int:
     from t2ikit.bench import compbench as cb
+    from t2ikit.cli.generate import parse_size
 
     suite_kwargs = {}
     if args.n_prompts is not None:
@@ -87,7 +90,9 @@ def _compbench(args) -> int:
             suite = cb.make_suite(split=args.split, **suite_kwargs)
         if args.model is not None and args.generator not in ("model", "vae"):
             raise ValueError(f"--model applies to --generator model or vae, not {args.generator}")
-        extra = {"size": (args.size, args.size)} if args.size is not None and args.generator == "model" else {}
+        if args.size is not None and args.generator != "model":
+            raise ValueError("--size applies to --generator model only")
+        extra = {"size": parse_size(args.size)} if args.size is not None else {}
         if args.guidance is not None:
             if args.generator != "model":
                 raise ValueError("--guidance applies to --generator model only")
@@ -102,7 +107,8 @@ def _compbench(args) -> int:
             extra["relation_guidance"] = args.relation_guidance
         from t2ikit.models.registry import SHIPPED_MODEL
 
-        generator = cb.make_generator(args.generator, model=args.model, steps=args.steps, **extra)
+        generator = cb.make_generator(args.generator, model=args.model, steps=args.steps, device=args.device,
+                                      dtype=args.dtype, **extra)
         save_dir = Path(args.out) / "images" if (args.out and args.save_images) else None
         name = args.generator if args.generator not in ("model", "vae") else f"{args.generator}:{args.model or SHIPPED_MODEL}"
         for key in ("guidance", "relation_guidance"):
@@ -110,8 +116,14 @@ def _compbench(args) -> int:
                 name += f",{key}={getattr(args, key):g}"
         with warnings.catch_warnings():  # most categories state no relation; the suite is not a mistake
             warnings.filterwarnings("ignore", message="relation guidance: ")
-            result = cb.run(suite, generator, batch_size=args.batch_size, save_images=save_dir, generator_name=name)
+            result = cb.run(suite, generator, batch_size=args.batch_size, save_images=save_dir, generator_name=name,
+                            progress=not args.quiet)
     _emit(args, result, cb.markdown(result), "compbench")
+    if args.out:
+        from t2ikit.bench.plots import plot_compbench
+
+        paths = plot_compbench(result, Path(args.out) / "compbench.png")
+        print(f"wrote {' and '.join(map(str, paths))}", file=sys.stderr)
     return 0
 
 
@@ -125,7 +137,7 @@ def _add_fusion(verbs) -> None:
     p.add_argument("--steps", type=int, default=d.steps, help="training steps per strategy (the budget)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per training step")
     p.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate")
-    p.add_argument("--size", default=d.size, help="UNet size (models.sizes)")
+    p.add_argument("--model-size", default=d.size, help="named UNet size of t2ikit.models.sizes (xs, s, m, ...)")
     p.add_argument("--seed", type=int, default=d.seed, help="model, data and noise seed")
     p.add_argument("--n-prompts", type=int, default=d.n_prompts, help="CompBench prompts per category")
     p.add_argument("--seeds", type=int, default=d.seeds, help="CompBench images per prompt")
@@ -156,17 +168,16 @@ def _fusion(args) -> int:
                             for k, v in result["retrofit"].items()])
     elif args.gates:
         result = fb.gate_study(steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                               sample_steps=args.sample_steps, out=args.out,
-                               log=lambda m: print(m, file=sys.stderr))
+                               sample_steps=args.sample_steps, out=args.out, progress=not args.quiet)
         text = "\n".join(f"{k}: {v:.5f}" for k, v in result["summary"].items())
     else:
         strategies = [s.strip() for s in args.strategies.split(";") if s.strip()]
         for s in strategies:
             parse_fusion(s)  # a clear error before loading or training anything
-        budget = fb.Budget(steps=args.steps, batch_size=args.batch_size, lr=args.lr, size=args.size, seed=args.seed,
+        budget = fb.Budget(steps=args.steps, batch_size=args.batch_size, lr=args.lr, size=args.model_size, seed=args.seed,
                            n_prompts=args.n_prompts, seeds=args.seeds, sample_steps=args.sample_steps,
                            timing_rounds=args.timing_rounds)
-        result = fb.compare(strategies, budget, log=lambda m: print(m, file=sys.stderr))
+        result = fb.compare(strategies, budget, progress=not args.quiet)
         text = fb.markdown(result)
     result["command"] = "t2ikit " + " ".join(sys.argv[1:])
     _emit(args, result, text, "fusion")
@@ -175,7 +186,7 @@ def _fusion(args) -> int:
 
 def _add_decomposition(verbs) -> None:
     p = verbs.add_parser("decomposition", help="CompBench subset: plain prompt vs component timestep weighting")
-    p.add_argument("--model", default=None, help="model folder (default: the shipped one)")
+    p.add_argument("--model", default=None, help="model folder or name (default: the shipped model)")
     p.add_argument("--amplitude", type=float, default=0.3, help="weight swing of the linear schedule, in [0, 1)")
     p.add_argument("--n-prompts", type=int, default=20, help="prompts per category")
     p.add_argument("--seeds", type=int, default=2, help="image seeds per prompt")
@@ -188,11 +199,11 @@ def _add_decomposition(verbs) -> None:
 
 def _decomposition(args) -> int:
     from t2ikit.analysis.decomposition import LinearSchedule, compare_compbench, markdown
-    from t2ikit.models.registry import shipped_model_path
+    from t2ikit.models.registry import resolve_model
     from t2ikit.pipeline import T2IPipeline
 
     LinearSchedule(args.amplitude)  # checks the amplitude before loading anything
-    pipe = T2IPipeline.from_folder(args.model or shipped_model_path())
+    pipe = T2IPipeline.from_folder(resolve_model(args.model), device=args.device, dtype=args.dtype)
     result = compare_compbench(pipe, amplitude=args.amplitude, n_prompts=args.n_prompts, seeds=args.seeds,
                                categories=tuple(args.categories.split(",")), steps=args.steps)
     _emit(args, result, markdown(result), "decomposition")
@@ -234,7 +245,8 @@ def _edit(args) -> int:
     if args.inversion:
         from t2ikit.cli.models import load_pipeline
 
-        result = eb.run_inversion(load_pipeline(args.model, args.threads), n=min(args.n, 8))
+        result = eb.run_inversion(load_pipeline(args.model, args.threads, args.device, args.dtype), n=min(args.n, 8),
+                                  progress=not args.quiet)
         result["command"] = "t2ikit bench edit " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "edit"] else None
         _emit(args, result, eb.inversion_markdown(result), "inversion")
         return 0
@@ -242,8 +254,8 @@ def _edit(args) -> int:
     if any(m != "ground-truth" for m in methods):
         from t2ikit.cli.models import load_pipeline
 
-        pipe = load_pipeline(args.model, args.threads)
-    result = eb.run(pipe, kinds, methods, n=args.n, steps=args.steps, guidance=args.guidance, progress=not args.json,
+        pipe = load_pipeline(args.model, args.threads, args.device, args.dtype)
+    result = eb.run(pipe, kinds, methods, n=args.n, steps=args.steps, guidance=args.guidance, progress=not args.quiet,
                     mask_dilate=args.mask_dilate, seed=eb.BENCH_SEED if args.seed is None else args.seed)
     result["command"] = "t2ikit bench edit " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "edit"] else None
     result["model"] = None if pipe is None else str(pipe.path)
@@ -255,12 +267,12 @@ def _add_sparse(verbs) -> None:
     p = verbs.add_parser("sparse", help="CompBench per sparse / hierarchical cross-attention variant")
     p.add_argument("variants", nargs="*", default=["dense", "topk:8", "topp:0.9", "prune", "hier:1/1/0"],
                    help="dense, topk:K, topp:P, prune (padding), prune:K, hier:W/P/S (default: a few of each)")
-    p.add_argument("--model", default=None, help="model folder (default: the shipped one)")
+    p.add_argument("--model", default=None, help="model folder or name (default: the shipped model)")
     p.add_argument("--n-prompts", type=int, default=16, help="prompts per category")
     p.add_argument("--seeds", type=int, default=1, help="image seeds per prompt")
     p.add_argument("--categories", default="colour_binding,shape_binding", help="comma-separated categories")
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
-    p.add_argument("--image-size", type=int, default=None, help="image side (default: the model's)")
+    p.add_argument("--size", default=None, help="WIDTHxHEIGHT of the images (default: the model's)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     p.add_argument("--out", default=None, help="also write sparse.json and sparse.md here")
     p.set_defaults(func=_sparse)
@@ -268,26 +280,31 @@ def _add_sparse(verbs) -> None:
 
 def _sparse(args) -> int:
     from t2ikit.attention.sparse import HookedPipeline
+    from t2ikit.cli.generate import parse_size
     from t2ikit.attention.variants import hooks_from_spec
     from t2ikit.bench.compbench import evaluate
-    from t2ikit.models.registry import shipped_model_path
+    from t2ikit.models.registry import resolve_model
     from t2ikit.pipeline import T2IPipeline
 
     for v in args.variants:
         hooks_from_spec(v)  # bad variants fail before the model loads
-    pipe = T2IPipeline.from_folder(args.model or shipped_model_path())
+    size = {} if args.size is None else {"size": parse_size(args.size)}
+    pipe = T2IPipeline.from_folder(resolve_model(args.model), device=args.device, dtype=args.dtype)
     cats = tuple(args.categories.split(","))
-    size = {} if args.image_size is None else {"size": (args.image_size, args.image_size)}
     result = {"config": {"n_prompts": args.n_prompts, "seeds": args.seeds, "steps": args.steps, "categories": cats},
               "variants": {}}
     lines = ["| variant | " + " | ".join(cats) + " |", "| --- |" + " --- |" * len(cats)]
+    from t2ikit.bench.progress import Timer, summary
+
+    timer = Timer()
     for v in args.variants:
         r = evaluate(HookedPipeline(pipe, lambda v=v: hooks_from_spec(v), v), "train", args.n_prompts, args.seeds,
-                     cats, steps=args.steps, **size)
+                     cats, steps=args.steps, progress=not args.quiet, **size)
         result["variants"][v] = r["per_category"]
         cells = [f"{r['per_category'][c]['accuracy']:.3f} [{r['per_category'][c]['ci95'][0]:.2f}, "
                  f"{r['per_category'][c]['ci95'][1]:.2f}]" for c in cats]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    summary(f"bench sparse: {len(args.variants)} variants in {timer}", not args.quiet)
     _emit(args, result, "\n".join(lines), "sparse")
     return 0
 
@@ -295,7 +312,7 @@ def _sparse(args) -> int:
 def _add_control(verbs) -> None:
     p = verbs.add_parser("control", help="control: region prompts, recolouring one object, consistency with conditions")
     p.add_argument("--sections", default="regions,attribute,consistency,conflict", help="comma-separated subset")
-    p.add_argument("--model", default=None, help="model folder (default: the shipped one)")
+    p.add_argument("--model", default=None, help="model folder or name (default: the shipped model)")
     p.add_argument("--n", type=int, default=12, help="scenes per section")
     p.add_argument("--seeds", type=int, default=2, help="image seeds per scene (regions)")
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
@@ -311,7 +328,7 @@ def _control(args) -> int:
 
     from t2ikit.bench import control as bc
     from t2ikit.control.compose import shipped_adapter
-    from t2ikit.models.registry import shipped_model_path
+    from t2ikit.models.registry import resolve_model
     from t2ikit.pipeline import T2IPipeline
 
     sections = tuple(s for s in args.sections.split(",") if s)
@@ -325,9 +342,9 @@ def _control(args) -> int:
     if not args.adapter:
         adapters = {c: shipped_adapter(c) for c in CONDITIONS if shipped_adapter(c) is not None}
     torch.set_num_threads(1)  # small models on a shared CPU: one thread is the fast setting
-    pipe = T2IPipeline.from_folder(args.model or shipped_model_path())
+    pipe = T2IPipeline.from_folder(resolve_model(args.model), device=args.device, dtype=args.dtype)
     result = bc.run(pipe, sections, n=args.n, seeds=args.seeds, steps=args.steps, adapters=adapters,
-                    progress=lambda m: print(m, file=sys.stderr, flush=True))
+                    progress=not args.quiet)
     result["command"] = "t2ikit bench control " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "control"] else None
     _emit(args, result, bc.markdown(result), "control")
     return 0
@@ -335,7 +352,7 @@ def _control(args) -> int:
 
 def _add_binding(verbs) -> None:
     p = verbs.add_parser("binding", help="CompBench binding/spatial: plain sampler vs Attend-and-Excite or relation guidance")
-    p.add_argument("--model", default=None, help="model folder (default: the shipped one)")
+    p.add_argument("--model", default=None, help="model folder or name (default: the shipped model)")
     p.add_argument("--n-prompts", type=int, default=20, help="prompts per category")
     p.add_argument("--seeds", type=int, default=2, help="image seeds per prompt")
     p.add_argument("--categories", default="colour_binding,shape_binding,spatial", help="comma-separated categories")
@@ -356,14 +373,14 @@ def _binding(args) -> int:
     import torch
 
     from t2ikit.analysis.excite import ExciteConfig, compare_binding, markdown
-    from t2ikit.models.registry import shipped_model_path
+    from t2ikit.models.registry import resolve_model
     from t2ikit.pipeline import T2IPipeline
 
     given = {k: v for k, v in (("excite_steps", args.excite_steps), ("step_size", args.step_size),
                                ("objective", args.objective)) if v is not None}
     config = dataclasses.replace(ExciteConfig(), **given).validate()  # checked before loading anything
     torch.set_num_threads(1)
-    pipe = T2IPipeline.from_folder(args.model or shipped_model_path())
+    pipe = T2IPipeline.from_folder(resolve_model(args.model), device=args.device, dtype=args.dtype)
     result = compare_binding(pipe, args.n_prompts, args.seeds, tuple(args.categories.split(",")), args.steps, config,
                              args.split)
     _emit(args, result, markdown(result), "binding")
@@ -378,6 +395,12 @@ def register(subparsers) -> None:
     verbs = parser.add_subparsers(dest="bench_verb", metavar="SUITE", required=True)
     for add in SUITES:
         add(verbs)
+    for suite in verbs.choices.values():  # every suite runs long enough to show progress
+        suite.add_argument("--quiet", action="store_true", help="no progress bars or summary line on stderr")
+    from t2ikit.cli.models import add_device_options
+
+    for name in ("compbench", "decomposition", "edit", "sparse", "control", "binding"):  # the suites that run a model
+        add_device_options(verbs.choices[name])
 
 
 def _emit(args, result: dict, text: str, name: str) -> None:

@@ -54,8 +54,13 @@ def register(subparsers) -> None:
     p.add_argument("--model", default=None, help="model folder or name (default: the shipped model)")
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--save-mask", default=None, help="also write the mask used to this PNG")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--json", action="store_true", help="print the written paths and parameters as JSON")
+    from t2ikit.cli.models import add_loading_options
+
+    add_loading_options(p)  # --device, --dtype, --lora, --embedding
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no notes on stderr")
     p.set_defaults(func=_edit)
 
 
@@ -84,6 +89,24 @@ def _edit_kind(args) -> str:
     return edit_kind(args.source, args.target)
 
 
+def _read_instruction(args) -> None:
+    """Read --instruction before the model loads, as the edit will: with Shapes World's reader, else with the
+    reader of the model folder's prompt parser (English for a Stable Diffusion folder); ValueError names the part."""
+    from t2ikit.models.registry import resolve_model
+    from t2ikit.pipeline import check_model_folder, default_parser_name, read_folder_config
+    from t2ikit.text.parser import get_instruction_reader
+    from t2ikit.world.instructions import parse_instruction
+
+    try:
+        parse_instruction(args.instruction)
+    except ValueError:
+        reader = get_instruction_reader(default_parser_name(read_folder_config(check_model_folder(
+            resolve_model(args.model)))))
+        if reader is None:
+            raise
+        reader.read(args.instruction)
+
+
 def _check_memory(pipe, options, size: tuple[int, int]) -> None:
     """Refuse an edit of an image of `size` the device cannot hold. Its passes run one after another
     (t2ikit.edit.run), so each is checked: the inversion (null-text's optimisation runs with gradients),
@@ -106,20 +129,19 @@ def _check_memory(pipe, options, size: tuple[int, int]) -> None:
 def _edit(args) -> int:
     import warnings
 
+    from t2ikit.cli.logs import report_warnings
     from t2ikit.cli.models import load_pipeline
     from t2ikit.cli.paths import check_output, input_image_size
     from t2ikit.edit import EditOptions, edit
-    from t2ikit.world.instructions import parse_instruction
-
-    out = check_output(args.out, (".png",), "--out")
+    out = check_output(args.out, (".png",), "--out", overwrite=args.overwrite)
     if args.save_mask:
-        check_output(args.save_mask, (".png",), "--save-mask")
+        check_output(args.save_mask, (".png",), "--save-mask", overwrite=args.overwrite)
     if args.instruction is None and (args.source is None or args.target is None):
         raise ValueError("give --source and --target, or --instruction")
     if args.instruction is not None:
         if args.target is not None:
             raise ValueError("give --target or --instruction, not both")
-        parse_instruction(args.instruction)  # before the model loads
+        _read_instruction(args)  # before the model loads
     from t2ikit.text.weighting import check_weighting
 
     check_weighting([p for p in (args.source, args.target) if p is not None], args.weighting)  # caret errors
@@ -134,14 +156,14 @@ def _edit(args) -> int:
         options = EditOptions.preset(args.preset, kind=_edit_kind(args), **common, **given)
     else:
         options = EditOptions(**common, **given).check()
-    pipe = load_pipeline(args.model, args.threads)
+    pipe = load_pipeline(args.model, args.threads, args.device, args.dtype, args.lora, args.embedding)
+    pipe.check_text_only("t2ikit edit")
     _check_memory(pipe, options, size)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = edit(pipe, args.image, args.source, args.target, instruction=args.instruction, options=options,
                       progress=not args.quiet)
-    for w in caught:
-        print(f"t2ikit edit: warning: {w.message}", file=sys.stderr)
+    report_warnings(caught, "edit")
     from PIL.PngImagePlugin import PngInfo
 
     from t2ikit.cli.info import PNG_KEY, format_parameters
@@ -150,14 +172,25 @@ def _edit(args) -> int:
                 "Model": pipe.name}
     if args.instruction is not None:
         settings["Edit instruction"] = args.instruction
+    text = format_parameters(result.target_prompts[0], None, settings)
     info = PngInfo()
-    info.add_text(PNG_KEY, format_parameters(result.target_prompts[0], None, settings))
+    info.add_text(PNG_KEY, text)
     out.parent.mkdir(parents=True, exist_ok=True)
     result.pil()[0].save(out, pnginfo=info)
+    mask_written = None
     if args.save_mask and result.mask is not None:
         from PIL import Image
 
         Image.fromarray((result.mask[0, 0].numpy() * 255).astype("uint8")).save(args.save_mask)
-    print(f"{result.source_prompts[0]!r} -> {result.target_prompts[0]!r}", file=sys.stderr)
+        mask_written = args.save_mask
+    if args.json:
+        import json
+
+        print(json.dumps({"image": str(out), "mask": mask_written, "source_prompt": result.source_prompts[0],
+                          "target_prompt": result.target_prompts[0], "settings": settings, "parameters": text},
+                         indent=2))
+        return 0
+    if not args.quiet:
+        print(f"{result.source_prompts[0]!r} -> {result.target_prompts[0]!r}", file=sys.stderr)
     print(out)
     return 0

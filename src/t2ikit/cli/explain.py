@@ -18,17 +18,23 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="image seed")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
+    p.add_argument("--size", default=None, help="WIDTHxHEIGHT in pixels (default: the model's)")
+    from t2ikit.cli.models import add_loading_options
+
+    add_loading_options(p)  # --device, --dtype, --lora, --embedding
     from t2ikit.text.weighting import DEFAULT_WEIGHTING, MODES
 
     p.add_argument("--weighting", default=DEFAULT_WEIGHTING, choices=MODES,
                    help="prompt weighting syntax: a1111 '(word:1.3)', compel 'word+', none (literal)")
     p.add_argument("--out", default="maps.png", help="output PNG of the image and one overlay per word")
     p.add_argument("--maps", default=None, help="also save the raw maps as JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --out and --maps files")
     p.add_argument("--overlap", action="store_true",
                    help="instead: mean share of object-word map mass inside oracle-detected object boxes")
     p.add_argument("--n-prompts", type=int, default=10, help="with --overlap: prompts per category")
     p.add_argument("--seeds", type=int, default=2, help="with --overlap: seeds per prompt")
     p.add_argument("--json", action="store_true", help="with --overlap: print JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=handler)
 
 
@@ -48,12 +54,14 @@ def handler(args) -> int:
     if args.overlap:
         if args.n_prompts < 1 or args.seeds < 1:
             raise ValueError(f"--n-prompts and --seeds must be >= 1, got {args.n_prompts}, {args.seeds}")
+        if args.size:
+            raise ValueError("--overlap scores the model's own size on the oracle's images; --size is for a PROMPT")
     else:
         if args.prompt is None:
             raise ValueError("give a PROMPT (or --overlap)")
-        check_output(args.out, (".png",), "--out")
+        check_output(args.out, (".png",), "--out", overwrite=args.overwrite)
         if args.maps:
-            check_output(args.maps, (), "--maps")
+            check_output(args.maps, (), "--maps", overwrite=args.overwrite)
         from t2ikit.text.weighting import plain_text
 
         if not plain_text(args.prompt, args.weighting).strip():
@@ -61,15 +69,21 @@ def handler(args) -> int:
 
     from t2ikit.analysis.attribution import attribution_overlap, explain, overlay
 
-    pipe = load_pipeline(args.model, threads=1)  # tiny models on shared CPUs: threads cost more than they give
+    from t2ikit.cli.generate import parse_size
+
+    size = parse_size(args.size) if args.size else None
+    # one thread: tiny models on shared CPUs, where threads cost more than they give
+    pipe = load_pipeline(args.model, 1, args.device, args.dtype, args.lora, args.embedding)
+    size = pipe.default_size if size is None else size
     guidance = pipe.defaults["guidance"] if args.guidance is None else args.guidance
     prompts = overlap_prompts(args.n_prompts) if args.overlap else [args.prompt]
     # one batch of every prompt x seed at the model's size, its cross-attention captured (AttentionStore)
-    check_memory(pipe, len(prompts) * (args.seeds if args.overlap else 1), pipe.default_size,
+    check_memory(pipe, len(prompts) * (args.seeds if args.overlap else 1), size,
                  rows_per_image=2 if guidance != 1.0 else 1, attention_maps=True, what="explain",
                  hint="use fewer --n-prompts or --seeds" if args.overlap else None)
     if args.overlap:
-        result = attribution_overlap(pipe, prompts, list(range(args.seeds)), args.steps, args.guidance)
+        result = attribution_overlap(pipe, prompts, list(range(args.seeds)), args.steps, args.guidance,
+                                     progress=not args.quiet)
         if args.json:
             print(json.dumps(result, indent=2))
         else:
@@ -82,7 +96,8 @@ def handler(args) -> int:
                           f"{r['overlap_ci'][1]:.3f}]  box share (uniform map) {r['baseline']:.3f}  "
                           f"lift {r['lift']:.2f} [{r['lift_ci'][0]:.2f}, {r['lift_ci'][1]:.2f}]")
         return 0
-    attr = explain(pipe, args.prompt, seed=args.seed, steps=args.steps, guidance=args.guidance, mode=args.weighting)
+    attr = explain(pipe, args.prompt, seed=args.seed, steps=args.steps, guidance=args.guidance, mode=args.weighting,
+                   size=size, progress=not args.quiet)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     overlay(attr).save(out)

@@ -15,9 +15,11 @@ from t2ikit.diffusion.conditioning import Conditioning
 from t2ikit.diffusion.guidance import combine
 
 
-def unet_call(unet, x: torch.Tensor, t, embeds: torch.Tensor, residuals: list[torch.Tensor] | None = None):
-    """One UNet prediction; `residuals` (per image) are repeated over the rows of a guidance batch."""
-    kwargs = {}
+def unet_call(unet, x: torch.Tensor, t, embeds: torch.Tensor, residuals: list[torch.Tensor] | None = None,
+              added: dict | None = None):
+    """One UNet prediction; `residuals` (per image) are repeated over the rows of a guidance batch; `added`:
+    SDXL's added_cond_kwargs (text_embeds, time_ids), one row per batch row."""
+    kwargs = {} if added is None else {"added_cond_kwargs": added}
     if residuals is not None:
         reps = x.shape[0] // residuals[0].shape[0]
         kwargs["down_intrablock_additional_residuals"] = [torch.cat([r] * reps) for r in residuals]
@@ -31,19 +33,29 @@ def unet_denoiser(unet):
         active = [k for k in c.conditions if k.active(step, num_steps)]
         if not active:  # every condition outside its step range: the unconditional prediction
             _layout(c, False, ("uncond",))
-            return unet_call(unet, x, t, c.uncond_at(step), c.residuals)
+            return unet_call(unet, x, t, c.uncond_at(step), c.residuals, c.uncond_added)
         if c.unguided(active):
             _layout(c, False, (active[0].name,))
-            return unet_call(unet, x, t, active[0].embeds, c.residuals)
+            return unet_call(unet, x, t, active[0].embeds, c.residuals, active[0].added)
         rows = 1 + len(active)
         # hooks that read "the cond half" need the 2-row layout [uncond; cond]; text-bound ones read the blocks
         _layout(c, rows == 2, ("uncond", *(k.name for k in active)))
         embeds = torch.cat([c.uncond_at(step)] + [k.embeds for k in active])  # (rows * N, T, D)
-        eps = unet_call(unet, torch.cat([x] * rows), t, embeds, c.residuals)
+        added = _rows_added([c.uncond_added] + [k.added for k in active])
+        eps = unet_call(unet, torch.cat([x] * rows), t, embeds, c.residuals, added)
         parts = list(eps.split(x.shape[0]))
         return combine(parts[0], parts[1:], c.conditions, step, num_steps, c.mode)
 
     return denoise
+
+
+def _rows_added(parts: list[dict | None]) -> dict | None:
+    """The added_cond_kwargs of a guidance batch [uncond; c_1; ...]: each key's rows concatenated in order."""
+    if parts[0] is None:  # a model without added conditioning (SD 1.x / 2.x)
+        return None
+    if any(p is None for p in parts):
+        raise ValueError("this model needs added conditioning (SDXL's pooled text and time ids) on every condition")
+    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
 
 def _layout(c: Conditioning, guided: bool, blocks: tuple[str, ...]) -> None:

@@ -1,0 +1,107 @@
+"""CompBench of the layout path against the shipped model's default generation, paired on the same items.
+
+    python benchmarks/layout_compbench.py OUT_DIR [--split train] [--n-prompts 25] [--seeds 2]
+        [--categories counting,complex,spatial,style] [--variants default,layout,layout+rg]
+    python benchmarks/layout_compbench.py OUT_DIR --timing 3   # cost: plain, default, layout interleaved
+
+Each variant's result is written to OUT_DIR/VARIANT.json when it finishes and skipped when that file exists, so
+an interrupted run resumes with the variants it has not finished. Variants: "default" (the model's defaults:
+relation guidance 200), "layout" (boxes planned from the prompt, `layout="auto"`, relation guidance off) and
+"layout+rg" (both). Prints per category the paired difference to "default" with its 95% bootstrap interval
+(t2ikit.bench.compbench.paired_difference) and each variant's seconds per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from t2ikit.bench import compbench as cb
+from t2ikit.models.registry import shipped_model_path
+from t2ikit.pipeline import T2IPipeline
+
+VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0}, "layout+rg": {"layout": "auto"},
+            "plain": {"relation_guidance": 0.0}}
+
+
+def timing(pipe, suite, variants: list[str], repeats: int) -> dict:
+    """Median ms/image of each variant, the variants interleaved item by item (batch 1) so that the machine's
+    load falls on all of them alike; the ratio of each to "plain"."""
+    import statistics
+    import time
+
+    ms = {v: [] for v in variants}
+    for _ in range(repeats):
+        for item in suite.items:
+            for v in variants:
+                t0 = time.perf_counter()
+                pipe.generate(item.prompt, seed=item.seed, progress=False, **VARIANTS[v])
+                ms[v].append(1000 * (time.perf_counter() - t0))
+    med = {v: statistics.median(x) for v, x in ms.items()}
+    return {v: {"ms_per_image": med[v], "vs_plain": med[v] / med["plain"]} for v in variants}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", help="folder for VARIANT.json results")
+    ap.add_argument("--split", default="train", choices=cb.SPLITS)
+    ap.add_argument("--n-prompts", type=int, default=25)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--categories", default="counting,complex,spatial,style")
+    ap.add_argument("--variants", default="default,layout,layout+rg")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--timing", type=int, default=0, metavar="N",
+                    help="instead: time plain, default and layout on N prompts per category (1 seed), interleaved, "
+                         "twice; print median ms/image and the ratio to plain")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or "default" not in variants:
+        ap.error(f"variants must include default and come from {', '.join(VARIANTS)}; got {args.variants}")
+    if args.timing:
+        torch.set_num_threads(args.threads)
+        pipe = T2IPipeline.from_folder(shipped_model_path())
+        suite = cb.make_suite(args.split, args.timing, 1, args.categories.split(","))
+        names = ["plain", *[v for v in args.variants.split(",") if v != "plain"]]
+        for v, r in timing(pipe, suite, names, 2).items():
+            print(f"{v}: {r['ms_per_image']:.0f} ms/image, x{r['vs_plain']:.2f} plain")
+        return 0
+    suite = cb.make_suite(args.split, args.n_prompts, args.seeds, args.categories.split(","))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = T2IPipeline.from_folder(shipped_model_path())
+    results = {}
+    for name in variants:
+        path = out / f"{name}.json"
+        if path.exists():
+            results[name] = json.loads(path.read_text())
+            continue
+        result = cb.run(suite, cb.pipeline_generator(pipe, **VARIANTS[name]), generator_name=name, progress=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result))
+        os.replace(tmp, path)  # a finished variant is never half-written
+        results[name] = result
+    images = len(suite.items)
+    for name, r in results.items():
+        print(f"{name}: overall {100 * r['overall']['accuracy']:.1f}%, {r['seconds']['generate'] / images:.2f} s/image")
+    for name in variants[1:]:
+        print(f"\n{name} - default ({args.split}, {args.n_prompts} prompts x {args.seeds} seeds per category)")
+        print("| category | n | default | variant | difference [95% paired bootstrap] | McNemar p |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for cat, d in cb.paired_difference(results["default"], results[name]).items():
+            lo, hi = d["ci95"]
+            print(f"| {cat} | {d['n']} | {100 * d['a']:.1f}% | {100 * d['b']:.1f}% | {100 * d['diff']:+.1f} "
+                  f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {d['mcnemar_p']:.3g} |")
+        cost = results[name]["seconds"]["generate"] / results["default"]["seconds"]["generate"]
+        print(f"cost vs default: x{cost:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

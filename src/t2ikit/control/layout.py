@@ -1,0 +1,147 @@
+"""Layout-first generation's planner: boxes from what a prompt says (objects, counts, sizes, relations).
+
+`plan_layout(structure, size, seed)` turns a parsed prompt (`t2ikit.text.parser.PromptStructure`, from any
+Parser) into one `t2ikit.control.boxes.Box` per object instance ("three red squares" gets three boxes), each
+as large as its size words ask, placed so that every stated relation holds between the boxes' centres and no
+two boxes overlap; the seed varies the layout. Planner and generator are separate: a plan is a list of boxes a
+user can read (`t2ikit layout PROMPT --json`), change, and pass as `boxes=`.
+
+Placement is sequential rejection sampling over seeded uniform positions: each box in turn takes the first
+position that overlaps no placed box and keeps every relation with the placed ones, the whole placement starts
+again when a box finds none, and the boxes shrink (SHRINK) only when no placement of the asked sizes is found;
+relations between groups apply to every pair of their instances. "near" asks the centres
+to be within NEAR of the image side; "in front of" puts the subject lower in the image and "behind" higher
+(the picture-plane reading of depth); the four image-plane relations need the offset along their axis to be at
+least MARGIN of the side and larger than the offset across it (the dominant-axis reading the oracle scores).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from t2ikit.control.boxes import Box
+from t2ikit.text.parser import PromptStructure
+
+# box side as a fraction of the image's shorter side, by the size an object's words ask for
+SIDES = {"small": 0.24, "medium": 0.31, "large": 0.38}
+SMALL_WORDS = frozenset({"small", "tiny", "little", "mini", "miniature"})
+LARGE_WORDS = frozenset({"big", "large", "huge", "giant", "enormous", "massive"})
+MARGIN = 0.08  # left of / right of / above / below: centres this far apart along the axis (fraction of side)
+NEAR = 0.45  # near: centres within this distance (fraction of side)
+PAD = 0.02  # boxes keep this distance from the image's edge (fraction of side)
+RESTARTS = 200  # fresh placements tried at each size before the boxes shrink
+TRIES_PER_BOX = 60  # positions tried for one box against the boxes already placed
+SHRINK = (1.0, 0.85, 0.72, 0.6)  # box sizes (times SIDES) tried in turn when the asked sizes do not fit
+LAYOUTS = (None, "auto")  # GenerationSpec.layout: none, or planned from the parsed prompt
+
+# relation -> predicate on (subject centre, object centre) in fractions of the image side, y down; the four
+# image-plane relations take the dominant-axis reading (the offset along the relation's axis is at least MARGIN
+# and larger than the offset across it: "left of" is not "far above and a little left of")
+_HOLDS = {
+    "left of": lambda s, o: o[0] - s[0] >= max(MARGIN, abs(o[1] - s[1])),
+    "right of": lambda s, o: s[0] - o[0] >= max(MARGIN, abs(o[1] - s[1])),
+    "above": lambda s, o: o[1] - s[1] >= max(MARGIN, abs(o[0] - s[0])),
+    "below": lambda s, o: s[1] - o[1] >= max(MARGIN, abs(o[0] - s[0])),
+    "near": lambda s, o: float(np.hypot(s[0] - o[0], s[1] - o[1])) <= NEAR,
+    "in front of": lambda s, o: s[1] - o[1] >= MARGIN,
+    "behind": lambda s, o: o[1] - s[1] >= MARGIN,
+}
+
+
+def object_size(attributes: tuple[str, ...]) -> str:
+    """"small", "medium" or "large" from an object's attribute words."""
+    words = {a.lower() for a in attributes}
+    if words & SMALL_WORDS:
+        return "small"
+    if words & LARGE_WORDS:
+        return "large"
+    return "medium"
+
+
+def _phrases(structure: PromptStructure) -> list[tuple[str, int, str]]:
+    """(phrase text of its first mention, instances, size) per object group."""
+    out = {}
+    for o in structure.objects:
+        if o.group in out:
+            continue
+        out[o.group] = (structure.prompt[o.start:o.end].strip(), max(1, o.count or 1), object_size(o.attributes))
+    return [out[g] for g in sorted(out)]
+
+
+def plan_layout(structure: PromptStructure, size: tuple[int, int], seed: int = 0) -> list[Box]:
+    """One Box per object instance of `structure` in an image of `size` (height, width) (module docstring);
+    ValueError naming the prompt when no layout satisfies its relations with boxes apart."""
+    groups = _phrases(structure)
+    if not groups:
+        raise ValueError(f"the prompt {structure.prompt!r} names no object to place")
+    h, w = size
+    side = min(h, w)
+    instances = [(g, SIDES[sz] * side) for g, (_, count, sz) in enumerate(groups) for _ in range(count)]
+    relations = [r for r in structure.relations if r.relation in _HOLDS]
+    rng = np.random.default_rng(seed)
+    pad = int(round(PAD * side))
+    for scale in SHRINK:  # boxes shrink only when no layout of the asked sizes is found
+        for _ in range(RESTARTS):
+            placed = _place(instances, relations, scale, (h, w), pad, side, rng)
+            if placed is not None:
+                return [Box(x0, y0, x0 + s, y0 + s, groups[g][0]) for g, x0, y0, s in placed]
+    stated = ", ".join(f"{groups[r.subject][0]!r} {r.relation} {groups[r.object][0]!r}" for r in relations)
+    raise ValueError(f"no layout of {len(instances)} boxes apart in a {w}x{h} image satisfies "
+                     f"{stated or 'the prompt'} ({structure.prompt!r}): fewer objects or a larger image")
+
+
+def _place(instances, relations, scale: float, size: tuple[int, int], pad: int, side: int, rng):
+    """Boxes placed one after another, each at the first of TRIES_PER_BOX seeded positions that overlaps no
+    placed box and keeps every relation with the placed ones; None when one cannot be placed."""
+    h, w = size
+    placed = []
+    for g, base in instances:
+        s = max(1, int(round(base * scale)))
+        for _ in range(TRIES_PER_BOX):
+            x0 = int(rng.integers(pad, max(pad + 1, w - s - pad + 1)))
+            y0 = int(rng.integers(pad, max(pad + 1, h - s - pad + 1)))
+            candidate = placed + [(g, x0, y0, s)]
+            if not _overlap(candidate) and _relations_hold(candidate, relations, side):
+                placed = candidate
+                break
+        else:
+            return None
+    return placed
+
+
+def _overlap(placed) -> bool:
+    for i, (_, ax, ay, a) in enumerate(placed):
+        for _, bx, by, b in placed[i + 1:]:
+            if ax < bx + b and bx < ax + a and ay < by + b and by < ay + a:
+                return True
+    return False
+
+
+def _relations_hold(placed, relations, side: int) -> bool:
+    centres: dict[int, list[tuple[float, float]]] = {}
+    for g, x0, y0, s in placed:
+        centres.setdefault(g, []).append(((x0 + s / 2) / side, (y0 + s / 2) / side))
+    for r in relations:
+        holds = _HOLDS[r.relation]
+        if not all(holds(sc, oc) for sc in centres.get(r.subject, []) for oc in centres.get(r.object, [])):
+            return False
+    return True
+
+
+def draw_layout(boxes: list[Box], size: tuple[int, int], scale: int = 4):
+    """A PIL image of the plan: each box outlined in its own colour with its phrase, `scale` times the image."""
+    from PIL import Image, ImageDraw
+
+    h, w = size
+    image = Image.new("RGB", (w * scale, h * scale), "white")
+    draw = ImageDraw.Draw(image)
+    palette = [(220, 50, 47), (38, 139, 210), (133, 153, 0), (211, 54, 130), (181, 137, 0), (42, 161, 152)]
+    colour = {p: palette[k % len(palette)] for k, p in enumerate(dict.fromkeys(b.phrase for b in boxes))}
+    for b in boxes:
+        xy = (b.x0 * scale, b.y0 * scale, b.x1 * scale - 1, b.y1 * scale - 1)
+        draw.rectangle(xy, outline=colour[b.phrase], width=max(2, scale // 2))
+        draw.text((xy[0] + 4, xy[1] + 3), b.phrase, fill=colour[b.phrase])
+    return image
+
+
+__all__ = ["LAYOUTS", "LARGE_WORDS", "MARGIN", "NEAR", "SIDES", "SMALL_WORDS", "draw_layout", "object_size", "plan_layout"]

@@ -1,0 +1,188 @@
+"""Boxes (control.boxes) and the layout planner (control.layout): parsing, the energy, the latent update, the
+attention mask, plans that hold their relations, and the pipeline and CLI paths."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tiny import make_tiny_sd_folder
+
+from t2ikit.cli import main
+from t2ikit.control.boxes import Box, BoxAttentionHook, BoxGuidance, box_loss, box_targets, parse_box
+from t2ikit.control.layout import draw_layout, object_size, plan_layout
+from t2ikit.pipeline import T2IPipeline
+from t2ikit.text.parser import ObjectPhrase, PromptStructure, RelationPhrase, get_parser
+
+SIZE = 16  # the tiny folder's images
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    return T2IPipeline.from_folder(make_tiny_sd_folder(tmp_path_factory.mktemp("boxes") / "m", "dpmpp_2m"))
+
+
+def test_boxes_parse_and_bad_ones_say_why():
+    assert parse_box(" 0, 2,8,10 : a red circle", (16, 16)) == Box(0, 2, 8, 10, "a red circle")
+    assert parse_box("0,2,8,10:a red circle").spec() == "0,2,8,10:a red circle"
+    for text, why in [("0,0,8:a red circle", "x0,y0,x1,y1:phrase"), ("0,0,8,8:", "x0,y0,x1,y1:phrase"),
+                      ("0,0,8,8", "x0,y0,x1,y1:phrase"), ("4,0,2,8:a red circle", "not inside"),
+                      ("0,0,8,17:a red circle", "not inside the 16x16 image")]:
+        with pytest.raises(ValueError, match=why):
+            parse_box(text, (16, 16))
+
+
+def test_targets_find_each_phrase_per_image_and_refuse_a_missing_one(pipe):
+    boxes = [Box(0, 0, 8, 8, "red circle"), Box(8, 8, 16, 16, "blue square"), Box(0, 8, 8, 16, "red circle")]
+    member, masks, real = box_targets(pipe.tokenizer, ["a red circle and a blue square"], [boxes], (16, 16))
+    assert member.shape[:2] == (1, 2) and masks.shape == (1, 2, 2, 16, 16)
+    assert real.tolist() == [[[True, True], [True, False]]]  # "red circle" has two boxes, "blue square" one
+    assert member[0, 0].sum() == 2 and member[0, 1].sum() == 2  # two words each (word-level tokenizer)
+    assert masks[0, 0, 1, 8:, :8].all() and masks[0, 0, 1].sum() == 64
+    with pytest.raises(ValueError, match="'green triangle' is not a phrase of the prompt"):
+        box_targets(pipe.tokenizer, ["a red circle"], [[Box(0, 0, 8, 8, "green triangle")]], (16, 16))
+
+
+def _maps(inside: float) -> list:
+    """One 4x4 layer: token 1 puts `inside` of its attention on the top-left 2x2 cells, the rest spread."""
+    a = torch.full((1, 1, 16, 3), 1.0 / 16)
+    cells = torch.full((4, 4), (1 - inside) / 12)
+    cells[:2, :2] = inside / 4
+    a[0, 0, :, 1] = cells.flatten()
+    return [((4, 4), a)]
+
+
+def test_energy_falls_as_the_phrase_attends_inside_its_box():
+    member = torch.tensor([[[0.0, 1.0, 0.0]]])
+    masks = torch.zeros(1, 1, 1, 16, 16)
+    masks[..., :8, :8] = 1
+    real = torch.ones(1, 1, 1, dtype=torch.bool)
+    energies = [float(box_loss(_maps(f), member, masks, real)) for f in (0.1, 0.5, 0.9, 1.0)]
+    assert energies == sorted(energies, reverse=True) and energies[-1] == pytest.approx(0.0, abs=1e-6)
+    # a box with no peak in it costs the presence term; an image without the phrase costs nothing
+    assert float(box_loss(_maps(0.0), member, masks, real)) == pytest.approx(2.0)
+    assert float(box_loss(_maps(0.0), torch.zeros_like(member), masks, real)) == 0.0
+
+
+def test_guidance_moves_the_latent_each_image_on_its_own(pipe):
+    prompts = ["a red circle and a blue square", "a green triangle"]
+    boxes = [[Box(0, 0, 8, 8, "red circle")], [Box(8, 8, 16, 16, "green triangle")]]
+
+    def run(**kw):
+        spec = pipe.make_spec(prompts, steps=3, seed=4, relation_guidance=0.0, **kw)
+        return pipe.run(spec, decode=False, progress=False, updates=[])
+
+    plain = pipe.make_spec(prompts, steps=3, seed=4, relation_guidance=0.0)
+    cond = pipe.encode_text(prompts)
+    guided = pipe.run(plain, decode=False, progress=False,
+                      updates=[BoxGuidance(pipe.unet, pipe.tokenizer, prompts, cond, boxes, (SIZE, SIZE), 200.0,
+                                           steps=2)]).latents
+    base = run().latents
+    assert not torch.allclose(guided, base, atol=1e-5)
+    one = pipe.run(pipe.make_spec(prompts[1], steps=3, seed=5, relation_guidance=0.0), decode=False, progress=False,
+                   updates=[BoxGuidance(pipe.unet, pipe.tokenizer, prompts[1:], cond[1:], boxes[1], (SIZE, SIZE),
+                                        200.0, steps=2)]).latents
+    torch.testing.assert_close(one[0], guided[1], atol=1e-4, rtol=0)  # a batch equals its items (batched passes reorder float sums)
+
+
+def test_attention_mask_hides_a_phrase_outside_its_box_in_the_prompt_rows_only():
+    from t2ikit.attention.processor import AttentionContext
+
+    member = torch.tensor([[[0.0, 1.0, 0.0]]])
+    masks = torch.zeros(1, 1, 1, 4, 4)
+    masks[..., :2, :2] = 1
+    hook = BoxAttentionHook(member, masks, fraction=0.5)
+    probs = torch.full((2, 1, 16, 3), 1 / 3)
+    ctx = AttentionContext("l", True, 0, 4, 1.0, 16, (4, 4), True, ("uncond", "text"))
+    out = hook.on_probs(ctx, probs)
+    torch.testing.assert_close(out[0], probs[0])  # the unconditional row is left alone
+    q = out[1, 0].reshape(4, 4, 3)
+    assert (q[:2, :2, 1] > 0.3).all() and (q[2:, :, 1] == 0).all() and (q[:, 2:, 1] == 0).all()
+    torch.testing.assert_close(out.sum(-1), torch.ones(2, 1, 16))
+    assert not hook.applies(AttentionContext("l", True, 2, 4, 1.0, 16, (4, 4), True))  # past half the steps
+
+
+def test_plans_place_every_instance_apart_with_their_relations_and_sizes():
+    parse = get_parser("shapes-world").parse
+    structure = parse("three small red squares above a big blue circle")
+    plan = plan_layout(structure, (64, 64), seed=1)
+    assert [b.phrase for b in plan] == ["three small red squares"] * 3 + ["a big blue circle"]
+    sides = [b.x1 - b.x0 for b in plan]
+    assert sides[0] < sides[3]  # small vs big
+    for i, a in enumerate(plan):
+        assert 0 <= a.x0 < a.x1 <= 64 and 0 <= a.y0 < a.y1 <= 64
+        for b in plan[i + 1:]:
+            assert a.x1 <= b.x0 or b.x1 <= a.x0 or a.y1 <= b.y0 or b.y1 <= a.y0  # apart
+    circle_y = (plan[3].y0 + plan[3].y1) / 2
+    assert all((b.y0 + b.y1) / 2 < circle_y for b in plan[:3])  # the squares above the circle
+    assert plan_layout(structure, (64, 64), seed=1) == plan and plan_layout(structure, (64, 64), seed=2) != plan
+    english = get_parser("english").parse("a cat to the left of a dog")
+    cat, dog = plan_layout(english, (512, 512), seed=3)
+    assert (cat.x0 + cat.x1) / 2 < (dog.x0 + dog.x1) / 2
+    assert object_size(("tiny", "red")) == "small" and object_size(("huge",)) == "large"
+    both_ways = PromptStructure("a cat and a dog", (ObjectPhrase(0, 5, 2, 5, 0), ObjectPhrase(10, 15, 12, 15, 1)),
+                                (RelationPhrase(0, "left of", 1), RelationPhrase(1, "left of", 0)))
+    with pytest.raises(ValueError, match="no layout of 2 boxes apart"):
+        plan_layout(both_ways, (64, 64), seed=0)
+    assert draw_layout(plan, (64, 64)).size == (256, 256)
+
+
+def test_generate_with_boxes_and_with_a_planned_layout(pipe):
+    base = dict(steps=3, seed=2, relation_guidance=0.0)
+    plain = pipe.run(pipe.make_spec("a red circle", **base), decode=False, progress=False).latents
+    boxed = pipe.run(pipe.make_spec("a red circle", boxes=["0,0,8,8:red circle"], box_guidance=200.0, **base),
+                     decode=False, progress=False)
+    assert not torch.allclose(boxed.latents, plain, atol=1e-5)
+    assert boxed.spec.settings()["Boxes"] == "0,0,8,8:red circle"
+    masked = pipe.run(pipe.make_spec("a red circle", boxes=["0,0,8,8:red circle"], box_guidance=0.0, box_mask=1.0,
+                                     **base), decode=False, progress=False).latents
+    assert not torch.allclose(masked, plain, atol=1e-5)  # the mask alone acts too
+    planned = pipe.run(pipe.make_spec(["a red circle above a blue square", "two green triangles"], layout="auto",
+                                      box_guidance=200.0, **base), decode=False, progress=False)
+    assert planned.spec.settings()["Layout"] == "auto" and torch.isfinite(planned.latents).all()
+    for bad, why in [(dict(boxes=["0,0,8,8:a blue square"]), "not a phrase of the prompt"),
+                     (dict(boxes=["0,0,8,8:red circle"], layout="auto"), "not both"),
+                     (dict(layout="manual"), "layout must be one of"),
+                     (dict(boxes=["0,0,8,8:red circle"], box_mask=2.0), "box_mask must be"),
+                     (dict(layout="auto", prompt="a red blob"), "cannot read")]:
+        prompt = bad.pop("prompt", "a red circle")
+        with pytest.raises(ValueError, match=why):
+            pipe.run(pipe.make_spec(prompt, **base, **bad), progress=False)
+
+
+def test_cli_box_layout_and_plan(pipe, tmp_path, capsys):
+    model = str(pipe.path)
+    out = tmp_path / "b.png"
+    assert main(["generate", "a red circle above a blue square", "--model", model, "--steps", "2", "--seed", "1",
+                 "--box", "0,0,16,8:red circle", "--box", "0,8,16,16:blue square", "--out", str(out),
+                 "--quiet"]) == 0
+    assert main(["info", str(out)]) == 0
+    assert "Boxes: \"0,0,16,8:red circle; 0,8,16,16:blue square\"" in capsys.readouterr().out
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from", str(out), "--model", model, "--out", str(again), "--quiet"]) == 0
+    assert np.array_equal(np.asarray(__import__("PIL.Image").Image.open(out)),
+                          np.asarray(__import__("PIL.Image").Image.open(again)))  # the PNG re-runs its boxes
+    capsys.readouterr()
+    assert main(["layout", "two red circles left of a blue square", "--model", model, "--json", "--seed", "3",
+                 "--out", str(tmp_path / "plan.png")]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [b["phrase"] for b in plan["boxes"]] == ["two red circles"] * 2 + ["a blue square"]
+    assert (tmp_path / "plan.png").is_file()
+    assert main(["generate", "a red circle", "--model", model, "--box", "0,0,8,8:blue square",
+                 "--out", str(tmp_path / "x.png")]) == 2
+    assert "not a phrase of the prompt" in capsys.readouterr().err
+    assert main(["generate", "a red circle", "--model", model, "--box-guidance", "5",
+                 "--out", str(tmp_path / "x.png")]) == 2
+    assert "give --box or --layout auto" in capsys.readouterr().err
+
+
+def test_the_web_ui_backend_reaches_boxes_and_layouts(pipe, tmp_path):
+    pytest.importorskip("gradio")  # the backend is plain Python; the UI extra is installed with the tests in CI
+    from t2ikit.ui.backend import Backend, GenerateRequest
+
+    backend = Backend(str(pipe.path), outdir=tmp_path)
+    spec, _ = backend.make_spec(GenerateRequest("a red circle above a blue square", seed=1, steps=2,
+                                                regions=[[0, 0, 16, 8, "red circle"]], region_mode="boxes"))
+    assert spec.boxes == [parse_box("0,0,16,8:red circle")] and spec.regions == []
+    spec, _ = backend.make_spec(GenerateRequest("a red circle above a blue square", seed=1, steps=2, layout=True))
+    assert spec.layout == "auto" and "Layout" in spec.settings()

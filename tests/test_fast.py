@@ -1,0 +1,136 @@
+"""The fast path on a tiny model: feature caching (t2ikit.diffusion.cache), fast=True, `t2ikit generate --fast`."""
+
+import pytest
+import torch
+
+from tiny import generate_with, tiny_components
+from t2ikit.attention.capture import AttentionStore
+from t2ikit.diffusion.cache import BRANCHES, FeatureCache, cached_denoiser
+from t2ikit.diffusion.conditioning import Conditioning
+from t2ikit.diffusion.denoisers import unet_denoiser
+from t2ikit.diffusion.loop import sample
+from t2ikit.diffusion.samplers import make_scheduler
+from t2ikit.pipeline import FAST_SETTINGS
+
+PROMPT = "a red circle to the left of a blue square"
+
+
+@pytest.mark.parametrize("branch", BRANCHES)
+def test_shallow_branch_on_fresh_features_is_the_full_unet(branch):
+    """On the input that produced the cached deep features, the shallow branch reproduces the whole UNet:
+    the skip connections, time embedding and output head are wired as the UNet wires them."""
+    unet = tiny_components()["unet"]
+    x, e, t = torch.randn(3, 4, 8, 8), torch.randn(3, 16, 32), torch.tensor(700)
+    with torch.no_grad():
+        ref = unet(x, t, encoder_hidden_states=e, return_dict=False)[0]
+        cache = FeatureCache(unet, branch)
+        full = cache(x, t, encoder_hidden_states=e)[0]
+        cache.full = False
+        shallow = cache(x, t, encoder_hidden_states=e)[0]
+        other = cache(x + 0.5, t, encoder_hidden_states=e)[0]  # reuses the deep features of x
+    assert cache.shallow_calls == 2
+    torch.testing.assert_close(full, ref, rtol=0, atol=0)
+    torch.testing.assert_close(shallow, ref, rtol=1e-5, atol=1e-6)
+    fresh = unet(x + 0.5, t, encoder_hidden_states=e, return_dict=False)[0]
+    assert not torch.allclose(other, fresh, atol=1e-4)  # the deep branch was not recomputed
+
+
+def test_cache_runs_full_when_the_batch_changes():
+    unet = tiny_components()["unet"]
+    cache = FeatureCache(unet)
+    with torch.no_grad():
+        cache(torch.randn(2, 4, 8, 8), 500, encoder_hidden_states=torch.randn(2, 16, 32))
+        cache.full = False
+        x, e = torch.randn(4, 4, 8, 8), torch.randn(4, 16, 32)
+        out = cache(x, 500, encoder_hidden_states=e)[0]
+    assert cache.shallow_calls == 0
+    torch.testing.assert_close(out, unet(x, 500, encoder_hidden_states=e, return_dict=False)[0])
+
+
+def test_cached_denoiser_counts_and_bounded_difference(pipe):
+    cond, uncond = pipe.encode_text([PROMPT]), pipe.encode_text([""])
+    c = Conditioning.text(cond, uncond, guidance=4.0)  # CFG: rows [uncond; cond] cached as one batch
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def run(denoiser):
+        scheduler = make_scheduler("dpmpp_2m", pipe.scheduler_config)
+        scheduler.set_timesteps(6)
+        return sample(denoiser, scheduler, noise, c, progress=False)
+
+    plain = run(unet_denoiser(pipe.unet))
+    cached = cached_denoiser(pipe.unet, 2)
+    out = run(cached)
+    assert cached.cache.shallow_calls == 3  # steps 1, 3, 5 of 6
+    assert torch.isfinite(out).all()
+    rel = (out - plain).norm() / plain.norm()
+    assert 0 < rel < 0.5, rel
+    again = run(cached)  # a fresh generation starts with a full step: same result
+    torch.testing.assert_close(again, out, rtol=0, atol=0)
+
+
+def test_interval_one_is_the_plain_path_bit_for_bit(pipe):
+    a = generate_with(pipe, PROMPT, decode=False, steps=4, seed=3, n=2).latents
+    b = generate_with(pipe, PROMPT, decode=False, steps=4, seed=3, n=2, cache_interval=1).latents
+    assert torch.equal(a, b)
+    c = generate_with(pipe, PROMPT, decode=False, steps=4, seed=3, n=2, cache_interval=2).latents
+    assert not torch.equal(a, c)
+
+
+def test_cache_batch_equals_items(pipe):
+    both = generate_with(pipe, [PROMPT, "a green triangle"], decode=False, steps=4, seed=5, cache_interval=2).latents
+    one = generate_with(pipe, PROMPT, decode=False, steps=4, seed=5, cache_interval=2).latents
+    two = generate_with(pipe, "a green triangle", decode=False, steps=4, seed=6, cache_interval=2).latents
+    torch.testing.assert_close(both, torch.cat([one, two]), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("branch", BRANCHES)
+def test_cache_composes_with_regions_and_hooks(pipe, branch):
+    store = AttentionStore()
+    out = generate_with(pipe, PROMPT, decode=False, steps=4, cache_interval=2, cache_branch=branch, hooks=[store],
+                        regions=["0,0,8,16:a red circle"])
+    assert torch.isfinite(out.latents).all()
+
+    def calls(prefix):
+        return {n for layer, n in store.counts.items() if layer.startswith(prefix)}
+
+    # the hook runs in the layers that run: shallow ones on every step, deep ones on the 2 full steps of 4
+    assert calls("mid_block") == {2}
+    if branch == "block":
+        assert calls("down_blocks.0.") == {4} and calls("up_blocks.1.") == {4}
+    else:  # only the last layer of the last up block
+        assert calls("down_blocks.0.") == {2} and calls("up_blocks.1.attentions.0.") == {2}
+        assert calls("up_blocks.1.attentions.1.") == {4}
+
+
+def test_fast_fills_only_what_is_not_given(pipe):
+    spec = pipe.make_spec(PROMPT, fast=True)
+    assert all(getattr(spec, k) == v for k, v in FAST_SETTINGS.items())
+    assert spec.settings()["Fast"] is True and spec.settings()["Cache interval"] == spec.cache_interval > 1
+    spec = pipe.make_spec(PROMPT, fast=True, steps=7, cache_interval=1)
+    assert (spec.steps, spec.cache_interval) == (7, 1)
+    assert "Fast" not in pipe.make_spec(PROMPT).settings() and "Cache interval" not in pipe.make_spec(PROMPT).settings()
+
+
+@pytest.mark.parametrize("bad", [{"cache_interval": 0}, {"cache_interval": 1.5}, {"fast": "yes"},
+                                 {"latent_steps": -1}, {"cache_branch": "deep"}])
+def test_bad_fast_settings_are_clear_errors(pipe, bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        pipe.make_spec(PROMPT, **bad)
+
+
+def test_cli_fast_is_recorded_in_the_png(folder, tmp_path, monkeypatch):
+    from t2ikit.cli import main
+    from t2ikit.cli.info import parse_parameters, read_parameters
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "fast.png"
+    assert main(["generate", PROMPT, "--model", str(folder), "--fast", "--steps", "3", "--seed", "1",
+                 "--out", str(out), "--quiet"]) == 0
+    settings = parse_parameters(read_parameters(out))["settings"]
+    assert str(settings["Fast"]) == "True" and settings["Cache interval"] == FAST_SETTINGS["cache_interval"]
+    assert settings["Steps"] == 3
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from", str(out), "--model", str(folder), "--out", str(again), "--quiet"]) == 0
+    assert parse_parameters(read_parameters(again))["settings"] == settings
+    assert main(["generate", PROMPT, "--model", str(folder), "--cache-interval", "0", "--out",
+                 str(tmp_path / "bad.png"), "--quiet"]) == 2
