@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a model (VAE, then text encoder + UNet) or a condition adapter from a TOML config; resume; export",
+        help="train a model (VAE, then text encoder + UNet), a condition adapter or a reward fine-tune from a TOML "
+        "config; resume; export",
         description="Train a text-to-image model on Shapes World from a TOML run config. Data-parallel: "
         "torchrun --nproc-per-node N -m t2ikit train --config ... (DDP, or FSDP with run.parallel = \"fsdp\"; the global batch is split over ranks).",
     )
@@ -33,7 +35,7 @@ def register(subparsers) -> None:
         help="checkpoint, export and stop after UNet step STEP, the lr schedule unchanged (overrides run.stop_at); "
              "--resume from that checkpoint continues",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (overrides run.progress)")
     p.add_argument(
         "--export-only",
         metavar="DIR",
@@ -71,6 +73,10 @@ def handler(args: argparse.Namespace) -> int:
 
     if is_adapter_config(args.config):
         return _adapter(args)
+    from t2ikit.train.reward import is_reward_config
+
+    if is_reward_config(args.config):
+        return _reward(args)
 
     from t2ikit.train.config import load_config
     from t2ikit.train.trainer import Trainer
@@ -85,7 +91,7 @@ def handler(args: argparse.Namespace) -> int:
     if args.stop_at is not None:
         cfg.run.stop_at = args.stop_at
         cfg.validate(check_paths=False)
-    if args.no_progress:
+    if args.quiet:
         cfg.run.progress = False
     if args.fp16:
         cfg.export.fp16 = True
@@ -103,6 +109,11 @@ def handler(args: argparse.Namespace) -> int:
             path = trainer.run(resume=args.resume)
             if path is not None:
                 print(path)
+            if trainer.dist.is_main:
+                from t2ikit.train.plots import plot_run
+
+                for plot in plot_run(trainer.out):
+                    print(f"wrote {plot}", file=sys.stderr)
         ok = True
         return 0
     finally:
@@ -129,5 +140,30 @@ def _adapter(args: argparse.Namespace) -> int:
 
         print(export_adapter(config.out, args.export_only, fp16=args.fp16))
         return 0
-    print(run(config, resume=args.resume))
+    print(run(config, resume=args.resume, progress=not args.quiet))
+    return 0
+
+
+def _reward(args: argparse.Namespace) -> int:
+    """A `[reward]` config: policy-gradient fine-tuning of a model's UNet with the oracle (t2ikit.train.reward)."""
+    from t2ikit.train.reward import RewardTrainer, load_reward_config
+
+    unsupported = [flag for flag, value in (("--device", args.device not in (None, "cpu", "auto")),
+                                            ("--workers", args.workers is not None)) if value]
+    if unsupported:
+        raise ValueError(f"{args.config} is a reward run config; {', '.join(unsupported)} apply only to model runs "
+                         "(reward runs sample and train on the CPU in one process)")
+    if args.time_limit is not None and args.time_limit < 0:
+        raise ValueError(f"--time-limit must be >= 0 minutes, got {args.time_limit}")
+    config = load_reward_config(args.config, {"out": args.out, "time_limit_min": args.time_limit,
+                                              "stop_at": args.stop_at, "progress": False if args.quiet else None,
+                                              "export_fp16": True if args.fp16 else None})
+    trainer = RewardTrainer(config)
+    if args.export_only:
+        from t2ikit.train.checkpoint import resolve_checkpoint
+
+        trainer.load(resolve_checkpoint(trainer.checkpoint_dir, args.resume or "latest"))
+        print(trainer.export(args.export_only))
+        return 0
+    print(trainer.run(resume=args.resume))
     return 0
