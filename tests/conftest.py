@@ -16,3 +16,18 @@ def pipe(folder):
     from t2ikit.pipeline import T2IPipeline
 
     return T2IPipeline.from_folder(folder)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    """A models folder holding one tiny folder named "tiny-sd" (what `--model tiny-sd` resolves to under `env`)."""
+    root = tmp_path_factory.mktemp("models")
+    make_tiny_sd_folder(root / "tiny-sd")
+    return root
+
+
+@pytest.fixture
+def env(models_dir, monkeypatch):
+    """The registry reads `models_dir` (T2IKIT_MODELS), offline."""
+    monkeypatch.setenv("T2IKIT_MODELS", str(models_dir))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -3,26 +3,11 @@
 import json
 import os
 
-import pytest
 from PIL import Image
 
-from tiny import make_tiny_sd_folder
 from t2ikit.cli import main
 from t2ikit.cli.info import format_parameters, parse_parameters
 from t2ikit.models.registry import SHIPPED_MODEL, known_models, resolve_model
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_sd_folder(root / "tiny-sd")
-    return root
-
-
-@pytest.fixture
-def env(models_dir, monkeypatch):
-    monkeypatch.setenv("T2IKIT_MODELS", str(models_dir))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def test_generate_writes_pngs_with_parameters(env, tmp_path, capsys):

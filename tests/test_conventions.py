@@ -15,23 +15,10 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from tiny import make_tiny_sd_folder
 from t2ikit.cli import HelpFormatter, build_parser, main, parsers
 from t2ikit.cli.info import PNG_KEY, parse_parameters, read_parameters
 
 TINY = ["--model", "tiny-sd", "--steps", "2", "--size", "16x16"]
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    make_tiny_sd_folder(root / "tiny-sd")
-    return root
-
-
-@pytest.fixture
-def env(models_dir, monkeypatch):
-    monkeypatch.setenv("T2IKIT_MODELS", str(models_dir))
 
 
 def pixels(path) -> np.ndarray:

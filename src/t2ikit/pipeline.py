@@ -42,7 +42,6 @@ from t2ikit.diffusion.samplers import DEFAULT_SAMPLER, check_sampler, make_sched
 from t2ikit.models.device import resolve_device, resolve_dtype
 from t2ikit.models.memory import check_memory
 from t2ikit.models.sdxl import DualTextEncoder, added_conditioning, is_sdxl_index
-from t2ikit.text.check import check_prompt
 from t2ikit.text.encoder import encode_prompts
 from t2ikit.text import instructions as _english  # noqa: F401  (registers the "english" parser, the default, and its instructions)
 from t2ikit.text.parser import RELATION_AXES, PromptParseError, get_parser, parser_names
