@@ -12,12 +12,13 @@ import importlib
 import sys
 
 # Order is the order of `t2ikit --help`.
-VERB_MODULES = ["generate", "info", "models", "world", "bench", "train", "explain", "analyze", "edit", "invert", "scaling", "plan", "layout", "ui", "parse"]
+VERB_MODULES = ["generate", "info", "models", "world", "bench", "train", "explain", "analyze", "edit", "invert", "scaling", "plan", "layout", "ui", "parse", "report"]
 
 
 EXIT_CODES = """exit status:
   0  done
-  1  a check failed (world score: an image fails its prompt; plan: no layout fits)
+  1  a check failed (world score: an image fails its prompt; plan: no layout fits; report: an
+     experiment failed, its traceback is in OUT/errors/)
   2  bad input (a one-sentence error on stderr; nothing was computed or written)"""
 
 
