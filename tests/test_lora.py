@@ -1,6 +1,7 @@
 """Loading what users have: LoRA files (diffusers and kohya key formats) and textual-inversion embeddings, in
 Python and through `--lora` / `--embedding`; pickle refused; `--device` / `--dtype` resolved before loading."""
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -121,7 +122,16 @@ def test_cli_lora_embedding_device_and_dtype(folder, lora_path, tmp_path, capsys
     args = ["generate", "a red circle <dot>", "--model", str(folder), "--steps", "2", "--quiet", "--device", "auto"]
     assert main(args + ["--out", str(tmp_path / "a.png"), "--lora", f"{lora}:0.7", "--embedding",
                         str(tmp_path / "dot.safetensors"), "--dtype", "fp32"]) == 0
-    assert (tmp_path / "a.png").is_file()
+    from PIL import Image
+
+    from t2ikit.cli.info import PNG_KEY
+
+    record = Image.open(tmp_path / "a.png").text[PNG_KEY]
+    assert f"LoRA: {lora}:0.7" in record and f"Embeddings: {tmp_path / 'dot.safetensors'}" in record
+    # --from loads the same LoRA at its scale and the same embedding: the same image
+    assert main(["generate", "--from", str(tmp_path / "a.png"), "--model", str(folder), "--out",
+                 str(tmp_path / "again.png"), "--quiet"]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "again.png")), np.asarray(Image.open(tmp_path / "a.png")))
     assert main(args + ["--out", str(tmp_path / "b.png"), "--lora", str(tmp_path / "x.pt")]) == 2
     assert "pickle" in capsys.readouterr().err
     if not torch.cuda.is_available():

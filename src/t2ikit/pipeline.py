@@ -369,6 +369,7 @@ class T2IPipeline:
 
     zero_unconditional = False  # SDXL (force_zeros_for_empty_prompt): no negative prompt -> zero unconditional states
     embedding_words: dict = {}  # textual-inversion word -> its tokens (load_embedding); several are expanded
+    loaded_files: tuple = ()  # ("LoRA", "FILE:SCALE") / ("Embeddings", "FILE") in load order, for the records
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler_config: dict, path=None, defaults=None,
                  parser=None):
@@ -583,7 +584,9 @@ class T2IPipeline:
         """Merge a LoRA .safetensors file into the UNet and text encoder(s) at `scale` (t2ikit.models.lora)."""
         from t2ikit.models.lora import load_lora
 
-        return load_lora(self, path, scale)
+        merged = load_lora(self, path, scale)
+        self.loaded_files = (*self.loaded_files, ("LoRA", f"{path}:{scale:g}"))
+        return merged
 
     def load_embedding(self, path: str | os.PathLike, token: str | None = None) -> str:
         """Add a textual-inversion .safetensors embedding; the word that writes it in prompts (t2ikit.models.embeddings)."""
@@ -591,7 +594,16 @@ class T2IPipeline:
 
         word, tokens = load_embedding(self, path, token)
         self.embedding_words = {**self.embedding_words, word: tokens}
+        self.loaded_files = (*self.loaded_files, ("Embeddings", str(path)))
         return word
+
+    def weights_settings(self) -> dict:
+        """The LoRA and embedding files loaded into this pipeline as PNG settings ("LoRA": "a.safetensors:0.8;
+        b.safetensors:1"); `t2ikit generate --from` loads them again. Empty when none were loaded."""
+        out = {}
+        for kind, value in self.loaded_files:
+            out[kind] = f"{out[kind]}; {value}" if kind in out else value
+        return out
 
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """(B, T, D) text embeddings of plain prompts, as the UNet cross-attends to them."""

@@ -169,7 +169,7 @@ def _edit(args) -> int:
     from t2ikit.cli.info import PNG_KEY, format_parameters
 
     settings = {**options.settings(), "Edit source": result.source_prompts[0], "Edit image": str(args.image),
-                "Model": pipe.name}
+                "Model": pipe.name, **pipe.weights_settings()}
     if args.instruction is not None:
         settings["Edit instruction"] = args.instruction
     text = format_parameters(result.target_prompts[0], None, settings)

@@ -191,6 +191,10 @@ def arguments_from_png(path) -> dict:
             raise ValueError(f"--from {path}: Latent guidance steps must read KxI; got {value!r}") from None
     if "fast" in out:
         out["fast"] = str(out["fast"]) == "True"
+    if "LoRA" in settings:  # "a.safetensors:0.8; b.safetensors:1" -> --lora a.safetensors:0.8 --lora ...
+        out["lora"] = str(settings.pop("LoRA")).split("; ")
+    if "Embeddings" in settings:
+        out["embedding"] = str(settings.pop("Embeddings")).split("; ")
     for key in list(settings):
         if key.endswith(("hash", "hashes")) or key in ("Version", "VAE"):
             settings.pop(key)  # records of which files were used, not settings
@@ -233,6 +237,8 @@ def resolved_arguments(args) -> dict:
             out[name] = None
     if out["prompt"] is None:
         raise ValueError("give a PROMPT (or --from PNG)")
+    for name in ("lora", "embedding"):  # loading options: the command line's when given, else the PNG's
+        out[name] = list(getattr(args, name)) or list(stored.get(name, []))
     for name, value in (("adapter", []), ("scale", []), ("region", []), ("region_mode", "attention"),
                         ("bootstrap", 0.0), ("background", "1,1,1"), ("weighting", "a1111"), ("excite", 0.0),
                         ("guidance_mode", "composed"), ("box", [])):
@@ -322,7 +328,7 @@ def _generate(args) -> int:
         background=parse_background(a["background"]), guidance_mode=a["guidance_mode"],
         **{name: a[name] for name in _CONDITIONS if a[name]},
     )
-    pipe = load_pipeline(a["model"], args.threads, args.device, args.dtype, args.lora, args.embedding)
+    pipe = load_pipeline(a["model"], args.threads, args.device, args.dtype, a["lora"], a["embedding"])
     log.info("model %s from %s on %s (%s)", pipe.name, pipe.path, pipe.device, pipe.dtype)
     if random_seed and not args.quiet and not args.json:
         print(f"seed {seed} (random; --seed {seed} makes the same image)", file=sys.stderr)
@@ -335,7 +341,7 @@ def _generate(args) -> int:
     images = result.pil()
     records = []
     for path, image, image_seed in zip(paths, images, result.seeds):
-        settings = {**spec.settings(), "Seed": image_seed, "Model": pipe.name}
+        settings = {**spec.settings(), "Seed": image_seed, "Model": pipe.name, **pipe.weights_settings()}
         text = format_parameters(spec.prompts[0], a["negative"], settings)
         info = PngInfo()
         info.add_text(PNG_KEY, text)
@@ -345,13 +351,14 @@ def _generate(args) -> int:
         log.info("wrote %s (seed %d)", path, image_seed)
     if grid_path is not None:
         info = PngInfo()
-        info.add_text(PNG_KEY, format_parameters(spec.prompts[0], a["negative"], {**spec.settings(), "Model": pipe.name}))
+        info.add_text(PNG_KEY, format_parameters(spec.prompts[0], a["negative"],
+                                                   {**spec.settings(), "Model": pipe.name, **pipe.weights_settings()}))
         grid_path.parent.mkdir(parents=True, exist_ok=True)
         image_grid(images).save(grid_path, pnginfo=info)
     if args.json:
         print(json.dumps({"images": records, "grid": str(grid_path) if grid_path else None, "prompt": spec.prompts[0],
                           "negative_prompt": a["negative"], "seed": seed, "random_seed": random_seed,
-                          "settings": {**spec.settings(), "Model": pipe.name}, "model_path": str(pipe.path)},
+                          "settings": {**spec.settings(), "Model": pipe.name, **pipe.weights_settings()}, "model_path": str(pipe.path)},
                          indent=2))
     else:
         for r in records:

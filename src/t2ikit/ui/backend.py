@@ -275,7 +275,7 @@ class Backend:
             notes += [str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)]
             files, texts = [], []
             for image, seed in zip(result.pil(), result.seeds):
-                settings = {**spec.settings(), "Seed": seed, "Model": self.pipe.name}
+                settings = {**spec.settings(), "Seed": seed, "Model": self.pipe.name, **self.pipe.weights_settings()}
                 text = format_parameters(spec.prompts[0], req.negative or None, settings)
                 files.append(self._save(image, text, f"{seed}"))
                 texts.append(text)
@@ -332,7 +332,8 @@ class Backend:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 result = edit(self.pipe, image, source, target, instruction=instruction, options=options)
-            settings = {**options.settings(), "Edit source": result.source_prompts[0], "Model": self.pipe.name}
+            settings = {**options.settings(), "Edit source": result.source_prompts[0], "Model": self.pipe.name,
+                        **self.pipe.weights_settings()}
             if instruction is not None:
                 settings["Edit instruction"] = instruction
             text = format_parameters(result.target_prompts[0], None, settings)
