@@ -77,3 +77,28 @@ def test_conditioning_refuses_what_cannot_run():
         Conditioning.text(cond, cond, 2.0, mode="sideways").check((2, 2))
     with pytest.raises(ValueError, match="needs unconditional states"):
         Conditioning([Condition(cond, 2.0), Condition(cond, 1.0)]).check((2, 2))
+
+
+def test_rows_run_as_one_batch_or_one_call_each_with_the_same_prediction():
+    """batch_rows=False (one UNet call per block, as null-text inversion optimises against) predicts what the
+    batched [uncond; c_1; c_2] call predicts, with several conditions and negative states."""
+    calls = []
+
+    class Counting(_Echo):
+        def forward(self, x, t, encoder_hidden_states, return_dict=False):
+            calls.append(x.shape[0])
+            return super().forward(x, t, encoder_hidden_states)
+
+    noise = torch.randn(2, 4, 2, 2, generator=torch.Generator().manual_seed(1))
+    conds = [Condition(torch.rand(2, 3, 2), 3.0, name="a"), Condition(torch.rand(2, 3, 2), 1.5, name="b")]
+
+    def run(batch_rows):
+        c = Conditioning(conds, torch.rand(2, 3, 2, generator=torch.Generator().manual_seed(2)),
+                         batch_rows=batch_rows)
+        return sample(unet_denoiser(Counting()), _scheduler("ddim", 2), noise, c, progress=False)
+
+    batched = run(True)
+    assert calls == [6, 6]
+    calls.clear()
+    assert torch.allclose(run(False), batched, atol=1e-6)
+    assert calls == [2] * 6  # uncond, a, b per step

@@ -39,6 +39,8 @@ class Conditioning:
     before_step: list[BeforeStep] = field(default_factory=list)
     after_step: list[AfterStep] = field(default_factory=list)
     uncond_added: dict | None = None  # SDXL: the unconditional rows' added_cond_kwargs (pooled negative, time ids)
+    batch_rows: bool = True  # one UNet call for [uncond; c_1; ...] (diffusers' way); False: one call per row
+    # block, the same numbers as separate calls (null-text inversion optimises against separate calls) in less memory
 
     @classmethod
     def text(cls, cond: torch.Tensor, uncond: torch.Tensor | list | None = None, guidance: float = 1.0,

@@ -2,7 +2,7 @@
 
 `unet_denoiser` wraps a diffusers UNet; guidance is part of the wrapper: the active conditions and the
 unconditional states run as one UNet batch [uncond; c_1; ...; c_k] (as diffusers' SD pipeline runs
-[uncond; cond]) and are combined by `t2ikit.diffusion.guidance.combine`. Adapter residuals are added to
+[uncond; cond]; `Conditioning.batch_rows=False` makes one call per block instead) and are combined by `t2ikit.diffusion.guidance.combine`. Adapter residuals are added to
 every row (unconditional included), as diffusers' T2I-Adapter pipeline does, so text guidance acts on
 top of the structure they impose.
 """
@@ -40,10 +40,17 @@ def unet_denoiser(unet):
         rows = 1 + len(active)
         # hooks that read "the cond half" need the 2-row layout [uncond; cond]; text-bound ones read the blocks
         _layout(c, rows == 2, ("uncond", *(k.name for k in active)))
-        embeds = torch.cat([c.uncond_at(step)] + [k.embeds for k in active])  # (rows * N, T, D)
-        added = _rows_added([c.uncond_added] + [k.added for k in active])
-        eps = unet_call(unet, torch.cat([x] * rows), t, embeds, c.residuals, added)
-        parts = list(eps.split(x.shape[0]))
+        if c.batch_rows:
+            embeds = torch.cat([c.uncond_at(step)] + [k.embeds for k in active])  # (rows * N, T, D)
+            added = _rows_added([c.uncond_added] + [k.added for k in active])
+            eps = unet_call(unet, torch.cat([x] * rows), t, embeds, c.residuals, added)
+            parts = list(eps.split(x.shape[0]))
+        else:
+            _layout(c, False, ("uncond",))  # each call is one block; hooks that read a guided batch see none
+            parts = [unet_call(unet, x, t, c.uncond_at(step), c.residuals, c.uncond_added)]
+            for k in active:
+                _layout(c, False, (k.name,))
+                parts.append(unet_call(unet, x, t, k.embeds, c.residuals, k.added))
         return combine(parts[0], parts[1:], c.conditions, step, num_steps, c.mode)
 
     return denoise

@@ -221,7 +221,9 @@ def null_text_optimize(unet, schedule: Schedule, trajectory: torch.Tensor, cond:
 
     The guided DDIM sampling runs through the loop (`sample`); before each step a latent-update callback
     optimises that step's unconditional embedding (starting from the previous step's) so that the guided
-    step lands on the inverted trajectory, and the loop then takes the step with it.
+    step lands on the inverted trajectory, and the loop then takes the step with it, evaluating the
+    unconditional and conditional predictions as separate UNet calls, as the optimisation does (a batched call
+    sums in another order, and the per-step Adam optimisation amplifies that to ~1e-5).
     Batched: the loss is a sum over images and Adam is elementwise, so each image's embedding follows
     its own gradient (early stopping uses the batch's largest error).
     """
@@ -246,7 +248,8 @@ def null_text_optimize(unet, schedule: Schedule, trajectory: torch.Tensor, cond:
         return x
 
     sample(unet_denoiser(unet), LevelScheduler(schedule), trajectory[0],
-           Conditioning.text(cond, embeds, guidance, before_step=[optimise]), progress=progress or False)
+           Conditioning.text(cond, embeds, guidance, before_step=[optimise], batch_rows=False),
+           progress=progress or False)
     return embeds
 
 
