@@ -142,3 +142,11 @@ def test_a_report_killed_mid_experiment_resumes_without_redoing_finished_units(t
     assert log.read_text() == "0\n1\n1\n2\n"  # unit 0 reused, 1 (killed) and 2 computed
     record = json.loads((tmp_path / "r" / "findings" / "q4.slow.json").read_text())
     assert record["finding"]["answer"] == "3"
+
+
+def test_the_context_loads_the_reports_model_once(tmp_path):
+    from t2ikit.models.registry import shipped_model_path
+
+    ctx = ReportContext(tmp_path)
+    pipe = ctx.pipe()
+    assert pipe.path == shipped_model_path() and ctx.pipe() is pipe

@@ -142,9 +142,10 @@ class ReportContext:
         """The loaded T2IPipeline of `model` (default: the report's model), loaded once per report run."""
         key = model or self.model or "shipped"
         if key not in self._pipes:
+            from t2ikit.models.registry import resolve_model
             from t2ikit.pipeline import T2IPipeline
 
-            self._pipes[key] = T2IPipeline.from_pretrained(model or self.model or "shipped")
+            self._pipes[key] = T2IPipeline.from_folder(resolve_model(model or self.model))
         return self._pipes[key]
 
     # --- resumable work -----------------------------------------------------------------------------------
