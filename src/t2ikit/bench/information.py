@@ -6,11 +6,13 @@
   canonical correlations rho_i of x and y: I = -1/2 sum_i log(1 - rho_i^2) (the linear dependence only);
 - `ksg_mi(x, y, k)`: two continuous vectors, the Kraskov-Stoegbauer-Grassberger estimator (Kraskov et al. 2004,
   algorithm 1) from k-nearest-neighbour distances in the max-norm; consistent for nonlinear dependence;
-- `mi_interval(estimator, x, y, rng)`: the estimate on all rows and a percentile interval over resamples: a
-  bootstrap (rows with replacement) for the discrete and Gaussian estimators; for KSG, whose neighbour
-  distances collapse on duplicated rows, subsampling (Politis & Romano 1994): the spread of estimates on
-  half-samples without replacement around their mean, scaled by sqrt(1/2) to n rows, placed around the
-  estimate (it measures the estimator's variance, not its bias: KSG under-reads strong dependence).
+- `mi_interval(estimator, x, y, rng)`: the estimate on all rows and an interval from the spread of resampled
+  estimates around their mean, placed around the estimate: resamples are a bootstrap (rows with replacement)
+  for the discrete and Gaussian estimators and, for KSG, whose neighbour distances collapse on duplicated rows,
+  half-samples without replacement scaled by sqrt(1/2) to n rows (subsampling, Politis & Romano 1994). Centred
+  so, the interval measures the estimator's variance, not its bias (a plain percentile interval of a plug-in
+  estimate can exclude the estimate itself: duplicated rows add spurious information; KSG under-reads strong
+  dependence).
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def ksg_mi(x, y, k: int = 3) -> float:
 
 def mi_interval(estimator: Callable, x, y, rng: np.random.Generator, resamples: int = 200,
                 confidence: float = 0.95) -> tuple[float, float, float]:
-    """(estimate on all rows, lo, hi): percentile bootstrap interval (subsampling for KSG, see the module)."""
+    """(estimate on all rows, lo, hi): the resampled estimates' spread around the estimate (module docstring)."""
     if resamples < 10:
         raise ValueError(f"resamples must be >= 10, not {resamples}")
     n = len(x)
@@ -122,12 +124,11 @@ def mi_interval(estimator: Callable, x, y, rng: np.random.Generator, resamples: 
     for _ in range(resamples):
         idx = rng.choice(n, size=n // 2, replace=False) if half else rng.integers(0, n, size=n)
         draws.append(estimator(x_arr[idx], y_arr[idx]))
+    spread = np.asarray(draws) - np.mean(draws)
     if half:
-        spread = (np.asarray(draws) - np.mean(draws)) * np.sqrt((n // 2) / n)
-        lo, hi = percentile_interval(estimate + spread, confidence)
-        return float(estimate), max(0.0, lo), hi
-    lo, hi = percentile_interval(draws, confidence)
-    return float(estimate), lo, hi
+        spread *= np.sqrt((n // 2) / n)
+    lo, hi = percentile_interval(estimate + spread, confidence)
+    return float(estimate), max(0.0, lo), hi
 
 
 __all__ = ["discrete_mi", "gaussian_mi", "ksg_mi", "mi_interval"]
