@@ -101,10 +101,44 @@ class HierarchicalHook(OverrideHook, _TextBound):
     def row_info(self, pipe, texts):
         return pooling_matrices(pipe.tokenizer, texts, self.sentence)
 
-    def attend(self, ctx, q, k, v):
+    def pools(self, ctx, q, k) -> tuple[torch.Tensor, torch.Tensor]:
+        """This batch's phrase pools (B, P, n), P = the phrases of its longest row, and sentence pool (B, n)."""
         pool = self.batch_rows(ctx, q.shape[0]).to(q.device)  # (B, n + 1, n)
         n = pool.shape[-1]
         if k.shape[-2] != n:
             raise RuntimeError(f"{self.name}: bound to {n} text tokens, the keys have {k.shape[-2]}")
         used = int((pool[:, :n].sum(-1) > 0).sum(-1).max())  # phrases in the longest row
-        return hierarchical_attention(q, k, v, pool[:, :max(used, 1)], pool[:, n], self.lambdas)
+        return pool[:, :max(used, 1)], pool[:, n]
+
+    def attend(self, ctx, q, k, v):
+        return hierarchical_attention(q, k, v, *self.pools(ctx, q, k), self.lambdas)
+
+
+def hierarchical_levels(q, k, v, phrase_pool: torch.Tensor, sentence_pool: torch.Tensor,
+                        scale: float | None = None) -> torch.Tensor:
+    """The three levels' outputs stacked (3, B, h, Nq, d): word, phrase (the word level in a row without a
+    phrase), sentence; `hierarchical_attention` with lambdas L is (L @ levels) / sum(L)."""
+    return torch.stack([hierarchical_attention(q, k, v, phrase_pool, sentence_pool, one, scale)
+                        for one in ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))])
+
+
+class LearnableHierarchicalHook(HierarchicalHook):
+    """HierarchicalHook whose lambdas are softmax(logits), a torch Parameter: learned by gradient through a
+    frozen UNet (e.g. its diffusion loss). The mix is scale-free (normalised by the sum), so the simplex is
+    the whole search space; `learned()` gives lambdas for "hier:W/P/S" or HierarchicalHook."""
+
+    def __init__(self, lambdas=(1.0, 1.0, 1.0), sentence: str = "eos"):
+        super().__init__(lambdas, sentence)
+        if min(self.lambdas) <= 0:
+            raise ValueError(f"learnable lambdas must start > 0 (their logits are log lambdas), got {self.lambdas}")
+        self.logits = torch.nn.Parameter(torch.tensor(self.lambdas).log())
+
+    def mix(self) -> torch.Tensor:
+        return self.logits.softmax(0)  # (3,) on the simplex
+
+    def learned(self) -> tuple[float, float, float]:
+        return tuple(float(x) for x in self.mix().detach())
+
+    def attend(self, ctx, q, k, v):
+        levels = hierarchical_levels(q, k, v, *self.pools(ctx, q, k))  # (3, B, h, Nq, d)
+        return (self.mix().to(levels.dtype)[:, None, None, None, None] * levels).sum(0)
