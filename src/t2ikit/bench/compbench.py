@@ -32,7 +32,7 @@ from t2ikit.bench.progress import Timer, bar, summary
 from t2ikit.bench.stats import bootstrap_interval, mcnemar_p, wilson_interval
 from t2ikit.models.registry import shipped_model_path
 from t2ikit.world.caption import parse_caption, write_caption
-from t2ikit.world.categories import CATEGORIES, SPLITS
+from t2ikit.world.categories import CATEGORIES, SPLITS, get_world
 from t2ikit.world.oracle import as_reference_rgb, score
 from t2ikit.world.render import render_rgb
 from t2ikit.world.scene import Spec, make_scene, sample_scene
@@ -71,24 +71,31 @@ class Suite:
 
 
 def make_suite(split: str = "train", n_prompts: int = DEFAULT_N_PROMPTS, seeds: int = DEFAULT_SEEDS,
-               categories: Sequence[str] = CATEGORIES, bench_seed: int = BENCH_SEED) -> Suite:
-    """The fixed suite of `split`: n_prompts per category, `seeds` images per prompt."""
+               categories: Sequence[str] | None = None, bench_seed: int = BENCH_SEED, world: str = "full") -> Suite:
+    """The fixed suite of `split`: n_prompts per category, `seeds` images per prompt. `world` (categories.WORLDS)
+    restricts the prompts to a named world ("mini": its 3 colours, 3 shapes and 3 categories); `categories`
+    defaults to the world's (for "full": CATEGORIES)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     _check_positive("n_prompts", n_prompts)
     _check_positive("seeds", seeds)
-    unknown = [c for c in categories if c not in CATEGORIES]
+    allowed = get_world(world).categories
+    categories = allowed if categories is None else categories
+    unknown = [c for c in categories if c not in allowed]
     if unknown or not categories:
-        raise ValueError(f"unknown categories {list(unknown) or '(none given)'}; allowed: {', '.join(CATEGORIES)}")
+        raise ValueError(f"unknown categories {list(unknown) or '(none given)'} in world {world!r}; allowed: "
+                         f"{', '.join(allowed)}")
     prompts = []
     for category in categories:
         for i in range(n_prompts):
-            spec = sample_scene(bench_seed, i, category=category, split=split, reference=False).spec
+            spec = sample_scene(bench_seed, i, category=category, split=split, reference=False, world=world).spec
             wording = np.random.default_rng([bench_seed, CATEGORIES.index(category), SPLITS.index(split), i])
             caption = write_caption(spec, wording)
             prompts.append((category, caption, parse_caption(caption)))  # scored as read, like any prompt
     config = {"split": split, "n_prompts": n_prompts, "seeds": seeds, "categories": list(categories),
               "bench_seed": bench_seed, "image_seed": BENCH_IMAGE_SEED}
+    if world != "full":
+        config["world"] = world
     return Suite(split, _items(prompts, seeds), config)
 
 
@@ -292,9 +299,10 @@ def run(suite: Suite, generator: Generator, batch_size: int = 16, save_images: s
 
 
 def evaluate(generator, split: str = "train", n_prompts: int = DEFAULT_N_PROMPTS, seeds: int = DEFAULT_SEEDS,
-             categories: Sequence[str] = CATEGORIES, batch_size: int = 16, progress: bool = False,
-             **generator_kwargs) -> dict:
-    """CompBench of `generator` on the fixed suite of `split`: what a trainer calls periodically.
+             categories: Sequence[str] | None = None, batch_size: int = 16, progress: bool = False,
+             world: str = "full", **generator_kwargs) -> dict:
+    """CompBench of `generator` on the fixed suite of `split` (of the named `world`, see `make_suite`): what a
+    trainer calls periodically.
 
     `generator`: a callable (prompts, seeds) -> images, a name for `make_generator`, or a pipeline
     (an object with `generate`). Returns the result dict (see `summarise`).
@@ -306,7 +314,7 @@ def evaluate(generator, split: str = "train", n_prompts: int = DEFAULT_N_PROMPTS
         name = generator.bench_name
     else:
         name = None
-    suite = make_suite(split, n_prompts, seeds, categories)
+    suite = make_suite(split, n_prompts, seeds, categories, world=world)
     return run(suite, generator, batch_size=batch_size, generator_name=name, progress=progress)
 
 

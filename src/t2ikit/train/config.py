@@ -112,6 +112,12 @@ class CurriculumConfig:
 
 
 @dataclass
+class WorldConfig:
+    name: str = "full"  # Shapes World restriction of every stage's scenes (t2ikit.world.categories.WORLDS):
+    # "full", or "mini" (3 colours x 3 shapes, large objects, single / colour binding / spatial)
+
+
+@dataclass
 class CheckpointConfig:
     every: int = 500  # optimizer steps between checkpoints (and one at the end of each stage)
     keep: int = 2  # complete checkpoints kept; older ones are deleted after a newer one is complete
@@ -146,6 +152,7 @@ class TrainConfig:
     unet_train: UNetTrainConfig = field(default_factory=UNetTrainConfig)
     losses: LossesConfig = field(default_factory=LossesConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -217,6 +224,14 @@ class TrainConfig:
             raise ValueError("losses.proj_dim must be >= 1, losses.temperature > 0 and losses.gradnorm_lr >= 0")
 
         curriculum_from_config(self)  # ValueError naming a bad schedule
+        from t2ikit.world.categories import check_mix, get_world
+
+        try:
+            get_world(self.world.name)
+            if self.curriculum.mix:
+                check_mix(self.curriculum.mix, self.world.name)
+        except ValueError as err:
+            raise ValueError(f"world.name / curriculum.mix: {err}") from None
         if self.checkpoint.every < 1 or self.checkpoint.keep < 1:
             raise ValueError("checkpoint.every and checkpoint.keep must be >= 1")
         return self

@@ -96,7 +96,7 @@ def compbench_hook(trainer: "Trainer", step: int) -> dict:
         images = pipe.run(spec, progress=False, seeds=[int(s) for s in seeds]).images
         return list(images.permute(0, 2, 3, 1).float().cpu().numpy())  # (H, W, 3) float in [0, 1] each
 
-    result = evaluate(generate, split=e.split, n_prompts=e.n_prompts, seeds=e.seeds)
+    result = evaluate(generate, split=e.split, n_prompts=e.n_prompts, seeds=e.seeds, world=trainer.cfg.world.name)
     return {"compbench_overall": result["overall"]["accuracy"],
             "compbench_mean_category": result["mean_category_accuracy"]}
 
@@ -153,6 +153,8 @@ class Trainer:
                 "each term w.r.t. a whole UNet weight); use run.parallel='ddp' or another losses.weighting"
             )
         self.curriculum = curriculum_from_config(cfg)
+        if make_batch is None and cfg.world.name != "full":  # every stage's scenes come from the named world
+            make_batch = functools.partial(_world_batch, world=cfg.world.name)
         self.make_batch = make_batch
         self.eval_hooks = list(eval_hooks) + ([compbench_hook] if cfg.eval.compbench else [])
         if cfg.run.precision == "bf16" and self.device.type != "cuda":
@@ -605,7 +607,7 @@ class Trainer:
     def load(self, path: str | Path) -> None:
         tensors, state, config_json = ckpt.load_checkpoint(path)
         saved = config_from_json(config_json)
-        for section in ("model", "diffusion", "losses"):
+        for section in ("model", "diffusion", "losses", "world"):  # a checkpoint without [world] is "full"
             if getattr(saved, section) != getattr(self.cfg, section):
                 raise ValueError(
                     f"checkpoint {str(path)!r} was trained with a different [{section}] config: "
@@ -655,6 +657,14 @@ class Trainer:
         self.log({"event": "export", "path": str(path), "stage": self.stage, "step": self.step})
         distributed.barrier(self.dist)
         return path
+
+
+def _world_batch(seed: int, index: int, batch_size: int, resolution: int, split: str, world: str = "full",
+                 **kwargs) -> dict:
+    """t2ikit.world.dataset.make_batch of a named world (picklable through functools.partial)."""
+    from t2ikit.world.dataset import make_batch
+
+    return make_batch(seed, index, batch_size, resolution=resolution, split=split, world=world, **kwargs)
 
 
 def _strip(tensors: dict, prefix: str) -> dict:

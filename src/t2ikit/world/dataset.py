@@ -19,7 +19,7 @@ MAX_OBJECTS_TRIES = 64  # redraws of a scene over max_objects before falling bac
 
 def make_batch(seed: int, index: int, batch_size: int, resolution: int = 64, split: str = "train",
                category: str | None = None, max_objects: int | None = None,
-               mix: dict[str, float] | None = None, masks: bool = False) -> dict:
+               mix: dict[str, float] | None = None, masks: bool = False, world: str = "full") -> dict:
     """{"rgb": float32 (B, H, W, 3) in [0, 1], "captions": list[str]} for batch `index` of stream `seed`.
 
     `masks` adds "group_masks": uint8 (B, MAX_OBJECTS, H, W), the silhouettes of each noun phrase's
@@ -30,7 +30,8 @@ def make_batch(seed: int, index: int, batch_size: int, resolution: int = 64, spl
     `max_objects` (a complexity curriculum) keeps only scenes with at most that many objects: a scene
     over the limit is redrawn from derived streams (deterministically), so batch `index` is still a
     pure function of its arguments; None keeps every scene, exactly as before. `mix` (category ->
-    weight) replaces the training mix when no `category` is given.
+    weight) replaces the training mix when no `category` is given. `world` restricts the scenes to a named
+    world (categories.WORLDS, e.g. "mini").
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -41,7 +42,7 @@ def make_batch(seed: int, index: int, batch_size: int, resolution: int = 64, spl
     group_masks, relations = [], []
     for j in range(batch_size):
         scene_index = index * batch_size + j
-        scene = sample_scene(seed, scene_index, category=category, split=split, reference=False, mix=mix)
+        scene = sample_scene(seed, scene_index, category=category, split=split, reference=False, mix=mix, world=world)
         tries = 0
         while max_objects is not None and len(scene.objects) > max_objects:
             tries += 1
@@ -49,7 +50,7 @@ def make_batch(seed: int, index: int, batch_size: int, resolution: int = 64, spl
             if tries > MAX_OBJECTS_TRIES:
                 redraw_category = "single"  # always one object
             scene = sample_scene(redraw_seed, scene_index, category=redraw_category, split=split, reference=False,
-                                 mix=mix)
+                                 mix=mix, world=world)
         render_rgb(scene, resolution, out=rgb[j])
         if masks:
             group_masks.append(group_silhouettes(scene, resolution))

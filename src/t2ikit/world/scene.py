@@ -142,16 +142,16 @@ def scene_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def sample_scene(seed: int, index: int, category: str | None = None, split: str = "train",
-                 reference: bool = True, mix: dict[str, float] | None = None) -> Scene:
+                 reference: bool = True, mix: dict[str, float] | None = None, world: str = "full") -> Scene:
     """Scene `index` of the world `seed`: deterministic, and independent of every other index.
 
     `category` restricts the kind of statement (see `categories.CATEGORIES`; None draws from the
     training mix, or `mix`: category -> weight); `split` is "train" (no held-out colour-shape pair) or
-    "heldout" (at least one).
+    "heldout" (at least one); `world` names the world's restriction (categories.WORLDS: "full", "mini").
     """
     rng = scene_rng(seed, index)
     for _ in range(32):
-        spec = sample_spec(rng, category=category, split=split, mix=mix)
+        spec = sample_spec(rng, category=category, split=split, mix=mix, world=world)
         try:
             return make_scene(spec, rng, reference=reference)
         except ValueError:
