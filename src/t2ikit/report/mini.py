@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from t2ikit.report.core import write_atomic
 from t2ikit.bench.stats import percentile_interval, wilson_interval
 from t2ikit.models.sizes import ModelSize
 
@@ -131,12 +132,6 @@ def train_config(run: MiniRun, config: str | Path | None = None):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def shared_vae(root: str | Path, config: str | Path | None = None, steps: int | None = None) -> dict:
     """Train (once per root; `steps` default VAE_STEPS) the VAE every run of `root` shares; its state dict."""
     from safetensors.torch import load_file, save_file
@@ -156,7 +151,7 @@ def shared_vae(root: str | Path, config: str | Path | None = None, steps: int | 
     state = {k: v.contiguous() for k, v in trainer.vae.state_dict().items()}
     save_file(state, str(folder / "vae.safetensors.tmp"))
     os.replace(folder / "vae.safetensors.tmp", weights)
-    _write_atomic(folder / DONE, json.dumps({"steps": steps}))
+    write_atomic(folder / DONE, json.dumps({"steps": steps}))
     return state
 
 
@@ -205,7 +200,7 @@ def train(run: MiniRun, root: str | Path, config: str | Path | None = None, thre
             row = _row(run, trainer, folder)
     finally:
         torch.set_num_threads(previous)
-    _write_atomic(folder / DONE, json.dumps(row, indent=1))
+    write_atomic(folder / DONE, json.dumps(row, indent=1))
     return row
 
 
@@ -316,7 +311,7 @@ def evaluate(run: MiniRun, root: str | Path, n_prompts: int = 16, seeds: int = 1
         result["eval_s"] = round(time.perf_counter() - t0, 2)
     finally:
         torch.set_num_threads(previous)
-    _write_atomic(path, json.dumps(result))
+    write_atomic(path, json.dumps(result))
     return result
 
 
