@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from t2ikit.train import checkpoint as ckpt
@@ -76,11 +77,20 @@ def test_two_gloo_ranks_equal_one_process_and_resume_across_world_sizes(tmp_path
     assert _max_diff(a, _weights(resumed)[0]) < 1e-6
 
 
-def test_world_size_must_divide_the_micro_batch(tmp_path):
+def _as_rank_of_two(monkeypatch) -> None:
+    """Make a Trainer believe it is rank 0 of 2 (its checks of the config run before any process group is used)."""
+    from t2ikit.train import distributed
+
+    monkeypatch.setattr("t2ikit.train.trainer.distributed.init_from_env",
+                        lambda device_type: distributed.DistInfo(0, 2, 0))
+
+
+def test_world_size_must_divide_the_micro_batch(tmp_path, monkeypatch):
+    # Checked in the Trainer's constructor, before compute: no processes need to be started to see it.
+    _as_rank_of_two(monkeypatch)
     config = tiny_config(tmp_path, "[unet_train] batch_size = 3\n" + EXTRA)
-    proc = _torchrun(config, tmp_path / "bad", 2)
-    assert proc.returncode != 0
-    assert "world size 2 does not divide the micro-batch" in proc.stderr
+    with pytest.raises(ValueError, match="world size 2 does not divide the micro-batch"):
+        Trainer(load_config(config), out=tmp_path / "bad")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -135,6 +145,7 @@ def _with_losses(config: Path, weighting: str) -> Path:
     return config
 
 
+@pytest.mark.slow  # ~35 s of 2-process training on 2 cores; FSDP equality stays in the default suite above
 def test_fsdp_shards_the_loss_heads_and_evaluates_whole_weights(tmp_path):
     # The uncertainty weighting's log-variances (in the "aux" module) are sharded with the UNet; the Sobel
     # image-quality term is a per-image mean, so the global batch gives the same loss however it is split.
@@ -155,8 +166,8 @@ def test_fsdp_shards_the_loss_heads_and_evaluates_whole_weights(tmp_path):
     assert 0.0 <= evals[0]["compbench_overall"] <= 1.0
 
 
-def test_fsdp_refuses_gradnorm(tmp_path):
+def test_fsdp_refuses_gradnorm(tmp_path, monkeypatch):
+    _as_rank_of_two(monkeypatch)
     config = _with_losses(tiny_config(tmp_path, EXTRA + '\n[run] parallel = "fsdp"'), "gradnorm")
-    proc = _torchrun(config, tmp_path / "bad", 2)
-    assert proc.returncode != 0
-    assert "losses.weighting='gradnorm' does not work with run.parallel='fsdp'" in proc.stderr
+    with pytest.raises(ValueError, match=r"losses.weighting='gradnorm' does not work with run.parallel='fsdp'"):
+        Trainer(load_config(config), out=tmp_path / "bad")
