@@ -31,3 +31,11 @@ def env(models_dir, monkeypatch):
     """The registry reads `models_dir` (T2IKIT_MODELS), offline."""
     monkeypatch.setenv("T2IKIT_MODELS", str(models_dir))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def tiny_protocol(tmp_path, monkeypatch):
+    """The report's mini protocol at test sizes (tests/report_helpers.py); a root folder for its runs."""
+    from report_helpers import tiny_mini_protocol
+
+    return tiny_mini_protocol(tmp_path, monkeypatch)

@@ -6,11 +6,8 @@ import math
 
 import numpy as np
 import pytest
-import torch
+from report_helpers import tiny_adapters
 
-from t2ikit.control.adapters import ConditionAdapter, adapter_config_for
-from t2ikit.control.encoders import CONDITIONS
-from t2ikit.control.reference import ReferenceAdapter, ReferenceConfig
 from t2ikit.report import q4_prompts, q5_binding, q7_modalities
 from t2ikit.report.core import VERDICTS, Finding, ReportContext
 from t2ikit.world.caption import parse_caption
@@ -122,23 +119,9 @@ def test_q5_runs_and_a_second_run_reads_its_units_back(tmp_path, pipe, monkeypat
 # Q7
 
 
-def _tiny_adapters(pipe):
-    out = {}
-    for name in CONDITIONS:
-        torch.manual_seed(len(name))
-        if name == "reference":
-            a = ReferenceAdapter(pipe.unet, ReferenceConfig(token_dim=pipe.unet.config.cross_attention_dim, gated=False))
-        else:
-            a = ConditionAdapter(adapter_config_for(pipe.unet, pipe.vae_scale_factor, name, CONDITIONS[name]))
-        for p in a.parameters():  # zero-initialised outputs would make an untrained adapter a no-op
-            torch.nn.init.normal_(p, std=0.1)
-        out[name] = a.eval()
-    return out
-
-
 @pytest.mark.slow  # ~10 s on the shared CPU: nine generations, their FLOP counts and the conflict section
 def test_q7_runs_and_a_second_run_reads_its_units_back(tmp_path, pipe, monkeypatch):
-    monkeypatch.setattr(q7_modalities, "load_adapters", _tiny_adapters)
+    monkeypatch.setattr(q7_modalities, "load_adapters", tiny_adapters)
     ctx = _ctx(tmp_path, pipe, "q7.modalities")
     f = q7_modalities.run(ctx)
     _check_finding(f, ctx, tables=3)

@@ -3,6 +3,7 @@ bad input refused) and the exported diffusers folder."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,11 +22,12 @@ from t2ikit.train.trainer import Trainer, lr_at
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.toml"
+MINI = ROOT / "configs" / "mini.toml"
 
 
-def tiny_config(tmp_path: Path, extra: str = "", name: str = "run.toml") -> Path:
-    """configs/tiny.toml with `extra` TOML lines merged in (later keys of a table win by rewriting it)."""
-    text = TINY.read_text()
+def tiny_config(tmp_path: Path, extra: str = "", name: str = "run.toml", base: Path = TINY) -> Path:
+    """`base` (configs/tiny.toml) with `extra` TOML lines merged in (later keys of a table win by rewriting it)."""
+    text = base.read_text()
     for line in extra.strip().splitlines():
         section, assignment = line.split(" ", 1)  # "[table] key = value"
         key = assignment.split("=")[0].strip()
@@ -46,6 +48,21 @@ def test_shipped_configs_load():
     cfg = load_config(TINY)
     assert cfg.model.size == "xs" and cfg.unet_train.steps > 0
     load_config(ROOT / "configs" / "shapes-v1.toml")
+    assert load_config(MINI).model.size == "mini-m"  # a size of models.sizes.MINI_SIZES, no import needed
+
+
+def test_the_mini_config_trains_from_the_cli(tmp_path):
+    """`t2ikit train --config configs/mini.toml` (the report's mini protocol) runs as it is, steps cut short."""
+    from t2ikit.cli import main
+
+    extra = ("[vae_train] steps = 1\n[vae_train] batch_size = 2\n[vae_train] calibration_batches = 1\n"
+             "[unet_train] steps = 1\n[unet_train] batch_size = 2\n[unet_train] warmup_steps = 1")
+    config, out = tiny_config(tmp_path, extra, base=MINI), tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(out), "--quiet"]) == 0
+    assert ckpt.list_checkpoints(out / "checkpoints")[-1].name == "ckpt-2-unet-000000001"
+    trained = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert {(r["stage"], r["step"]) for r in trained if r.get("event") == "train"} == {("vae", 1), ("unet", 1)}
+    assert json.loads((out / "config.json").read_text())["model"]["size"] == "mini-m"
 
 
 def test_unknown_key_is_named(tmp_path):

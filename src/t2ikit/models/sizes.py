@@ -1,4 +1,5 @@
-"""Named model sizes ("xs" .. "l"), the builders of the UNet, VAE and text encoder, and their cost report.
+"""Named model sizes ("xs" .. "l"; the mini protocol's "mini-xs" .. "mini-l"), the builders of the UNet, VAE and
+text encoder, and their cost report.
 
 A run, a test and a scaling sweep name a size instead of repeating channel lists (STYLE.md, rule 5).
 Every component is a stock diffusers/transformers class, so a trained model is an ordinary
@@ -61,6 +62,16 @@ MODEL_SIZES: dict[str, ModelSize] = {
     "l": ModelSize((96, 192, 384), 2, 32, 32, text_hidden=192, text_layers=4, text_heads=4),
 }
 
+# The mini protocol's sizes (configs/mini.toml, t2ikit.report.mini: 32 px scenes of the reduced "mini" world on
+# 16x16x4 latents): width multiples of "xs" with a 1-layer text encoder. A table of their own, so that the size
+# ladder above (what `t2ikit train --sizes` and the plans list) keeps its four rungs; `model_size` reads both.
+MINI_SIZES: dict[str, ModelSize] = {
+    "mini-xs": ModelSize((8, 16), 1, 4, 2, text_hidden=8, text_layers=1, text_heads=2),
+    "mini-s": ModelSize((16, 32), 1, 8, 4, text_hidden=16, text_layers=1, text_heads=2),
+    "mini-m": ModelSize((32, 64), 1, 16, 8, text_hidden=32, text_layers=1, text_heads=2),
+    "mini-l": ModelSize((64, 128), 1, 32, 16, text_hidden=64, text_layers=1, text_heads=2),
+}
+
 VAE_SIZES: dict[str, VAESize] = {
     "xs": VAESize(block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4),
     "f4": VAESize(),  # the shipped choice; see docs/VAE.md for the measurements behind it
@@ -68,9 +79,11 @@ VAE_SIZES: dict[str, VAESize] = {
 
 
 def model_size(name: str) -> ModelSize:
-    if name not in MODEL_SIZES:
-        raise ValueError(f"unknown model size {name!r}; known sizes: {', '.join(MODEL_SIZES)}")
-    return MODEL_SIZES[name]
+    """The named size `name`: a key of MODEL_SIZES or of MINI_SIZES."""
+    for table in (MODEL_SIZES, MINI_SIZES):
+        if name in table:
+            return table[name]
+    raise ValueError(f"unknown model size {name!r}; known sizes: {', '.join([*MODEL_SIZES, *MINI_SIZES])}")
 
 
 def vae_size(name: str) -> VAESize:

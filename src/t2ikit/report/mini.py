@@ -20,13 +20,12 @@ trained again. Every run's draws are a pure function of its seed: the same MiniR
 Measured (docs/results/training.md, section 5): configs/mini.toml's 19,200 images take 562 s of one quiet CPU
 core and reach 43.3% [35.7, 51.3] mini CompBench (seed 0, 150 images; single 72%, colour binding 44%, spatial
 14%); half of it (9,600 images) reaches 16-25% depending on the seed.
-configs/mini.toml names a `mini-*` size, which only this module registers: train it through `train` or
-`python -m t2ikit.report.mini`, not `t2ikit train`.
+configs/mini.toml names a `mini-*` size (t2ikit.models.sizes.MINI_SIZES), so `t2ikit train --config
+configs/mini.toml` trains it too (VAE included, without this module's shared VAE and done marker).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -40,7 +39,7 @@ import numpy as np
 
 from t2ikit.report.core import write_atomic
 from t2ikit.bench.stats import percentile_interval, wilson_interval
-from t2ikit.models.sizes import ModelSize
+from t2ikit.models.sizes import MINI_SIZES, ModelSize
 
 CONFIG = Path(__file__).resolve().parents[3] / "configs" / "mini.toml"  # the protocol's train config
 DONE = "done.json"
@@ -50,14 +49,9 @@ WORLD = "mini"
 EVAL_STEPS = 20  # sampler steps of the evaluation images (DPM-Solver++ 2M, as the trainer's CompBench hook)
 EVAL_GUIDANCE = 4.0
 
-# UNet + text-encoder sizes of the mini protocol beyond models.sizes: width multiples of "xs" (as the CPU
-# scaling sweep's, configs/sweep-cpu.toml), registered while a mini run is built or trained.
-SIZES: dict[str, ModelSize] = {
-    "mini-xs": ModelSize((8, 16), 1, 4, 2, text_hidden=8, text_layers=1, text_heads=2),
-    "mini-s": ModelSize((16, 32), 1, 8, 4, text_hidden=16, text_layers=1, text_heads=2),
-    "mini-m": ModelSize((32, 64), 1, 16, 8, text_hidden=32, text_layers=1, text_heads=2),
-    "mini-l": ModelSize((64, 128), 1, 32, 16, text_hidden=64, text_layers=1, text_heads=2),
-}
+# UNet + text-encoder sizes of the mini protocol: width multiples of "xs" (as the CPU scaling sweep's,
+# configs/sweep-cpu.toml), a table of t2ikit.models.sizes (where every named size lives).
+SIZES: dict[str, ModelSize] = MINI_SIZES
 
 
 @dataclass(frozen=True)
@@ -66,7 +60,7 @@ class MiniRun:
 
     seed: int = 0  # model init, data stream and noise draws
     fusion: str = "sequential"  # model.fusion (t2ikit.models.fusion)
-    size: str = ""  # a key of SIZES or models.sizes.MODEL_SIZES; "" = the config's
+    size: str = ""  # a named size (models.sizes: MINI_SIZES or MODEL_SIZES); "" = the config's
     samples: int = 0  # training images seen (steps = samples / batch size); 0 = the config's steps
     curriculum: dict = field(default_factory=dict)  # [curriculum] keys: resolution, complexity, mix
     losses: dict = field(default_factory=dict)  # [losses] keys: grounding, relation, text_alignment, weighting ...
@@ -82,49 +76,34 @@ class MiniRun:
         return f"s{self.seed}-{fusion}-{self.size or 'base'}-{self.samples or 'full'}-{digest}"
 
 
-@contextlib.contextmanager
-def registered_sizes():
-    """SIZES known to models.sizes.MODEL_SIZES (which the trainer looks names up in) while inside."""
-    from t2ikit.models.sizes import MODEL_SIZES
-
-    added = {k: v for k, v in SIZES.items() if k not in MODEL_SIZES}
-    MODEL_SIZES.update(added)
-    try:
-        yield
-    finally:
-        for name in added:
-            MODEL_SIZES.pop(name, None)
-
-
 def train_config(run: MiniRun, config: str | Path | None = None):
     """The TrainConfig of `run`: `config` (default configs/mini.toml) with the run's overrides, validated."""
     from t2ikit.train.config import CurriculumConfig, LossesConfig, load_config
 
     config = config or CONFIG
-    with registered_sizes():
-        t = load_config(config)
-        if t.world.name != WORLD:
-            raise ValueError(f"{config}: the mini protocol needs [world] name = {WORLD!r}, got {t.world.name!r}")
-        t.run.seed, t.run.device, t.run.workers, t.run.progress = run.seed, "cpu", 0, False
-        t.model.fusion = run.fusion
-        if run.size:
-            t.model.size = run.size
-        for key, value in run.unet_train.items():
-            if not hasattr(t.unet_train, key):
-                raise ValueError(f"unknown unet_train key {key!r}")
-            setattr(t.unet_train, key, value)
-        if run.samples:
-            if run.samples < t.unet_train.batch_size:
-                raise ValueError(f"samples must be at least one batch ({t.unet_train.batch_size}), got {run.samples}")
-            t.unet_train.steps = run.samples // t.unet_train.batch_size
-            t.unet_train.warmup_steps = min(t.unet_train.warmup_steps, max(1, t.unet_train.steps // 10))
-        t.curriculum = CurriculumConfig(**{**dataclasses.asdict(t.curriculum), **run.curriculum})
-        t.losses = LossesConfig(**{**dataclasses.asdict(t.losses), **run.losses})
-        t.vae_train.steps = 0  # every run reuses the root's shared VAE
-        t.checkpoint.keep = 1
-        t.eval.every, t.eval.compbench = 0, False
-        t.export.at_end = False  # a fused UNet is no stock diffusers UNet; runs are evaluated in memory
-        return t.validate()
+    t = load_config(config)
+    if t.world.name != WORLD:
+        raise ValueError(f"{config}: the mini protocol needs [world] name = {WORLD!r}, got {t.world.name!r}")
+    t.run.seed, t.run.device, t.run.workers, t.run.progress = run.seed, "cpu", 0, False
+    t.model.fusion = run.fusion
+    if run.size:
+        t.model.size = run.size
+    for key, value in run.unet_train.items():
+        if not hasattr(t.unet_train, key):
+            raise ValueError(f"unknown unet_train key {key!r}")
+        setattr(t.unet_train, key, value)
+    if run.samples:
+        if run.samples < t.unet_train.batch_size:
+            raise ValueError(f"samples must be at least one batch ({t.unet_train.batch_size}), got {run.samples}")
+        t.unet_train.steps = run.samples // t.unet_train.batch_size
+        t.unet_train.warmup_steps = min(t.unet_train.warmup_steps, max(1, t.unet_train.steps // 10))
+    t.curriculum = CurriculumConfig(**{**dataclasses.asdict(t.curriculum), **run.curriculum})
+    t.losses = LossesConfig(**{**dataclasses.asdict(t.losses), **run.losses})
+    t.vae_train.steps = 0  # every run reuses the root's shared VAE
+    t.checkpoint.keep = 1
+    t.eval.every, t.eval.compbench = 0, False
+    t.export.at_end = False  # a fused UNet is no stock diffusers UNet; runs are evaluated in memory
+    return t.validate()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -143,11 +122,10 @@ def shared_vae(root: str | Path, config: str | Path | None = None, steps: int | 
     if (folder / DONE).is_file():
         return load_file(weights)
     steps = VAE_STEPS if steps is None else steps
-    with registered_sizes():
-        t = train_config(MiniRun(), config)
-        t.vae_train.steps, t.unet_train.steps = steps, 0
-        trainer = Trainer(t.validate(), out=folder, device="cpu")
-        trainer.run(resume=_resume(trainer))
+    t = train_config(MiniRun(), config)
+    t.vae_train.steps, t.unet_train.steps = steps, 0
+    trainer = Trainer(t.validate(), out=folder, device="cpu")
+    trainer.run(resume=_resume(trainer))
     state = {k: v.contiguous() for k, v in trainer.vae.state_dict().items()}
     save_file(state, str(folder / "vae.safetensors.tmp"))
     os.replace(folder / "vae.safetensors.tmp", weights)
@@ -192,12 +170,11 @@ def train(run: MiniRun, root: str | Path, config: str | Path | None = None, thre
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        with registered_sizes():
-            trainer = _trainer(run, root, config)
-            resume = _resume(trainer)
-            _log(folder / "log.jsonl", {"event": "mini_start", "resume": resume, "load": _load()})
-            trainer.run(resume=resume)
-            row = _row(run, trainer, folder)
+        trainer = _trainer(run, root, config)
+        resume = _resume(trainer)
+        _log(folder / "log.jsonl", {"event": "mini_start", "resume": resume, "load": _load()})
+        trainer.run(resume=resume)
+        row = _row(run, trainer, folder)
     finally:
         torch.set_num_threads(previous)
     write_atomic(folder / DONE, json.dumps(row, indent=1))
@@ -267,10 +244,9 @@ def ema_pipeline(run: MiniRun, root: str | Path, config: str | Path | None = Non
     folder = run_folder(run, root)
     if not (folder / DONE).is_file():
         raise ValueError(f"run {run.key()} is not trained yet (no {DONE} in {folder}); call train() first")
-    with registered_sizes():
-        trainer = _trainer(run, Path(root), config)
-        trainer.load(resolve_checkpoint(trainer.checkpoint_dir, "latest"))
-        sd = trainer.pipeline(ema=True)
+    trainer = _trainer(run, Path(root), config)
+    trainer.load(resolve_checkpoint(trainer.checkpoint_dir, "latest"))
+    sd = trainer.pipeline(ema=True)
     return T2IPipeline(sd.unet, sd.vae, sd.text_encoder, sd.tokenizer, dict(sd.scheduler.config))
 
 

@@ -27,15 +27,16 @@ from t2ikit.report import mini
 from t2ikit.report.core import Figure, Finding, ReportContext, Table, experiment
 
 STRATEGIES = ("sequential", "parallel", "gated", "interleaved", "hierarchical:16=gated,8=sequential")
-SIZES = {  # (quick, full, smoke); the quick budget of q1.fusion + q1.training + q8.scaling is ~8 minutes, the
-    # full ~100 (at about 1 s per 16-image step on a shared 2-core CPU)
+SIZES = {  # (quick, full, smoke) of q1.fusion and q1.training (whose baseline is q1.fusion's sequential runs);
+    # planned: quick 3 + 1.5 minutes, full 80 + 48 (15 + 9 runs of 9,600 images, ~5.3 min each on a shared CPU)
     "seeds": (1, 3, 1),
-    "samples": (320, 3200, 8),  # training images per run (configs/mini.toml's own budget is 9,600)
-    "n_prompts": (4, 12, 1),  # mini CompBench prompts per category (3 categories), 1 image each
+    "samples": (160, 9600, 8),  # training images per run (configs/mini.toml's own budget is 19,200)
+    "n_prompts": (4, 50, 1),  # mini CompBench prompts per category (3 categories), 1 image each
     "eval_steps": (10, 20, 2),  # sampler steps of the CompBench images
-    "timing_rounds": (3, 10, 1),
-    "gate_prompts": (2, 6, 1),
+    "timing_rounds": (2, 10, 1),
+    "gate_prompts": (1, 6, 1),
 }
+QUICK_VAE_STEPS = 200  # the shared VAE's steps at quick (full and smoke: the protocol's mini.VAE_STEPS)
 RESAMPLES = 2000  # bootstrap resamples of the paired differences
 MI_RESAMPLES = 200
 MI_ROWS = 2000  # image tokens the MI estimates use (a random subset, the same for both paths)
@@ -50,6 +51,13 @@ def _size(ctx: ReportContext, name: str):
 def root(ctx: ReportContext):
     """Where every mini run of a report lives (shared by q1.fusion, q1.training and q8.scaling)."""
     return ctx.out / "work" / "mini-runs"
+
+
+def shared_vae(ctx: ReportContext) -> int:
+    """Train the report folder's shared VAE once (its steps by budget), before any run asks for it; its steps."""
+    steps = ctx.pick(QUICK_VAE_STEPS, mini.VAE_STEPS, smoke=mini.VAE_STEPS)
+    mini.shared_vae(root(ctx), steps=steps)
+    return steps
 
 
 def run_unit(ctx: ReportContext, run: mini.MiniRun, n_prompts: int, eval_steps: int) -> dict:
@@ -97,29 +105,28 @@ def timing_unit(ctx: ReportContext, strategies, rounds: int) -> dict:
     from t2ikit.diffusion.schedules import training_scheduler
 
     def work():
-        torch.set_num_threads(ctx.threads)
-        with mini.registered_sizes():
-            unets, flops, params = [], [], []
-            for strategy in strategies:
-                t = mini.train_config(mini.MiniRun(fusion=strategy))
-                from t2ikit.models.retrofit import retrofit
-                from t2ikit.models.sizes import build_unet, count_params, model_size, unet_flops, vae_size
+        from t2ikit.models.retrofit import retrofit
+        from t2ikit.models.sizes import build_unet, count_params, model_size, unet_flops, vae_size
 
-                v = vae_size(t.model.vae)
-                latent = t.model.resolution // v.factor
-                unet = build_unet(t.model.size, latent_channels=v.latent_channels, sample_size=latent, seed=0)
-                if strategy != "sequential":
-                    retrofit(unet, strategy, seed=0, from_scratch=True)
-                unets.append(unet)
-                flops.append(unet_flops(unet, (v.latent_channels, latent, latent), text_tokens=t.model.max_tokens))
-                params.append(count_params(unet))
-            g = torch.Generator().manual_seed(0)
-            batch = t.unet_train.batch_size
-            hidden = model_size(t.model.size).text_hidden
-            latents = torch.randn(batch, v.latent_channels, latent, latent, generator=g)
-            states = torch.randn(batch, t.model.max_tokens, hidden, generator=g)
-            schedule = training_scheduler(__import__("dataclasses").asdict(t.diffusion))
-            times = interleaved_timing(unets, (latents, states), schedule, rounds, guided=True)
+        torch.set_num_threads(ctx.threads)
+        unets, flops, params = [], [], []
+        for strategy in strategies:
+            t = mini.train_config(mini.MiniRun(fusion=strategy))
+            v = vae_size(t.model.vae)
+            latent = t.model.resolution // v.factor
+            unet = build_unet(t.model.size, latent_channels=v.latent_channels, sample_size=latent, seed=0)
+            if strategy != "sequential":
+                retrofit(unet, strategy, seed=0, from_scratch=True)
+            unets.append(unet)
+            flops.append(unet_flops(unet, (v.latent_channels, latent, latent), text_tokens=t.model.max_tokens))
+            params.append(count_params(unet))
+        g = torch.Generator().manual_seed(0)
+        batch = t.unet_train.batch_size
+        hidden = model_size(t.model.size).text_hidden
+        latents = torch.randn(batch, v.latent_channels, latent, latent, generator=g)
+        states = torch.randn(batch, t.model.max_tokens, hidden, generator=g)
+        schedule = training_scheduler(__import__("dataclasses").asdict(t.diffusion))
+        times = interleaved_timing(unets, (latents, states), schedule, rounds, guided=True)
         return {s: {"train_step_s": a, "unet_call_s": b, "gflops_per_call": f / 1e9, "params": p}
                 for s, (a, b), f, p in zip(strategies, times, flops, params)}
 
@@ -193,9 +200,10 @@ def gate_information_unit(ctx: ReportContext, run: mini.MiniRun, n_prompts: int)
 
 
 @experiment("q1.fusion", "Fusion strategies trained from scratch in the mini protocol: CompBench, cost, gate information",
-            minutes={"quick": 4, "full": 52})
+            minutes={"quick": 3, "full": 80})
 def fusion(ctx: ReportContext) -> Finding:
     seeds, samples, n_prompts = _size(ctx, "seeds"), _size(ctx, "samples"), _size(ctx, "n_prompts")
+    vae_steps = shared_vae(ctx)
     runs = {s: [mini.MiniRun(seed=k, fusion=s, samples=samples) for k in range(seeds)] for s in STRATEGIES}
     rows = {}
     progress = bar(total=len(STRATEGIES) * seeds, desc="q1.fusion runs", enabled=ctx.progress, unit="run")
@@ -281,9 +289,10 @@ def fusion(ctx: ReportContext) -> Finding:
                "vs_sequential": diffs, "timing": timing, "gate_information": gate}
     return Finding(answer=answer, verdict=verdict, tables=[table, gate_table], figures=[figure], numbers=numbers,
                    what_was_run=(f"Mini protocol (configs/mini.toml, world 'mini', 32 px, text encoder + UNet from "
-                                 f"scratch on a shared xs VAE): {len(STRATEGIES)} fusion strategies x {seeds} seed(s), "
-                                 f"{rows['sequential'][0]['samples']} images each; mini CompBench {n_prompts} prompts "
-                                 f"per category, {mini.EVAL_STEPS} DPM-Solver++ steps, guidance {mini.EVAL_GUIDANCE}."))
+                                 f"scratch on a shared xs VAE of {vae_steps} steps): {len(STRATEGIES)} fusion "
+                                 f"strategies x {seeds} seed(s), {rows['sequential'][0]['samples']} images each; mini "
+                                 f"CompBench {n_prompts} prompts per category, {_size(ctx, 'eval_steps')} DPM-Solver++ "
+                                 f"steps, guidance {mini.EVAL_GUIDANCE}."))
 
 
 def _fusion_figure(ctx: ReportContext, stats: dict, timing: dict) -> Figure:
@@ -330,9 +339,10 @@ def recipes(steps: int) -> dict[str, dict]:
 
 
 @experiment("q1.training", "Curricula and loss weightings vs plain training in the mini protocol",
-            minutes={"quick": 2, "full": 30})
+            minutes={"quick": 1.5, "full": 48})
 def training(ctx: ReportContext) -> Finding:
     seeds, samples, n_prompts = _size(ctx, "seeds"), _size(ctx, "samples"), _size(ctx, "n_prompts")
+    shared_vae(ctx)
     base = mini.train_config(mini.MiniRun(samples=samples))
     plan = recipes(base.unet_train.steps)
     rows = {}

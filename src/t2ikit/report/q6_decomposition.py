@@ -37,12 +37,12 @@ from t2ikit.world.spec import Group, Relation, Spec
 
 METHODS = ("plain", *STRATEGIES)
 KINDS = ("colour", "shape", "relation")
-SIZES = {  # (quick, full)
-    "prompts": (2, 5),
-    "seeds": (2, 3),
-    "kinds": (("colour",), KINDS),
-    "values": (3, 4),  # values per kind, the prompt's own first (shapes and relations have at most 3 others)
-    "steps": (10, 20),
+SIZES = {  # (quick, full, smoke)
+    "prompts": (2, 5, 1),
+    "seeds": (2, 3, 1),
+    "kinds": (("colour",), KINDS, ("colour",)),
+    "values": (3, 4, 2),  # values per kind, the prompt's own first (shapes and relations have at most 3 others)
+    "steps": (10, 20, 2),
 }
 RESAMPLES = 1000  # bootstrap resamples of the paired differences
 MI_RESAMPLES = 200  # bootstrap resamples of each MI estimate

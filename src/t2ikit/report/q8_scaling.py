@@ -17,12 +17,14 @@ import numpy as np
 from t2ikit.bench.progress import bar
 from t2ikit.report import mini
 from t2ikit.report.core import Figure, Finding, ReportContext, Table, experiment
-from t2ikit.report.q1_fusion import SIZES as q1_sizes
-from t2ikit.report.q1_fusion import root, run_unit
+from t2ikit.report.q1_fusion import root, run_unit, shared_vae
 
-SIZES = {  # (quick, full, smoke); the largest budget of the config's size is q1.fusion's sequential seed-0 run
+SIZES = {  # (quick, full, smoke); at quick the largest budget of the config's size (mini-m) is q1.fusion's
+    # sequential seed-0 run, evaluated alike (trained and scored once)
     "sizes": (("mini-s", "mini-m"), ("mini-s", "mini-m"), ("mini-xs", "mini-m")),
-    "samples": ((160, 320), (800, 1600, 3200), (4, 8)),  # training images per run
+    "samples": ((80, 160), (800, 1600, 3200), (4, 8)),  # training images per run
+    "n_prompts": (4, 12, 1),  # mini CompBench prompts per category (its own: q1's full 50 would double this budget)
+    "eval_steps": (10, 20, 2),  # sampler steps of the CompBench images
 }
 BOOTSTRAP = 500
 
@@ -33,12 +35,13 @@ def _size(ctx: ReportContext, name: str):
 
 
 @experiment("q8.scaling", "Scaling in the mini protocol: CompBench error vs compute over sizes x data budgets",
-            minutes={"quick": 1, "full": 9})
+            minutes={"quick": 0.5, "full": 9})
 def scaling(ctx: ReportContext) -> Finding:
     from t2ikit.scaling.fit import fit_power_law
 
     sizes, budgets = _size(ctx, "sizes"), _size(ctx, "samples")
-    n_prompts, eval_steps = ctx.pick(*q1_sizes["n_prompts"]), ctx.pick(*q1_sizes["eval_steps"])
+    n_prompts, eval_steps = _size(ctx, "n_prompts"), _size(ctx, "eval_steps")
+    shared_vae(ctx)
     default = mini.train_config(mini.MiniRun()).model.size  # its runs are MiniRun(size=""), shared with q1
     grid = [(s, b) for s in sizes for b in budgets]
     rows = []
