@@ -16,9 +16,11 @@ def _ints(text: str) -> list[int]:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("report", help="answer the seed's eight questions by experiment (report.md/.html)")
-    p.add_argument("--out", required=True, help="report folder (created; an existing report folder resumes)")
+    p.add_argument("--out", default=None, help="report folder (created; an existing report folder resumes); "
+                                                "required unless --list")
     p.add_argument("--budget", choices=("quick", "full"), default="quick",
-                   help="quick: about 20 minutes on 2 CPU cores, indicative; full: about 3 hours, >= 3 seeds")
+                   help="quick: <= 20 minutes on 2 CPU cores, indicative; full: the training questions at >= 3 "
+                        "seeds (--list shows each experiment's planned minutes)")
     p.add_argument("--questions", default=None, help="only these questions, e.g. 2,5 (default: all eight)")
     p.add_argument("--experiments", default=None, help="only these experiments, e.g. q2.sparsity (see --list)")
     p.add_argument("--model", default=None, help="model folder or name for the inference questions "
@@ -37,14 +39,18 @@ def _report(args) -> int:
     questions = _ints(args.questions) if args.questions else None
     experiments = [e.strip() for e in args.experiments.split(",") if e.strip()] if args.experiments else None
     chosen = select(questions, experiments)
-    out = Path(args.out)
-    if args.list:
-        done = finished(out) if out.exists() else {}
+    out = Path(args.out) if args.out else None
+    if args.list:  # with --out: which experiments of that folder are done
+        done = finished(out) if out is not None and out.exists() else {}
         for e in chosen:
             state = "done" if e.id in done else ""
             print(f"{e.id:22s} Q{e.question}  quick {e.minutes.get('quick', '?')} min, full "
                   f"{e.minutes.get('full', '?')} min  {e.title}  {state}".rstrip())
+        total = {b: sum(e.minutes.get(b, 0) for e in chosen) for b in ("quick", "full")}
+        print(f"planned: quick {total['quick']:g} min, full {total['full']:g} min")
         return 0
+    if out is None:
+        raise ValueError("--out is required (the report folder) unless --list")
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, not {args.threads}")
     if args.model is not None:
