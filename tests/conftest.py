@@ -39,3 +39,15 @@ def tiny_protocol(tmp_path, monkeypatch):
     from report_helpers import tiny_mini_protocol
 
     return tiny_mini_protocol(tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module (use with pytestmark): the machine is shared, and multi-threaded torch is
+    slower than one thread here."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

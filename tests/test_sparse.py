@@ -10,12 +10,7 @@ from t2ikit.attention import sparse as sp
 from t2ikit.attention.capture import AttentionStore
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():  # the machine is shared: multi-threaded torch is slower than one thread here
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def qkv(B=2, h=2, Nq=24, n=10, d=8, seed=0):
