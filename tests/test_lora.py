@@ -77,6 +77,64 @@ def test_kohya_lora_keys_are_read(fresh, tmp_path):
     assert torch.allclose(attn.weight, before + delta, atol=1e-5)
 
 
+def _kohya_pair(prefix: str, module, seed: int, alpha: float) -> dict:
+    """A kohya-format rank-2 LoRA of one Linear: down, up and alpha (its delta is scaled alpha / rank)."""
+    g = torch.Generator().manual_seed(seed)
+    return {f"{prefix}.lora_down.weight": torch.randn(2, module.in_features, generator=g),
+            f"{prefix}.lora_up.weight": torch.randn(module.out_features, 2, generator=g),
+            f"{prefix}.alpha": torch.tensor(alpha)}
+
+
+def test_kohya_sdxl_lora_with_both_text_encoders(tmp_path):
+    """An A1111/kohya SDXL file: `lora_te1_` (first encoder), `lora_te2_` (second) and `lora_unet_` keys, the
+    encoders' attention without out_proj and an MLP layer beside it (the two layouts diffusers' text-encoder loader
+    misread: models/lora.py), and one alpha unlike the others' (ignored on transformers 5's flattened
+    CLIPTextModel before). Each named layer gets exactly its delta; at scale 0 every weight is bitwise the base
+    model's."""
+    from families import make_family_folder
+
+    folder = make_family_folder(tmp_path / "sdxl", "sdxl")
+    pipe = T2IPipeline.from_folder(folder)
+    models = {"te1": pipe.text_encoder.text_encoder, "te2": pipe.text_encoder.text_encoder_2, "unet": pipe.unet}
+    layers = {  # kohya name -> (model, module path)
+        "lora_te1_text_model_encoder_layers_0_self_attn_q_proj":
+            ("te1", "text_model.encoder.layers.0.self_attn.q_proj"),
+        "lora_te1_text_model_encoder_layers_1_mlp_fc1": ("te1", "text_model.encoder.layers.1.mlp.fc1"),
+        "lora_te2_text_model_encoder_layers_0_self_attn_v_proj":
+            ("te2", "text_model.encoder.layers.0.self_attn.v_proj"),
+        "lora_te2_text_model_encoder_layers_2_mlp_fc2": ("te2", "text_model.encoder.layers.2.mlp.fc2"),
+        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k":
+            ("unet", "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"),
+    }
+
+    def module(prefix):  # looked up each time: loading swaps in LoRA layers and fusing swaps them out
+        model, path = layers[prefix]
+        if not hasattr(models[model], "text_model"):  # transformers 5's CLIPTextModel has no text_model.
+            path = path.removeprefix("text_model.")
+        return models[model].get_submodule(path)
+
+    def weight(prefix):
+        return module(prefix).weight.detach().clone()
+
+    state = {}
+    alphas = {prefix: 2.0 if k == 0 else 1.0 for k, prefix in enumerate(layers)}  # the first encoder's q_proj differs
+    for seed, prefix in enumerate(layers):
+        state.update(_kohya_pair(prefix, module(prefix), seed, alphas[prefix]))
+    save_file(state, tmp_path / "xl.safetensors")
+
+    def every_weight():
+        return {(m, k): v.clone() for m, model in models.items() for k, v in model.state_dict().items()}
+
+    base, before = every_weight(), {prefix: weight(prefix) for prefix in layers}
+    assert pipe.load_lora(tmp_path / "xl.safetensors", 0.0) == ["unet", "text_encoder", "text_encoder_2"]
+    after = every_weight()
+    assert after.keys() == base.keys() and all(torch.equal(after[k], base[k]) for k in base)  # scale 0: bitwise
+    assert pipe.load_lora(tmp_path / "xl.safetensors", 0.8) == ["unet", "text_encoder", "text_encoder_2"]
+    for prefix in layers:
+        delta = 0.8 * alphas[prefix] / 2 * state[f"{prefix}.lora_up.weight"] @ state[f"{prefix}.lora_down.weight"]
+        assert torch.allclose(weight(prefix), before[prefix] + delta, atol=1e-5), prefix
+
+
 def test_embedding_adds_a_word_that_acts(fresh, tmp_path):
     width = fresh.text_encoder.get_input_embeddings().weight.shape[1]
     torch.manual_seed(2)

@@ -58,6 +58,9 @@ def load_lora(pipe, path: str | os.PathLike, scale: float = 1.0) -> list[str]:
     encoders = {"text_encoder": pipe.text_encoder}
     if pipe.is_sdxl:
         encoders = {"text_encoder": pipe.text_encoder.text_encoder, "text_encoder_2": pipe.text_encoder.text_encoder_2}
+    flat = [name for name, encoder in encoders.items() if not hasattr(encoder, "text_model")]
+    state = _text_encoder_keys_named(state, flat)
+    alphas = None if alphas is None else _text_encoder_keys_named(alphas, flat)  # kohya's alphas; None in peft files
     targets = {"unet": pipe.unet, **encoders}
     found = [name for name in targets if any(k.startswith(name + ".") for k in state)]
     if not found:
@@ -76,6 +79,31 @@ def load_lora(pipe, path: str | os.PathLike, scale: float = 1.0) -> list[str]:
         raise ValueError(f"LoRA file {path} does not fit this model ({pipe.name}): {err}") from None
     _fuse(targets, found, adapter, float(scale))
     return found
+
+
+def _text_encoder_keys_named(state: dict, flat: list[str]) -> dict:
+    """`state` with its text-encoder keys in diffusers' current names (`self_attn.q_proj.lora_linear_layer.down`),
+    and without `text_model.` for the encoders in `flat` (transformers 5 flattens CLIPTextModel: diffusers drops
+    that part of the weights' keys itself but not of the alphas', so per-module alphas were ignored).
+
+    diffusers' kohya converter names a text encoder's attention LoRAs in diffusers' old format
+    (`self_attn.to_q_lora.down`) and its MLP ones in the current one; its text-encoder loader then guesses the
+    format of all of them from one key: old only if some `to_out_lora` is there. So a kohya file (`lora_te_`,
+    `lora_te1_`, `lora_te2_`) whose attention LoRAs skip out_proj failed ("Could not automatically infer state
+    dict type"), and with MLP LoRAs beside them its attention LoRAs were dropped without a word. Naming the keys
+    here (diffusers' own old-to-current table) leaves the loader one format to read. UNet keys are left as they are.
+    """
+    from diffusers.utils.state_dict_utils import DIFFUSERS_OLD_TO_DIFFUSERS
+
+    def rename(key: str) -> str:
+        if not key.startswith(("text_encoder.", "text_encoder_2.")):
+            return key
+        for old, new in DIFFUSERS_OLD_TO_DIFFUSERS.items():
+            key = key.replace(old, new)
+        encoder, rest = key.split(".", 1)
+        return f"{encoder}.{rest.removeprefix('text_model.')}" if encoder in flat else key
+
+    return {rename(k): v for k, v in state.items()}
 
 
 def _fuse(targets: dict, found: list[str], adapter: str, scale: float) -> None:
