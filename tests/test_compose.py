@@ -73,6 +73,7 @@ def techniques(pipe) -> dict:
         "capture": ({}, []),
         "boxes": ({"boxes": ["0,0,8,16:red circle"], "box_guidance": 200.0}, ["Boxes"]),
         "layout": ({"layout": "auto", "box_guidance": 200.0}, ["Layout"]),
+        "regions_auto": ({"region_layout": "auto"}, ["Region layout"]),
     }
     for name in CONDITIONS:
         out[name] = ({name: _map(name), "adapters": {name: _adapter(pipe, name)}}, [f"{name.capitalize()} image"])
@@ -97,6 +98,8 @@ INCOMPATIBLE = {
     frozenset({"topk", "capture"}): SELF_COMPUTED,
     frozenset({"hier", "capture"}): SELF_COMPUTED,
     frozenset({"regions", "hier"}): OWN_TOKENS,
+    frozenset({"regions_auto", "topk"}): SELF_COMPUTED,
+    frozenset({"regions_auto", "hier"}): OWN_TOKENS,
 }
 SAME_SETTING = [{"regions", "regions_noise"}, {"topk", "hier"}, {"boxes", "layout"}]  # two values of one setting, not a pair
 
@@ -125,7 +128,7 @@ def _alone(pipe, names, table):
 
 def _pairs():
     names = ["weighting", "negative", "regions", "regions_noise", "topk", "hier", "relation", "excite", "scales",
-             "capture", "boxes", "layout", *CONDITIONS]
+             "capture", "boxes", "layout", "regions_auto", *CONDITIONS]
     return [p for p in itertools.combinations(names, 2) if set(p) not in SAME_SETTING]
 
 
@@ -150,14 +153,14 @@ def test_every_pair_composes(pipe, pair):
 
 
 @pytest.mark.parametrize("tokenizer", ["word-level", "bpe"])
-@pytest.mark.parametrize("variant", ["topk", "hier", "capture", "regions"])
+@pytest.mark.parametrize("variant", ["topk", "hier", "capture", "regions", "regions_auto"])
 def test_everything_at_once(pipe, bpe_pipe, variant, tokenizer):
-    """All techniques in one call; sparse or hierarchical attention, map capture and attention-mode regions take turns; on the
-    word-level model and with a CLIP BPE tokenizer."""
+    """All techniques in one call; sparse or hierarchical attention, map capture and attention-mode regions (given
+    or planned from the prompt) take turns; on the word-level model and with a CLIP BPE tokenizer."""
     pipe = bpe_pipe if tokenizer == "bpe" else pipe
     table = techniques(pipe)
     extra = {"topk": ["regions_noise", "topk"], "hier": ["regions_noise", "hier"], "capture": ["regions_noise", "capture"],
-             "regions": ["regions"]}
+             "regions": ["regions"], "regions_auto": ["regions_auto"]}
     names = ["weighting", "negative", "relation", "excite", "scales", "boxes", *CONDITIONS, *extra[variant]]
     everything, spec, store = _run(pipe, names, table)
     assert torch.isfinite(everything).all() and (store is None or store.sums)

@@ -113,14 +113,3 @@ def test_sdxl_loads_lora_and_embeddings_into_both_encoders(folders, tmp_path):
 
 def _latents(pipe, prompt):
     return pipe.run(pipe.make_spec(prompt, steps=2, seed=0), decode=False, progress=False).latents
-
-
-def test_sdxl_edit_and_invert_are_refused_with_a_sentence(folders, tmp_path, capsys):
-    from PIL import Image
-
-    from t2ikit.cli import main
-
-    Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / "red.png")
-    code = main(["invert", str(tmp_path / "red.png"), "--prompt", "a red square", "--model", str(folders["sdxl"]),
-                 "--out", str(tmp_path / "red.safetensors"), "--quiet"])
-    assert code == 2 and "does not run SDXL models yet" in capsys.readouterr().err

@@ -10,12 +10,7 @@ from t2ikit.attention.sparse import bound_generate
 from t2ikit.text.phrases import noun_phrases, phrase_token_spans
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("prompt, phrases", [
@@ -132,3 +127,79 @@ def test_hook_reads_each_condition_rows_own_prompt_in_noise_mode_regions(tmp_pat
     pipe.run(spec, decode=False, progress=False)
     assert {blocks for blocks, _ in seen} == {("uncond", "text", "region 0: a big blue square")}
     assert {batch for _, batch in seen} == {3}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The phrase level reads the model's prompt parser (issue 21)
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_the_shapes_world_parser_gives_the_chunker_phrases_on_shapes_world_captions():
+    """The shipped model's hierarchical outputs stay bitwise: on Shapes World captions (backgrounds, fills,
+    relations, counts) the parser's phrases are the chunker's, so the pooling matrices are equal."""
+    from tiny import tiny_tokenizer
+
+    from t2ikit.text.parser import get_parser
+    from t2ikit.world.caption import write_caption
+    from t2ikit.world.scene import sample_scene, scene_rng
+
+    parser = get_parser("shapes-world")
+    captions = [write_caption(sample_scene(5, i, reference=False).spec, scene_rng(9, i)) for i in range(150)]
+    assert sum("background" in c for c in captions) > 20  # where the chunker finds a phrase the parser reads as none
+    tok = tiny_tokenizer(32)
+    assert torch.equal(pooling_matrices(tok, captions, parser=parser), pooling_matrices(tok, captions))
+
+
+@pytest.fixture(scope="module")
+def bpe_pipe():
+    """What the hook reads of a tiny SD folder with the real CLIP BPE tokenizer and no "parser" key: the
+    tokenizer and the English parser (tests/test_families.py generates with "hier" on such folders)."""
+    from types import SimpleNamespace
+
+    from families import clip_tokenizer
+
+    from t2ikit.pipeline import DEFAULT_PARSER
+    from t2ikit.text.parser import get_parser
+
+    return SimpleNamespace(tokenizer=clip_tokenizer(32), parser=get_parser(DEFAULT_PARSER))
+
+
+def _pooled(pool, row):
+    """The token positions each phrase row of a pooling matrix averages."""
+    n = pool.shape[-1]
+    return [tuple(torch.nonzero(r).ravel().tolist()) for r in pool[row, :n] if r.sum() > 0]
+
+
+def test_phrase_pools_are_the_english_parsers_phrases_with_a_clip_bpe_tokenizer(bpe_pipe):
+    from t2ikit.text.phrases import phrase_token_spans
+    from t2ikit.text.spans import token_positions
+
+    tok = bpe_pipe.tokenizer
+    hook = HierarchicalHook((1, 1, 0))
+    prompt = "a red cat to the left of a small blue dog in the style of an oil painting"
+    want = [tuple(token_positions(tok, prompt, t)) for t in
+            ("a red cat", "a small blue dog", "in the style of an oil painting")]  # objects, then the style span
+    assert _pooled(hook.row_info(bpe_pipe, [prompt]), 0) == want
+    assert [s.phrase.text for s in phrase_token_spans(tok, prompt)] == [  # the chunker splits the style
+        "a red cat", "a small blue dog", "the style", "an oil painting"]
+    # where the chunker cuts an object apart, the parser's object (attributes included) is one pool
+    for prompt, objects in [("a pair of red shoes under a chair", ["a pair of red shoes", "a chair"]),
+                            ("a dog next to a sleeping cat", ["a dog", "a sleeping cat"]),
+                            ("a red, shiny car next to a dog", ["a red, shiny car", "a dog"])]:
+        assert _pooled(hook.row_info(bpe_pipe, [prompt]), 0) == [tuple(token_positions(tok, prompt, o))
+                                                                  for o in objects]
+    # an attribute stated after the noun ("the cat is red") joins the cat's pool
+    prompt = "the cat is red"
+    assert _pooled(hook.row_info(bpe_pipe, [prompt]), 0) == [
+        tuple(token_positions(tok, prompt, "the cat") + token_positions(tok, prompt, "red"))]
+
+
+def test_a_prompt_the_parser_cannot_read_falls_back_to_the_chunker_with_a_warning(bpe_pipe):
+    from t2ikit.text.phrases import phrase_token_spans
+
+    prompt = "a cat to the left of"  # a relation with no object phrase after it
+    with pytest.warns(UserWarning, match=r"english parser cannot read 'a cat to the left of' \(the relation "
+                                         r"'to the left of' has no object phrase after it"):
+        pool = pooling_matrices(bpe_pipe.tokenizer, [prompt, ""], parser=bpe_pipe.parser)
+    assert _pooled(pool, 0) == [s.positions for s in phrase_token_spans(bpe_pipe.tokenizer, prompt)]
+    assert _pooled(pool, 1) == []  # the empty unconditional prompt has no phrase, and no warning

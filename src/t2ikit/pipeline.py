@@ -31,7 +31,7 @@ from t2ikit.control.compose import WHITE, bootstrap_step, parse_scales, resolve_
 from t2ikit.control.encoders import CONDITIONS, load_condition, to_batch
 from t2ikit.control.layout import LAYOUTS, plan_layout
 from t2ikit.control.reference import ReferenceAdapter
-from t2ikit.control.regions import REGION_MODES, Region, RegionAttentionHook, check_regions, latent_masks, \
+from t2ikit.control.regions import REGION_MODES, Region, RegionAttentionHook, batch_regions, layout_regions, \
     parse_region, region_context
 from t2ikit.diffusion.cache import BRANCHES, cached_denoiser, check_interval
 from t2ikit.diffusion.conditioning import Conditioning
@@ -185,6 +185,7 @@ class GenerationSpec:
     box_guidance: float = DEFAULT_BOX_GUIDANCE  # step size of the boxes' latent update; 0 = off
     box_mask: float = DEFAULT_MASK_FRACTION  # fraction of the steps with the boxes' attention masking; 0 = off
     layout: str | None = None  # "auto": boxes planned from the parsed prompt per image (control.layout), seeded
+    region_layout: str | None = None  # "auto": a region per object phrase, placed as layout="auto" (control.regions)
     cache_interval: int = 1  # DeepCache (diffusion.cache): the whole UNet every N-th step, its shallow branch between
     cache_branch: str = BRANCHES[0]  # which shallow branch runs between ("layer" or "block", diffusion.cache)
     latent_steps: int = ExciteConfig.excite_steps  # first sampling steps with a latent-guidance update (relation, excite)
@@ -253,13 +254,13 @@ class GenerationSpec:
         for name in self.scales:
             if name in CONDITIONS and name not in self.conditions:
                 raise ValueError(f"scale {name}=... given without a {name} condition image")
-        if "regions" in self.scales and not self.regions:
+        if "regions" in self.scales and not self.regions and self.region_layout is None:
             raise ValueError("scale regions=... given without regions")
         if self.region_mode not in REGION_MODES:
             raise ValueError(f"unknown region mode {self.region_mode!r}; allowed: {', '.join(REGION_MODES)}")
         if not is_number(self.bootstrap) or not 0 <= self.bootstrap <= 1:
             raise ValueError(f"bootstrap must be a fraction of the steps in [0, 1]; got {self.bootstrap!r}")
-        if self.bootstrap > 0 and not self.regions:
+        if self.bootstrap > 0 and not self.regions and self.region_layout is None:
             raise ValueError("bootstrap resets the latents outside the regions: give regions too")
         if len(self.background) != 3 or not all(is_number(v) and 0 <= v <= 1 for v in self.background):
             raise ValueError(f"background must be an RGB triple in [0, 1]; got {self.background!r}")
@@ -276,6 +277,8 @@ class GenerationSpec:
             raise ValueError(f"layout must be one of {', '.join(map(str, LAYOUTS))}; got {self.layout!r}")
         if self.layout is not None and self.boxes:
             raise ValueError("give boxes or layout='auto' (boxes planned from the prompt), not both")
+        if self.region_layout not in LAYOUTS:
+            raise ValueError(f"region_layout must be one of {', '.join(map(str, LAYOUTS))}; got {self.region_layout!r}")
         check_interval(self.cache_interval)
         if self.cache_branch not in BRANCHES:
             raise ValueError(f"unknown cache_branch {self.cache_branch!r}; allowed: {', '.join(BRANCHES)}")
@@ -306,6 +309,9 @@ class GenerationSpec:
             out["Condition scales"] = " ".join(f"{k}={v:g}" for k, v in self.scales.items())
         if self.regions:
             out["Regions"] = "; ".join(r if isinstance(r, str) else f"{r.box}:{r.prompt}" for r in self.regions)
+        if self.region_layout is not None:
+            out["Region layout"] = self.region_layout  # the regions are a function of the prompt and the image's seed
+        if self.regions or self.region_layout is not None:
             out["Region mode"] = self.region_mode
         if self.bootstrap > 0:
             out["Bootstrap"] = self.bootstrap
@@ -491,8 +497,8 @@ class T2IPipeline:
         """A validated GenerationSpec; None arguments take the model's defaults.
 
         `techniques`: any other GenerationSpec field (excite, weighting, attention, sketch / depth / mask /
-        reference images or `conditions`, adapters, scales, regions, region_mode, bootstrap, background,
-        guidance_mode). relation_guidance given (> 0) asks for it: every prompt must be one the model's
+        reference images or `conditions`, adapters, scales, regions, region_layout, region_mode, bootstrap,
+        background, guidance_mode). relation_guidance given (> 0) asks for it: every prompt must be one the model's
         parser reads (ValueError names those it cannot), and a prompt that states no relation is warned
         about. As the model's default it guides the prompts it can read and leaves the rest alone.
         """
@@ -569,12 +575,6 @@ class T2IPipeline:
     def is_sdxl(self) -> bool:
         """True for SDXL: two text encoders, and a UNet that reads pooled text and size/crop per row."""
         return isinstance(self.text_encoder, DualTextEncoder)
-
-    def check_text_only(self, what: str) -> None:
-        """ValueError for SDXL in a path that runs the UNet on text states alone (inversion and edits, so far)."""
-        if self.is_sdxl:
-            raise ValueError(f"{what} does not run SDXL models yet (their UNet also reads pooled text and size "
-                             f"conditioning, which its passes do not carry); generate, explain and analyze do")
 
     def _added(self, prompts: list[str], size: tuple[int, int], zero: bool = False) -> dict:
         """SDXL's added_cond_kwargs for one image per plain prompt at `size` (H, W)."""
@@ -661,18 +661,20 @@ class T2IPipeline:
         images = self.decode(latents) if decode else None
         return Generation(latents=latents, images=images, spec=spec, seeds=seeds)
 
-    def plan_boxes(self, prompts: list[str], size: tuple[int, int], seeds: list[int]) -> list[list]:
+    def plan_boxes(self, prompts: list[str], size: tuple[int, int], seeds: list[int],
+                   what: str = "layout='auto'") -> list[list]:
         """The layout planner's boxes (control.layout) of each plain prompt with its image's seed, read by this
-        model's parser; ValueError naming the prompt the parser cannot read or whose relations no layout holds."""
+        model's parser; ValueError naming the prompt the parser cannot read or whose relations no layout holds.
+        `what`: the setting that asked for the plan, as the errors name it."""
         if self.parser is None:
-            raise ValueError("layout='auto' plans boxes from the objects a prompt parser reads, and this model names "
+            raise ValueError(f"{what} plans boxes from the objects a prompt parser reads, and this model names "
                              f"none; give boxes=, or a parser ({', '.join(parser_names())})")
         plans = []
         for prompt, seed in zip(prompts, seeds):
             try:
                 structure = self.parser.parse(prompt)
             except PromptParseError as err:
-                raise ValueError(f"layout='auto' reads the prompt with the {self.parser.name} parser, which cannot "
+                raise ValueError(f"{what} reads the prompt with the {self.parser.name} parser, which cannot "
                                  f"read {prompt!r}: {err}") from None
             plans.append(plan_layout(structure, size, seed))
         return plans
@@ -697,8 +699,14 @@ class T2IPipeline:
                 maps[name] = [load_condition(x, name, spec.size) for x in src]
             else:
                 maps[name] = [load_condition(src, name, spec.size)] * len(spec.prompts)
-        regions = [r if isinstance(r, Region) else parse_region(r, spec.size) for r in spec.regions]
-        region_masks = check_regions(regions, spec.size) if regions else None
+        given = [r if isinstance(r, Region) else parse_region(r, spec.size) for r in spec.regions]
+        texts = [plain_text(p, spec.weighting) for p in spec.image_prompts()]  # what parsers and the planner read
+        plans = None  # one layout per image, shared by layout="auto" (boxes) and region_layout="auto" (regions)
+        if spec.layout is not None or spec.region_layout is not None:
+            plans = self.plan_boxes(texts, spec.size, seeds, "layout='auto'" if spec.layout is not None else
+                                    "region_layout='auto'")
+        planned = None if spec.region_layout is None else [layout_regions(b, spec.size) for b in plans]
+        regions = batch_regions(given, spec.size, spec.count, planned) if given or planned else None
         adapters = {name: resolve_adapter(self, name, spec.adapters.get(name)) for name in maps}
         if regions and any(isinstance(a, ReferenceAdapter) and a.concat for a in adapters.values()):
             raise ValueError("a concat-fusion reference adapter lengthens the text context, which region prompts do "
@@ -709,22 +717,21 @@ class T2IPipeline:
                              "regions append other prompts' tokens to every row: use region_mode='noise' with it")
         box_targets_ = None
         if spec.boxes or spec.layout is not None:  # phrases found in the prompts (before compute); masking is a hook
-            texts = [plain_text(p, spec.weighting) for p in spec.image_prompts()]
-            boxes = self.plan_boxes(texts, spec.size, seeds) if spec.layout is not None else [spec.boxes] * len(texts)
+            boxes = plans if spec.layout is not None else [spec.boxes] * len(texts)
             box_targets_ = box_targets(self.tokenizer, texts, boxes, spec.size)
             if spec.box_mask > 0:
                 controller.add(BoxAttentionHook(box_targets_[0], box_targets_[1], spec.box_mask))
         region_hook = None
         if regions and spec.region_mode == "attention":  # added here so that a hook it cannot run with is refused now
-            region_hook = controller.add(RegionAttentionHook(region_masks, [r.weight for r in regions], 0))
+            region_hook = controller.add(RegionAttentionHook(regions.masks, regions.weights, 0))
         if text_bound and any(isinstance(a, ReferenceAdapter) and a.concat for a in adapters.values()):
             raise ValueError(f"{text_bound[0].name} attention chooses among the prompt's tokens, and a concat-fusion "
                              "reference adapter appends image tokens to them: use one of the two")
-        rows = 1 + max(1, len(regions) if spec.region_mode == "noise" else 1)
+        rows = 1 + max(1, len(regions or ()) if spec.region_mode == "noise" else 1)
         check_memory(self, spec.count, spec.size, rows_per_image=rows, hooks=controller.hooks,
                      grad=spec.relation_guidance > 0 or spec.excite > 0, what="generate")
         return {"controller": controller, "maps": maps, "regions": regions, "boxes": box_targets_,
-                "region_masks": region_masks, "region_hook": region_hook, "adapters": adapters,
+                "region_hook": region_hook, "adapters": adapters,
                 "to_bind": [h for h in named if hasattr(h, "bind")]}
 
     def _conditioning(self, spec: GenerationSpec, plan: dict, scheduler, latent_hw) -> Conditioning:
@@ -745,11 +752,13 @@ class T2IPipeline:
                 uncond = torch.zeros_like(uncond) if zero else uncond
                 uncond_added = self._added([plain_text(p, spec.weighting) for p in spec.image_negatives()],
                                            spec.size, zero)
-        regions = plan["regions"]
-        region_names = [f"region {i}: {r.prompt}" for i, r in enumerate(regions)]  # noise mode: each its rows
+        regions = plan["regions"]  # a control.regions.RegionBatch, or None
+        region_prompts = regions.prompts if regions else []  # R lists of a prompt per image
+        region_names = [f"region {i}: {texts[0]}" for i, texts in enumerate(region_prompts)]  # noise mode: its rows
         for hook in plan["to_bind"]:
             hook.bind(self, prompts, [plain_text(p, spec.weighting) for p in spec.image_negatives()],
-                      {name: [plain_text(r.prompt, spec.weighting)] * spec.count for name, r in zip(region_names, regions)})
+                      {name: [plain_text(t, spec.weighting) for t in texts]
+                       for name, texts in zip(region_names, region_prompts)})
         residuals = None
         for name, adapter in plan["adapters"].items():
             image = to_batch([m for m in plan["maps"][name] for _ in range(spec.n)], self.device, self.dtype)
@@ -763,22 +772,23 @@ class T2IPipeline:
                 res = adapter(image, scale)
                 residuals = res if residuals is None else [a + b for a, b in zip(residuals, res)]
         text_scale = spec.scales.get("text", spec.guidance)
-        region_states = [encode_prompt_pair(self.tokenizer, self.text_encoder, [r.prompt] * spec.count, None,
-                                            spec.weighting)[0] for r in regions]
+        region_states = [encode_prompt_pair(self.tokenizer, self.text_encoder, texts, None, spec.weighting)[0]
+                         for texts in region_prompts]
         if regions and spec.region_mode == "attention":
             conditions = [Condition(region_context(cond, region_states), text_scale, name="text+regions",
                                     added=added)]
             uncond = region_context(uncond, [uncond] * len(regions))
             plan["region_hook"].tokens = cond.shape[1]  # tokens per prompt block, known once the text is encoded
         elif regions:  # noise space: one condition per region, the base prompt outside them
-            lm = latent_masks(plan["region_masks"], latent_hw).to(self.device, self.dtype)
+            lm = regions.latent(latent_hw).to(self.device, self.dtype)  # (R, h, w), or (R, N, 1, h, w) per image
             outside = (1 - lm.sum(0)).clamp(min=0)
             region_scale = spec.scales.get("regions", text_scale)
             conditions = [Condition(cond, text_scale, mask=outside, name="text", added=added)] + [
-                Condition(states, region_scale, mask=m, priority=r.weight, name=name,
-                          added=self._added([plain_text(r.prompt, spec.weighting)] * spec.count, spec.size)
+                Condition(states, region_scale, mask=m, priority=weight, name=name,
+                          added=self._added([plain_text(t, spec.weighting) for t in texts], spec.size)
                           if self.is_sdxl else None)
-                for name, r, states, m in zip(region_names, regions, region_states, lm)]
+                for name, texts, weight, states, m in zip(region_names, region_prompts, regions.weights,
+                                                          region_states, lm)]
         else:
             conditions = [Condition(cond, text_scale, name="text", added=added)]
         before = []
@@ -795,7 +805,8 @@ class T2IPipeline:
         after = []
         if regions and spec.bootstrap > 0:
             gens = [torch.Generator("cpu").manual_seed(spec.seed + k) for k in range(spec.count)]
-            after.append(bootstrap_step(self, scheduler, plan["region_masks"], latent_hw, spec.background, spec,
+            masks = regions.masks[:, :, None] if regions.per_image else regions.masks  # (R, N, 1, H, W) per image
+            after.append(bootstrap_step(self, scheduler, masks, latent_hw, spec.background, spec,
                                         spec.bootstrap, gens))
         c = Conditioning(conditions, uncond, spec.guidance_mode, residuals, controller if controller.hooks else None,
                          before, after, uncond_added)
@@ -832,7 +843,8 @@ class T2IPipeline:
         steps, guidance, sampler and relation_guidance default to the model's (t2ikit.json in the folder, else
         20, 7.5 for SD or 4.0 for a word-level model, dpmpp_2m, 0 = off); size defaults to the UNet's sample size.
         `techniques`: any GenerationSpec field, all in one call: weighting, excite, attention, sketch=, depth=,
-        mask=, reference=, adapters, scales, regions, region_mode, bootstrap, background, guidance_mode.
+        mask=, reference=, adapters, scales, regions, region_layout, region_mode, bootstrap, background,
+        guidance_mode.
         """
         spec = self.make_spec(prompt, negative_prompt, steps, guidance, seed, n, size, sampler, relation_guidance,
                               **techniques)

@@ -165,7 +165,7 @@ def attribution_overlap(pipe, prompts: list[str], seeds: list[int], steps: int |
     cond = pipe.encode_text([p for p, _ in items])
     images = sample_embeds(pipe, cond, [s for _, s in items], spec0.steps, spec0.guidance, spec0.sampler,
                            hooks=[store], batch_size=len(items), progress=progress,
-                           desc=f"explain --overlap: {len(items)} images")
+                           desc=f"explain --overlap: {len(items)} images", prompts=[p for p, _ in items])
     size = tuple(images.shape[-2:])
     maps = store.mean_maps(size)  # (2N or N, Nk, H, W)
     offset = len(items) if maps.shape[0] == 2 * len(items) else 0  # the conditional half comes second

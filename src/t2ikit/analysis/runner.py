@@ -5,7 +5,9 @@ The analyses compare many variants of one prompt under the same noise: image i i
 (where `T2IPipeline.run` gives image k of a call seed + k). Every batch is one `T2IPipeline.run` with the
 embeddings and seeds given, so a variant with the plain prompt's embedding and seed s reproduces
 `pipe.generate(prompt, seed=s, relation_guidance=0)` exactly (the plain sampler: no sampling-time latent
-guidance, whatever the model's default).
+guidance, whatever the model's default). On SDXL it reads each row's pooled text from `prompts` and reproduces
+generate with negative_prompt="" (generate's default there is zero unconditional states, which `run` does not
+take with precomputed states).
 """
 
 from __future__ import annotations
@@ -43,8 +45,11 @@ def _negative_states(pipe, negative_prompt: str, cond: torch.Tensor) -> torch.Te
 def sample_embeds(pipe, cond: torch.Tensor, seeds, steps: int, guidance: float, sampler: str,
                   negative_prompt: str = "", hooks=None, decode: bool = True, batch_size: int = DEFAULT_BATCH,
                   size: tuple[int, int] | None = None, progress: bool = False,
-                  desc: str = "sampling") -> torch.Tensor:
+                  desc: str = "sampling", prompts: list[str] | None = None) -> torch.Tensor:
     """(N, 3, H, W) images in [0, 1] (or (N, C, h, w) latents if not `decode`) for (N, T, D) `cond`.
+
+    `prompts`: the plain text each row's states stand for. An SDXL UNet also reads a pooled text embedding per
+    row, which comes from it (None: the empty prompt's); other models read the states alone and ignore it.
 
     `hooks`: attention hooks or a controller, installed for every batch (their clock follows the steps).
     `progress`: one bar (titled `desc`) over every sampling step of every batch, on stderr.
@@ -52,11 +57,14 @@ def sample_embeds(pipe, cond: torch.Tensor, seeds, steps: int, guidance: float, 
     if not isinstance(cond, torch.Tensor) or cond.ndim != 3:
         raise TypeError(f"cond must be a (N, T, D) tensor, got {getattr(cond, 'shape', type(cond).__name__)}")
     seeds = _check_seeds(seeds, cond.shape[0])
+    if prompts is not None and (len(prompts) != cond.shape[0] or not all(isinstance(p, str) for p in prompts)):
+        raise ValueError(f"prompts: need one str per row of cond ({cond.shape[0]}); got {prompts!r}")
+    texts = prompts if prompts is not None and getattr(pipe, "is_sdxl", False) else [""] * cond.shape[0]
     out, steps_bar = [], None
     for start in range(0, cond.shape[0], batch_size):
         c = cond[start:start + batch_size]
-        spec = pipe.make_spec([""] * len(c), negative_prompt, steps, guidance, 0, 1, size, sampler, 0.0,
-                              weighting="none")
+        spec = pipe.make_spec(texts[start:start + batch_size], negative_prompt, steps, guidance, 0, 1, size, sampler,
+                              0.0, weighting="none")  # states from `c`; SDXL's pooled text from the texts
         if steps_bar is None:
             batches = -(-cond.shape[0] // batch_size)
             steps_bar = bar(total=batches * spec.steps, desc=desc, enabled=progress, unit="step")
@@ -75,4 +83,5 @@ def sample_prompts(pipe, prompts: list[str], seeds, steps: int, guidance: float,
     unique = list(dict.fromkeys(prompts))
     embeds = pipe.encode_text(unique)  # (U, T, D)
     rows = torch.tensor([unique.index(p) for p in prompts])
-    return sample_embeds(pipe, embeds[rows], seeds, steps, guidance, sampler, hooks=hooks, batch_size=batch_size)
+    return sample_embeds(pipe, embeds[rows], seeds, steps, guidance, sampler, hooks=hooks, batch_size=batch_size,
+                         prompts=list(prompts))

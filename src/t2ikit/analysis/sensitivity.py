@@ -139,7 +139,8 @@ def _generate(pipe, texts: list[str], seeds: list[int], steps, guidance, sampler
     cond = embeds.repeat(len(seeds), 1, 1)  # seed-major: rows s*V .. s*V + V - 1 share seed s
     all_seeds = [s for s in seeds for _ in range(V)]
     images = sample_embeds(pipe, cond, all_seeds, steps, guidance, sampler, batch_size=min(V, 64), size=size,
-                           progress=progress, desc=desc)
+                           progress=progress, desc=desc, prompts=[plain_text(texts[k % V], weighting)
+                                                                  for k in range(len(all_seeds))])
     return {(texts[k % V], all_seeds[k]): images[k] for k in range(len(all_seeds))}
 
 

@@ -42,7 +42,7 @@ def weighted_generator(pipe, kinds, weight: float, steps: int = 20, mode: str = 
         spec = pipe.make_spec(list(prompts), None, steps, None, 0, 1, None, None)
         cond = encode_weighted(pipe.tokenizer, pipe.text_encoder, [emphasize(p, kinds, weight) for p in prompts], mode)
         return list(sample_embeds(pipe, cond, [int(s) for s in seeds], spec.steps, spec.guidance, spec.sampler,
-                                  batch_size=len(prompts)))
+                                  batch_size=len(prompts), prompts=list(prompts)))
 
     return generate
 

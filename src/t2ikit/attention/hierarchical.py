@@ -7,25 +7,35 @@ attention, so the mix is a convex combination of three attention outputs; Struct
 2023, mixes noun-phrase cross-attention outputs the same way.)
 
     word      ordinary cross-attention over the n token keys
-    phrase    one key/value per noun phrase of the prompt, the mean of its tokens' keys/values; phrases come
-              from `t2ikit.text.phrases` (rule-based chunker, any English prompt), never from picked indices
+    phrase    one key/value per phrase of the prompt, the mean of its tokens' keys/values; phrases are what the
+              model's prompt parser reads (`t2ikit.text.phrases.parsed_phrase_token_spans`: its object phrases
+              and style spans, the chunker's noun phrases where it reads neither), never picked indices
     sentence  one key/value: the first EOS token (CLIP's pooled token) or the mean of the content tokens;
               a single key takes all the mass, so O_sentence is that value at every pixel
 
 Mean-pooling keys and values equals pooling the text embeddings before to_k/to_v (both are affine), so
 the hook works on the processor's k/v. A row with no phrase (the empty unconditional prompt) uses its
 word-level output in place of the phrase level.
+
+A prompt the parser cannot read (PromptParseError) is still attended: its phrases come from the rule-based
+chunker (`t2ikit.text.phrases.phrase_token_spans`, any English) and a warning names the prompt and the part
+the parser could not read. A warning rather than an error, because the phrase level needs only phrase spans,
+which the chunker gives for any text, and hierarchical attention ran on every prompt before it read the parser.
+On Shapes World captions the parser's reading gives exactly the chunker's phrases (`t2ikit.text.phrases`),
+so the shipped model's outputs did not change.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
 
 from t2ikit.attention.sparse import OverrideHook, _TextBound, content_tokens
-from t2ikit.text.phrases import phrase_token_spans
+from t2ikit.text.parser import PromptParseError
+from t2ikit.text.phrases import PhraseSpan, parsed_phrase_token_spans, phrase_token_spans
 
 SENTENCE_POOLS = ("eos", "mean")
 
@@ -45,16 +55,29 @@ def check_lambdas(lambdas) -> tuple[float, float, float]:
     return values
 
 
-def pooling_matrices(tokenizer, texts: list[str], sentence: str = "eos") -> torch.Tensor:
-    """(B, n + 1, n): rows 0..P-1 pool each noun phrase's tokens (mean), rows P..n-1 are zero (no phrase),
-    row n pools the sentence (the first EOS, or the mean of the content tokens after BOS)."""
+def phrase_spans(tokenizer, text: str, parser=None) -> list[PhraseSpan]:
+    """The phrases the phrase level pools: as `parser` reads `text` (a text.parser.Parser), else the chunker's;
+    the chunker's with a warning naming the part where the parser cannot read it (module docstring)."""
+    if parser is None:
+        return phrase_token_spans(tokenizer, text)
+    try:
+        return parsed_phrase_token_spans(tokenizer, parser, text)
+    except PromptParseError as err:
+        warnings.warn(f"hierarchical attention: the {parser.name} parser cannot read {text!r} ({err}); its phrase "
+                      f"level pools the rule-based chunker's noun phrases instead", stacklevel=2)
+        return phrase_token_spans(tokenizer, text)
+
+
+def pooling_matrices(tokenizer, texts: list[str], sentence: str = "eos", parser=None) -> torch.Tensor:
+    """(B, n + 1, n): rows 0..P-1 pool each phrase's tokens (mean; `phrase_spans`), rows P..n-1 are zero (no
+    phrase), row n pools the sentence (the first EOS, or the mean of the content tokens after BOS)."""
     if sentence not in SENTENCE_POOLS:
         raise ValueError(f"sentence pooling must be one of {SENTENCE_POOLS}, got {sentence!r}")
     n = tokenizer.model_max_length
     content = content_tokens(tokenizer, texts)  # (B, n): BOS, words, first EOS
     pool = torch.zeros(len(texts), n + 1, n)
     for b, text in enumerate(texts):
-        for i, span in enumerate(phrase_token_spans(tokenizer, text)[:n]):
+        for i, span in enumerate(phrase_spans(tokenizer, text, parser)[:n]):
             pool[b, i, list(span.positions)] = 1.0 / len(span.positions)
         last = int(content[b].sum()) - 1  # the first EOS (truncated prompts: the last slot)
         if sentence == "eos" or last <= 1:
@@ -99,7 +122,7 @@ class HierarchicalHook(OverrideHook, _TextBound):
         self.sentence = sentence
 
     def row_info(self, pipe, texts):
-        return pooling_matrices(pipe.tokenizer, texts, self.sentence)
+        return pooling_matrices(pipe.tokenizer, texts, self.sentence, getattr(pipe, "parser", None))
 
     def pools(self, ctx, q, k) -> tuple[torch.Tensor, torch.Tensor]:
         """This batch's phrase pools (B, P, n), P = the phrases of its longest row, and sentence pool (B, n)."""

@@ -157,7 +157,6 @@ def _edit(args) -> int:
     else:
         options = EditOptions(**common, **given).check()
     pipe = load_pipeline(args.model, args.threads, args.device, args.dtype, args.lora, args.embedding)
-    pipe.check_text_only("t2ikit edit")
     _check_memory(pipe, options, size)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

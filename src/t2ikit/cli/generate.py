@@ -85,12 +85,17 @@ def register(subparsers) -> None:
                         help="per-condition scale: text, regions, sketch, depth, mask, reference (repeatable)")
     parser.add_argument("--region", action="append", default=None, metavar="BOX_OR_MASK:PROMPT",
                         help="region prompt: 'x0,y0,x1,y1:a red circle' (pixels) or 'mask.png:...' (repeatable)")
+    parser.add_argument("--region-layout", default=None, choices=["auto"],
+                        help="auto: a region per object phrase of the prompt, its prompt that phrase, placed where "
+                             "--layout auto would box it (seeded by each image's seed), the whole prompt as the base; "
+                             "with --region, after those (default: none)")
     parser.add_argument("--region-mode", default=None, choices=["attention", "noise"],
                         help="regions by masked cross-attention or by noise-space blending (MultiDiffusion) "
                              "(default: attention)")
     parser.add_argument("--bootstrap", type=float, default=None, metavar="F",
-                        help="with --region: for the first fraction F of the steps, reset the latents outside every "
-                             "region to a plain background (MultiDiffusion's bootstrapping); 0 = off (default: 0)")
+                        help="with --region or --region-layout: for the first fraction F of the steps, reset the "
+                             "latents outside every region to a plain background (MultiDiffusion's bootstrapping); "
+                             "0 = off (default: 0)")
     parser.add_argument("--background", default=None, metavar="R,G,B",
                         help="the bootstrap's background colour, three numbers in [0, 1] (default: 1,1,1, white)")
     parser.add_argument("--weighting", default=None, choices=["a1111", "compel", "none"],
@@ -133,8 +138,8 @@ _FROM_SETTINGS = {"Steps": "steps", "CFG scale": "guidance", "Seed": "seed", "Si
                   "Relation guidance": "relation_guidance", "Attend and excite": "excite", "Weighting": "weighting",
                   "Attention": "attention", "Region mode": "region_mode", "Bootstrap": "bootstrap",
                   "Background": "background", "Guidance mode": "guidance_mode", "Box guidance": "box_guidance",
-                  "Box mask": "box_mask", "Layout": "layout", "Fast": "fast", "Cache interval": "cache_interval",
-                  "Cache branch": "cache_branch"}
+                  "Box mask": "box_mask", "Layout": "layout", "Region layout": "region_layout", "Fast": "fast",
+                  "Cache interval": "cache_interval", "Cache branch": "cache_branch"}
 _CONDITIONS = ("sketch", "depth", "mask", "reference")
 
 
@@ -212,8 +217,8 @@ def resolved_arguments(args) -> dict:
     else None for the model's defaults."""
     names = ["prompt", "negative", "model", "sampler", "steps", "guidance", "seed", "size", "relation_guidance",
              "attention", *_CONDITIONS, "adapter", "scale", "region", "region_mode", "bootstrap", "background",
-             "weighting", "excite", "guidance_mode", "box", "box_guidance", "box_mask", "layout", "fast",
-             "cache_interval", "cache_branch", "latent_steps", "latent_iterations"]
+             "weighting", "excite", "guidance_mode", "box", "box_guidance", "box_mask", "layout", "region_layout",
+             "fast", "cache_interval", "cache_branch", "latent_steps", "latent_iterations"]
     given = {name: getattr(args, name) for name in names}
     stored = arguments_from_png(args.from_png) if args.from_png is not None else {}
     if stored and given["model"] is None and stored.get("model") is not None:
@@ -320,7 +325,7 @@ def _generate(args) -> int:
     boxes = [parse_box(b, size) for b in a["box"]]
     if (a["box_guidance"] is not None or a["box_mask"] is not None) and not boxes and a["layout"] is None:
         raise ValueError("--box-guidance and --box-mask act on boxes: give --box or --layout auto too")
-    techniques = dict(boxes=boxes, layout=a["layout"],
+    techniques = dict(boxes=boxes, layout=a["layout"], region_layout=a["region_layout"],
                       **{k: a[k] for k in ("box_guidance", "box_mask", "fast", "cache_interval", "cache_branch",
                                            "latent_steps", "latent_iterations") if a[k] is not None},
         weighting=a["weighting"], excite=a["excite"], attention=a["attention"], adapters=adapters, scales=scales,

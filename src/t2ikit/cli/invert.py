@@ -39,7 +39,6 @@ def _invert(args) -> int:
                  overwrite=args.overwrite)
     size = input_image_size(args.image)  # an unreadable file fails before the model loads; nothing decoded yet
     pipe = load_pipeline(args.model, args.threads, args.device, args.dtype, args.lora, args.embedding)
-    pipe.check_text_only("t2ikit invert")
     guided = args.guidance != 1.0
     # one row, with gradients for null-text's optimisation; --check samples back (2 rows if guided) and decodes
     check_memory(pipe, 1, size, rows_per_image=2 if args.check and guided else 1, what="invert", encode=True,

@@ -9,6 +9,13 @@
   share the token.
 - noise space (MultiDiffusion, Bar-Tal et al. 2023): one guidance condition per region with its mask,
   blended by `t2ikit.diffusion.guidance.combine`.
+
+Regions are given (a box or mask and a prompt each, the same for every image of a call) or planned from the
+prompt (`region_layout="auto"`): one region per object phrase the model's parser reads, its prompt that phrase
+("a small red circle"), its mask the boxes the layout planner (`t2ikit.control.layout`) gives the object's
+instances with the image's seed, the whole prompt as the base. Planned regions differ per image, so a call's
+regions are a `RegionBatch`: R regions with a prompt and a mask per image (an image whose prompt names fewer
+objects has the prompt "" and an empty mask in the regions past its own).
 """
 
 from __future__ import annotations
@@ -96,13 +103,77 @@ def check_regions(regions: list[Region], size: tuple[int, int]) -> np.ndarray:
 
 
 def latent_masks(masks: np.ndarray, latent_hw: tuple[int, int]) -> torch.Tensor:
-    """(R, H, W) pixel masks -> (R, h, w) area-averaged to the latent grid."""
-    t = torch.from_numpy(masks).float()[:, None]
-    return F.adaptive_avg_pool2d(t, latent_hw)[:, 0]
+    """(..., H, W) pixel masks ((R, H, W), or (R, N, 1, H, W) per image) -> (..., h, w) area-averaged to the
+    latent grid."""
+    t = torch.from_numpy(np.asarray(masks)).float()
+    lead, (h, w) = t.shape[:-2], t.shape[-2:]
+    pooled = F.adaptive_avg_pool2d(t.reshape(-1, 1, h, w), latent_hw)  # (prod(lead), 1, h', w')
+    return pooled.reshape(*lead, *latent_hw)
+
+
+def layout_regions(boxes, size: tuple[int, int]) -> list[Region]:
+    """One Region per phrase of a layout plan (`control.layout.plan_layout`, one Box per object instance): the
+    phrase as its prompt, the union of its boxes as its mask ("three red squares": one region, three boxes)."""
+    h, w = size
+    out = []
+    for phrase in dict.fromkeys(b.phrase for b in boxes):
+        mask = np.zeros((h, w), np.float32)
+        for b in boxes:
+            if b.phrase == phrase:
+                mask[b.y0:b.y1, b.x0:b.x1] = 1.0
+        out.append(Region(phrase, mask=mask))
+    return out
+
+
+@dataclass
+class RegionBatch:
+    """The regions of one generate call: R regions, each with a prompt per image and a weight.
+
+    masks: (R, H, W) when every image has the same regions (given ones), (R, N, H, W) when some are planned
+    per image; then an image without region r has the prompt "" and an all-zero mask there.
+    """
+
+    prompts: list[list[str]]  # R lists of N prompts, one per image
+    weights: list[float]  # (R,)
+    masks: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def per_image(self) -> bool:
+        return self.masks.ndim == 4
+
+    def latent(self, latent_hw: tuple[int, int]) -> torch.Tensor:
+        """The masks on the latent grid as guidance conditions take them: (R, h, w), or (R, N, 1, h, w)."""
+        return latent_masks(self.masks[:, :, None] if self.per_image else self.masks, latent_hw)
+
+
+def batch_regions(given: list[Region], size: tuple[int, int], count: int,
+                  planned: list[list[Region]] | None = None) -> RegionBatch:
+    """The RegionBatch of `given` regions (every image) and, if given, `planned` ones (a list per image, after
+    the given ones); ValueError for a bad region (`check_regions`)."""
+    masks = check_regions(given, size) if given else np.zeros((0, *size), np.float32)
+    prompts = [[r.prompt] * count for r in given]
+    weights = [r.weight for r in given]
+    if planned is None:
+        return RegionBatch(prompts, weights, masks)
+    if len(planned) != count:
+        raise ValueError(f"planned regions for {len(planned)} images, the call makes {count}")
+    extra = max((len(p) for p in planned), default=0)
+    per_image = np.zeros((len(given) + extra, count, *size), np.float32)  # (R, N, H, W)
+    per_image[:len(given)] = masks[:, None]
+    for i, regions in enumerate(planned):
+        if regions:
+            per_image[len(given):len(given) + len(regions), i] = check_regions(regions, size)
+    prompts += [[p[r].prompt if r < len(p) else "" for p in planned] for r in range(extra)]
+    weights += [1.0] * extra
+    return RegionBatch(prompts, weights, per_image)
 
 
 class RegionAttentionHook(AttentionHook):
-    """Masks cross-attention per region over the concatenated contexts (see module docstring)."""
+    """Masks cross-attention per region over the concatenated contexts (see module docstring); masks (R, H, W),
+    or (R, N, H, W) per image (row b of the UNet batch is image b mod N: every row block holds the N images)."""
 
     needs_probs = True
     name = "regions"
@@ -118,12 +189,13 @@ class RegionAttentionHook(AttentionHook):
         return ctx.cross
 
     def token_scales(self, hw: tuple[int, int]) -> torch.Tensor:
-        """(h*w, (R + 1) * T) multiplier a_g(q) for each query and token."""
+        """(h*w, (R + 1) * T) multiplier a_g(q) for each query and token; (N, h*w, (R + 1) * T) per image."""
         if hw not in self._cache:
-            m = latent_masks(self.masks.numpy(), hw).flatten(1).T  # (hw, R)
-            base = (1 - m.sum(1, keepdim=True)).clamp(min=0) + self.base_weight  # (hw, 1)
-            a = torch.cat([base, m * self.weights], dim=1)  # (hw, R + 1)
-            self._cache[hw] = a.repeat_interleave(self.tokens, dim=1)  # (hw, (R + 1) T)
+            m = latent_masks(self.masks.numpy(), hw).flatten(-2).transpose(0, -1)  # (hw, R) or (hw, N, R)
+            base = (1 - m.sum(-1, keepdim=True)).clamp(min=0) + self.base_weight  # (hw, 1) or (hw, N, 1)
+            a = torch.cat([base, m * self.weights], dim=-1)  # (hw, R + 1) or (hw, N, R + 1)
+            a = a if a.ndim == 2 else a.transpose(0, 1)  # per image: (N, hw, R + 1)
+            self._cache[hw] = a.repeat_interleave(self.tokens, dim=-1)  # (..., hw, (R + 1) T)
         return self._cache[hw]
 
     def on_probs(self, ctx, probs):
@@ -132,7 +204,11 @@ class RegionAttentionHook(AttentionHook):
                 f"regions: the context has {probs.shape[-1]} tokens, expected (regions + 1) x {self.tokens}; "
                 f"encode it with `region_context`"
             )
-        a = self.token_scales(ctx.query_hw).to(probs)  # (Nq, Nk)
+        a = self.token_scales(ctx.query_hw).to(probs)  # (Nq, Nk), or (N, Nq, Nk) per image
+        if a.ndim == 3:
+            if probs.shape[0] % a.shape[0]:
+                raise ValueError(f"regions: planned for {a.shape[0]} images, the UNet batch has {probs.shape[0]} rows")
+            a = a[torch.arange(probs.shape[0]) % a.shape[0]][:, None]  # (B, 1, Nq, Nk): row b is image b mod N
         p = probs * a
         return p / p.sum(-1, keepdim=True).clamp(min=1e-12)
 

@@ -15,13 +15,17 @@ Levels: a schedule of N steps has timesteps t_0 > ... > t_{N-1} and N + 1 noise 
 alpha_bar(t_0), ..., alpha_bar(t_{N-1}), 1. `trajectory[i]` is the latent at level i: [0] is x_T, [N] is x_0.
 The model is always called at t_i; its output is read at the latent's own level, as diffusers'
 DDIMScheduler and DDIMInverseScheduler do, so that the two agree (tests/test_inversion.py).
+
+SDXL's UNet also reads added conditioning per row (pooled text, size/crop time ids: t2ikit.models.sdxl): every
+pass here takes it beside the text states (`added` for the conditional rows, `uncond_added` for the
+unconditional ones; None for SD 1.x / 2.x), and an `Inversion` keeps its prompts' for the edits that follow.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +35,11 @@ from PIL import Image, UnidentifiedImageError
 from safetensors.torch import save_file
 
 from t2ikit.diffusion.conditioning import Conditioning
-from t2ikit.diffusion.denoisers import unet_denoiser
-from t2ikit.diffusion.guidance import cfg
+from t2ikit.diffusion.denoisers import unet_call, unet_denoiser
+from t2ikit.diffusion.guidance import Condition, cfg
 from t2ikit.diffusion.loop import progress_bar, sample
 from t2ikit.models.memory import check_memory
-from t2ikit.text.weighting import DEFAULT_WEIGHTING, check_weighted_prompt, check_weighting
+from t2ikit.text.weighting import DEFAULT_WEIGHTING, check_weighted_prompt, check_weighting, plain_text
 
 UNCOND_MODES = ("none", "null-text", "negative-prompt")
 NULL_TEXT_ITERS = 10  # inner Adam steps per timestep (Mokady et al. use 10)
@@ -145,8 +149,36 @@ def ddim_move(out: torch.Tensor, x: torch.Tensor, alpha_from: float, alpha_to: f
     return math.sqrt(alpha_to) * x0 + math.sqrt(1 - alpha_to) * eps
 
 
-def _unet(unet, x, t, embeds):
-    return unet(x, t, encoder_hidden_states=embeds, return_dict=False)[0]
+# ----------------------------------------------------------------------------------------------------
+# SDXL's added conditioning, per row
+
+
+def added_rows(pipe, prompts: list[str], size: tuple[int, int], weighting: str = "none") -> dict | None:
+    """SDXL's added_cond_kwargs with one row per prompt (its plain text's pooled embedding, the time ids of an
+    image of `size` (H, W)), as generation builds them; None for a model whose UNet reads text states alone."""
+    if not getattr(pipe, "is_sdxl", False):
+        return None
+    return pipe._added([plain_text(p, weighting) for p in prompts], tuple(size))
+
+
+def added_at(added: dict | None, rows) -> dict | None:
+    """The rows `rows` (an index tensor or slice) of added conditioning."""
+    return None if added is None else {key: value[rows] for key, value in added.items()}
+
+
+def added_cat(parts: list[dict | None]) -> dict | None:
+    """Added conditioning of stacked row blocks, in order; None when the model takes none."""
+    if all(p is None for p in parts):
+        return None
+    if any(p is None for p in parts):
+        raise ValueError("added conditioning (SDXL's pooled text and time ids) is missing for some rows")
+    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+
+
+def _text(cond, uncond=None, guidance: float = 1.0, added=None, uncond_added=None, **kwargs) -> Conditioning:
+    """Conditioning.text with SDXL's added conditioning of the conditional and the unconditional rows."""
+    return Conditioning([Condition(cond, float(guidance), name="text", added=added)], uncond,
+                        uncond_added=uncond_added, **kwargs)
 
 
 def item_noise(shape: tuple[int, ...], batch: int, seed: int | list[int], dim: int = 0) -> torch.Tensor:
@@ -185,8 +217,10 @@ class LevelScheduler:
         return (ddim_move(out, x, a_from, a_to, self.schedule.prediction_type),)
 
 
-def ddim_invert(unet, schedule: Schedule, x0: torch.Tensor, cond: torch.Tensor, progress=None) -> torch.Tensor:
-    """(N + 1, B, C, h, w) trajectory from x_T ([0]) to x0 ([N]), by DDIM steps run backwards (guidance 1)."""
+def ddim_invert(unet, schedule: Schedule, x0: torch.Tensor, cond: torch.Tensor, progress=None,
+                added: dict | None = None) -> torch.Tensor:
+    """(N + 1, B, C, h, w) trajectory from x_T ([0]) to x0 ([N]), by DDIM steps run backwards (guidance 1).
+    `added`: SDXL's added conditioning of `cond`'s rows (module docstring)."""
     traj = [None] * (schedule.steps + 1)
     traj[schedule.steps] = x0
 
@@ -195,28 +229,32 @@ def ddim_invert(unet, schedule: Schedule, x0: torch.Tensor, cond: torch.Tensor, 
         return x
 
     sample(unet_denoiser(unet), LevelScheduler(schedule, inverse=True), x0,
-           Conditioning.text(cond, after_step=[record]), progress=progress or False)
+           _text(cond, added=added, after_step=[record]), progress=progress or False)
     return torch.stack(traj)
 
 
 def ddim_denoise(unet, schedule: Schedule, noise: torch.Tensor, cond: torch.Tensor, uncond=None,
                  guidance: float = 1.0, controller=None, after_step=None, progress=None,
-                 residuals: list[torch.Tensor] | None = None) -> torch.Tensor:
+                 residuals: list[torch.Tensor] | None = None, added: dict | None = None,
+                 uncond_added: dict | None = None) -> torch.Tensor:
     """Deterministic DDIM from x_T to x_0 through `t2ikit.diffusion.loop.sample`.
 
     uncond: None, a (B, T, D) tensor, or a list of one per step (null-text inversion's).
     controller: an installed AttentionController; its clock follows the steps.
     after_step(i, x) -> x: called with the latent at level i + 1 (mask blending).
     residuals: adapter residuals per down level (a sketch or mask adapter holding the edit's structure).
+    added, uncond_added: SDXL's added conditioning of the `cond` and the `uncond` rows (module docstring).
     """
     after = [] if after_step is None else [lambda i, t, x: after_step(i, x)]
-    c = Conditioning.text(cond, uncond, guidance, residuals=residuals, controller=controller, after_step=after)
+    c = _text(cond, uncond, guidance, added, uncond_added, residuals=residuals, controller=controller,
+              after_step=after)
     return sample(unet_denoiser(unet), LevelScheduler(schedule), noise, c, progress=progress or False)
 
 
 def null_text_optimize(unet, schedule: Schedule, trajectory: torch.Tensor, cond: torch.Tensor,
                        uncond: torch.Tensor, guidance: float, iters: int = NULL_TEXT_ITERS,
-                       lr: float = NULL_TEXT_LR, tol: float = NULL_TEXT_TOL, progress=None) -> list[torch.Tensor]:
+                       lr: float = NULL_TEXT_LR, tol: float = NULL_TEXT_TOL, progress=None, added: dict | None = None,
+                       uncond_added: dict | None = None) -> list[torch.Tensor]:
     """Null-text inversion (Mokady et al. 2022, Alg. 1): one optimised (B, T, D) unconditional embedding per step.
 
     The guided DDIM sampling runs through the loop (`sample`); before each step a latent-update callback
@@ -225,19 +263,21 @@ def null_text_optimize(unet, schedule: Schedule, trajectory: torch.Tensor, cond:
     unconditional and conditional predictions as separate UNet calls, as the optimisation does (a batched call
     sums in another order, and the per-step Adam optimisation amplifies that to ~1e-5).
     Batched: the loss is a sum over images and Adam is elementwise, so each image's embedding follows
-    its own gradient (early stopping uses the batch's largest error).
+    its own gradient (early stopping uses the batch's largest error). SDXL: `added` / `uncond_added` ride with the
+    conditional / unconditional rows; only the unconditional text states are optimised, its pooled text is kept.
     """
     embeds = [uncond.detach().clone() for _ in range(schedule.steps)]  # step i's is set before step i runs
 
     def optimise(i, t, x, scheduler):
         a_i, a_next = float(schedule.levels[i]), float(schedule.levels[i + 1])
         target = trajectory[i + 1]
-        c_out = _unet(unet, x, t, cond)
+        c_out = unet_call(unet, x, t, cond, added=added)
         u = (embeds[i - 1] if i else embeds[0]).detach().requires_grad_(True)
         opt = torch.optim.Adam([u], lr=lr * (1.0 - i / (schedule.steps * 1.0)) + lr * 0.1)
         for _ in range(iters):
             with torch.enable_grad():
-                pred = ddim_move(cfg(_unet(unet, x, t, u), c_out, guidance), x, a_i, a_next, schedule.prediction_type)
+                pred = ddim_move(cfg(unet_call(unet, x, t, u, added=uncond_added), c_out, guidance), x, a_i, a_next,
+                                 schedule.prediction_type)
                 per_image = ((pred - target) ** 2).flatten(1).mean(1)
                 if float(per_image.detach().max()) < tol:
                     break
@@ -248,7 +288,7 @@ def null_text_optimize(unet, schedule: Schedule, trajectory: torch.Tensor, cond:
         return x
 
     sample(unet_denoiser(unet), LevelScheduler(schedule), trajectory[0],
-           Conditioning.text(cond, embeds, guidance, before_step=[optimise], batch_rows=False),
+           _text(cond, embeds, guidance, added, uncond_added, before_step=[optimise], batch_rows=False),
            progress=progress or False)
     return embeds
 
@@ -269,6 +309,8 @@ class Inversion:
     guidance: float
     uncond_mode: str
     images: torch.Tensor  # (B, 3, H, W) in [0, 1]: the inverted images
+    added: dict | None = None  # SDXL: the prompts' added conditioning (pooled text (B, P), time ids (B, 6)); else None
+    uncond_added: dict | None = None  # SDXL: the unconditional rows' (with `uncond`); None without uncond or SDXL
 
     @property
     def noise(self) -> torch.Tensor:
@@ -281,6 +323,12 @@ class Inversion:
         if isinstance(self.uncond, list):
             return [u[rows] for u in self.uncond]
         return self.uncond[rows]
+
+    def at(self, rows: torch.Tensor) -> Inversion:
+        """The inversion of the images at batch `rows` only."""
+        return replace(self, trajectory=self.trajectory[:, rows], cond=self.cond[rows], uncond=self.uncond_for(rows),
+                       prompts=[self.prompts[b] for b in rows.tolist()], images=self.images[rows],
+                       added=added_at(self.added, rows), uncond_added=added_at(self.uncond_added, rows))
 
 
 def check_guidance(guidance) -> float:
@@ -315,27 +363,32 @@ def invert(pipe, image, prompt: str | list[str], steps: int = 20, guidance: floa
     for p in dict.fromkeys(prompts):
         check_weighted_prompt(pipe.tokenizer, p, weighting)
     cond = pipe._encode_each(prompts, weighting)
+    size = tuple(images.shape[-2:])
+    added = added_rows(pipe, prompts, size, weighting)  # SDXL: pooled text and time ids per row; else None
     x0 = encode_image(pipe, images)
     work = schedule.steps * (2 if guidance != 1.0 and uncond == "null-text" else 1)
     with progress_bar(work, progress, "inverting") as update:
-        traj = ddim_invert(pipe.unet, schedule, x0, cond, progress=update)
-        embeds = None
+        traj = ddim_invert(pipe.unet, schedule, x0, cond, progress=update, added=added)
+        embeds = uncond_added = None
         if guidance != 1.0:
             if uncond == "negative-prompt":
-                embeds = cond
+                embeds, uncond_added = cond, added
             else:
-                embeds = pipe._encode_each([negative_prompt] * len(prompts), weighting)
+                negatives = [negative_prompt] * len(prompts)
+                embeds = pipe._encode_each(negatives, weighting)
+                uncond_added = added_rows(pipe, negatives, size, weighting)
                 if uncond == "null-text":
                     embeds = null_text_optimize(pipe.unet, schedule, traj, cond, embeds, guidance,
-                                                iters=null_text_iters, progress=update)
-    return Inversion(traj, schedule, prompts, cond, embeds, guidance, uncond, images)
+                                                iters=null_text_iters, progress=update, added=added,
+                                                uncond_added=uncond_added)
+    return Inversion(traj, schedule, prompts, cond, embeds, guidance, uncond, images, added, uncond_added)
 
 
 @torch.no_grad()
 def reconstruct(pipe, inversion: Inversion, decode: bool = True) -> torch.Tensor:
     """Sample the inverted noise back under its own prompt and guidance: (B, 3, H, W) images (or latents)."""
     z = ddim_denoise(pipe.unet, inversion.schedule, inversion.noise, inversion.cond, inversion.uncond,
-                     inversion.guidance)
+                     inversion.guidance, added=inversion.added, uncond_added=inversion.uncond_added)
     return pipe.decode(z) if decode else z
 
 
@@ -361,6 +414,10 @@ def save_inversion(inversion: Inversion, path: str | os.PathLike, metadata: dict
         tensors["uncond"] = torch.stack(inversion.uncond)  # (N, B, T, D)
     elif inversion.uncond is not None:
         tensors["uncond"] = inversion.uncond
+    if inversion.added is not None:  # SDXL: what its UNet read besides the text states
+        tensors["pooled"], tensors["time_ids"] = inversion.added["text_embeds"], inversion.added["time_ids"]
+    if inversion.uncond_added is not None:
+        tensors["uncond_pooled"] = inversion.uncond_added["text_embeds"]
     meta = {"prompts": "\n".join(inversion.prompts), "guidance": str(inversion.guidance),
             "uncond_mode": inversion.uncond_mode, "prediction_type": inversion.schedule.prediction_type,
             **{k: str(v) for k, v in (metadata or {}).items()}}
@@ -369,5 +426,6 @@ def save_inversion(inversion: Inversion, path: str | os.PathLike, metadata: dict
     return path
 
 
-__all__ = ["Inversion", "LevelScheduler", "Schedule", "ddim_denoise", "ddim_invert", "item_noise", "ddim_move", "ddim_schedule", "encode_image",
-           "invert", "load_image", "null_text_optimize", "psnr", "reconstruct", "save_inversion", "size_multiple"]
+__all__ = ["Inversion", "LevelScheduler", "Schedule", "added_at", "added_cat", "added_rows", "ddim_denoise",
+           "ddim_invert", "item_noise", "ddim_move", "ddim_schedule", "encode_image", "invert", "load_image",
+           "null_text_optimize", "psnr", "reconstruct", "save_inversion", "size_multiple"]

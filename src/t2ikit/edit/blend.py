@@ -34,14 +34,15 @@ def start_level(steps: int, strength: float) -> int:
 @torch.no_grad()
 def blended_denoise(unet, schedule: Schedule, trajectory: torch.Tensor, cond: torch.Tensor, uncond, guidance: float,
                     latent_mask: torch.Tensor | None, strength: float = 0.8, start: str = "inverted",
-                    seed: int | list[int] = 0, controller=None,
-                    residuals: list[torch.Tensor] | None = None) -> torch.Tensor:
+                    seed: int | list[int] = 0, controller=None, residuals: list[torch.Tensor] | None = None,
+                    added: dict | None = None, uncond_added: dict | None = None) -> torch.Tensor:
     """(B, C, h, w) edited latents; see the module docstring. `latent_mask` (B or 1, 1, h, w), None = everywhere.
     start="noise": item b's fresh noise is drawn with seed `seed + b`, or `seed[b]` for a list (a batch equals
     its items one by one).
 
     trajectory: (N + 1, B, C, h, w) from `invert` ([0] = x_T, [N] = x_0). residuals: adapter residuals per
     UNet down level (a sketch or class-mask adapter holding the edit's structure), added to every guidance row.
+    added, uncond_added: SDXL's added conditioning of the `cond` and the `uncond` rows (None for SD 1.x / 2.x).
     """
     if start not in STARTS:
         raise ValueError(f"start must be one of {', '.join(STARTS)}; got {start!r}")
@@ -59,7 +60,7 @@ def blended_denoise(unet, schedule: Schedule, trajectory: torch.Tensor, cond: to
         return z if m is None else m * z + (1 - m) * trajectory[k + i + 1]
 
     return ddim_denoise(unet, sub, x, cond, uncond, guidance, controller=controller, after_step=keep_outside,
-                        residuals=residuals)
+                        residuals=residuals, added=added, uncond_added=uncond_added)
 
 
 __all__ = ["STARTS", "blended_denoise", "start_level"]

@@ -20,7 +20,8 @@ from PIL import Image, UnidentifiedImageError
 
 from t2ikit.attention.capture import AttentionStore
 from t2ikit.attention.processor import AttentionController
-from t2ikit.diffusion.inversion import Inversion, ddim_denoise, item_noise, split_output
+from t2ikit.diffusion.denoisers import unet_call
+from t2ikit.diffusion.inversion import Inversion, added_cat, ddim_denoise, item_noise, split_output
 from t2ikit.edit.changes import changed_words
 from t2ikit.edit.options import ATTENTION_THRESHOLD, MASK_SAMPLES, MASK_STRENGTH, MASK_THRESHOLD
 from t2ikit.text.phrases import phrase_token_spans
@@ -53,11 +54,13 @@ def load_mask(mask, shape: tuple[int, int], batch: int) -> torch.Tensor:
 @torch.no_grad()
 def diffedit_mask(pipe, latents: torch.Tensor, source_cond: torch.Tensor, target_cond: torch.Tensor,
                   schedule_config: dict, samples: int = MASK_SAMPLES, strength: float = MASK_STRENGTH,
-                  threshold: float = MASK_THRESHOLD, seed: int = 0) -> torch.Tensor:
+                  threshold: float = MASK_THRESHOLD, seed: int = 0, source_added: dict | None = None,
+                  target_added: dict | None = None) -> torch.Tensor:
     """DiffEdit's mask (Couairon et al. 2022, Sec. 3.1): (B, 1, h, w) in {0, 1} at latent resolution.
 
     Noise the image latents to `strength` of the schedule `samples` times; |eps(target) - eps(source)|,
     averaged over channels and draws, normalised to [0, 1] per image, thresholded at `threshold`.
+    `source_added`, `target_added`: SDXL's added conditioning of each image's source and target prompt (or None).
     """
     config = {k: v for k, v in schedule_config.items() if not k.startswith("_")}
     sched = DDPMScheduler.from_config(config)
@@ -67,11 +70,17 @@ def diffedit_mask(pipe, latents: torch.Tensor, source_cond: torch.Tensor, target
     noise = item_noise((samples, *latents.shape[1:]), b, seed, dim=1).to(latents)  # (S, B, C, h, w)
     x = (alpha ** 0.5 * latents[None] + (1 - alpha) ** 0.5 * noise).flatten(0, 1)  # (S*B, C, h, w)
     embeds = torch.cat([source_cond.repeat(samples, 1, 1), target_cond.repeat(samples, 1, 1)])
-    out = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=embeds, return_dict=False)[0]
+    added = added_cat([_repeat(source_added, samples), _repeat(target_added, samples)])  # rows as `embeds`'
+    out = unet_call(pipe.unet, torch.cat([x, x]), t, embeds, added=added)
     eps_s, eps_t = (split_output(o, x, alpha, sched.config.prediction_type)[0] for o in out.chunk(2))
     diff = (eps_t - eps_s).abs().mean(1).view(samples, b, *latents.shape[-2:]).mean(0)  # (B, h, w)
     diff = diff / diff.flatten(1).amax(1).clamp_min(1e-8)[:, None, None]
     return (diff >= threshold).float()[:, None]
+
+
+def _repeat(added: dict | None, times: int) -> dict | None:
+    """Added conditioning of B rows repeated as `Tensor.repeat` repeats text states: (times * B, ...)."""
+    return None if added is None else {k: v.repeat(times, *[1] * (v.ndim - 1)) for k, v in added.items()}
 
 
 def edited_positions(tokenizer, source: str, target: str) -> list[int]:
@@ -107,7 +116,8 @@ def attention_mask(pipe, inversion: Inversion, positions: list[list[int]],
     last = len(pipe.unet.config.up_block_types) - 1
     store = AttentionStore(layers=lambda name: not name.startswith(("down_blocks.0.", f"up_blocks.{last}.")))
     with AttentionController([store]).install(pipe.unet) as controller:
-        ddim_denoise(pipe.unet, inversion.schedule, inversion.noise, inversion.cond, controller=controller)
+        ddim_denoise(pipe.unet, inversion.schedule, inversion.noise, inversion.cond, controller=controller,
+                     added=inversion.added)
     maps = store.mean_maps(tuple(inversion.noise.shape[-2:]))  # (B, Nk, h, w)
     m = torch.stack([maps[b, pos].sum(0) for b, pos in enumerate(positions)])  # (B, h, w)
     lo, hi = m.flatten(1).amin(1)[:, None, None], m.flatten(1).amax(1)[:, None, None]

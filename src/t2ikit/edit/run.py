@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from t2ikit.attention.p2p import DEFAULT_CROSS_FRACTION, DEFAULT_SELF_FRACTION, PromptToPromptHook, align, resolve_steps
 from t2ikit.attention.processor import AttentionController
 from t2ikit.control import compose
-from t2ikit.diffusion.inversion import Inversion, ddim_denoise, invert, load_image, size_multiple
+from t2ikit.diffusion.inversion import (Inversion, added_at, added_cat, added_rows, ddim_denoise, invert, load_image,
+                                        size_multiple)
 from t2ikit.edit.blend import blended_denoise
 from t2ikit.edit.masks import attention_mask, diffedit_mask, edited_positions, load_mask, to_latent_mask
 from t2ikit.edit.options import MASKS, EditOptions, EditResult, EditWarning
@@ -199,6 +200,7 @@ def _edit(pipe, opts: EditOptions, support: SceneSupport | None, images, sources
     schedule, traj = inversion.schedule, inversion.trajectory
     factor = pipe.vae_scale_factor
     target_cond = pipe._encode_each(written[1], opts.weighting)
+    target_added = added_rows(pipe, written[1], (h, w), opts.weighting)  # SDXL's pooled text and time ids; else None
     if moves is not None:
         return _blend_moves(pipe, opts, support, images, inversion, sources, targets, written[1], moves, adapters,
                             messages, progress)
@@ -214,7 +216,8 @@ def _edit(pipe, opts: EditOptions, support: SceneSupport | None, images, sources
     elif auto_mask:
         if auto_mask == "auto":
             latent_mask = diffedit_mask(pipe, traj[-1], inversion.cond, target_cond, pipe.scheduler_config,
-                                        opts.mask_samples, opts.mask_strength, opts.mask_threshold, opts.seed)
+                                        opts.mask_samples, opts.mask_strength, opts.mask_threshold, opts.seed,
+                                        inversion.added, target_added)
         else:
             latent_mask = attention_mask(pipe, inversion, positions, opts.attention_threshold)
         if opts.mask_dilate:
@@ -229,21 +232,22 @@ def _edit(pipe, opts: EditOptions, support: SceneSupport | None, images, sources
         negatives = None
         if opts.local_prompt:  # the masked region is one object: its phrase alone, without the others' words
             target_cond = pipe._encode_each([after for _, after in local])
+            target_added = added_rows(pipe, [after for _, after in local], (h, w))
             negatives = [before for before, _ in local]
-        return _blend(pipe, opts, support, images, inversion, sources, targets, target_cond, latent_mask, pixel_mask,
-                      adapters, messages, negatives)
-    uncond = inversion.uncond
+        return _blend(pipe, opts, support, images, inversion, sources, targets, (target_cond, target_added),
+                      latent_mask, pixel_mask, adapters, messages, negatives)
+    uncond, uncond_added = inversion.uncond, inversion.uncond_added
     if opts.method == "p2p":
         rows = torch.cat([torch.arange(n), torch.arange(n)])
-        cond = torch.cat([inversion.cond, target_cond])
+        cond, added = torch.cat([inversion.cond, target_cond]), added_cat([inversion.added, target_added])
         noise = traj[0][rows]
-        uncond = inversion.uncond_for(rows)
+        uncond, uncond_added = inversion.uncond_for(rows), added_at(uncond_added, rows)
         if opts.uncond == "negative-prompt" and opts.guidance != 1.0:  # the target's uncond is the source's cond
-            uncond = inversion.cond[rows]
+            uncond, uncond_added = inversion.cond[rows], added_at(inversion.added, rows)
     else:
-        cond, noise = target_cond, traj[0]
+        cond, added, noise = target_cond, target_added, traj[0]
     if opts.uncond == "negative-prompt" and opts.guidance != 1.0 and opts.method == "swap":
-        uncond = inversion.cond
+        uncond, uncond_added = inversion.cond, inversion.added
 
     def blend(i, x):  # keep the inverted trajectory outside the mask (latent level i + 1)
         if latent_mask is None:
@@ -261,7 +265,7 @@ def _edit(pipe, opts: EditOptions, support: SceneSupport | None, images, sources
         controller.install(pipe.unet)
     try:
         z = ddim_denoise(pipe.unet, schedule, noise, cond, uncond, opts.guidance, controller=controller,
-                         after_step=blend)
+                         after_step=blend, added=added, uncond_added=uncond_added)
     finally:
         if controller is not None:
             controller.uninstall()
@@ -293,13 +297,17 @@ their weights); `targets` their plain texts."""
         index = torch.tensor(rows)
         made = support.placement_conditions(out[index], [plans[b][step] for b in rows], opts.box_pad)
         if step == 0:
-            inv = inversion if len(rows) == len(images) else _subset(inversion, index)
+            inv = inversion if len(rows) == len(images) else inversion.at(index)
         else:
             inv = invert(pipe, out[index], [written_targets[b] for b in rows], steps=opts.steps, guidance=1.0,
                          uncond="negative-prompt", progress=progress, weighting=opts.weighting)
-        cond = (pipe._encode_each(made.prompts) if opts.local_prompt else
-                pipe._encode_each([written_targets[b] for b in rows], opts.weighting))
-        r = _blend(pipe, opts, support, out[index], inv, [sources[b] for b in rows], [targets[b] for b in rows], cond,
+        size = tuple(images.shape[-2:])
+        if opts.local_prompt:
+            target = (pipe._encode_each(made.prompts), added_rows(pipe, made.prompts, size))
+        else:
+            texts = [written_targets[b] for b in rows]
+            target = (pipe._encode_each(texts, opts.weighting), added_rows(pipe, texts, size, opts.weighting))
+        r = _blend(pipe, opts, support, out[index], inv, [sources[b] for b in rows], [targets[b] for b in rows], target,
                    to_latent_mask(made.mask, pipe.vae_scale_factor), made.mask, adapters, messages, moved=made,
                    seeds=[opts.seed + b for b in rows])  # an item's noise does not depend on the rest of the batch
         out[index] = r.images
@@ -307,17 +315,11 @@ their weights); `targets` their plain texts."""
     return EditResult(out, sources, targets, inversion, mask, messages)
 
 
-def _subset(inversion: Inversion, index: torch.Tensor) -> Inversion:
-    """The inversion of the images at `index` only."""
-    return replace(inversion, trajectory=inversion.trajectory[:, index], cond=inversion.cond[index],
-                   uncond=inversion.uncond_for(index),
-                   prompts=[inversion.prompts[b] for b in index.tolist()], images=inversion.images[index])
-
-
 def _blend(pipe, opts: EditOptions, support: SceneSupport | None, images, inversion: Inversion, sources, targets,
-           target_cond, latent_mask, pixel_mask, adapters, messages, negative_prompts=None, moved=None,
+           target, latent_mask, pixel_mask, adapters, messages, negative_prompts=None, moved=None,
            seeds=None) -> EditResult:
-    """The blend method (t2ikit.edit.blend): masks are made; sample, decode, composite. `moved`: the
+    """The blend method (t2ikit.edit.blend): masks are made; sample, decode, composite. `target`: the target
+    prompts' (states, SDXL's added conditioning or None). `moved`: the
     conditions of a relation edit's placement (support.placement_conditions), already made; `seeds`: per
     image noise seeds (default opts.seed + b)."""
     conds = {}
@@ -342,13 +344,16 @@ def _blend(pipe, opts: EditOptions, support: SceneSupport | None, images, invers
     for name, adapter in adapters.items():  # several adapters: residuals summed per level (T2I-Adapter's composition, Mou et al. 2023)
         res = adapter(conds[name].to(pipe.device, pipe.dtype), scales[name])
         residuals = res if residuals is None else [a + r for a, r in zip(residuals, res)]
-    if opts.uncond == "negative-prompt":
-        negative = inversion.cond if negative_prompts is None else pipe._encode_each(negative_prompts)
+    size = tuple(images.shape[-2:])
+    if opts.uncond == "negative-prompt" and negative_prompts is None:
+        negative, negative_added = inversion.cond, inversion.added
     else:
-        negative = pipe._encode_each([""] * len(sources))
+        texts = negative_prompts if opts.uncond == "negative-prompt" else [""] * len(sources)
+        negative, negative_added = pipe._encode_each(texts), added_rows(pipe, texts, size)
+    target_cond, target_added = target
     z = blended_denoise(pipe.unet, inversion.schedule, inversion.trajectory, target_cond, negative, opts.guidance,
                         latent_mask, opts.strength, opts.start, opts.seed if seeds is None else seeds,
-                        residuals=residuals)
+                        residuals=residuals, added=target_added, uncond_added=negative_added)
     out = pipe.decode(z)
     if pixel_mask is not None:
         out = pixel_mask * out + (1 - pixel_mask) * images

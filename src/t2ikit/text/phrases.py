@@ -10,14 +10,24 @@ verb forms, so "a red cube on a blue table, and a cat sitting nearby" gives "a r
 No part-of-speech model: the word lists below are the whole grammar, so an unknown word counts as a
 content word (adjective or noun). Phrases carry character spans and their token positions (via
 `word_token_spans`), so attention tools pool exactly the phrase's tokens; no hand-picked indices.
+
+`parsed_phrase_spans` gives the phrases as a prompt parser (`t2ikit.text.parser`) reads them: its object
+phrases and style spans, with the chunker's noun phrases only where the parser reads no object or style
+("a white background" in a Shapes World caption). On Shapes World captions that is exactly the chunker's
+phrases (tests/test_hierarchical.py), so tools that moved from the chunker to the parser give the shipped model
+the same outputs.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from t2ikit.text.spans import word_token_spans
+
+if TYPE_CHECKING:
+    from t2ikit.text.parser import Parser
 
 DETERMINERS = frozenset(
     "a an the this that these those some any every each all both either neither no another my your his "
@@ -97,6 +107,7 @@ def noun_phrases(prompt: str) -> list[Phrase]:
 class PhraseSpan:
     phrase: Phrase
     positions: tuple[int, ...]  # token positions of its words in the encoded ids (BOS is 0)
+    kind: str = "phrase"  # "phrase" (the chunker's), or what the parser read: "object" or "style"
 
 
 def phrase_token_spans(tokenizer, prompt: str) -> list[PhraseSpan]:
@@ -109,4 +120,66 @@ def phrase_token_spans(tokenizer, prompt: str) -> list[PhraseSpan]:
         pos = tuple(p for w in words if w.start >= ph.start and w.end <= ph.end for p in w.positions if p < context)
         if pos:
             out.append(PhraseSpan(ph, pos))
+    return out
+
+
+def parsed_phrases(parser: Parser, prompt: str) -> list[tuple[Phrase, str, tuple[tuple[int, int], ...]]]:
+    """(phrase, kind, extra character spans) of `prompt` as `parser` reads it, in order of their start.
+
+    kind "object": an object phrase with the parser's span ("a red, shiny car", "a pair of red shoes"); an
+    attribute it binds from outside that span ("the cat is red") adds that word's span as extra. kind "style":
+    a style span ("in the style of an oil painting"), one phrase. kind "phrase": a noun phrase of the chunker
+    that overlaps no object or style span, nor is such a bound attribute ("a white background" in a Shapes World
+    caption, which its parser reads as neither). An empty prompt has no phrase; a prompt the parser cannot
+    read raises its PromptParseError (a ValueError naming the part).
+    """
+    if not prompt.strip():
+        return []
+    structure = parser.parse(prompt)
+    found = []
+    for o in structure.objects:
+        words = tuple(m.group() for m in _TOKEN.finditer(prompt[o.start:o.end]) if m.group()[0].isalnum())
+        head = o.noun if o.noun is not None else prompt[o.noun_start:o.noun_end]
+        found.append([Phrase(prompt[o.start:o.end], o.start, o.end, head, words), "object", [], o])
+    for t in structure.style:
+        text = prompt[t.start:t.end]
+        words = tuple(m.group() for m in _TOKEN.finditer(text) if m.group()[0].isalnum())
+        found.append([Phrase(text, t.start, t.end, words[-1] if words else text, words), "style", [], None])
+    taken = [(p.start, p.end) for p, _, _, _ in found]
+    for ph in noun_phrases(prompt):
+        if any(ph.start < b and a < ph.end for a, b in taken):
+            continue
+        owner = _predicate_owner(ph, found)
+        if owner is not None:  # "the cat is red": "red" is the cat's, pooled with it
+            owner[2].append((ph.start, ph.end))
+        else:
+            found.append([ph, "phrase", [], None])
+    return [(p, kind, tuple(extra)) for p, kind, extra, _ in sorted(found, key=lambda f: f[0].start)]
+
+
+def _predicate_owner(ph: Phrase, found: list) -> list | None:
+    """The last object before `ph` that the parser gave all of `ph`'s words as attributes outside its own
+    span ("the cat is red"), or None."""
+    words = {w.lower() for w in ph.words}
+    for item in reversed(found):
+        phrase, kind, _, obj = item
+        if kind != "object" or phrase.end > ph.start:
+            continue
+        if words <= {a.lower() for a in obj.attributes} - {w.lower() for w in phrase.words}:
+            return item
+    return None
+
+
+def parsed_phrase_token_spans(tokenizer, parser: Parser, prompt: str) -> list[PhraseSpan]:
+    """`parsed_phrases` with each phrase's token positions (bound attributes' included), as
+    `phrase_token_spans` gives the chunker's; PromptParseError where the parser cannot read `prompt`."""
+    words = word_token_spans(tokenizer, prompt)
+    context = tokenizer.model_max_length - 1
+    out = []
+    for ph, kind, extra in parsed_phrases(parser, prompt):
+        spans = ((ph.start, ph.end), *extra)
+        pos = tuple(sorted({p for w in words for a, b in spans if w.start >= a and w.end <= b
+                            for p in w.positions if p < context}))
+        if pos:
+            out.append(PhraseSpan(ph, pos, kind))
     return out

@@ -175,6 +175,9 @@ def build_app(backend: Backend) -> gr.Blocks:
                                                  label="Relation guidance (0 = off)", elem_id="relation")
                             layout = gr.Checkbox(False, label="Layout from the prompt: a box per object, placed so "
                                                               "the relations hold (layout auto)", elem_id="layout")
+                            region_layout = gr.Checkbox(False, label="Regions from the prompt: a region prompt per "
+                                                                     "object phrase, in its planned box (region "
+                                                                     "layout auto)", elem_id="region-layout")
                     with gr.Column():
                         gallery = gr.Gallery(label="Results", columns=4, height=360, format="png", preview=False,
                                              elem_id="gallery", interactive=False)
@@ -286,7 +289,7 @@ def build_app(backend: Backend) -> gr.Blocks:
         @_shown
         def on_generate(prompt, negative, sampler, steps, guidance, seed, width, height, count, weighting, regions,
                         region_mode, condition, condition_scale, condition_upload, sketch, attention, relation,
-                        layout, request: gr.Request, progress=gr.Progress()):
+                        layout, region_layout, request: gr.Request, progress=gr.Progress()):
             image = None
             if condition != "none":
                 image = read_upload(condition_upload, f"{condition} condition")[0] if condition_upload \
@@ -300,7 +303,8 @@ def build_app(backend: Backend) -> gr.Blocks:
                                   regions=regions or [], region_mode=region_mode,
                                   condition=None if condition == "none" else condition, condition_image=image,
                                   condition_scale=float(condition_scale), attention=attention or None,
-                                  relation_guidance=_float_or_none(relation), layout=bool(layout))
+                                  relation_guidance=_float_or_none(relation), layout=bool(layout),
+                                  region_layout=bool(region_layout))
             flag = backend.cancels.setdefault(request.session_hash or "api", threading.Event())
             flag.clear()
             out = backend.generate(req, progress=lambda i, n: progress((i, n), desc="sampling", unit="steps"),
@@ -312,7 +316,8 @@ def build_app(backend: Backend) -> gr.Blocks:
                     out["parameters"][0], note, 0)
 
         gen_inputs = [prompt, negative, sampler, steps, guidance, seed, width, height, count, weighting, regions,
-                      region_mode, condition, condition_scale, condition_upload, sketch, attention, relation, layout]
+                      region_mode, condition, condition_scale, condition_upload, sketch, attention, relation, layout,
+                      region_layout]
         generate_btn.click(on_generate, gen_inputs,
                            [gallery, params_state, files_state, seed_used, parameters, notes, selected],
                            api_name="generate", **model_event)

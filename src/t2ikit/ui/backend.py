@@ -83,6 +83,7 @@ class GenerateRequest:
     attention: str | None = None  # sparse / hierarchical variant, e.g. "topk:4"
     relation_guidance: float | None = None
     layout: bool = False  # boxes planned from the prompt's objects (layout="auto")
+    region_layout: bool = False  # a region per object phrase, in the planned boxes (region_layout="auto")
 
 
 def region_strings(rows) -> list[str]:
@@ -247,7 +248,8 @@ class Backend:
                                        size, req.sampler, req.relation_guidance, weighting=req.weighting,
                                        attention=req.attention or None, regions=regions, region_mode=mode,
                                        conditions=conditions, scales=scales, boxes=boxes,
-                                       layout="auto" if req.layout else None)
+                                       layout="auto" if req.layout else None,
+                                       region_layout="auto" if req.region_layout else None)
         return spec, [str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)]
 
     def generate(self, req: GenerateRequest, progress=None, cancel: threading.Event | None = None) -> dict:
