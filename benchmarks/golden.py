@@ -8,6 +8,8 @@ absolute difference, and the command exits 1 when any case exceeds `--tol` (1e-6
 recorded at commit 5bbc832, before the generation core, through the entry points of that time
 (`generate_controlled`, `generate_weighted`, `pipe.run`); where those dropped the model's relation guidance
 (a condition image, a region, a weighted prompt), the cases here turn it off too.
+"invert" was re-recorded after the null-text fix that gives each step its own embedding (see
+tests/test_golden.py).
 """
 
 from __future__ import annotations

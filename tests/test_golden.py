@@ -6,7 +6,10 @@ loop did: a batched call sums in another order, which the per-step Adam optimisa
 `python benchmarks/golden.py compare tests/golden` prints `bitwise` for every case on this model and the shipped one.
 
 tests/golden/tiny.safetensors was recorded by `python benchmarks/golden.py record` at commit 5bbc832, through
-the entry points of that time; `benchmarks/golden.py compare tests/golden` checks the shipped model too.
+the entry points of that time; `benchmarks/golden.py compare tests/golden` checks the shipped model too. The one
+deliberate change since: "invert" was re-recorded (`python benchmarks/golden.py record tests/golden --only
+invert`) when null-text inversion stopped returning one shared tensor for every step's embedding (Adam updated
+it in place, so a reconstruction used the last step's embedding throughout; the old code had the same bug).
 """
 
 import sys

@@ -132,6 +132,10 @@ def test_inversion_is_deterministic_and_saved_as_safetensors(tmp_path, pipe):
     a = invert(pipe, image, "a blue square", steps=3, guidance=3.0, uncond="null-text", null_text_iters=2)
     b = invert(pipe, image, "a blue square", steps=3, guidance=3.0, uncond="null-text", null_text_iters=2)
     torch.testing.assert_close(a.trajectory, b.trajectory, rtol=0, atol=0)
+    # Each step keeps its own optimised embedding (once, every entry was one tensor that Adam kept updating, so a
+    # reconstruction used the last step's embedding at every step).
+    assert len({u.data_ptr() for u in a.uncond}) == 3
+    assert not torch.equal(a.uncond[0], a.uncond[-1])
     path = save_inversion(a, tmp_path / "inv.safetensors")
     data = load_file(str(path))
     assert data["latents"].shape == (1, 4, 8, 8) and data["uncond"].shape[0] == 3

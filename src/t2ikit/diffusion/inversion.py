@@ -272,7 +272,7 @@ def null_text_optimize(unet, schedule: Schedule, trajectory: torch.Tensor, cond:
         a_i, a_next = float(schedule.levels[i]), float(schedule.levels[i + 1])
         target = trajectory[i + 1]
         c_out = unet_call(unet, x, t, cond, added=added)
-        u = (embeds[i - 1] if i else embeds[0]).detach().requires_grad_(True)
+        u = (embeds[i - 1] if i else embeds[0]).detach().clone().requires_grad_(True)  # a copy: Adam updates u in place
         opt = torch.optim.Adam([u], lr=lr * (1.0 - i / (schedule.steps * 1.0)) + lr * 0.1)
         for _ in range(iters):
             with torch.enable_grad():
