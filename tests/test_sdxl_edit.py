@@ -128,3 +128,12 @@ def test_sdxl_analyses_sample_states_with_their_prompts_pooled_text(xl):
     assert torch.equal(ours, plain)
     empty = sample_embeds(xl, xl.encode_text([PROMPT]), [3], 2, 5.0, "ddim")  # no prompts: the empty one's
     assert not torch.equal(ours, empty)
+
+
+def test_soft_prompt_learning_refuses_sdxl_with_a_sentence(xl):
+    from t2ikit.analysis.soft_prompt import diffusion_eval_loss, learn_token
+
+    with pytest.raises(ValueError, match="does not run on SDXL"):
+        learn_token(xl, "zorb", _image())
+    with pytest.raises(ValueError, match="does not run on SDXL"):
+        diffusion_eval_loss(xl, torch.zeros(1, 4, 2, 2), xl.encode_text([PROMPT]))

@@ -89,8 +89,17 @@ def encode_images(pipe, images: torch.Tensor) -> torch.Tensor:
     return (z - shift) * pipe.vae.config.scaling_factor
 
 
+def check_not_sdxl(pipe) -> None:
+    """ValueError for SDXL: the diffusion loss here calls the UNet on text states alone, and an SDXL UNet also reads
+    pooled text and size conditioning per row."""
+    if getattr(pipe, "is_sdxl", False):
+        raise ValueError("soft-prompt learning does not run on SDXL models yet (its diffusion loss calls the UNet "
+                         "without SDXL's pooled text and size conditioning); use an SD 1.x/2.x model")
+
+
 def diffusion_eval_loss(pipe, latents: torch.Tensor, cond: torch.Tensor, draws: int = 8, seed: int = 1234) -> float:
     """Mean diffusion loss of `cond` ((1, T, D)) on `latents` over `draws` fixed (timestep, noise) draws."""
+    check_not_sdxl(pipe)
     sched = training_scheduler(pipe.scheduler_config)
     g = torch.Generator("cpu").manual_seed(seed)
     with torch.no_grad():
@@ -195,6 +204,7 @@ def learn_token(pipe, token: str, images: torch.Tensor, config: SoftPromptConfig
     projected ones), so `pipe.generate(config.template.format(token))` uses them. Only those rows train.
     """
     config = (config or SoftPromptConfig()).validate()
+    check_not_sdxl(pipe)
     latents = encode_images(pipe, images)  # checks everything before any token is added
     words = token.split() if isinstance(token, str) else []
     if not words or len(set(words)) != len(words):

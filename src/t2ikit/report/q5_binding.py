@@ -96,7 +96,7 @@ def interactions(pipe, prompt: str, category: str, seeds: list[int], steps: int)
         embeds = pipe.encode_text(texts)  # (V, T, D), each variant encoded once
     rows = torch.tensor([texts.index(t) for t in all_texts])
     images = sample_embeds(pipe, embeds[rows], all_seeds, spec.steps, spec.guidance, spec.sampler, batch_size=BATCH,
-                           size=spec.size)
+                           size=spec.size, prompts=all_texts)
     img = {(t, s): im.permute(1, 2, 0).numpy() for t, s, im in zip(all_texts, all_seeds, images)}
     vec = {key: oracle_vector(detect(im)) for key, im in img.items()}
     pix = {"single": np.zeros(n), "pair": np.zeros((n, n))}
