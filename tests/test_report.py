@@ -50,6 +50,23 @@ def test_units_run_once_and_a_finished_experiment_is_not_run_again(registry, tmp
     assert record["command"].startswith("t2ikit report --budget smoke --experiments q2.counting")
 
 
+def test_a_resumed_experiment_reports_the_compute_of_the_units_it_read_back(registry, tmp_path):
+    attempts = []
+
+    @experiment("q2.slow", "one slow unit, then a failure the first time", minutes={"quick": 0.1, "full": 1})
+    def run(ctx):
+        value = ctx.unit("slow", lambda: time.sleep(0.3) or 1)
+        attempts.append(value)
+        if len(attempts) == 1:
+            raise RuntimeError("killed")
+        return Finding(answer="done", verdict="holds", what_was_run="one unit")
+
+    assert runner.run_report(tmp_path / "r", "quick", show_progress=False)["failed"]
+    assert runner.run_report(tmp_path / "r", "quick", show_progress=False)["failed"] == {}
+    record = json.loads((tmp_path / "r" / "findings" / "q2.slow.json").read_text())
+    assert record["seconds"] >= 0.3  # the second run took ~0 s itself; the unit's 0.3 s count
+
+
 def test_a_failing_experiment_keeps_its_units_and_reruns(registry, tmp_path):
     calls = []
     _register_counting(calls, fail=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -123,6 +124,7 @@ class ReportContext:
     experiment_id: str = ""  # set by the runner for the experiment running now
     questions: tuple = ()  # what the whole run was asked for (for the command line)
     _pipes: dict = field(default_factory=dict)
+    reused_seconds: float = 0.0  # compute seconds of the units read back from an earlier run (set to 0 per experiment)
 
     def __post_init__(self):
         if self.budget not in BUDGETS + ("smoke",):
@@ -161,9 +163,12 @@ class ReportContext:
             raise ValueError(f"unit key {key!r}: use letters, digits and _ . = + -")
         path = self.work_dir() / f"{key}.json"
         if path.exists():
-            return json.loads(path.read_text())["value"]
+            data = json.loads(path.read_text())
+            self.reused_seconds += data.get("seconds", 0.0)  # its compute counts in the experiment's time
+            return data["value"]
+        start = time.perf_counter()
         value = fn()
-        write_atomic(path, json.dumps({"value": value}))
+        write_atomic(path, json.dumps({"value": value, "seconds": round(time.perf_counter() - start, 1)}))
         return value
 
     def figure(self, name: str) -> tuple[Path, str]:

@@ -43,6 +43,15 @@ MI_ROWS = 2000  # image tokens the MI estimates use (a random subset, the same f
 MI_COMPONENTS = 8  # principal components of o, c and s kept for the Gaussian estimator
 
 
+NOTHING_LEARNED = (" No run passed a single CompBench image, so the runs were too short for any difference to show: "
+                   "no verdict (\"not measured\"), not \"no difference\"; the full budget's runs learn.")
+
+
+def nothing_learned(stats: dict) -> bool:
+    """True when every setting's pooled accuracy is 0: no effect could have shown under this budget."""
+    return all(v["pooled"]["accuracy"] == 0 for v in stats.values())
+
+
 def _size(ctx: ReportContext, name: str):
     quick, full, smoke = SIZES[name]
     return ctx.pick(quick, full, smoke)
@@ -278,7 +287,10 @@ def fusion(ctx: ReportContext) -> Finding:
         "so no ranking could be compared there; here the ranking is measured." + quick_note)
     # The seed: sequential for quality, parallel for speed. Quality: no strategy may beat sequential, some should
     # fall below it; speed: parallel must cost less per UNet call.
-    if better:
+    if nothing_learned(stats):
+        verdict = "not measured"
+        answer += NOTHING_LEARNED
+    elif better:
         verdict = "does not hold"
     elif worse:
         verdict = "holds" if parallel_cheaper else "partly holds"
@@ -384,8 +396,10 @@ def training(ctx: ReportContext) -> Finding:
               f"{mini.fmt_interval(plain['accuracy'], plain['ci95'])} mini CompBench; "
               + "; ".join(_difference_words(n, d, "the protocol recipe") for n, d in diffs.items()) + "."
               + quick_note)
-    verdict = ("holds" if len(better) == len(diffs) else "partly holds" if better
-               else "does not hold" if worse else "no difference")
+    verdict = ("not measured" if nothing_learned(stats) else "holds" if len(better) == len(diffs)
+               else "partly holds" if better else "does not hold" if worse else "no difference")
+    if verdict == "not measured":
+        answer += NOTHING_LEARNED
     return Finding(answer=answer, verdict=verdict, tables=[table],
                    numbers={"seeds": seeds, "samples": rows[BASELINE][0]["samples"],
                             "accuracy": {n: stats[n]["pooled"] for n in plan}, "vs_baseline": diffs},

@@ -91,7 +91,14 @@ def scaling(ctx: ReportContext) -> Finding:
               + ". The shipped model's size and data (docs/results/scaling.md) are far outside this range, and its "
               "CPU sweep measured CompBench 0 in every run, so the two rankings cannot be compared; within the mini "
               "protocol the ranking by compute is measured." + quick_note)
-    if ci is None:
+    if all(r["accuracy"] == 0 for r in rows):  # every error is 1: there is no trend to fit
+        verdict = "not measured"
+        answer = (f"No run of the {len(rows)} passed a single CompBench image (error 1 everywhere), so the runs were "
+                  "too short for a scaling of the error to show: no verdict. The training loss has e = "
+                  f"{loss_fit.exponent.value:.3f}"
+                  + (f" [{loss_fit.exponent.ci95[0]:.3f}, {loss_fit.exponent.ci95[1]:.3f}]"
+                     if loss_fit.exponent.ci95 else "") + "." + quick_note)
+    elif ci is None:
         verdict = "not measured"
     elif ci[0] > 0:
         verdict = "holds"

@@ -101,7 +101,7 @@ def run_report(out, budget: str = "quick", questions=None, experiments=None, mod
     failed = {}
     timer = progress.Timer()
     for exp in progress.bar(todo, desc="report", enabled=show_progress, unit="experiment"):
-        ctx.experiment_id = exp.id
+        ctx.experiment_id, ctx.reused_seconds = exp.id, 0.0
         start = time.perf_counter()
         progress.write(f"{exp.id}: {exp.title}") if show_progress else None
         try:
@@ -113,7 +113,9 @@ def run_report(out, budget: str = "quick", questions=None, experiments=None, mod
             write_atomic(out / "errors" / f"{exp.id}.txt", traceback.format_exc())
             progress.write(f"{exp.id} failed: {failed[exp.id]} (traceback in {out / 'errors' / (exp.id + '.txt')})")
             continue
-        record = {"finding": finding.to_json(), "seconds": round(time.perf_counter() - start, 1),
+        # seconds: this run's plus the compute of the units it read back from earlier runs (a resumed experiment
+        # reports what it cost in all, not just its last stretch)
+        record = {"finding": finding.to_json(), "seconds": round(time.perf_counter() - start + ctx.reused_seconds, 1),
                   "command": ctx.command(), "question": exp.question, "title": exp.title, "budget": budget}
         write_atomic(out / "findings" / f"{exp.id}.json", json.dumps(record, indent=1))
         (out / "errors" / f"{exp.id}.txt").unlink(missing_ok=True)
