@@ -19,11 +19,14 @@ from t2ikit.report import mini
 from t2ikit.report.core import Figure, Finding, ReportContext, Table, experiment
 from t2ikit.report.q1_fusion import root, run_unit, shared_vae
 
-SIZES = {  # (quick, full, smoke); at quick the largest budget of the config's size (mini-m) is q1.fusion's
-    # sequential seed-0 run, evaluated alike (trained and scored once)
-    "sizes": (("mini-s", "mini-m"), ("mini-s", "mini-m"), ("mini-xs", "mini-m")),
-    "samples": ((80, 160), (800, 1600, 3200), (4, 8)),  # training images per run
-    "n_prompts": (4, 12, 1),  # mini CompBench prompts per category (its own: q1's full 50 would double this budget)
+SIZES = {  # (quick, full, smoke); at full the config's size (mini-m) at 9,600 images is q1.fusion's sequential runs
+    # (same seeds, same evaluation: trained and scored once)
+    "seeds": (1, 3, 1),
+    "sizes": (("mini-s", "mini-m"), ("mini-xs", "mini-s", "mini-m"), ("mini-xs", "mini-m")),
+    # training images per run: below ~9,600 a mini-m run passes almost no image (q1.fusion quick: 0 of 12 at 160;
+    # full: 19% at 9,600), so the full grid spans 4,800-19,200 where the error can move
+    "samples": ((80, 160), (4800, 9600, 19200), (4, 8)),
+    "n_prompts": (4, 50, 1),  # mini CompBench prompts per category (full: q1.fusion's, so its runs are reused)
     "eval_steps": (10, 20, 2),  # sampler steps of the CompBench images
 }
 BOOTSTRAP = 500
@@ -35,7 +38,7 @@ def _size(ctx: ReportContext, name: str):
 
 
 @experiment("q8.scaling", "Scaling in the mini protocol: CompBench error vs compute over sizes x data budgets",
-            minutes={"quick": 0.5, "full": 9})
+            minutes={"quick": 0.5, "full": 75})
 def scaling(ctx: ReportContext) -> Finding:
     from t2ikit.scaling.fit import fit_power_law
 
@@ -43,12 +46,13 @@ def scaling(ctx: ReportContext) -> Finding:
     n_prompts, eval_steps = _size(ctx, "n_prompts"), _size(ctx, "eval_steps")
     shared_vae(ctx)
     default = mini.train_config(mini.MiniRun()).model.size  # its runs are MiniRun(size=""), shared with q1
-    grid = [(s, b) for s in sizes for b in budgets]
+    seeds = _size(ctx, "seeds")
+    grid = [(k, s, b) for k in range(seeds) for s in sizes for b in budgets]  # seed-major: a stop leaves whole seeds
     rows = []
     progress = bar(total=len(grid), desc="q8.scaling runs", enabled=ctx.progress, unit="run")
-    for size, samples in grid:
-        run = mini.MiniRun(seed=0, size="" if size == default else size, samples=samples)
-        rows.append(run_unit(ctx, run, n_prompts, eval_steps))
+    for seed, size, samples in grid:
+        run = mini.MiniRun(seed=seed, size="" if size == default else size, samples=samples)
+        rows.append({**run_unit(ctx, run, n_prompts, eval_steps), "seed": seed})
         progress.update()
     progress.close()
     flops = np.array([r["flops"] for r in rows], float)
@@ -61,10 +65,10 @@ def scaling(ctx: ReportContext) -> Finding:
     e = fit.exponent
     excludes_zero = e.ci95 is not None and (e.ci95[0] > 0 or e.ci95[1] < 0)
     table = Table(
-        "Mini-protocol runs (seed 0)",
-        ["size", "UNet params", "text params", "images", "compute (FLOPs)", "CompBench (Wilson 95%)", "error",
+        f"Mini-protocol runs ({seeds} seed(s))",
+        ["seed", "size", "UNet params", "text params", "images", "compute (FLOPs)", "CompBench (Wilson 95%)", "error",
          "final loss", "wall s"],
-        [[r["size"], f"{r['params']:,}", f"{r['text_params']:,}", r["samples"], f"{r['flops']:.3g}",
+        [[r["seed"], r["size"], f"{r['params']:,}", f"{r['text_params']:,}", r["samples"], f"{r['flops']:.3g}",
           mini.fmt_interval(r["accuracy"], r["ci95"]), f"{1 - r['accuracy']:.3f}", f"{r['final_loss']:.4f}",
           f"{r['wall_s']:.0f}"] for r in rows],
         note=f"Wall time includes the load of other jobs on the shared CPU. Command: {ctx.command()}")
@@ -80,7 +84,7 @@ def scaling(ctx: ReportContext) -> Finding:
                       note=f"{BOOTSTRAP} bootstrap resamples of the runs; form chosen by AICc.")
     figure = _figure(ctx, rows, fit, floored)
     quick_note = (" Quick budget (1 seed, a 2 x 2 grid of short runs): indicative only; the full budget fits "
-                  f"{len(SIZES['sizes'][1]) * len(SIZES['samples'][1])} runs.") if ctx.budget != "full" else ""
+                  f"{SIZES['seeds'][1] * len(SIZES['sizes'][1]) * len(SIZES['samples'][1])} runs (3 seeds).") if ctx.budget != "full" else ""
     ci = e.ci95
     answer = (f"Over {len(rows)} mini runs ({', '.join(sizes)} x {', '.join(map(str, budgets))} images), the "
               f"CompBench error follows error ~ C^(-e) with e = {e.value:.3f}"
@@ -107,11 +111,11 @@ def scaling(ctx: ReportContext) -> Finding:
     else:
         verdict = "no difference"
     numbers = {"exponent": e.to_json(), "loss_exponent": loss_fit.exponent.to_json(), "fit": fit.to_json(),
-               "loss_fit": loss_fit.to_json(), "runs": [{k: r[k] for k in ("size", "params", "samples", "flops",
+               "loss_fit": loss_fit.to_json(), "runs": [{k: r[k] for k in ("seed", "size", "params", "samples", "flops",
                                                                              "accuracy", "ci95", "final_loss")}
                                                         for r in rows]}
     return Finding(answer=answer, verdict=verdict, tables=[table, fit_table], figures=[figure], numbers=numbers,
-                   what_was_run=(f"Mini protocol (configs/mini.toml), seed 0: sizes {', '.join(sizes)} x budgets "
+                   what_was_run=(f"Mini protocol (configs/mini.toml), {seeds} seed(s): sizes {', '.join(sizes)} x budgets "
                                  f"{', '.join(map(str, budgets))} training images; mini CompBench {n_prompts} prompts "
                                  f"per category; fit of error vs compute with {BOOTSTRAP} bootstrap resamples."))
 
