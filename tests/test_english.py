@@ -340,3 +340,16 @@ def test_attribution_maps_per_english_phrase_on_the_sd_folder(bpe_pipe):
     attr = explain(bpe_pipe, "a red circle to the left of a small cat", steps=2, parser=bpe_pipe.parser)
     assert {"a red circle", "a small cat"} <= set(attr.maps)  # one map per object phrase, beside the words'
     assert all(torch.isfinite(m).all() for m in attr.maps.values())
+
+
+def test_cli_explain_draws_phrase_maps_and_names_what_it_cannot_read(bpe_folder, tmp_path, capsys):
+    from t2ikit.cli import main
+
+    maps = tmp_path / "maps.json"
+    assert main(["explain", "a red circle to the left of a small cat", "--model", str(bpe_folder), "--steps", "2",
+                 "--phrases", "--out", str(tmp_path / "maps.png"), "--maps", str(maps), "--quiet"]) == 0
+    assert {"a red circle", "a small cat"} <= set(json.loads(maps.read_text()))
+    capsys.readouterr()
+    assert main(["explain", "a cat to the left of", "--model", str(bpe_folder), "--steps", "2", "--phrases",
+                 "--out", str(tmp_path / "bad.png")]) == 2
+    assert "to the left of" in capsys.readouterr().err and not (tmp_path / "bad.png").exists()

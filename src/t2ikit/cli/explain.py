@@ -28,6 +28,9 @@ def register(subparsers) -> None:
                    help="prompt weighting syntax: a1111 '(word:1.3)', compel 'word+', none (literal)")
     p.add_argument("--out", default="maps.png", help="output PNG of the image and one overlay per word")
     p.add_argument("--maps", default=None, help="also save the raw maps as JSON here")
+    p.add_argument("--phrases", action="store_true",
+                   help="also one map per object phrase the model's parser reads (\"a red circle\"); a prompt it "
+                        "cannot read is an error naming the part")
     p.add_argument("--overwrite", action="store_true", help="replace existing --out and --maps files")
     p.add_argument("--overlap", action="store_true",
                    help="instead: mean share of object-word map mass inside oracle-detected object boxes")
@@ -96,8 +99,13 @@ def handler(args) -> int:
                           f"{r['overlap_ci'][1]:.3f}]  box share (uniform map) {r['baseline']:.3f}  "
                           f"lift {r['lift']:.2f} [{r['lift_ci'][0]:.2f}, {r['lift_ci'][1]:.2f}]")
         return 0
+    parser = None
+    if args.phrases:
+        if pipe.parser is None:
+            raise ValueError("--phrases reads the prompt with the model's parser, and this model names none")
+        parser = pipe.parser
     attr = explain(pipe, args.prompt, seed=args.seed, steps=args.steps, guidance=args.guidance, mode=args.weighting,
-                   size=size, progress=not args.quiet)
+                   size=size, progress=not args.quiet, parser=parser)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     overlay(attr).save(out)
