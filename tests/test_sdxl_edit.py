@@ -71,7 +71,7 @@ def test_sdxl_guided_inversion_keeps_its_unconditional_rows(xl):
     assert neg.uncond_added is neg.added
     torch.testing.assert_close(reconstruct(xl, neg, decode=False), plain)
     a, b = (invert(xl, image, PROMPT, steps=3, guidance=3.0, uncond="null-text", null_text_iters=2) for _ in range(2))
-    assert torch.equal(a.uncond_added["text_embeds"], xl._added([""], (16, 16))["text_embeds"])
+    assert torch.equal(a.uncond_added["text_embeds"], xl.sdxl_added([""], (16, 16))["text_embeds"])
     assert len(a.uncond) == 3 and not torch.equal(a.uncond[0], xl.encode_text([""]))
     assert torch.equal(reconstruct(xl, a, decode=False), reconstruct(xl, b, decode=False))
 

@@ -576,7 +576,7 @@ class T2IPipeline:
         """True for SDXL: two text encoders, and a UNet that reads pooled text and size/crop per row."""
         return isinstance(self.text_encoder, DualTextEncoder)
 
-    def _added(self, prompts: list[str], size: tuple[int, int], zero: bool = False) -> dict:
+    def sdxl_added(self, prompts: list[str], size: tuple[int, int], zero: bool = False) -> dict:
         """SDXL's added_cond_kwargs for one image per plain prompt at `size` (H, W)."""
         return added_conditioning(self.text_encoder, prompts, size, self.dtype, zero)
 
@@ -746,11 +746,11 @@ class T2IPipeline:
         prompts = [plain_text(p, spec.weighting) for p in spec.image_prompts()]  # what hooks and parsers read
         added = uncond_added = None
         if self.is_sdxl:  # pooled text and size/crop per row (t2ikit.models.sdxl)
-            added = self._added(prompts, spec.size)
+            added = self.sdxl_added(prompts, spec.size)
             zero = self.zero_unconditional and spec.negative_prompts is None and "embeds" not in plan
             if uncond is not None:
                 uncond = torch.zeros_like(uncond) if zero else uncond
-                uncond_added = self._added([plain_text(p, spec.weighting) for p in spec.image_negatives()],
+                uncond_added = self.sdxl_added([plain_text(p, spec.weighting) for p in spec.image_negatives()],
                                            spec.size, zero)
         regions = plan["regions"]  # a control.regions.RegionBatch, or None
         region_prompts = regions.prompts if regions else []  # R lists of a prompt per image
@@ -785,7 +785,7 @@ class T2IPipeline:
             region_scale = spec.scales.get("regions", text_scale)
             conditions = [Condition(cond, text_scale, mask=outside, name="text", added=added)] + [
                 Condition(states, region_scale, mask=m, priority=weight, name=name,
-                          added=self._added([plain_text(t, spec.weighting) for t in texts], spec.size)
+                          added=self.sdxl_added([plain_text(t, spec.weighting) for t in texts], spec.size)
                           if self.is_sdxl else None)
                 for name, texts, weight, states, m in zip(region_names, region_prompts, regions.weights,
                                                           region_states, lm)]

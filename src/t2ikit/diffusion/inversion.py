@@ -158,7 +158,7 @@ def added_rows(pipe, prompts: list[str], size: tuple[int, int], weighting: str =
     image of `size` (H, W)), as generation builds them; None for a model whose UNet reads text states alone."""
     if not getattr(pipe, "is_sdxl", False):
         return None
-    return pipe._added([plain_text(p, weighting) for p in prompts], tuple(size))
+    return pipe.sdxl_added([plain_text(p, weighting) for p in prompts], tuple(size))
 
 
 def added_at(added: dict | None, rows) -> dict | None:
