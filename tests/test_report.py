@@ -110,6 +110,8 @@ def test_a_report_folder_keeps_its_budget_and_bad_input_is_refused(registry, tmp
     assert main(["report", "--experiments", "q2.nope", "--out", str(tmp_path / "n")]) == 2
     assert "unknown experiment q2.nope" in capsys.readouterr().err
     assert main(["report", "--questions", "a,b", "--out", str(tmp_path / "n")]) == 2
+    assert main(["report", "--workers", "0", "--out", str(tmp_path / "n")]) == 2
+    assert not (tmp_path / "n").exists()  # refused before anything was written
     assert not (tmp_path / "n").exists()
     with pytest.raises(ValueError, match="verdict must be one of"):
         Finding(answer="", verdict="maybe")

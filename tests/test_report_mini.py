@@ -74,6 +74,22 @@ def test_a_mini_run_trains_evaluates_and_is_not_redone(tiny_protocol):
     assert mini.MiniRun(seed=2).key() != mini.MiniRun(seed=1).key()
 
 
+def test_runs_trained_ahead_in_worker_processes_equal_runs_trained_in_process(tiny_protocol, tmp_path):
+    runs = [mini.MiniRun(seed=0), mini.MiniRun(seed=1)]
+    with pytest.raises(ValueError, match="shared VAE"):
+        mini.train_ahead(runs, tiny_protocol, 2)
+    mini.shared_vae(tiny_protocol)
+    mini.train_ahead(runs, tiny_protocol, 2)  # two spawned processes, one thread each
+    assert all((mini.run_folder(r, tiny_protocol) / mini.DONE).is_file() for r in runs)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / mini.VAE_FOLDER).symlink_to((tiny_protocol / mini.VAE_FOLDER).resolve())  # the same shared VAE
+    for r in runs:  # the same runs in this process on one thread: the same training
+        assert mini.train(r, alone, threads=1)["final_loss"] == mini.train(r, tiny_protocol)["final_loss"]
+    with pytest.raises(ValueError, match="workers"):
+        mini.train_ahead(runs, tiny_protocol, 0)
+
+
 def test_paired_seed_difference():
     rng = np.random.default_rng(0)
     a = [[True, False, False, False]] * 3
@@ -90,7 +106,7 @@ def test_the_experiments_give_findings_and_cache_their_units(tiny_protocol, tmp_
 
     monkeypatch.setattr(q1_fusion, "MI_RESAMPLES", 20)
     monkeypatch.setattr(q8_scaling, "BOOTSTRAP", 20)
-    ctx = ReportContext(tmp_path / "report", budget="smoke", progress=False)
+    ctx = ReportContext(tmp_path / "report", budget="smoke", progress=False, workers=2)  # runs trained 2 at a time
     findings = {}
     for name, fn in (("q1.fusion", q1_fusion.fusion), ("q1.training", q1_fusion.training),
                      ("q8.scaling", q8_scaling.scaling)):

@@ -26,6 +26,9 @@ def register(subparsers) -> None:
     p.add_argument("--model", default=None, help="model folder or name for the inference questions "
                                                   "(default: the shipped model)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--workers", type=int, default=1,
+                   help="train the mini runs of Q1 and Q8 this many at a time, one thread each (2 on 2 cores: "
+                        "runs on one thread are not bit-identical to runs on --threads 2)")
     p.add_argument("--list", action="store_true", help="list the experiments and their minutes, run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_report)
@@ -61,7 +64,10 @@ def _report(args) -> int:
     check_folder(out, args.budget, args.model)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
-    result = run_report(out, args.budget, questions, experiments, args.model, args.threads, not args.quiet)
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, not {args.workers}")
+    result = run_report(out, args.budget, questions, experiments, args.model, args.threads, not args.quiet,
+                        args.workers)
     print(out / "report.md")
     print(out / "report.html")
     return 1 if result["failed"] else 0

@@ -121,6 +121,7 @@ class ReportContext:
     model: str | None = None  # a model folder or registry name; None = the shipped model
     threads: int = 1
     progress: bool = True
+    workers: int = 1  # mini runs trained this many at a time, in processes of one thread each (mini.train_ahead)
     experiment_id: str = ""  # set by the runner for the experiment running now
     questions: tuple = ()  # what the whole run was asked for (for the command line)
     _pipes: dict = field(default_factory=dict)

@@ -181,6 +181,51 @@ def train(run: MiniRun, root: str | Path, config: str | Path | None = None, thre
     return row
 
 
+def _die_with_parent() -> None:
+    """A worker process ends when the process that started it does (Linux), so that a report killed with kill -9
+    leaves no run training on its own while the resumed report trains it again."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: the worker only notices when it next talks to the pool
+        pass
+
+
+def _train_in_worker(run: MiniRun, root: str, config: str) -> dict:
+    """`train` in a worker process: the protocol's config is the parent's (its text is part of every run's key)."""
+    global CONFIG
+    CONFIG = Path(config)
+    return train(run, root, config, threads=1)
+
+
+def train_ahead(runs: list[MiniRun], root: str | Path, workers: int, config: str | Path | None = None,
+                progress: bool = False) -> None:
+    """Train the runs of `runs` that are not done, `workers` at a time, each in its own process on one torch thread
+    (independent runs use both cores of a 2-core machine, where one run on two threads does not); the root's shared
+    VAE must be trained already. With workers < 2 nothing happens: the runs train when they are asked for."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from t2ikit.bench.progress import bar
+
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if not (Path(root) / VAE_FOLDER / DONE).is_file():
+        raise ValueError(f"{root}: train the shared VAE (shared_vae) before training runs ahead")
+    todo = list({r.key(): r for r in runs if not (run_folder(r, root) / DONE).is_file()}.values())
+    if workers < 2 or len(todo) < 2:
+        return
+    config = str(config if config is not None else CONFIG)  # a worker imports this module afresh
+    done = bar(total=len(todo), desc="mini runs", enabled=progress, unit="run")
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
+        for future in as_completed([pool.submit(_train_in_worker, r, str(root), config) for r in todo]):
+            future.result()  # a failed run raises here
+            done.update()
+    done.close()
+
+
 def _load() -> float | None:
     """The machine's 1-minute load average (the runs share a CPU with other jobs; the logs say how much)."""
     try:

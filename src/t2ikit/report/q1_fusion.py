@@ -214,6 +214,7 @@ def fusion(ctx: ReportContext) -> Finding:
     seeds, samples, n_prompts = _size(ctx, "seeds"), _size(ctx, "samples"), _size(ctx, "n_prompts")
     vae_steps = shared_vae(ctx)
     runs = {s: [mini.MiniRun(seed=k, fusion=s, samples=samples) for k in range(seeds)] for s in STRATEGIES}
+    mini.train_ahead([r for rs in runs.values() for r in rs], root(ctx), ctx.workers, progress=ctx.progress)
     rows = {}
     progress = bar(total=len(STRATEGIES) * seeds, desc="q1.fusion runs", enabled=ctx.progress, unit="run")
     for strategy, rs in runs.items():
@@ -357,6 +358,8 @@ def training(ctx: ReportContext) -> Finding:
     shared_vae(ctx)
     base = mini.train_config(mini.MiniRun(samples=samples))
     plan = recipes(base.unet_train.steps)
+    mini.train_ahead([mini.MiniRun(seed=k, samples=samples, **overrides) for overrides in plan.values()
+                      for k in range(seeds)], root(ctx), ctx.workers, progress=ctx.progress)
     rows = {}
     progress = bar(total=len(plan) * seeds, desc="q1.training runs", enabled=ctx.progress, unit="run")
     for name, overrides in plan.items():

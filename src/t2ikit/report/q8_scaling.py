@@ -48,6 +48,8 @@ def scaling(ctx: ReportContext) -> Finding:
     default = mini.train_config(mini.MiniRun()).model.size  # its runs are MiniRun(size=""), shared with q1
     seeds = _size(ctx, "seeds")
     grid = [(k, s, b) for k in range(seeds) for s in sizes for b in budgets]  # seed-major: a stop leaves whole seeds
+    mini.train_ahead([mini.MiniRun(seed=k, size="" if s == default else s, samples=b) for k, s, b in grid],
+                     root(ctx), ctx.workers, progress=ctx.progress)
     rows = []
     progress = bar(total=len(grid), desc="q8.scaling runs", enabled=ctx.progress, unit="run")
     for seed, size, samples in grid:

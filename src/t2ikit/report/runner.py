@@ -75,7 +75,7 @@ def finished(out: Path) -> dict[str, dict]:
 
 
 def run_report(out, budget: str = "quick", questions=None, experiments=None, model: str | None = None,
-               threads: int = 1, show_progress: bool = True) -> dict:
+               threads: int = 1, show_progress: bool = True, workers: int = 1) -> dict:
     """Run what is not finished yet, render report.md/.html; returns {"done": [...], "failed": {...}}."""
     if budget not in BUDGETS + ("smoke",):
         raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, not {budget!r}")
@@ -92,7 +92,9 @@ def run_report(out, budget: str = "quick", questions=None, experiments=None, mod
     import torch
 
     torch.set_num_threads(threads)
-    ctx = ReportContext(out, budget, model, threads, show_progress)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    ctx = ReportContext(out, budget, model, threads, show_progress, workers=workers)
     done = finished(out)
     todo = [e for e in chosen if e.id not in done]
     minutes = sum(e.minutes.get(budget, 0) for e in todo)
