@@ -205,11 +205,12 @@ class RegionAttentionHook(AttentionHook):
                 f"encode it with `region_context`"
             )
         a = self.token_scales(ctx.query_hw).to(probs)  # (Nq, Nk), or (N, Nq, Nk) per image
-        if a.ndim == 3:
+        if a.ndim == 2:
+            p = probs * a
+        else:  # row b is image b mod N: broadcast over the row blocks, no per-call copy of the multipliers
             if probs.shape[0] % a.shape[0]:
                 raise ValueError(f"regions: planned for {a.shape[0]} images, the UNet batch has {probs.shape[0]} rows")
-            a = a[torch.arange(probs.shape[0]) % a.shape[0]][:, None]  # (B, 1, Nq, Nk): row b is image b mod N
-        p = probs * a
+            p = (probs.unflatten(0, (-1, a.shape[0])) * a[:, None]).flatten(0, 1)
         return p / p.sum(-1, keepdim=True).clamp(min=1e-12)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from t2ikit.diffusion.conditioning import Conditioning
+from t2ikit.diffusion.conditioning import Conditioning, cat_added
 from t2ikit.diffusion.guidance import combine
 
 
@@ -42,7 +42,7 @@ def unet_denoiser(unet):
         _layout(c, rows == 2, ("uncond", *(k.name for k in active)))
         if c.batch_rows:
             embeds = torch.cat([c.uncond_at(step)] + [k.embeds for k in active])  # (rows * N, T, D)
-            added = _rows_added([c.uncond_added] + [k.added for k in active])
+            added = cat_added([c.uncond_added] + [k.added for k in active])
             eps = unet_call(unet, torch.cat([x] * rows), t, embeds, c.residuals, added)
             parts = list(eps.split(x.shape[0]))
         else:
@@ -55,14 +55,6 @@ def unet_denoiser(unet):
 
     return denoise
 
-
-def _rows_added(parts: list[dict | None]) -> dict | None:
-    """The added_cond_kwargs of a guidance batch [uncond; c_1; ...]: each key's rows concatenated in order."""
-    if parts[0] is None:  # a model without added conditioning (SD 1.x / 2.x)
-        return None
-    if any(p is None for p in parts):
-        raise ValueError("this model needs added conditioning (SDXL's pooled text and time ids) on every condition")
-    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
 
 def _layout(c: Conditioning, guided: bool, blocks: tuple[str, ...]) -> None:

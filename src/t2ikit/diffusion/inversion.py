@@ -166,15 +166,6 @@ def added_at(added: dict | None, rows) -> dict | None:
     return None if added is None else {key: value[rows] for key, value in added.items()}
 
 
-def added_cat(parts: list[dict | None]) -> dict | None:
-    """Added conditioning of stacked row blocks, in order; None when the model takes none."""
-    if all(p is None for p in parts):
-        return None
-    if any(p is None for p in parts):
-        raise ValueError("added conditioning (SDXL's pooled text and time ids) is missing for some rows")
-    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
-
-
 def _text(cond, uncond=None, guidance: float = 1.0, added=None, uncond_added=None, **kwargs) -> Conditioning:
     """Conditioning.text with SDXL's added conditioning of the conditional and the unconditional rows."""
     return Conditioning([Condition(cond, float(guidance), name="text", added=added)], uncond,
@@ -426,6 +417,6 @@ def save_inversion(inversion: Inversion, path: str | os.PathLike, metadata: dict
     return path
 
 
-__all__ = ["Inversion", "LevelScheduler", "Schedule", "added_at", "added_cat", "added_rows", "ddim_denoise",
+__all__ = ["Inversion", "LevelScheduler", "Schedule", "added_at", "added_rows", "ddim_denoise",
            "ddim_invert", "item_noise", "ddim_move", "ddim_schedule", "encode_image", "invert", "load_image",
            "null_text_optimize", "psnr", "reconstruct", "save_inversion", "size_multiple"]

@@ -20,8 +20,9 @@ from PIL import Image, UnidentifiedImageError
 
 from t2ikit.attention.capture import AttentionStore
 from t2ikit.attention.processor import AttentionController
+from t2ikit.diffusion.conditioning import cat_added
 from t2ikit.diffusion.denoisers import unet_call
-from t2ikit.diffusion.inversion import Inversion, added_cat, ddim_denoise, item_noise, split_output
+from t2ikit.diffusion.inversion import Inversion, ddim_denoise, item_noise, split_output
 from t2ikit.edit.changes import changed_words
 from t2ikit.edit.options import ATTENTION_THRESHOLD, MASK_SAMPLES, MASK_STRENGTH, MASK_THRESHOLD
 from t2ikit.text.phrases import phrase_token_spans
@@ -70,7 +71,7 @@ def diffedit_mask(pipe, latents: torch.Tensor, source_cond: torch.Tensor, target
     noise = item_noise((samples, *latents.shape[1:]), b, seed, dim=1).to(latents)  # (S, B, C, h, w)
     x = (alpha ** 0.5 * latents[None] + (1 - alpha) ** 0.5 * noise).flatten(0, 1)  # (S*B, C, h, w)
     embeds = torch.cat([source_cond.repeat(samples, 1, 1), target_cond.repeat(samples, 1, 1)])
-    added = added_cat([_repeat(source_added, samples), _repeat(target_added, samples)])  # rows as `embeds`'
+    added = cat_added([_repeat(source_added, samples), _repeat(target_added, samples)])  # rows as `embeds`'
     out = unet_call(pipe.unet, torch.cat([x, x]), t, embeds, added=added)
     eps_s, eps_t = (split_output(o, x, alpha, sched.config.prediction_type)[0] for o in out.chunk(2))
     diff = (eps_t - eps_s).abs().mean(1).view(samples, b, *latents.shape[-2:]).mean(0)  # (B, h, w)

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from t2ikit.attention.p2p import DEFAULT_CROSS_FRACTION, DEFAULT_SELF_FRACTION, PromptToPromptHook, align, resolve_steps
 from t2ikit.attention.processor import AttentionController
 from t2ikit.control import compose
-from t2ikit.diffusion.inversion import (Inversion, added_at, added_cat, added_rows, ddim_denoise, invert, load_image,
+from t2ikit.diffusion.conditioning import cat_added
+from t2ikit.diffusion.inversion import (Inversion, added_at, added_rows, ddim_denoise, invert, load_image,
                                         size_multiple)
 from t2ikit.edit.blend import blended_denoise
 from t2ikit.edit.masks import attention_mask, diffedit_mask, edited_positions, load_mask, to_latent_mask
@@ -239,7 +240,7 @@ def _edit(pipe, opts: EditOptions, support: SceneSupport | None, images, sources
     uncond, uncond_added = inversion.uncond, inversion.uncond_added
     if opts.method == "p2p":
         rows = torch.cat([torch.arange(n), torch.arange(n)])
-        cond, added = torch.cat([inversion.cond, target_cond]), added_cat([inversion.added, target_added])
+        cond, added = torch.cat([inversion.cond, target_cond]), cat_added([inversion.added, target_added])
         noise = traj[0][rows]
         uncond, uncond_added = inversion.uncond_for(rows), added_at(uncond_added, rows)
         if opts.uncond == "negative-prompt" and opts.guidance != 1.0:  # the target's uncond is the source's cond

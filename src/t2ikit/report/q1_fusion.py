@@ -47,6 +47,16 @@ NOTHING_LEARNED = (" No run passed a single CompBench image, so the runs were to
                    "no verdict (\"not measured\"), not \"no difference\"; the full budget's runs learn.")
 
 
+def accuracy_cells(st: dict) -> list[str]:
+    """A setting's table cells from `compare_rows`: pooled accuracy, the paired difference to the baseline (points),
+    accuracy per seed and per category (%)."""
+    d = st.get("vs_baseline")
+    return [mini.fmt_interval(st["pooled"]["accuracy"], st["pooled"]["ci95"]),
+            "-" if d is None else f"{100 * d['diff']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]",
+            ", ".join(f"{100 * a:.0f}" for a in st["per_seed"]),
+            " / ".join(f"{100 * st['per_category'][c]:.0f}" for c in st["per_category"])]
+
+
 def nothing_learned(stats: dict) -> bool:
     """True when every setting's pooled accuracy is 0: no effect could have shown under this budget."""
     return all(v["pooled"]["accuracy"] == 0 for v in stats.values())
@@ -230,14 +240,9 @@ def fusion(ctx: ReportContext) -> Finding:
     table_rows = []
     for s in STRATEGIES:
         st, tm = stats[s], timing[s]
-        d = st.get("vs_baseline")
         table_rows.append([
-            s, mini.fmt_interval(st["pooled"]["accuracy"], st["pooled"]["ci95"]),
-            "-" if d is None else f"{100 * d['diff']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]",
-            ", ".join(f"{100 * a:.0f}" for a in st["per_seed"]),
-            " / ".join(f"{100 * st['per_category'][c]:.0f}" for c in st["per_category"]),
-            f"{tm['params']:,}", f"{tm['gflops_per_call']:.4f}", f"{1e3 * tm['train_step_s']:.0f}",
-            f"{1e3 * tm['unet_call_s']:.1f}",
+            s, *accuracy_cells(st), f"{tm['params']:,}", f"{tm['gflops_per_call']:.4f}",
+            f"{1e3 * tm['train_step_s']:.0f}", f"{1e3 * tm['unet_call_s']:.1f}",
             f"{np.mean([r['wall_s'] for r in rows[s]]):.0f}", f"{np.mean([r['final_loss'] for r in rows[s]]):.4f}"])
     cats = " / ".join(rows["sequential"][0]["per_category"])
     table = Table(
@@ -373,13 +378,8 @@ def training(ctx: ReportContext) -> Finding:
     table_rows = []
     for name in plan:
         st = stats[name]
-        d = st.get("vs_baseline")
         table_rows.append([
-            name, mini.fmt_interval(st["pooled"]["accuracy"], st["pooled"]["ci95"]),
-            "-" if d is None else f"{100 * d['diff']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]",
-            ", ".join(f"{100 * a:.0f}" for a in st["per_seed"]),
-            " / ".join(f"{100 * st['per_category'][c]:.0f}" for c in st["per_category"]),
-            f"{np.mean([r['wall_s'] for r in rows[name]]):.0f}"])
+            name, *accuracy_cells(st), f"{np.mean([r['wall_s'] for r in rows[name]]):.0f}"])
     cats = " / ".join(rows[BASELINE][0]["per_category"])
     table = Table("Training recipes in the mini protocol",
                   ["recipe", "CompBench (pooled, Wilson 95%)", "vs the protocol recipe, points (95%)", "per seed %",
