@@ -37,9 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from t2ikit.report.core import write_atomic
 from t2ikit.bench.stats import percentile_interval, wilson_interval
 from t2ikit.models.sizes import MINI_SIZES, ModelSize
+from t2ikit.report.core import write_atomic
+from t2ikit.scaling.sweep import append_log, training_wall_s
 
 CONFIG = Path(__file__).resolve().parents[3] / "configs" / "mini.toml"  # the protocol's train config
 DONE = "done.json"
@@ -172,7 +173,7 @@ def train(run: MiniRun, root: str | Path, config: str | Path | None = None, thre
     try:
         trainer = _trainer(run, root, config)
         resume = _resume(trainer)
-        _log(folder / "log.jsonl", {"event": "mini_start", "resume": resume, "load": _load()})
+        append_log(folder / "log.jsonl", {"event": "mini_start", "resume": resume, "load": _load()})
         trainer.run(resume=resume)
         row = _row(run, trainer, folder)
     finally:
@@ -234,12 +235,6 @@ def _load() -> float | None:
         return None
 
 
-def _log(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps({"time": time.time(), **record}) + "\n")
-
-
 def _row(run: MiniRun, trainer, folder: Path) -> dict:
     from t2ikit.models.sizes import count_params, unet_flops
 
@@ -256,24 +251,10 @@ def _row(run: MiniRun, trainer, folder: Path) -> dict:
         "params": count_params(trainer.unet), "text_params": count_params(trainer.text_encoder),
         "steps": steps, "batch_size": batch, "samples": steps * batch,
         "unet_forward_flops": forward, "flops": 3 * forward * steps * batch,  # forward + backward ~ 3 forwards
-        "wall_s": round(_training_wall_s(records), 2), "final_loss": float(np.mean(tail)) if tail else float("nan"),
+        "wall_s": round(training_wall_s(folder / "log.jsonl", "mini_start"), 2),
+        "final_loss": float(np.mean(tail)) if tail else float("nan"),
         "load_at_start": loads,
     }
-
-
-def _training_wall_s(records: list[dict]) -> float:
-    """Seconds of training over every attempt: from each mini_start record to the last record before the next."""
-    total, start, last = 0.0, None, None
-    for r in records:
-        if r.get("event") == "mini_start":
-            if start is not None and last is not None:
-                total += last - start
-            start, last = r["time"], None
-        elif start is not None and r.get("event") in ("train", "checkpoint"):
-            last = r["time"]
-    if start is not None and last is not None:
-        total += last - start
-    return total
 
 
 # ---------------------------------------------------------------------------------------------------

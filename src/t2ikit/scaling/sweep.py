@@ -202,12 +202,12 @@ def final_loss(log_path: Path, steps: int, window: float) -> float:
     return sum(tail) / len(tail)
 
 
-def training_wall_s(log_path: Path) -> float:
-    """Training seconds over every attempt: from each `sweep_start` record to the last record before the next."""
+def training_wall_s(log_path: Path, start_event: str = "sweep_start") -> float:
+    """Training seconds over every attempt: from each `start_event` record to the last record before the next."""
     total, start, last = 0.0, None, None
     for line in log_path.read_text().splitlines():
         r = json.loads(line)
-        if r.get("event") == "sweep_start":
+        if r.get("event") == start_event:
             if start is not None and last is not None:
                 total += last - start
             start, last = r["time"], None
@@ -224,7 +224,8 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _log(path: Path, record: dict) -> None:
+def append_log(path: Path, record: dict) -> None:
+    """Append `record`, stamped with the time, as one JSON line of a run's log."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         f.write(json.dumps({"time": time.time(), **record}) + "\n")
@@ -301,7 +302,7 @@ def train_run(cfg: SweepConfig, size: str, budget: int, folder: Path, vae_state:
     steps = cfg.steps(budget)
     trainer, resume = _trainer(train_config(cfg, size, steps), folder)
     trainer.vae.load_state_dict(vae_state)  # a resumed run reloads the same weights from its checkpoint
-    _log(folder / "log.jsonl", {"event": "sweep_start", "resume": resume})
+    append_log(folder / "log.jsonl", {"event": "sweep_start", "resume": resume})
     trainer.run(resume=resume)
     t0 = time.perf_counter()
     accuracy = float(compbench_hook(trainer, steps).get("compbench_overall", 0.0)) if cfg.eval.compbench else 0.0
