@@ -45,6 +45,7 @@ SPEED_VARIANTS = {
     "cache2_plain": {"cache_interval": 2, "relation_guidance": 0},
     "steps10_plain": {"steps": 10, "relation_guidance": 0},
     "cheap_guidance": {"latent_steps": 3, "latent_iterations": 1},
+    "encoder_guidance": {"latent_layers": "encoder"},
 }
 COMPBENCH_VARIANTS = {
     "default": {},
@@ -58,6 +59,7 @@ COMPBENCH_VARIANTS = {
     "cache3": {"cache_interval": 3},
     "steps8": {"steps": 8},
     "plain": {"relation_guidance": 0},
+    "encoder_guidance": {"latent_layers": "encoder"},
 }
 
 
@@ -385,7 +387,8 @@ def compbench(args) -> dict:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     pipe = T2IPipeline.from_folder(args.model or shipped_model_path())
-    suite = make_suite(args.split, n_prompts=args.n_prompts, seeds=args.seeds)
+    suite = make_suite(args.split, n_prompts=args.n_prompts, seeds=args.seeds,
+                       categories=args.categories.split(",") if args.categories else None)
     names = [n for n in args.cb_variants.split(",")]
     for name in names:
         path = out_dir / f"{name}.json"
@@ -433,6 +436,7 @@ def main(argv=None) -> int:
     parser.add_argument("--n-prompts", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--split", default="train")
+    parser.add_argument("--categories", default=None, help="compbench: comma-separated categories (default: all)")
     parser.add_argument("--cb-variants", default=",".join(COMPBENCH_VARIANTS))
     args = parser.parse_args(argv)
     sections = args.sections.split(",")

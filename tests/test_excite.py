@@ -293,3 +293,38 @@ def test_relation_targets_with_a_bpe_tokenizer(tmp_path):
     assert (groups[second] == 1).all() and int((groups >= 0).sum()) == len(first) + len(second)
     assert rows[0].tolist() == [0, 1, 0, 1]
     assert object_positions(bpe, WORLD, prompt) == [list(spans[6]), list(spans[35])]  # every token of the noun
+
+
+def test_encoder_layers_is_the_whole_pass_restricted_to_the_encoders_maps(pipe):
+    """layers="encoder" stops the guidance pass after the mid block: its step equals the step of a whole pass whose
+    objective reads only the maps of the down and mid blocks, and no up block runs."""
+    from dataclasses import replace
+
+    prompts = ["a red circle to the left of a blue square", "a red circle above a blue square"]
+    cond = pipe.encode_text(prompts)
+    config = ExciteConfig(objective="relation", step_size=20.0, iterations=2, relation_margin=0.5, layers="encoder")
+    scheduler = make_scheduler("dpmpp_2m", pipe.scheduler_config)
+    scheduler.set_timesteps(3)
+    t = scheduler.timesteps[0]
+    latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(2))
+    up_calls = []
+    handle = pipe.unet.up_blocks[0].register_forward_pre_hook(lambda m, a: up_calls.append(1))
+    try:
+        encoder = LatentGuidance(pipe.unet, pipe.tokenizer, WORLD, prompts, cond, config)(0, t, latents, scheduler)
+    finally:
+        handle.remove()
+    assert not up_calls
+    n = sum(1 for name, _ in pipe.unet.named_modules() if name.endswith("attn2") and not name.startswith("up_blocks"))
+    whole = LatentGuidance(pipe.unet, pipe.tokenizer, WORLD, prompts, cond, replace(config, layers="all"))
+    loss = whole.loss
+
+    def encoder_loss(hw):
+        del whole.relation_capture.maps[n:]  # the maps of the up blocks, captured after the encoder's
+        return loss(hw)
+
+    whole.loss = encoder_loss
+    assert torch.allclose(encoder, whole(0, t, latents, scheduler), atol=1e-6)
+    all_layers = LatentGuidance(pipe.unet, pipe.tokenizer, WORLD, prompts, cond, replace(config, layers="all"))
+    assert not torch.allclose(encoder, all_layers(0, t, latents, scheduler), atol=1e-4)  # a different objective
+    with pytest.raises(ValueError, match="layers must be one of all, encoder"):
+        ExciteConfig(layers="decoder").validate()

@@ -112,7 +112,7 @@ def test_fast_fills_only_what_is_not_given(pipe):
 
 
 @pytest.mark.parametrize("bad", [{"cache_interval": 0}, {"cache_interval": 1.5}, {"fast": "yes"},
-                                 {"latent_steps": -1}, {"cache_branch": "deep"}])
+                                 {"latent_steps": -1}, {"cache_branch": "deep"}, {"latent_layers": "decoder"}])
 def test_bad_fast_settings_are_clear_errors(pipe, bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         pipe.make_spec(PROMPT, **bad)
@@ -132,5 +132,24 @@ def test_cli_fast_is_recorded_in_the_png(folder, tmp_path, monkeypatch):
     again = tmp_path / "again.png"
     assert main(["generate", "--from", str(out), "--model", str(folder), "--out", str(again), "--quiet"]) == 0
     assert parse_parameters(read_parameters(again))["settings"] == settings
+    layers = tmp_path / "layers.png"  # the truncated guidance pass is recorded and re-run the same
+    assert main(["generate", PROMPT, "--model", str(folder), "--relation-guidance", "50", "--latent-layers", "encoder",
+                 "--steps", "3", "--seed", "1", "--out", str(layers), "--quiet"]) == 0
+    settings = parse_parameters(read_parameters(layers))["settings"]
+    assert settings["Latent layers"] == "encoder"
+    again = tmp_path / "layers_again.png"
+    assert main(["generate", "--from", str(layers), "--model", str(folder), "--out", str(again), "--quiet"]) == 0
+    assert parse_parameters(read_parameters(again))["settings"] == settings
     assert main(["generate", PROMPT, "--model", str(folder), "--cache-interval", "0", "--out",
                  str(tmp_path / "bad.png"), "--quiet"]) == 2
+
+
+def test_the_web_ui_backend_reaches_fast_and_the_cheaper_guidance(folder, tmp_path):
+    pytest.importorskip("gradio")  # the backend is plain Python; the UI extra is installed with the tests in CI
+    from t2ikit.ui.backend import Backend, GenerateRequest
+
+    backend = Backend(str(folder), outdir=tmp_path)
+    spec, _ = backend.make_spec(GenerateRequest(PROMPT, seed=1, steps=2, fast=True, latent_layers="encoder"))
+    assert spec.fast and spec.cache_interval == FAST_SETTINGS["cache_interval"] and spec.latent_layers == "encoder"
+    plain, _ = backend.make_spec(GenerateRequest(PROMPT, seed=1, steps=2))
+    assert not plain.fast and plain.cache_interval == 1 and plain.latent_layers == "all"

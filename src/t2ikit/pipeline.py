@@ -36,7 +36,7 @@ from t2ikit.control.regions import REGION_MODES, Region, RegionAttentionHook, ba
 from t2ikit.diffusion.cache import BRANCHES, cached_denoiser, check_interval
 from t2ikit.diffusion.conditioning import Conditioning
 from t2ikit.diffusion.guidance import DEFAULT_MODE, MODES, Condition
-from t2ikit.diffusion.latent_guidance import ExciteConfig, LatentGuidance
+from t2ikit.diffusion.latent_guidance import LAYERS as LATENT_LAYERS, ExciteConfig, LatentGuidance
 from t2ikit.diffusion.loop import initial_noise, sample
 from t2ikit.diffusion.samplers import DEFAULT_SAMPLER, check_sampler, make_scheduler, sampler_display_name
 from t2ikit.models.device import resolve_device, resolve_dtype
@@ -190,6 +190,7 @@ class GenerationSpec:
     cache_branch: str = BRANCHES[0]  # which shallow branch runs between ("layer" or "block", diffusion.cache)
     latent_steps: int = ExciteConfig.excite_steps  # first sampling steps with a latent-guidance update (relation, excite)
     latent_iterations: int = ExciteConfig.iterations  # gradient steps per latent-guided step
+    latent_layers: str = ExciteConfig.layers  # maps the latent guidance reads: "all", or "encoder" (a truncated pass)
     fast: bool = False  # FAST_SETTINGS for the settings not given (make_spec); recorded in the PNG
 
     @property
@@ -285,6 +286,8 @@ class GenerationSpec:
         for name in ("latent_steps", "latent_iterations"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an int >= 0; got {getattr(self, name)!r}")
+        if self.latent_layers not in LATENT_LAYERS:
+            raise ValueError(f"latent_layers must be one of {', '.join(LATENT_LAYERS)}; got {self.latent_layers!r}")
         if not isinstance(self.fast, bool):
             raise ValueError(f"fast must be True or False; got {self.fast!r}")
         return self
@@ -333,6 +336,8 @@ class GenerationSpec:
         if self.relation_guidance > 0 or self.excite > 0:
             if self.latent_steps != ExciteConfig.excite_steps or self.latent_iterations != ExciteConfig.iterations:
                 out["Latent guidance steps"] = f"{self.latent_steps}x{self.latent_iterations}"
+            if self.latent_layers != ExciteConfig.layers:
+                out["Latent layers"] = self.latent_layers
         return out
 
 
@@ -797,7 +802,8 @@ class T2IPipeline:
                 before.append(LatentGuidance(self.unet, self.tokenizer, self.parser, prompts, text,
                                              ExciteConfig(objective=objective, step_size=float(size),
                                                           excite_steps=spec.latent_steps,
-                                                          iterations=spec.latent_iterations), strict=False,
+                                                          iterations=spec.latent_iterations,
+                                                          layers=spec.latent_layers), strict=False,
                                              added=added))
         if plan["boxes"] is not None and spec.box_guidance > 0:
             before.append(BoxGuidance(self.unet, self.tokenizer, prompts, text, spec.boxes, spec.size,

@@ -130,6 +130,9 @@ def register(subparsers) -> None:
                         help="relation guidance / excite update the first K steps (default: 5)")
     parser.add_argument("--latent-iterations", type=int, default=None, metavar="I",
                         help="gradient steps per latent-guided step (default: 2)")
+    parser.add_argument("--latent-layers", default=None, choices=["all", "encoder"],
+                        help="cross-attention maps relation guidance / excite read: all (default), or the encoder's "
+                             "only (down and mid blocks), a pass that stops after the mid block (cheaper)")
     parser.set_defaults(func=_generate)
 
 
@@ -139,7 +142,8 @@ _FROM_SETTINGS = {"Steps": "steps", "CFG scale": "guidance", "Seed": "seed", "Si
                   "Attention": "attention", "Region mode": "region_mode", "Bootstrap": "bootstrap",
                   "Background": "background", "Guidance mode": "guidance_mode", "Box guidance": "box_guidance",
                   "Box mask": "box_mask", "Layout": "layout", "Region layout": "region_layout", "Fast": "fast",
-                  "Cache interval": "cache_interval", "Cache branch": "cache_branch"}
+                  "Cache interval": "cache_interval", "Cache branch": "cache_branch",
+                  "Latent layers": "latent_layers"}
 _CONDITIONS = ("sketch", "depth", "mask", "reference")
 
 
@@ -218,7 +222,7 @@ def resolved_arguments(args) -> dict:
     names = ["prompt", "negative", "model", "sampler", "steps", "guidance", "seed", "size", "relation_guidance",
              "attention", *_CONDITIONS, "adapter", "scale", "region", "region_mode", "bootstrap", "background",
              "weighting", "excite", "guidance_mode", "box", "box_guidance", "box_mask", "layout", "region_layout",
-             "fast", "cache_interval", "cache_branch", "latent_steps", "latent_iterations"]
+             "fast", "cache_interval", "cache_branch", "latent_steps", "latent_iterations", "latent_layers"]
     given = {name: getattr(args, name) for name in names}
     stored = arguments_from_png(args.from_png) if args.from_png is not None else {}
     if stored and given["model"] is None and stored.get("model") is not None:
@@ -327,7 +331,7 @@ def _generate(args) -> int:
         raise ValueError("--box-guidance and --box-mask act on boxes: give --box or --layout auto too")
     techniques = dict(boxes=boxes, layout=a["layout"], region_layout=a["region_layout"],
                       **{k: a[k] for k in ("box_guidance", "box_mask", "fast", "cache_interval", "cache_branch",
-                                           "latent_steps", "latent_iterations") if a[k] is not None},
+                                           "latent_steps", "latent_iterations", "latent_layers") if a[k] is not None},
         weighting=a["weighting"], excite=a["excite"], attention=a["attention"], adapters=adapters, scales=scales,
         regions=a["region"], region_mode=a["region_mode"], bootstrap=a["bootstrap"],
         background=parse_background(a["background"]), guidance_mode=a["guidance_mode"],

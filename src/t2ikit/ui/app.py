@@ -178,6 +178,11 @@ def build_app(backend: Backend) -> gr.Blocks:
                             region_layout = gr.Checkbox(False, label="Regions from the prompt: a region prompt per "
                                                                      "object phrase, in its planned box (region "
                                                                      "layout auto)", elem_id="region-layout")
+                            cheap_guidance = gr.Checkbox(False, label="Cheaper relation guidance: read the encoder's "
+                                                                      "maps only (latent layers encoder)",
+                                                         elem_id="latent-layers")
+                            fast = gr.Checkbox(False, label="Fast: feature caching between steps (docs/FAST.md)",
+                                               elem_id="fast")
                     with gr.Column():
                         gallery = gr.Gallery(label="Results", columns=4, height=360, format="png", preview=False,
                                              elem_id="gallery", interactive=False)
@@ -289,7 +294,7 @@ def build_app(backend: Backend) -> gr.Blocks:
         @_shown
         def on_generate(prompt, negative, sampler, steps, guidance, seed, width, height, count, weighting, regions,
                         region_mode, condition, condition_scale, condition_upload, sketch, attention, relation,
-                        layout, region_layout, request: gr.Request, progress=gr.Progress()):
+                        layout, region_layout, cheap_guidance, fast, request: gr.Request, progress=gr.Progress()):
             image = None
             if condition != "none":
                 image = read_upload(condition_upload, f"{condition} condition")[0] if condition_upload \
@@ -304,7 +309,8 @@ def build_app(backend: Backend) -> gr.Blocks:
                                   condition=None if condition == "none" else condition, condition_image=image,
                                   condition_scale=float(condition_scale), attention=attention or None,
                                   relation_guidance=_float_or_none(relation), layout=bool(layout),
-                                  region_layout=bool(region_layout))
+                                  region_layout=bool(region_layout), fast=bool(fast),
+                                  latent_layers="encoder" if cheap_guidance else None)
             flag = backend.cancels.setdefault(request.session_hash or "api", threading.Event())
             flag.clear()
             out = backend.generate(req, progress=lambda i, n: progress((i, n), desc="sampling", unit="steps"),
@@ -317,7 +323,7 @@ def build_app(backend: Backend) -> gr.Blocks:
 
         gen_inputs = [prompt, negative, sampler, steps, guidance, seed, width, height, count, weighting, regions,
                       region_mode, condition, condition_scale, condition_upload, sketch, attention, relation, layout,
-                      region_layout]
+                      region_layout, cheap_guidance, fast]
         generate_btn.click(on_generate, gen_inputs,
                            [gallery, params_state, files_state, seed_used, parameters, notes, selected],
                            api_name="generate", **model_event)
@@ -456,11 +462,13 @@ def build_app(backend: Backend) -> gr.Blocks:
 
         # A plain API for scripts (gradio_client): prompt and the main knobs in, JSON out.
         def txt2img(prompt: str, negative: str = "", seed: int = RANDOM_SEED, steps: int = 0, guidance: float = -1.0,
-                    sampler: str = "", width: int = 0, height: int = 0, count: int = 1) -> dict:
-            """Generate; steps 0, guidance < 0, sampler "" and size 0 take the model's defaults."""
+                    sampler: str = "", width: int = 0, height: int = 0, count: int = 1, fast: bool = False) -> dict:
+            """Generate; steps 0, guidance < 0, sampler "" and size 0 take the model's defaults; fast: the fast
+            path's settings (docs/FAST.md)."""
             req = GenerateRequest(prompt=prompt, negative=negative, seed=int(seed), steps=int(steps) or None,
                                   guidance=None if guidance < 0 else float(guidance), sampler=sampler or None,
-                                  width=int(width) or None, height=int(height) or None, count=int(count))
+                                  width=int(width) or None, height=int(height) or None, count=int(count),
+                                  fast=bool(fast))
             out = _shown(backend.generate)(req)
             return {"prompt": prompt, "seeds": out["seeds"], "files": out["files"], "parameters": out["parameters"],
                     "warnings": out["warnings"]}

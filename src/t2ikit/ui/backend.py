@@ -84,6 +84,8 @@ class GenerateRequest:
     relation_guidance: float | None = None
     layout: bool = False  # boxes planned from the prompt's objects (layout="auto")
     region_layout: bool = False  # a region per object phrase, in the planned boxes (region_layout="auto")
+    fast: bool = False  # the pipeline's FAST_SETTINGS for what the request leaves to the model (docs/FAST.md)
+    latent_layers: str | None = None  # "encoder": relation guidance reads the encoder's maps (a cheaper pass)
 
 
 def region_strings(rows) -> list[str]:
@@ -249,7 +251,8 @@ class Backend:
                                        attention=req.attention or None, regions=regions, region_mode=mode,
                                        conditions=conditions, scales=scales, boxes=boxes,
                                        layout="auto" if req.layout else None,
-                                       region_layout="auto" if req.region_layout else None)
+                                       region_layout="auto" if req.region_layout else None,
+                                       fast=bool(req.fast), latent_layers=req.latent_layers or None)
         return spec, [str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)]
 
     def generate(self, req: GenerateRequest, progress=None, cancel: threading.Event | None = None) -> dict:
