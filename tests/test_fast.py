@@ -152,4 +152,25 @@ def test_the_web_ui_backend_reaches_fast_and_the_cheaper_guidance(folder, tmp_pa
     spec, _ = backend.make_spec(GenerateRequest(PROMPT, seed=1, steps=2, fast=True, latent_layers="encoder"))
     assert spec.fast and spec.cache_interval == FAST_SETTINGS["cache_interval"] and spec.latent_layers == "encoder"
     plain, _ = backend.make_spec(GenerateRequest(PROMPT, seed=1, steps=2))
-    assert not plain.fast and plain.cache_interval == 1 and plain.latent_layers == "all"
+    assert not plain.fast and plain.cache_interval == 1 and plain.latent_layers == "all" and not plain.compile
+    assert backend.make_spec(GenerateRequest(PROMPT, seed=1, steps=2, compile=True))[0].compile
+
+
+@pytest.mark.slow  # inductor compiles even the tiny UNet for about a minute on 2 cores
+def test_compile_denoises_as_eager_does_and_composes_with_regions(pipe):
+    """compile=True runs the denoising calls through torch.compile's UNet: the same image as eager up to the compiled
+    sums' rounding, with regions' attention hooks acting inside it."""
+    kw = dict(seed=3, steps=3, regions=["0,0,8,16:a red circle"])
+    eager = pipe.run(pipe.make_spec(PROMPT, **kw), decode=False, progress=False).latents
+    compiled = pipe.run(pipe.make_spec(PROMPT, compile=True, **kw), decode=False, progress=False)
+    assert torch.allclose(compiled.latents, eager, atol=1e-4) and compiled.spec.settings()["Compile"] is True
+    assert pipe.compiled_unet() is pipe.compiled_unet()  # compiled once, kept
+
+
+def test_compile_is_recorded_and_refused_with_the_cache(pipe):
+    assert pipe.make_spec(PROMPT, compile=True).settings()["Compile"] is True
+    assert "Compile" not in pipe.make_spec(PROMPT).settings()
+    with pytest.raises(ValueError, match="compile and cache_interval > 1 do not combine"):
+        pipe.make_spec(PROMPT, compile=True, cache_interval=2)
+    with pytest.raises(ValueError, match="compile must be True or False"):
+        pipe.make_spec(PROMPT, compile="yes")

@@ -183,6 +183,9 @@ def build_app(backend: Backend) -> gr.Blocks:
                                                          elem_id="latent-layers")
                             fast = gr.Checkbox(False, label="Fast: feature caching between steps (docs/FAST.md)",
                                                elem_id="fast")
+                            compiled = gr.Checkbox(False, label="Compile the UNet (torch.compile: the first press "
+                                                                "compiles for about a minute, later ones are faster)",
+                                                   elem_id="compile")
                     with gr.Column():
                         gallery = gr.Gallery(label="Results", columns=4, height=360, format="png", preview=False,
                                              elem_id="gallery", interactive=False)
@@ -294,7 +297,8 @@ def build_app(backend: Backend) -> gr.Blocks:
         @_shown
         def on_generate(prompt, negative, sampler, steps, guidance, seed, width, height, count, weighting, regions,
                         region_mode, condition, condition_scale, condition_upload, sketch, attention, relation,
-                        layout, region_layout, cheap_guidance, fast, request: gr.Request, progress=gr.Progress()):
+                        layout, region_layout, cheap_guidance, fast, compiled, request: gr.Request,
+                        progress=gr.Progress()):
             image = None
             if condition != "none":
                 image = read_upload(condition_upload, f"{condition} condition")[0] if condition_upload \
@@ -310,7 +314,7 @@ def build_app(backend: Backend) -> gr.Blocks:
                                   condition_scale=float(condition_scale), attention=attention or None,
                                   relation_guidance=_float_or_none(relation), layout=bool(layout),
                                   region_layout=bool(region_layout), fast=bool(fast),
-                                  latent_layers="encoder" if cheap_guidance else None)
+                                  latent_layers="encoder" if cheap_guidance else None, compile=bool(compiled))
             flag = backend.cancels.setdefault(request.session_hash or "api", threading.Event())
             flag.clear()
             out = backend.generate(req, progress=lambda i, n: progress((i, n), desc="sampling", unit="steps"),
@@ -323,7 +327,7 @@ def build_app(backend: Backend) -> gr.Blocks:
 
         gen_inputs = [prompt, negative, sampler, steps, guidance, seed, width, height, count, weighting, regions,
                       region_mode, condition, condition_scale, condition_upload, sketch, attention, relation, layout,
-                      region_layout, cheap_guidance, fast]
+                      region_layout, cheap_guidance, fast, compiled]
         generate_btn.click(on_generate, gen_inputs,
                            [gallery, params_state, files_state, seed_used, parameters, notes, selected],
                            api_name="generate", **model_event)

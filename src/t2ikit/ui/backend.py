@@ -86,6 +86,7 @@ class GenerateRequest:
     region_layout: bool = False  # a region per object phrase, in the planned boxes (region_layout="auto")
     fast: bool = False  # the pipeline's FAST_SETTINGS for what the request leaves to the model (docs/FAST.md)
     latent_layers: str | None = None  # "encoder": relation guidance reads the encoder's maps (a cheaper pass)
+    compile: bool = False  # denoise through torch.compile's UNet (the first press pays the compilation)
 
 
 def region_strings(rows) -> list[str]:
@@ -252,7 +253,8 @@ class Backend:
                                        conditions=conditions, scales=scales, boxes=boxes,
                                        layout="auto" if req.layout else None,
                                        region_layout="auto" if req.region_layout else None,
-                                       fast=bool(req.fast), latent_layers=req.latent_layers or None)
+                                       fast=bool(req.fast), latent_layers=req.latent_layers or None,
+                                       compile=bool(req.compile))
         return spec, [str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)]
 
     def generate(self, req: GenerateRequest, progress=None, cancel: threading.Event | None = None) -> dict:
