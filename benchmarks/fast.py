@@ -46,6 +46,9 @@ SPEED_VARIANTS = {
     "steps10_plain": {"steps": 10, "relation_guidance": 0},
     "cheap_guidance": {"latent_steps": 3, "latent_iterations": 1},
     "encoder_guidance": {"latent_layers": "encoder"},
+    "compile_plain": {"compile": True, "relation_guidance": 0},
+    "compile": {"compile": True},
+    "compile_encoder": {"compile": True, "latent_layers": "encoder"},
 }
 COMPBENCH_VARIANTS = {
     "default": {},
@@ -60,6 +63,16 @@ COMPBENCH_VARIANTS = {
     "steps8": {"steps": 8},
     "plain": {"relation_guidance": 0},
     "encoder_guidance": {"latent_layers": "encoder"},
+    "encoder_s400": {"latent_layers": "encoder", "relation_guidance": 400},
+    "encoder_8x2": {"latent_layers": "encoder", "latent_steps": 8},
+    "encoder_5x3": {"latent_layers": "encoder", "latent_iterations": 3},
+    "encoder_s400_8x2": {"latent_layers": "encoder", "relation_guidance": 400, "latent_steps": 8},
+    "encoder_10x1": {"latent_layers": "encoder", "latent_steps": 10, "latent_iterations": 1},
+    "encoder_12x1": {"latent_layers": "encoder", "latent_steps": 12, "latent_iterations": 1},
+    "encoder_10x2": {"latent_layers": "encoder", "latent_steps": 10},
+    "all_8x1": {"latent_steps": 8, "latent_iterations": 1},
+    "encoder_15x1": {"latent_layers": "encoder", "latent_steps": 15, "latent_iterations": 1},
+    "encoder_20x1": {"latent_layers": "encoder", "latent_steps": 20, "latent_iterations": 1},
 }
 
 
@@ -94,7 +107,11 @@ def speed(args) -> dict:
                                                   safety_checker=None, requires_safety_checker=False)
     ref.set_progress_bar_config(disable=True)
     guidance, sampler, steps = ours.defaults["guidance"], ours.defaults["sampler"], ours.defaults["steps"]
-    variants = {k: v for k, v in SPEED_VARIANTS.items() if k in args.variants.split(",")}
+    known = {**COMPBENCH_VARIANTS, **SPEED_VARIANTS}  # any variant either section knows can be timed
+    unknown = [k for k in args.variants.split(",") if k not in known]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(known)}")
+    variants = {k: known[k] for k in args.variants.split(",")}
     out = {"model": str(model), "model_source": source, "steps": steps, "sampler": sampler, "guidance": guidance,
            "relation_guidance_default": ours.defaults["relation_guidance"], "size": list(ours.default_size),
            "variants": variants, "batches": {}}
@@ -108,13 +125,15 @@ def speed(args) -> dict:
     def run_ours(batch, settings):
         ours.generate(PROMPT, seed=0, n=batch, progress=False, **settings)
 
-    for k, batch in enumerate(int(b) for b in args.batches.split(",")):
+    for batch in (int(b) for b in args.batches.split(",")):
         jobs = {"diffusers": lambda b=batch: run_ref(b)}
         jobs.update({name: (lambda b=batch, s=s: run_ours(b, s)) for name, s in variants.items()})
         names = list(jobs)
-        if k == 0:  # warm-up (allocator, lazy imports), once: later batch sizes run warm
-            for name in names:
-                jobs[name]()
+        warm = out.setdefault("warmup_s", {})
+        for name in names:  # warm-up (allocator, lazy imports; torch.compile's compilation, again per batch size)
+            start = time.perf_counter()
+            jobs[name]()
+            warm.setdefault(name, {})[str(batch)] = round(time.perf_counter() - start, 2)
         times = {name: [] for name in names}
         for r in range(args.repeats):
             order = names[r % len(names):] + names[:r % len(names)]  # rotated: each name at each position
