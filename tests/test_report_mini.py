@@ -86,6 +86,11 @@ def test_runs_trained_ahead_in_worker_processes_equal_runs_trained_in_process(ti
     (alone / mini.VAE_FOLDER).symlink_to((tiny_protocol / mini.VAE_FOLDER).resolve())  # the same shared VAE
     for r in runs:  # the same runs in this process on one thread: the same training
         assert mini.train(r, alone, threads=1)["final_loss"] == mini.train(r, tiny_protocol)["final_loss"]
+    mini.train_ahead(runs, tiny_protocol, 2, evaluation={"n_prompts": 1})  # trained: only evaluated, in the workers
+    for r in runs:  # cached where evaluate looks, and the same result as evaluating here on one thread
+        assert list(mini.run_folder(r, tiny_protocol).glob("compbench-1x1-*.json"))  # written by a worker
+        cached = mini.evaluate(r, tiny_protocol, n_prompts=1)
+        assert cached["items"] == mini.evaluate(r, alone, n_prompts=1, threads=1)["items"]
     with pytest.raises(ValueError, match="workers"):
         mini.train_ahead(runs, tiny_protocol, 0)
 

@@ -194,18 +194,24 @@ def _die_with_parent() -> None:
         pass
 
 
-def _train_in_worker(run: MiniRun, root: str, config: str) -> dict:
-    """`train` in a worker process: the protocol's config is the parent's (its text is part of every run's key)."""
+def _train_in_worker(run: MiniRun, root: str, config: str, evaluation: dict | None = None) -> dict:
+    """`train` (then `evaluate` with `evaluation`'s arguments) in a worker process: the protocol's config is the
+    parent's (its text is part of every run's key)."""
     global CONFIG
     CONFIG = Path(config)
-    return train(run, root, config, threads=1)
+    row = train(run, root, config, threads=1)
+    if evaluation is not None:
+        evaluate(run, root, **evaluation, config=config, threads=1)  # cached in the run's folder
+    return row
 
 
 def train_ahead(runs: list[MiniRun], root: str | Path, workers: int, config: str | Path | None = None,
-                progress: bool = False) -> None:
+                progress: bool = False, evaluation: dict | None = None) -> None:
     """Train the runs of `runs` that are not done, `workers` at a time, each in its own process on one torch thread
     (independent runs use both cores of a 2-core machine, where one run on two threads does not); the root's shared
-    VAE must be trained already. With workers < 2 nothing happens: the runs train when they are asked for."""
+    VAE must be trained already. With workers < 2 nothing happens: the runs train when they are asked for.
+    `evaluation`: `evaluate`'s keyword arguments (n_prompts, seeds, steps, guidance): each worker also evaluates
+    its runs, whose cached results the report then reads, instead of evaluating them one by one afterwards."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
@@ -215,13 +221,14 @@ def train_ahead(runs: list[MiniRun], root: str | Path, workers: int, config: str
         raise ValueError(f"workers must be >= 1, got {workers}")
     if not (Path(root) / VAE_FOLDER / DONE).is_file():
         raise ValueError(f"{root}: train the shared VAE (shared_vae) before training runs ahead")
-    todo = list({r.key(): r for r in runs if not (run_folder(r, root) / DONE).is_file()}.values())
+    todo = list({r.key(): r for r in runs if not (run_folder(r, root) / DONE).is_file()
+                 or (evaluation is not None and not _evaluated(r, root, **evaluation))}.values())
     if workers < 2 or len(todo) < 2:
         return
     config = str(config if config is not None else CONFIG)  # a worker imports this module afresh
     done = bar(total=len(todo), desc="mini runs", enabled=progress, unit="run")
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
-        for future in as_completed([pool.submit(_train_in_worker, r, str(root), config) for r in todo]):
+        for future in as_completed([pool.submit(_train_in_worker, r, str(root), config, evaluation) for r in todo]):
             future.result()  # a failed run raises here
             done.update()
     done.close()
@@ -290,6 +297,17 @@ def generator(pipe, steps: int | None = None, guidance: float | None = None):
     return generate
 
 
+def _evaluation_path(run: MiniRun, root: str | Path, n_prompts: int = 16, seeds: int = 1, steps: int | None = None,
+                     guidance: float | None = None) -> Path:
+    steps = EVAL_STEPS if steps is None else steps
+    guidance = EVAL_GUIDANCE if guidance is None else guidance
+    return run_folder(run, root) / f"compbench-{n_prompts}x{seeds}-{steps}-{guidance:g}.json"
+
+
+def _evaluated(run: MiniRun, root: str | Path, **evaluation) -> bool:
+    return _evaluation_path(run, root, **evaluation).is_file()
+
+
 def evaluate(run: MiniRun, root: str | Path, n_prompts: int = 16, seeds: int = 1, steps: int | None = None,
              guidance: float | None = None, config: str | Path | None = None, threads: int = 1) -> dict:
     """Mini CompBench (n_prompts per category x seeds images) of a finished run's EMA model, cached in its
@@ -298,10 +316,9 @@ def evaluate(run: MiniRun, root: str | Path, n_prompts: int = 16, seeds: int = 1
 
     from t2ikit.bench.compbench import evaluate as compbench_evaluate
 
+    path = _evaluation_path(run, root, n_prompts, seeds, steps, guidance)
     steps = EVAL_STEPS if steps is None else steps
     guidance = EVAL_GUIDANCE if guidance is None else guidance
-    folder = run_folder(run, root)
-    path = folder / f"compbench-{n_prompts}x{seeds}-{steps}-{guidance:g}.json"
     if path.is_file():
         return json.loads(path.read_text())
     previous = torch.get_num_threads()

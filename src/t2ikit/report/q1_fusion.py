@@ -79,6 +79,12 @@ def shared_vae(ctx: ReportContext) -> int:
     return steps
 
 
+def train_ahead(ctx: ReportContext, runs: list[mini.MiniRun], n_prompts: int, eval_steps: int) -> None:
+    """mini.train_ahead with ctx's workers, each run evaluated as run_unit evaluates it."""
+    mini.train_ahead(runs, root(ctx), ctx.workers, progress=ctx.progress,
+                     evaluation={"n_prompts": n_prompts, "seeds": 1, "steps": eval_steps})
+
+
 def run_unit(ctx: ReportContext, run: mini.MiniRun, n_prompts: int, eval_steps: int) -> dict:
     """Train and evaluate one mini run as a unit of this experiment (cached; the run folder resumes too, and
     another experiment asking for the same run reads its folder instead of training it again)."""
@@ -224,7 +230,7 @@ def fusion(ctx: ReportContext) -> Finding:
     seeds, samples, n_prompts = _size(ctx, "seeds"), _size(ctx, "samples"), _size(ctx, "n_prompts")
     vae_steps = shared_vae(ctx)
     runs = {s: [mini.MiniRun(seed=k, fusion=s, samples=samples) for k in range(seeds)] for s in STRATEGIES}
-    mini.train_ahead([r for rs in runs.values() for r in rs], root(ctx), ctx.workers, progress=ctx.progress)
+    train_ahead(ctx, [r for rs in runs.values() for r in rs], n_prompts, _size(ctx, "eval_steps"))
     rows = {}
     progress = bar(total=len(STRATEGIES) * seeds, desc="q1.fusion runs", enabled=ctx.progress, unit="run")
     for strategy, rs in runs.items():
@@ -363,8 +369,8 @@ def training(ctx: ReportContext) -> Finding:
     shared_vae(ctx)
     base = mini.train_config(mini.MiniRun(samples=samples))
     plan = recipes(base.unet_train.steps)
-    mini.train_ahead([mini.MiniRun(seed=k, samples=samples, **overrides) for overrides in plan.values()
-                      for k in range(seeds)], root(ctx), ctx.workers, progress=ctx.progress)
+    train_ahead(ctx, [mini.MiniRun(seed=k, samples=samples, **overrides) for overrides in plan.values()
+                      for k in range(seeds)], n_prompts, _size(ctx, "eval_steps"))
     rows = {}
     progress = bar(total=len(plan) * seeds, desc="q1.training runs", enabled=ctx.progress, unit="run")
     for name, overrides in plan.items():

@@ -17,7 +17,7 @@ import numpy as np
 from t2ikit.bench.progress import bar
 from t2ikit.report import mini
 from t2ikit.report.core import Figure, Finding, ReportContext, Table, experiment
-from t2ikit.report.q1_fusion import root, run_unit, shared_vae
+from t2ikit.report.q1_fusion import root, run_unit, shared_vae, train_ahead
 
 SIZES = {  # (quick, full, smoke); at full the config's size (mini-m) at 9,600 images is q1.fusion's sequential runs
     # (same seeds, same evaluation: trained and scored once)
@@ -48,8 +48,8 @@ def scaling(ctx: ReportContext) -> Finding:
     default = mini.train_config(mini.MiniRun()).model.size  # its runs are MiniRun(size=""), shared with q1
     seeds = _size(ctx, "seeds")
     grid = [(k, s, b) for k in range(seeds) for s in sizes for b in budgets]  # seed-major: a stop leaves whole seeds
-    mini.train_ahead([mini.MiniRun(seed=k, size="" if s == default else s, samples=b) for k, s, b in grid],
-                     root(ctx), ctx.workers, progress=ctx.progress)
+    train_ahead(ctx, [mini.MiniRun(seed=k, size="" if s == default else s, samples=b) for k, s, b in grid],
+                n_prompts, eval_steps)
     rows = []
     progress = bar(total=len(grid), desc="q8.scaling runs", enabled=ctx.progress, unit="run")
     for seed, size, samples in grid:
