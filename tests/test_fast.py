@@ -170,6 +170,8 @@ def test_compile_denoises_as_eager_does_and_composes_with_regions(pipe):
 def test_compile_is_recorded_and_refused_with_the_cache(pipe):
     assert pipe.make_spec(PROMPT, compile=True).settings()["Compile"] is True
     assert "Compile" not in pipe.make_spec(PROMPT).settings()
+    both = pipe.make_spec(PROMPT, fast=True, compile=True)  # compile given wins over fast's cache
+    assert both.compile and both.fast and both.cache_interval == 1
     with pytest.raises(ValueError, match="compile and cache_interval > 1 do not combine"):
         pipe.make_spec(PROMPT, compile=True, cache_interval=2)
     with pytest.raises(ValueError, match="compile must be True or False"):

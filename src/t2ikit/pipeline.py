@@ -547,7 +547,10 @@ class T2IPipeline:
         techniques = {k: v for k, v in techniques.items() if v is not None}
         if techniques.get("fast") is True:  # fast's settings where the call gives none (FAST_SETTINGS)
             steps = FAST_SETTINGS.get("steps") if steps is None else steps
-            techniques = {**{k: v for k, v in FAST_SETTINGS.items() if k != "steps"}, **techniques}
+            fill = {k: v for k, v in FAST_SETTINGS.items() if k != "steps"}
+            if techniques.get("compile") is True:  # compile given wins over fast's cache, which runs outside its graph
+                fill = {k: v for k, v in fill.items() if not k.startswith("cache_")}
+            techniques = {**fill, **techniques}
         techniques["adapters"] = dict(techniques.get("adapters") or {})
         techniques["scales"] = techniques.get("scales") or {}  # a dict or ["sketch=0.8", ...]: validate parses it
         techniques["regions"] = list(techniques.get("regions") or [])
