@@ -389,6 +389,7 @@ class T2IPipeline:
     zero_unconditional = False  # SDXL (force_zeros_for_empty_prompt): no negative prompt -> zero unconditional states
     embedding_words: dict = {}  # textual-inversion word -> its tokens (load_embedding); several are expanded
     loaded_files: tuple = ()  # ("LoRA", "FILE:SCALE") / ("Embeddings", "FILE") in load order, for the records
+    _compiled = None  # compiled_unet's torch.compile of self.unet, made on first use
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler_config: dict, path=None, defaults=None,
                  parser=None):
@@ -415,9 +416,8 @@ class T2IPipeline:
 
     def compiled_unet(self):
         """The UNet through `torch.compile` (inductor), made on the first call and kept: the first image pays the
-        compilation (about a minute on 2 CPU cores for the shipped model), later ones run about a fifth faster
-        (docs/FAST.md). It shares the UNet's weights; attention hooks installed on the UNet act in it too."""
-        if getattr(self, "_compiled", None) is None or self._compiled._orig_mod is not self.unet:
+        compilation, later ones run faster (docs/FAST.md). It shares the UNet's weights; attention hooks installed on the UNet act in it too."""
+        if self._compiled is None or self._compiled._orig_mod is not self.unet:
             self._compiled = torch.compile(self.unet)
         return self._compiled
 

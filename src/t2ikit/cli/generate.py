@@ -123,8 +123,8 @@ def register(subparsers) -> None:
                         help="the measured fast path (docs/FAST.md): fewer steps, feature caching, cheaper latent "
                              "guidance; any of them given explicitly wins")
     parser.add_argument("--compile", action="store_const", const=True, default=None,
-                        help="denoise through torch.compile's UNet: about a minute of compilation first, then about "
-                             "a fifth faster per step (docs/FAST.md); pays with many images")
+                        help="denoise through torch.compile's UNet: the first image compiles it, later ones run "
+                             "faster (docs/FAST.md); pays with many images")
     parser.add_argument("--cache-interval", type=int, default=None, metavar="N",
                         help="DeepCache: the whole UNet every N-th step, its shallow branch between (default: 1 = off)")
     parser.add_argument("--cache-branch", default=None, choices=["layer", "block"],

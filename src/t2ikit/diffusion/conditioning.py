@@ -27,7 +27,6 @@ BeforeStep = Callable[[int, torch.Tensor, torch.Tensor, object], torch.Tensor]
 AfterStep = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-
 def cat_added(parts: list[dict | None]) -> dict | None:
     """SDXL's added_cond_kwargs of stacked row blocks (e.g. a guidance batch [uncond; c_1; ...]): each key's rows
     concatenated in order; None for a model without added conditioning (SD 1.x / 2.x: every part None)."""
@@ -36,6 +35,7 @@ def cat_added(parts: list[dict | None]) -> dict | None:
     if any(p is None for p in parts):
         raise ValueError("this model needs added conditioning (SDXL's pooled text and time ids) on every row block")
     return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+
 
 @dataclass
 class Conditioning:

@@ -56,7 +56,6 @@ def unet_denoiser(unet):
     return denoise
 
 
-
 def _layout(c: Conditioning, guided: bool, blocks: tuple[str, ...]) -> None:
     """Tell the attention hooks the batch's row layout of this call."""
     if c.controller is not None:

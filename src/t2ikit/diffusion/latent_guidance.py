@@ -9,8 +9,8 @@ where B's words attend must lie `relation_margin` (of the image side) to the rig
 every layer. "both" adds the two.
 
 `layers="encoder"` reads the maps of the UNet's encoder only (down blocks and mid block): the guidance pass
-stops after the mid block, and its backward runs through that part alone (about 40% of a whole forward and
-backward on the shipped model; docs/FAST.md), at the price of a different objective, measured there.
+stops after the mid block, and its backward runs through that part alone: cheaper, at the price of a different
+objective (both measured in docs/FAST.md).
 
 Which tokens are an object, and which relations hold, come from a `t2ikit.text.parser.Parser` (its character
 spans mapped to token positions by `t2ikit.text.spans`), so any parser and any tokenizer serve.

@@ -222,7 +222,7 @@ def train_ahead(runs: list[MiniRun], root: str | Path, workers: int, config: str
     if not (Path(root) / VAE_FOLDER / DONE).is_file():
         raise ValueError(f"{root}: train the shared VAE (shared_vae) before training runs ahead")
     todo = list({r.key(): r for r in runs if not (run_folder(r, root) / DONE).is_file()
-                 or (evaluation is not None and not _evaluated(r, root, **evaluation))}.values())
+                 or (evaluation is not None and not _evaluation_path(r, root, **evaluation).is_file())}.values())
     if workers < 2 or len(todo) < 2:
         return
     config = str(config if config is not None else CONFIG)  # a worker imports this module afresh
@@ -302,10 +302,6 @@ def _evaluation_path(run: MiniRun, root: str | Path, n_prompts: int = 16, seeds:
     steps = EVAL_STEPS if steps is None else steps
     guidance = EVAL_GUIDANCE if guidance is None else guidance
     return run_folder(run, root) / f"compbench-{n_prompts}x{seeds}-{steps}-{guidance:g}.json"
-
-
-def _evaluated(run: MiniRun, root: str | Path, **evaluation) -> bool:
-    return _evaluation_path(run, root, **evaluation).is_file()
 
 
 def evaluate(run: MiniRun, root: str | Path, n_prompts: int = 16, seeds: int = 1, steps: int | None = None,

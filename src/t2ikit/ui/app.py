@@ -184,7 +184,7 @@ def build_app(backend: Backend) -> gr.Blocks:
                             fast = gr.Checkbox(False, label="Fast: feature caching between steps (docs/FAST.md)",
                                                elem_id="fast")
                             compiled = gr.Checkbox(False, label="Compile the UNet (torch.compile: the first press "
-                                                                "compiles for about a minute, later ones are faster)",
+                                                                "compiles it, later ones are faster)",
                                                    elem_id="compile")
                     with gr.Column():
                         gallery = gr.Gallery(label="Results", columns=4, height=360, format="png", preview=False,
