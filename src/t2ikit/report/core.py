@@ -76,7 +76,7 @@ class Experiment:
     question: int
     title: str
     run: Callable[["ReportContext"], Finding]
-    minutes: dict = field(default_factory=dict)  # rough CPU minutes per budget, for the plan line
+    minutes: dict = field(default_factory=dict)  # CPU minutes per budget, for the plan line (full: measured)
 
 
 _REGISTRY: dict[str, Experiment] = {}

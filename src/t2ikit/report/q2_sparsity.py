@@ -363,7 +363,7 @@ def k_star_curve(fractions: np.ndarray, cost: np.ndarray, ks: list[int], lambdas
 
 
 @experiment("q2.sparsity", "Sparse cross-attention: quality vs cost, k*, and the information kept",
-            minutes={"quick": 2, "full": 20})
+            minutes={"quick": 2, "full": 7})
 def run(ctx: ReportContext) -> Finding:
     torch.set_num_threads(ctx.threads)
     pipe = ctx.pipe()

@@ -121,7 +121,7 @@ def spec_of(lambdas) -> str:
 
 
 @experiment("q3.hierarchical", "Hierarchical attention (word / phrase / sentence): fixed and learned lambdas",
-            minutes={"quick": 2, "full": 12})
+            minutes={"quick": 2, "full": 4})
 def run(ctx: ReportContext) -> Finding:
     from t2ikit.bench.compbench import paired_difference
     from t2ikit.bench.stats import bootstrap_interval

@@ -165,7 +165,7 @@ def _size(pipe) -> int:
     return max(pipe.default_size[0], MIN_RESOLUTION)
 
 
-@experiment("q4.prompts", "Prompt length vs accuracy and information", minutes={"quick": 1.5, "full": 9})
+@experiment("q4.prompts", "Prompt length vs accuracy and information", minutes={"quick": 1.5, "full": 4})
 def run(ctx) -> Finding:
     n_scenes = ctx.pick(12, 48, smoke=4)
     steps = ctx.pick(10, 20, smoke=2)

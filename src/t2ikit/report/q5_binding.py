@@ -196,7 +196,7 @@ def _fmt_ci(m, ci):
 
 
 @experiment("q5.binding", "Binding: word interactions, accuracy per category, sampling-time fixes",
-            minutes={"quick": 3, "full": 26})
+            minutes={"quick": 3, "full": 8})
 def run(ctx) -> Finding:
     steps = ctx.pick(10, 20, smoke=2)
     n_prompts, n_seeds = ctx.pick(7, 16, smoke=2), ctx.pick(1, 2, smoke=1)

@@ -322,7 +322,7 @@ def _fmt_d(v) -> str:
 
 
 @experiment("q6.decomposition", "Global-local vs hierarchical vs aspect-based decomposition",
-            minutes={"quick": 3, "full": 30})
+            minutes={"quick": 3, "full": 13})
 def run(ctx: ReportContext) -> Finding:
     n_prompts, n_seeds = ctx.pick(*SIZES["prompts"]), ctx.pick(*SIZES["seeds"])
     kinds, k, steps = ctx.pick(*SIZES["kinds"]), ctx.pick(*SIZES["values"]), ctx.pick(*SIZES["steps"])

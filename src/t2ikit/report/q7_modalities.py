@@ -114,7 +114,7 @@ def _mean_ci(values, rng) -> tuple[float, list]:
     return float(v.mean()), bootstrap_interval(v, rng, RESAMPLES)
 
 
-@experiment("q7.modalities", "Modalities: pairs, conflicts and their compute cost", minutes={"quick": 1.5, "full": 8})
+@experiment("q7.modalities", "Modalities: pairs, conflicts and their compute cost", minutes={"quick": 1.5, "full": 7})
 def run(ctx) -> Finding:
     n = ctx.pick(6, 24, smoke=2)
     steps = ctx.pick(10, 20, smoke=2)
