@@ -95,6 +95,31 @@ def test_runs_trained_ahead_in_worker_processes_equal_runs_trained_in_process(ti
         mini.train_ahead(runs, tiny_protocol, 0)
 
 
+def test_the_first_mini_experiment_trains_the_runs_of_every_one_still_to_come_in_one_pool(tmp_path, monkeypatch):
+    from t2ikit.report import q1_fusion, q8_scaling
+
+    pools = []
+    monkeypatch.setattr(mini, "train_ahead", lambda runs, root, workers, **kw: pools.append((runs, kw["evaluation"])))
+    ctx = ReportContext(tmp_path / "report", budget="full", progress=False, workers=2)
+    ctx.experiment_id, ctx.pending = "q1.fusion", ("q2.sparsity", "q1.training", "q8.scaling")
+    q1_fusion.train_ahead(ctx)
+    (runs, evaluation), = pools  # one pool: the three experiments evaluate alike at full
+    fusion = {r.key() for rs in q1_fusion.fusion_runs(ctx).values() for r in rs}
+    recipes = {r.key() for rs in q1_fusion.recipe_runs(ctx).values() for r in rs}
+    grid = {r.key() for r in q8_scaling.grid_runs(ctx)}
+    assert [r.key() for r in runs] == list(dict.fromkeys(r.key() for r in runs))  # each run once
+    assert {r.key() for r in runs} == fusion | recipes | grid
+    assert (len(fusion), len(recipes - fusion), len(grid - fusion)) == (15, 9, 24)  # shared runs trained once
+    assert evaluation == {"n_prompts": 50, "seeds": 1, "steps": 20}
+    pools.clear()
+    ctx.experiment_id, ctx.pending = "q8.scaling", ()  # run on its own: its own runs only
+    q1_fusion.train_ahead(ctx)
+    assert {r.key() for r in pools[0][0]} == grid
+    order = mini.longest_first(q8_scaling.grid_runs(ctx))
+    assert [r.samples for r in order] == sorted((r.samples for r in order), reverse=True)
+    assert [r.seed for r in order if r.samples == 4800] == sorted(r.seed for r in order if r.samples == 4800)
+
+
 def test_paired_seed_difference():
     rng = np.random.default_rng(0)
     a = [[True, False, False, False]] * 3

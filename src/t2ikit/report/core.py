@@ -123,6 +123,7 @@ class ReportContext:
     progress: bool = True
     workers: int = 1  # mini runs trained this many at a time, in processes of one thread each (mini.train_ahead)
     experiment_id: str = ""  # set by the runner for the experiment running now
+    pending: tuple = ()  # set by the runner: the ids of the experiments it runs after this one
     questions: tuple = ()  # what the whole run was asked for (for the command line)
     _pipes: dict = field(default_factory=dict)
     reused_seconds: float = 0.0  # compute seconds of the units read back from an earlier run (set to 0 per experiment)

@@ -207,9 +207,10 @@ def _train_in_worker(run: MiniRun, root: str, config: str, evaluation: dict | No
 
 def train_ahead(runs: list[MiniRun], root: str | Path, workers: int, config: str | Path | None = None,
                 progress: bool = False, evaluation: dict | None = None) -> None:
-    """Train the runs of `runs` that are not done, `workers` at a time, each in its own process on one torch thread
-    (independent runs use both cores of a 2-core machine, where one run on two threads does not); the root's shared
-    VAE must be trained already. With workers < 2 nothing happens: the runs train when they are asked for.
+    """Train the runs of `runs` that are not done, longest first, `workers` at a time, each in its own process on
+    one torch thread (independent runs use both cores of a 2-core machine, where one run on two threads does not);
+    the root's shared VAE must be trained already. With workers < 2 nothing happens: the runs train when they are
+    asked for.
     `evaluation`: `evaluate`'s keyword arguments (n_prompts, seeds, steps, guidance): each worker also evaluates
     its runs, whose cached results the report then reads, instead of evaluating them one by one afterwards."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -226,12 +227,20 @@ def train_ahead(runs: list[MiniRun], root: str | Path, workers: int, config: str
     if workers < 2 or len(todo) < 2:
         return
     config = str(config if config is not None else CONFIG)  # a worker imports this module afresh
+    todo = longest_first(todo, config)
     done = bar(total=len(todo), desc="mini runs", enabled=progress, unit="run")
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
         for future in as_completed([pool.submit(_train_in_worker, r, str(root), config, evaluation) for r in todo]):
             future.result()  # a failed run raises here
             done.update()
     done.close()
+
+
+def longest_first(runs: list[MiniRun], config: str | Path | None = None) -> list[MiniRun]:
+    """`runs` by training steps, most first (a run's time is about proportional to its steps whatever its size: the
+    mini runs are overhead-bound), ties in their order: a pool then ends on short runs, so no worker waits long on
+    the others."""
+    return sorted(runs, key=lambda r: -train_config(r, config).unet_train.steps)
 
 
 def _load() -> float | None:

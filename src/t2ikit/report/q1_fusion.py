@@ -79,10 +79,31 @@ def shared_vae(ctx: ReportContext) -> int:
     return steps
 
 
-def train_ahead(ctx: ReportContext, runs: list[mini.MiniRun], n_prompts: int, eval_steps: int) -> None:
-    """mini.train_ahead with ctx's workers, each run evaluated as run_unit evaluates it."""
-    mini.train_ahead(runs, root(ctx), ctx.workers, progress=ctx.progress,
-                     evaluation={"n_prompts": n_prompts, "seeds": 1, "steps": eval_steps})
+# What each mini experiment trains: experiment id -> plan(ctx) -> (runs, n_prompts, eval_steps), so that the first
+# of them to run trains (with --workers) the runs of every mini experiment still to come in one pool: no core idles
+# at the end of one experiment's runs while the next experiment's wait.
+PLANS: dict = {}
+
+
+def plans(experiment_id: str):
+    """Register a mini experiment's plan of runs (see PLANS)."""
+    def register(fn):
+        PLANS[experiment_id] = fn
+        return fn
+    return register
+
+
+def train_ahead(ctx: ReportContext) -> None:
+    """mini.train_ahead with ctx's workers: the runs of this experiment and of every planned mini experiment this
+    report run still has to do (ctx.pending), longest first, each evaluated as run_unit evaluates it."""
+    ids = [i for i in (ctx.experiment_id, *ctx.pending) if i in PLANS]
+    groups: dict[tuple[int, int], dict[str, mini.MiniRun]] = {}
+    for i in dict.fromkeys(ids):
+        runs, n_prompts, eval_steps = PLANS[i](ctx)
+        groups.setdefault((n_prompts, eval_steps), {}).update({r.key(): r for r in runs})
+    for (n_prompts, eval_steps), runs in groups.items():
+        mini.train_ahead(list(runs.values()), root(ctx), ctx.workers, progress=ctx.progress,
+                         evaluation={"n_prompts": n_prompts, "seeds": 1, "steps": eval_steps})
 
 
 def run_unit(ctx: ReportContext, run: mini.MiniRun, n_prompts: int, eval_steps: int) -> dict:
@@ -224,13 +245,24 @@ def gate_information_unit(ctx: ReportContext, run: mini.MiniRun, n_prompts: int)
     return ctx.unit(f"gate-information-{run.key()}-p{n_prompts}", work)
 
 
+def fusion_runs(ctx: ReportContext) -> dict[str, list[mini.MiniRun]]:
+    """q1.fusion's runs: per strategy, one per seed."""
+    seeds, samples = _size(ctx, "seeds"), _size(ctx, "samples")
+    return {s: [mini.MiniRun(seed=k, fusion=s, samples=samples) for k in range(seeds)] for s in STRATEGIES}
+
+
+@plans("q1.fusion")
+def _fusion_plan(ctx: ReportContext):
+    return ([r for rs in fusion_runs(ctx).values() for r in rs], _size(ctx, "n_prompts"), _size(ctx, "eval_steps"))
+
+
 @experiment("q1.fusion", "Fusion strategies trained from scratch in the mini protocol: CompBench, cost, gate information",
             minutes={"quick": 3, "full": 80})
 def fusion(ctx: ReportContext) -> Finding:
     seeds, samples, n_prompts = _size(ctx, "seeds"), _size(ctx, "samples"), _size(ctx, "n_prompts")
     vae_steps = shared_vae(ctx)
-    runs = {s: [mini.MiniRun(seed=k, fusion=s, samples=samples) for k in range(seeds)] for s in STRATEGIES}
-    train_ahead(ctx, [r for rs in runs.values() for r in rs], n_prompts, _size(ctx, "eval_steps"))
+    runs = fusion_runs(ctx)
+    train_ahead(ctx)
     rows = {}
     progress = bar(total=len(STRATEGIES) * seeds, desc="q1.fusion runs", enabled=ctx.progress, unit="run")
     for strategy, rs in runs.items():
@@ -362,22 +394,32 @@ def recipes(steps: int) -> dict[str, dict]:
     }
 
 
+def recipe_runs(ctx: ReportContext) -> dict[str, list[mini.MiniRun]]:
+    """q1.training's runs: per recipe, one per seed (the protocol recipe's are q1.fusion's sequential runs)."""
+    seeds, samples = _size(ctx, "seeds"), _size(ctx, "samples")
+    steps = mini.train_config(mini.MiniRun(samples=samples)).unet_train.steps
+    return {name: [mini.MiniRun(seed=k, samples=samples, **overrides) for k in range(seeds)]
+            for name, overrides in recipes(steps).items()}
+
+
+@plans("q1.training")
+def _training_plan(ctx: ReportContext):
+    return ([r for rs in recipe_runs(ctx).values() for r in rs], _size(ctx, "n_prompts"), _size(ctx, "eval_steps"))
+
+
 @experiment("q1.training", "Curricula and loss weightings vs plain training in the mini protocol",
             minutes={"quick": 1.5, "full": 48})
 def training(ctx: ReportContext) -> Finding:
-    seeds, samples, n_prompts = _size(ctx, "seeds"), _size(ctx, "samples"), _size(ctx, "n_prompts")
+    seeds, n_prompts = _size(ctx, "seeds"), _size(ctx, "n_prompts")
     shared_vae(ctx)
-    base = mini.train_config(mini.MiniRun(samples=samples))
-    plan = recipes(base.unet_train.steps)
-    train_ahead(ctx, [mini.MiniRun(seed=k, samples=samples, **overrides) for overrides in plan.values()
-                      for k in range(seeds)], n_prompts, _size(ctx, "eval_steps"))
+    plan = recipe_runs(ctx)
+    train_ahead(ctx)
     rows = {}
     progress = bar(total=len(plan) * seeds, desc="q1.training runs", enabled=ctx.progress, unit="run")
-    for name, overrides in plan.items():
+    for name, runs in plan.items():
         rows[name] = []
-        for k in range(seeds):
-            rows[name].append(run_unit(ctx, mini.MiniRun(seed=k, samples=samples, **overrides), n_prompts,
-                                       _size(ctx, "eval_steps")))
+        for run in runs:
+            rows[name].append(run_unit(ctx, run, n_prompts, _size(ctx, "eval_steps")))
             progress.update()
     progress.close()
     stats = compare_rows(rows, BASELINE)

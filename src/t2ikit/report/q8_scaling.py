@@ -17,7 +17,7 @@ import numpy as np
 from t2ikit.bench.progress import bar
 from t2ikit.report import mini
 from t2ikit.report.core import Figure, Finding, ReportContext, Table, experiment
-from t2ikit.report.q1_fusion import root, run_unit, shared_vae, train_ahead
+from t2ikit.report.q1_fusion import plans, root, run_unit, shared_vae, train_ahead
 
 SIZES = {  # (quick, full, smoke); at full the config's size (mini-m) at 9,600 images is q1.fusion's sequential runs
     # (same seeds, same evaluation: trained and scored once)
@@ -37,24 +37,33 @@ def _size(ctx: ReportContext, name: str):
     return ctx.pick(quick, full, smoke)
 
 
+def grid_runs(ctx: ReportContext) -> list[mini.MiniRun]:
+    """q8.scaling's runs: seeds x sizes x sample budgets, seed-major (a stop leaves whole seeds); the config's own
+    size is MiniRun(size=""), so its runs are q1's."""
+    default = mini.train_config(mini.MiniRun()).model.size
+    return [mini.MiniRun(seed=k, size="" if s == default else s, samples=b) for k in range(_size(ctx, "seeds"))
+            for s in _size(ctx, "sizes") for b in _size(ctx, "samples")]
+
+
+@plans("q8.scaling")
+def _scaling_plan(ctx: ReportContext):
+    return grid_runs(ctx), _size(ctx, "n_prompts"), _size(ctx, "eval_steps")
+
+
 @experiment("q8.scaling", "Scaling in the mini protocol: CompBench error vs compute over sizes x data budgets",
             minutes={"quick": 0.5, "full": 75})
 def scaling(ctx: ReportContext) -> Finding:
     from t2ikit.scaling.fit import fit_power_law
 
-    sizes, budgets = _size(ctx, "sizes"), _size(ctx, "samples")
+    sizes, budgets, seeds = _size(ctx, "sizes"), _size(ctx, "samples"), _size(ctx, "seeds")
     n_prompts, eval_steps = _size(ctx, "n_prompts"), _size(ctx, "eval_steps")
     shared_vae(ctx)
-    default = mini.train_config(mini.MiniRun()).model.size  # its runs are MiniRun(size=""), shared with q1
-    seeds = _size(ctx, "seeds")
-    grid = [(k, s, b) for k in range(seeds) for s in sizes for b in budgets]  # seed-major: a stop leaves whole seeds
-    train_ahead(ctx, [mini.MiniRun(seed=k, size="" if s == default else s, samples=b) for k, s, b in grid],
-                n_prompts, eval_steps)
+    grid = grid_runs(ctx)
+    train_ahead(ctx)
     rows = []
     progress = bar(total=len(grid), desc="q8.scaling runs", enabled=ctx.progress, unit="run")
-    for seed, size, samples in grid:
-        run = mini.MiniRun(seed=seed, size="" if size == default else size, samples=samples)
-        rows.append({**run_unit(ctx, run, n_prompts, eval_steps), "seed": seed})
+    for run in grid:
+        rows.append({**run_unit(ctx, run, n_prompts, eval_steps), "seed": run.seed})
         progress.update()
     progress.close()
     flops = np.array([r["flops"] for r in rows], float)

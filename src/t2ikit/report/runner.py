@@ -102,8 +102,8 @@ def run_report(out, budget: str = "quick", questions=None, experiments=None, mod
                      f"running {len(todo)} (about {minutes:g} CPU minutes at --budget {budget})", show_progress)
     failed = {}
     timer = progress.Timer()
-    for exp in progress.bar(todo, desc="report", enabled=show_progress, unit="experiment"):
-        ctx.experiment_id, ctx.reused_seconds = exp.id, 0.0
+    for k, exp in enumerate(progress.bar(todo, desc="report", enabled=show_progress, unit="experiment")):
+        ctx.experiment_id, ctx.pending, ctx.reused_seconds = exp.id, tuple(e.id for e in todo[k + 1:]), 0.0
         start = time.perf_counter()
         progress.write(f"{exp.id}: {exp.title}") if show_progress else None
         try:
