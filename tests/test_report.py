@@ -96,6 +96,28 @@ def test_the_report_shows_claims_commands_answers_tables_and_figures(registry, t
     assert md.count("not measured") >= 7  # the questions without an experiment say so
 
 
+def test_an_experiment_sees_those_after_it_and_its_minutes_say_whose_runs_it_trained_ahead(registry, tmp_path):
+    seen = {}
+
+    @experiment("q1.first", "trains the runs of a later experiment too", minutes={"quick": 0.1, "full": 1})
+    def first(ctx):
+        seen["q1.first"] = ctx.pending
+        ctx.trained_ahead = ("q8.later",)  # as q1_fusion.train_ahead sets it
+        return Finding(answer="trained", verdict="holds")
+
+    @experiment("q8.later", "reads the runs trained for it", minutes={"quick": 0.1, "full": 1})
+    def later(ctx):
+        seen["q8.later"] = (ctx.pending, ctx.trained_ahead)
+        return Finding(answer="read", verdict="holds")
+
+    runner.run_report(tmp_path / "r", "quick", show_progress=False)
+    assert seen == {"q1.first": ("q8.later",), "q8.later": ((), ())}
+    record = json.loads((tmp_path / "r" / "findings" / "q1.first.json").read_text())
+    assert record["trained_ahead"] == ["q8.later"]
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "min, including the runs of q8.later trained ahead)" in md and md.count("trained ahead") == 2  # + table
+
+
 def test_a_report_folder_keeps_its_budget_and_bad_input_is_refused(registry, tmp_path, capsys):
     _register_counting([])
     runner.run_report(tmp_path / "r", "quick", show_progress=False)

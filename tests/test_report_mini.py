@@ -99,7 +99,8 @@ def test_the_first_mini_experiment_trains_the_runs_of_every_one_still_to_come_in
     from t2ikit.report import q1_fusion, q8_scaling
 
     pools = []
-    monkeypatch.setattr(mini, "train_ahead", lambda runs, root, workers, **kw: pools.append((runs, kw["evaluation"])))
+    monkeypatch.setattr(mini, "train_ahead",
+                        lambda runs, root, workers, **kw: pools.append((runs, kw["evaluation"])) or len(runs))
     ctx = ReportContext(tmp_path / "report", budget="full", progress=False, workers=2)
     ctx.experiment_id, ctx.pending = "q1.fusion", ("q2.sparsity", "q1.training", "q8.scaling")
     q1_fusion.train_ahead(ctx)
@@ -111,10 +112,11 @@ def test_the_first_mini_experiment_trains_the_runs_of_every_one_still_to_come_in
     assert {r.key() for r in runs} == fusion | recipes | grid
     assert (len(fusion), len(recipes - fusion), len(grid - fusion)) == (15, 9, 24)  # shared runs trained once
     assert evaluation == {"n_prompts": 50, "seeds": 1, "steps": 20}
+    assert ctx.trained_ahead == ("q1.training", "q8.scaling")  # the report says their time is in q1.fusion's
     pools.clear()
-    ctx.experiment_id, ctx.pending = "q8.scaling", ()  # run on its own: its own runs only
+    ctx.experiment_id, ctx.pending, ctx.trained_ahead = "q8.scaling", (), ()  # on its own: its own runs only
     q1_fusion.train_ahead(ctx)
-    assert {r.key() for r in pools[0][0]} == grid
+    assert {r.key() for r in pools[0][0]} == grid and ctx.trained_ahead == ()
     order = mini.longest_first(q8_scaling.grid_runs(ctx))
     assert [r.samples for r in order] == sorted((r.samples for r in order), reverse=True)
     assert [r.seed for r in order if r.samples == 4800] == sorted(r.seed for r in order if r.samples == 4800)

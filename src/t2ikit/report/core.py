@@ -124,6 +124,7 @@ class ReportContext:
     workers: int = 1  # mini runs trained this many at a time, in processes of one thread each (mini.train_ahead)
     experiment_id: str = ""  # set by the runner for the experiment running now
     pending: tuple = ()  # set by the runner: the ids of the experiments it runs after this one
+    trained_ahead: tuple = ()  # set by q1_fusion.train_ahead: later experiments whose runs this one trained
     questions: tuple = ()  # what the whole run was asked for (for the command line)
     _pipes: dict = field(default_factory=dict)
     reused_seconds: float = 0.0  # compute seconds of the units read back from an earlier run (set to 0 per experiment)

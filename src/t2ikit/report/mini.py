@@ -206,13 +206,14 @@ def _train_in_worker(run: MiniRun, root: str, config: str, evaluation: dict | No
 
 
 def train_ahead(runs: list[MiniRun], root: str | Path, workers: int, config: str | Path | None = None,
-                progress: bool = False, evaluation: dict | None = None) -> None:
+                progress: bool = False, evaluation: dict | None = None) -> int:
     """Train the runs of `runs` that are not done, longest first, `workers` at a time, each in its own process on
     one torch thread (independent runs use both cores of a 2-core machine, where one run on two threads does not);
     the root's shared VAE must be trained already. With workers < 2 nothing happens: the runs train when they are
     asked for.
     `evaluation`: `evaluate`'s keyword arguments (n_prompts, seeds, steps, guidance): each worker also evaluates
-    its runs, whose cached results the report then reads, instead of evaluating them one by one afterwards."""
+    its runs, whose cached results the report then reads, instead of evaluating them one by one afterwards.
+    Returns how many runs it trained (or evaluated) here."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
@@ -225,7 +226,7 @@ def train_ahead(runs: list[MiniRun], root: str | Path, workers: int, config: str
     todo = list({r.key(): r for r in runs if not (run_folder(r, root) / DONE).is_file()
                  or (evaluation is not None and not _evaluation_path(r, root, **evaluation).is_file())}.values())
     if workers < 2 or len(todo) < 2:
-        return
+        return 0
     config = str(config if config is not None else CONFIG)  # a worker imports this module afresh
     todo = longest_first(todo, config)
     done = bar(total=len(todo), desc="mini runs", enabled=progress, unit="run")
@@ -234,6 +235,7 @@ def train_ahead(runs: list[MiniRun], root: str | Path, workers: int, config: str
             future.result()  # a failed run raises here
             done.update()
     done.close()
+    return len(todo)
 
 
 def longest_first(runs: list[MiniRun], config: str | Path | None = None) -> list[MiniRun]:

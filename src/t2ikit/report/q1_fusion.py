@@ -101,9 +101,12 @@ def train_ahead(ctx: ReportContext) -> None:
     for i in dict.fromkeys(ids):
         runs, n_prompts, eval_steps = PLANS[i](ctx)
         groups.setdefault((n_prompts, eval_steps), {}).update({r.key(): r for r in runs})
+    trained = 0
     for (n_prompts, eval_steps), runs in groups.items():
-        mini.train_ahead(list(runs.values()), root(ctx), ctx.workers, progress=ctx.progress,
-                         evaluation={"n_prompts": n_prompts, "seeds": 1, "steps": eval_steps})
+        trained += mini.train_ahead(list(runs.values()), root(ctx), ctx.workers, progress=ctx.progress,
+                                    evaluation={"n_prompts": n_prompts, "seeds": 1, "steps": eval_steps})
+    if trained:  # this experiment's time includes theirs (the report says so next to its minutes)
+        ctx.trained_ahead = tuple(i for i in dict.fromkeys(ids) if i != ctx.experiment_id)
 
 
 def run_unit(ctx: ReportContext, run: mini.MiniRun, n_prompts: int, eval_steps: int) -> dict:

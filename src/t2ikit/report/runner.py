@@ -104,6 +104,7 @@ def run_report(out, budget: str = "quick", questions=None, experiments=None, mod
     timer = progress.Timer()
     for k, exp in enumerate(progress.bar(todo, desc="report", enabled=show_progress, unit="experiment")):
         ctx.experiment_id, ctx.pending, ctx.reused_seconds = exp.id, tuple(e.id for e in todo[k + 1:]), 0.0
+        ctx.trained_ahead = ()
         start = time.perf_counter()
         progress.write(f"{exp.id}: {exp.title}") if show_progress else None
         try:
@@ -118,7 +119,8 @@ def run_report(out, budget: str = "quick", questions=None, experiments=None, mod
         # seconds: this run's plus the compute of the units it read back from earlier runs (a resumed experiment
         # reports what it cost in all, not just its last stretch)
         record = {"finding": finding.to_json(), "seconds": round(time.perf_counter() - start + ctx.reused_seconds, 1),
-                  "command": ctx.command(), "question": exp.question, "title": exp.title, "budget": budget}
+                  "command": ctx.command(), "question": exp.question, "title": exp.title, "budget": budget,
+                  "trained_ahead": list(ctx.trained_ahead)}
         write_atomic(out / "findings" / f"{exp.id}.json", json.dumps(record, indent=1))
         (out / "errors" / f"{exp.id}.txt").unlink(missing_ok=True)
         render(out, finished(out), load_experiments())
