@@ -16,7 +16,8 @@ sd15:   a full-size Stable Diffusion 1.5 configuration (random weights, 860M-par
 tricks: the UNet forward alone (batch 2 = one guided step) in channels-last and under torch.compile
         (warm-up time reported separately), against the eager contiguous UNet.
 compbench: the shipped model's CompBench per variant (default, fast, each piece), written per variant as
-        DIR/<variant>.json (a variant with a file is skipped: the run resumes), then paired against default.
+        DIR/<variant>.json (a variant with a file is read back, one of another suite refused; a stopped variant
+        resumes from DIR/<variant>.journal.jsonl after its last finished batch), then paired against default.
 
 The load average of the machine is printed with the results: on a shared machine absolute ms move, the
 interleaved ratios much less.
@@ -399,7 +400,7 @@ def tricks(args) -> dict:
 
 
 def compbench(args) -> dict:
-    from t2ikit.bench.compbench import make_suite, paired_difference, pipeline_generator, run
+    from t2ikit.bench.compbench import make_suite, paired_difference, pipeline_generator, read_result, run
     from t2ikit.models.registry import shipped_model_path
     from t2ikit.pipeline import T2IPipeline
 
@@ -410,16 +411,19 @@ def compbench(args) -> dict:
                        categories=args.categories.split(",") if args.categories else None)
     names = [n for n in args.cb_variants.split(",")]
     for name in names:
-        path = out_dir / f"{name}.json"
+        path, journal = out_dir / f"{name}.json", out_dir / f"{name}.journal.jsonl"
         if path.is_file():
+            read_result(path, suite)  # a result of another suite is refused
             continue
         settings = dict(COMPBENCH_VARIANTS[name])
         steps = settings.pop("steps", None)  # None: the model's default, or fast's
         start = time.perf_counter()
-        result = run(suite, pipeline_generator(pipe, steps=steps, **settings), batch_size=16)
+        result = run(suite, pipeline_generator(pipe, steps=steps, **settings), batch_size=16, generator_name=name,
+                     journal=journal)  # a stopped variant resumes after its last finished batch
         result["fast_benchmark"] = {"variant": name, "settings": COMPBENCH_VARIANTS[name], "load_after": load(),
                                     "wall_s": time.perf_counter() - start}
         path.write_text(json.dumps(result, indent=1))
+        journal.unlink()
         print(f"compbench {name}: {100 * result['overall']['accuracy']:.1f}% in {time.perf_counter() - start:.0f} s, "
               f"load {load()}", file=sys.stderr, flush=True)
     base = json.loads((out_dir / "default.json").read_text()) if (out_dir / "default.json").is_file() else None

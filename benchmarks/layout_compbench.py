@@ -4,8 +4,9 @@
         [--categories counting,complex,spatial,style] [--variants default,layout,layout+rg]
     python benchmarks/layout_compbench.py OUT_DIR --timing 3   # cost: plain, default, layout interleaved
 
-Each variant's result is written to OUT_DIR/VARIANT.json when it finishes and skipped when that file exists, so
-an interrupted run resumes with the variants it has not finished. Variants: "default" (the model's defaults:
+Each variant's result is written to OUT_DIR/VARIANT.json when it finishes and read back when that file exists (a
+result of another suite is refused); while a variant runs, OUT_DIR/VARIANT.journal.jsonl keeps its finished
+batches, so a stopped run resumes inside the variant it was on. Variants: "default" (the model's defaults:
 relation guidance 200), "layout" (boxes planned from the prompt, `layout="auto"`, relation guidance off) and
 "layout+rg" (both). Prints per category the paired difference to "default" with its 95% bootstrap interval
 (t2ikit.bench.compbench.paired_difference) and each variant's seconds per image.
@@ -78,14 +79,16 @@ def main(argv=None) -> int:
     pipe = T2IPipeline.from_folder(shipped_model_path())
     results = {}
     for name in variants:
-        path = out / f"{name}.json"
+        path, journal = out / f"{name}.json", out / f"{name}.journal.jsonl"
         if path.exists():
-            results[name] = json.loads(path.read_text())
+            results[name] = cb.read_result(path, suite)
             continue
-        result = cb.run(suite, cb.pipeline_generator(pipe, **VARIANTS[name]), generator_name=name, progress=True)
+        result = cb.run(suite, cb.pipeline_generator(pipe, **VARIANTS[name]), generator_name=name, progress=True,
+                        journal=journal)  # a stopped variant resumes after its last finished batch
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(result))
         os.replace(tmp, path)  # a finished variant is never half-written
+        journal.unlink()
         results[name] = result
     images = len(suite.items)
     for name, r in results.items():

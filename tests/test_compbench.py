@@ -103,6 +103,55 @@ def test_prompt_file_with_a_bad_line_fails_before_any_compute(tmp_path, capsys):
         cb.run(suite, never)
 
 
+def test_a_run_killed_between_batches_resumes_from_its_journal_with_the_same_result(tmp_path):
+    suite = cb.make_suite("train", n_prompts=3, seeds=1, categories=["spatial", "counting"])  # 6 items
+    truth = cb.ground_truth_generator()
+
+    def half_truth(prompts, seeds):  # a generator whose quality varies by item, so the records differ
+        images = truth(prompts, seeds)
+        return [img if s % 2 else np.zeros_like(img) for img, s in zip(images, seeds)]
+
+    whole = cb.run(suite, half_truth, batch_size=2)
+    journal = tmp_path / "run.jsonl"
+    calls = []
+
+    def dies_on_the_third_batch(prompts, seeds):
+        calls.append(list(seeds))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as a kill between two batches
+        return half_truth(prompts, seeds)
+
+    with pytest.raises(KeyboardInterrupt):
+        cb.run(suite, dies_on_the_third_batch, batch_size=2, journal=journal)
+    with open(journal, "a") as f:
+        f.write('{"start": 4, "items": [["a red')  # a line torn mid-write
+    calls.clear()
+    resumed = cb.run(suite, dies_on_the_third_batch, batch_size=2, journal=journal)
+    assert calls == [[it.seed for it in suite.items[4:6]]]  # only the batch that had not finished
+    assert resumed["resumed"] == 4 and whole["resumed"] == 0
+    assert resumed["items"] == whole["items"] and resumed["per_category"] == whole["per_category"]
+    assert 0 < whole["overall"]["accuracy"] < 1
+    assert len(journal.read_text().splitlines()) == 3  # the torn line was cut
+    with pytest.raises(ValueError, match="another suite or batch size"):
+        cb.run(suite, half_truth, batch_size=3, journal=journal)
+    with pytest.raises(ValueError, match="another suite or batch size"):
+        cb.run(cb.make_suite("heldout", n_prompts=3, seeds=1, categories=["spatial", "counting"]), half_truth,
+               batch_size=2, journal=journal)
+    with pytest.raises(ValueError, match=r"written by generator '.*dies_on_the_third_batch', not 'other'"):
+        cb.run(suite, half_truth, batch_size=2, journal=journal, generator_name="other")
+
+
+def test_a_result_is_read_back_only_for_its_own_suite(tmp_path):
+    suite = cb.make_suite("train", n_prompts=2, seeds=1, categories=["single"])
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(cb.run(suite, cb.ground_truth_generator())))
+    assert cb.read_result(path, suite)["overall"]["n"] == 2
+    with pytest.raises(ValueError, match="another suite .*n_prompts: 2 there, 3 here"):
+        cb.read_result(path, cb.make_suite("train", n_prompts=3, seeds=1, categories=["single"]))
+    with pytest.raises(ValueError, match="another suite .*split: train there, heldout here"):
+        cb.read_result(path, cb.make_suite("heldout", n_prompts=2, seeds=1, categories=["single"]))
+
+
 def test_generator_contract():
     suite = cb.make_suite("train", 2, 1, categories=("single",))
     with pytest.raises(ValueError, match="returned 1 images for 2"):
@@ -142,6 +191,35 @@ def test_cli_json_and_markdown(tmp_path, capsys):
     assert main(["bench", "compbench", "--generator", "model", "--model", str(tmp_path / "nope")]) == 2
     assert main(["bench", "oracle", "--n", "2", "--categories", "single", "--conditions", "clean,random"]) == 0
     assert "| single | 100.00% (100.0%) | 0.00% (0.0%) |" in capsys.readouterr().out
+
+
+def test_the_cli_resumes_a_stopped_run_from_its_journal_in_out(tmp_path, capsys, monkeypatch):
+    args = ["bench", "compbench", "--generator", "ground-truth", "--n-prompts", "2", "--seeds", "1", "--categories",
+            "single", "--batch-size", "1", "--out", str(tmp_path), "--json"]
+    run = cb.run
+
+    def stopped_after_one_batch(suite, generator, *a, **k):
+        calls = []
+
+        def gen(prompts, seeds):
+            calls.append(seeds)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return generator(prompts, seeds)
+        return run(suite, gen, *a, **k)
+
+    monkeypatch.setattr(cb, "run", stopped_after_one_batch)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    journal, = tmp_path.glob("compbench.*.journal.jsonl")
+    assert len(journal.read_text().splitlines()) == 1
+    monkeypatch.setattr(cb, "run", run)
+    assert main(["bench", "compbench", "--generator", "noise", *args[4:]]) == 0  # other settings: their own run
+    assert json.loads(capsys.readouterr().out)["resumed"] == 0 and journal.exists()
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["resumed"] == 1 and result["overall"]["n"] == 2 and result["overall"]["accuracy"] == 1.0
+    assert not list(tmp_path.glob("*.journal.jsonl"))  # finished: nothing left to resume
 
 
 def test_model_generator_on_a_tiny_folder(tmp_path, capsys):

@@ -21,6 +21,7 @@ every check passed, with a 95% Wilson interval, and per-check accuracy; as a dic
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,45 +258,112 @@ def make_generator(name: str, model: str | Path | None = None, steps: int = 20,
 
 
 def run(suite: Suite, generator: Generator, batch_size: int = 16, save_images: str | Path | None = None,
-        generator_name: str | None = None, progress: bool = False) -> dict:
+        generator_name: str | None = None, progress: bool = False, journal: str | Path | None = None) -> dict:
     """Generate every item of `suite` in batches, score each with the oracle, summarise (see `summarise`).
 
-    `progress`: a bar over images on stderr and a one-line summary at the end."""
+    `progress`: a bar over images on stderr and a one-line summary at the end. `journal`: a JSON-lines file to
+    which every finished batch is appended (its records, times and saved images); a run given the journal of an
+    interrupted one (same suite, batch size and generator name) resumes after its last finished batch, so an
+    evaluation of hours can be spread over several processes. The result's "resumed" says how many images were
+    read back."""
     _check_positive("batch_size", batch_size)
     if not callable(generator):
         raise TypeError(f"generator must be a callable (prompts, seeds) -> images, got {type(generator).__name__}")
+    generator_name = generator_name or _name(generator)
+    done = _read_journal(journal, suite, batch_size, generator_name) if journal is not None else []
     save_dir = Path(save_images) if save_images is not None else None
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
-    records, manifest = [], []
-    t_generate = t_score = 0.0
+    records = [r for b in done for r in b["records"]]
+    manifest = [m for b in done for m in b["manifest"]]
+    t_generate, t_score = sum(b["generate_s"] for b in done), sum(b["score_s"] for b in done)
     timer, images_bar = Timer(), bar(total=len(suite.items), desc="compbench", enabled=progress, unit="image")
-    for start in range(0, len(suite.items), batch_size):
+    images_bar.update(len(records))
+    for start in range(len(records), len(suite.items), batch_size):
         batch = suite.items[start:start + batch_size]
         t0 = time.perf_counter()
         images = generator([it.prompt for it in batch], [it.seed for it in batch])
-        t_generate += time.perf_counter() - t0
+        generate_s = time.perf_counter() - t0
         images = _as_list(images)
         if len(images) != len(batch):
             raise ValueError(f"the generator returned {len(images)} images for {len(batch)} prompts")
+        entry = {"start": start, "items": [[it.prompt, it.seed] for it in batch], "generator": generator_name,
+                 "records": [], "manifest": [], "generate_s": generate_s, "score_s": 0.0}
         for k, (item, image) in enumerate(zip(batch, images)):
             t0 = time.perf_counter()
-            records.append(_record(item, score(image, item.spec)))
-            t_score += time.perf_counter() - t0
+            entry["records"].append(_record(item, score(image, item.spec)))
+            entry["score_s"] += time.perf_counter() - t0
             if save_dir is not None:
                 name = f"{start + k:05d}.png"
                 _to_pil(image).save(save_dir / name)
-                manifest.append({"prompt": item.prompt, "seed": item.seed, "file": name, "category": item.category})
+                entry["manifest"].append({"prompt": item.prompt, "seed": item.seed, "file": name,
+                                          "category": item.category})
+        if journal is not None:
+            with open(journal, "a") as f:  # one line per batch; a line torn by a kill is dropped on resume
+                f.write(json.dumps(entry) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        records += entry["records"]
+        manifest += entry["manifest"]
+        t_generate, t_score = t_generate + generate_s, t_score + entry["score_s"]
         images_bar.update(len(batch))
     images_bar.close()
     if save_dir is not None:
         (save_dir / "manifest.json").write_text(json.dumps({"suite": suite.config, "images": manifest}, indent=2))
     result = summarise(records)
-    result["config"] = {**suite.config, "suite": suite.name, "generator": generator_name or _name(generator)}
+    result["config"] = {**suite.config, "suite": suite.name, "generator": generator_name}
     result["seconds"] = {"generate": round(t_generate, 3), "score": round(t_score, 3)}
+    result["resumed"] = sum(len(b["records"]) for b in done)
     summary(f"compbench: {len(records)} images of {len(result['per_category'])} categories in {timer}; "
             f"{100 * result['overall']['accuracy']:.1f}% passed", progress)
     return result
+
+
+def read_result(path: str | Path, suite: Suite) -> dict:
+    """A result `run` wrote to `path` earlier, checked to be of `suite` (ValueError naming what differs: a result of
+    another suite cannot be paired with this one's)."""
+    result = json.loads(Path(path).read_text())
+    there = result.get("config", {})
+    here = json.loads(json.dumps(suite.config))  # tuples as JSON gives them back
+    differs = [f"{k}: {there.get(k)} there, {v} here" for k, v in here.items() if there.get(k) != v]
+    if differs or [it[1:3] for it in result.get("items", [])] != [[it.prompt, it.seed] for it in suite.items]:
+        raise ValueError(f"{path} holds a result of another suite ({'; '.join(differs) or 'other items'}); give "
+                         "another output folder")
+    return result
+
+
+def _read_journal(path: str | Path, suite: Suite, batch_size: int, generator_name: str) -> list[dict]:
+    """The finished batches of a `run` journal, checked against `suite`, `batch_size` and the generator's name
+    (ValueError when it was written for another run); a last line torn by a kill is dropped (and cut from the
+    file)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text().split("\n")
+    batches, good = [], 0
+    for k, line in enumerate(lines):
+        if not line:
+            continue
+        try:
+            batches.append(json.loads(line))
+        except json.JSONDecodeError:
+            if any(lines[k + 1:]):
+                raise ValueError(f"{path}: line {k + 1} is not JSON; not a CompBench journal") from None
+            break  # the torn last line of a killed run
+        good += len(line) + 1
+    if good < len(path.read_bytes()):
+        with open(path, "r+") as f:
+            f.truncate(good)
+    for k, b in enumerate(batches):
+        want = suite.items[k * batch_size:(k + 1) * batch_size]
+        if b.get("start") != k * batch_size or b.get("items") != [[it.prompt, it.seed] for it in want]:
+            raise ValueError(f"{path} was written for another suite or batch size (its batch {k + 1} does not match "
+                             f"this suite's items {k * batch_size}-{k * batch_size + len(want) - 1}); delete it or give "
+                             "another journal")
+        if b.get("generator") != generator_name:
+            raise ValueError(f"{path} was written by generator {b.get('generator')!r}, not {generator_name!r}; delete "
+                             "it or give another journal")
+    return batches
 
 
 def evaluate(generator, split: str = "train", n_prompts: int = DEFAULT_N_PROMPTS, seeds: int = DEFAULT_SEEDS,

@@ -65,9 +65,23 @@ def _add_compbench(verbs) -> None:
                    help="relation guidance step size for --generator model; 0 = off (default: the model's)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generator call")
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
-    p.add_argument("--out", default=None, help="write compbench.json, compbench.md (and images with --save-images)")
+    p.add_argument("--out", default=None,
+                   help="write compbench.json, compbench.md (and images with --save-images); while it runs, a journal "
+                        "of finished batches there lets the same command, run again after a stop, resume")
     p.add_argument("--save-images", action="store_true", help="with --out: save every image and a manifest")
     p.set_defaults(func=_compbench)
+
+
+def _journal(args) -> Path | None:
+    """--out's journal for exactly these settings (a hash of every option but the output ones in its name): the
+    same command resumes it, another starts its own."""
+    import hashlib
+
+    if not args.out:
+        return None
+    settings = {k: v for k, v in vars(args).items() if k not in ("func", "json", "quiet", "out")}
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return Path(args.out) / f"compbench.{digest}.journal.jsonl"
 
 
 def _compbench(args) -> int:
@@ -114,11 +128,18 @@ def _compbench(args) -> int:
         for key in ("guidance", "relation_guidance"):
             if args.generator == "model" and getattr(args, key) is not None:
                 name += f",{key}={getattr(args, key):g}"
+        journal = _journal(args)
+        if journal is not None:
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            if journal.exists():
+                print(f"resuming from {journal}", file=sys.stderr)
         with warnings.catch_warnings():  # most categories state no relation; the suite is not a mistake
             warnings.filterwarnings("ignore", message="relation guidance: ")
             result = cb.run(suite, generator, batch_size=args.batch_size, save_images=save_dir, generator_name=name,
-                            progress=not args.quiet)
+                            progress=not args.quiet, journal=journal)
     _emit(args, result, cb.markdown(result), "compbench")
+    if args.images is None and journal is not None:
+        journal.unlink()  # the result is written: nothing left to resume
     if args.out:
         from t2ikit.bench.plots import plot_compbench
 
