@@ -50,6 +50,7 @@ SPEED_VARIANTS = {
     "compile_plain": {"compile": True, "relation_guidance": 0},
     "compile": {"compile": True},
     "compile_encoder": {"compile": True, "latent_layers": "encoder"},
+    "cfg_end50_plain": {"guidance_interval": (0.0, 0.5), "relation_guidance": 0},  # CFG on the first half only
 }
 COMPBENCH_VARIANTS = {
     "default": {},
@@ -74,6 +75,9 @@ COMPBENCH_VARIANTS = {
     "all_8x1": {"latent_steps": 8, "latent_iterations": 1},
     "encoder_15x1": {"latent_layers": "encoder", "latent_steps": 15, "latent_iterations": 1},
     "encoder_20x1": {"latent_layers": "encoder", "latent_steps": 20, "latent_iterations": 1},
+    "cfg_end50": {"guidance_interval": (0.0, 0.5)},  # classifier-free guidance on the first half of the steps
+    "cfg_end70": {"guidance_interval": (0.0, 0.7)},
+    "cfg_end50_compile": {"guidance_interval": (0.0, 0.5), "compile": True},
 }
 
 

@@ -74,6 +74,7 @@ def techniques(pipe) -> dict:
         "boxes": ({"boxes": ["0,0,8,16:red circle"], "box_guidance": 200.0}, ["Boxes"]),
         "layout": ({"layout": "auto", "box_guidance": 200.0}, ["Layout"]),
         "regions_auto": ({"region_layout": "auto"}, ["Region layout"]),
+        "cfg_interval": ({"guidance_interval": (0.0, 0.5)}, ["Guidance interval"]),
     }
     for name in CONDITIONS:
         out[name] = ({name: _map(name), "adapters": {name: _adapter(pipe, name)}}, [f"{name.capitalize()} image"])
@@ -100,6 +101,7 @@ INCOMPATIBLE = {
     frozenset({"regions", "hier"}): OWN_TOKENS,
     frozenset({"regions_auto", "topk"}): SELF_COMPUTED,
     frozenset({"regions_auto", "hier"}): OWN_TOKENS,
+    frozenset({"regions_noise", "cfg_interval"}): "one unmasked text condition",  # MultiDiffusion's masked ones
 }
 SAME_SETTING = [{"regions", "regions_noise"}, {"topk", "hier"}, {"boxes", "layout"}]  # two values of one setting, not a pair
 
@@ -128,7 +130,7 @@ def _alone(pipe, names, table):
 
 def _pairs():
     names = ["weighting", "negative", "regions", "regions_noise", "topk", "hier", "relation", "excite", "scales",
-             "capture", "boxes", "layout", "regions_auto", *CONDITIONS]
+             "capture", "boxes", "layout", "regions_auto", "cfg_interval", *CONDITIONS]
     return [p for p in itertools.combinations(names, 2) if set(p) not in SAME_SETTING]
 
 
@@ -162,6 +164,8 @@ def test_everything_at_once(pipe, bpe_pipe, variant, tokenizer):
     extra = {"topk": ["regions_noise", "topk"], "hier": ["regions_noise", "hier"], "capture": ["regions_noise", "capture"],
              "regions": ["regions"], "regions_auto": ["regions_auto"]}
     names = ["weighting", "negative", "relation", "excite", "scales", "boxes", *CONDITIONS, *extra[variant]]
+    if "regions_noise" not in names:  # a guidance interval reads one unmasked text condition
+        names.append("cfg_interval")
     everything, spec, store = _run(pipe, names, table)
     assert torch.isfinite(everything).all() and (store is None or store.sums)
     settings = spec.settings()

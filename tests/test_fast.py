@@ -154,6 +154,8 @@ def test_the_web_ui_backend_reaches_fast_and_the_cheaper_guidance(folder, tmp_pa
     plain, _ = backend.make_spec(GenerateRequest(PROMPT, seed=1, steps=2))
     assert not plain.fast and plain.cache_interval == 1 and plain.latent_layers == "all" and not plain.compile
     assert backend.make_spec(GenerateRequest(PROMPT, seed=1, steps=2, compile=True))[0].compile
+    cut, _ = backend.make_spec(GenerateRequest(PROMPT, seed=1, steps=2, guidance_interval=(0.0, 0.6)))
+    assert cut.guidance_interval == (0.0, 0.6) and plain.guidance_interval == (0.0, 1.0)
 
 
 @pytest.mark.slow  # inductor compiles even the tiny UNet for about a minute on 2 cores
@@ -176,3 +178,75 @@ def test_compile_is_recorded_and_refused_with_the_cache(pipe):
         pipe.make_spec(PROMPT, compile=True, cache_interval=2)
     with pytest.raises(ValueError, match="compile must be True or False"):
         pipe.make_spec(PROMPT, compile="yes")
+
+
+def test_a_guidance_interval_guides_inside_it_and_runs_the_prompt_alone_outside(pipe):
+    """Steps inside [start, end) of the steps run [uncond; cond] and combine them; outside, the prompt's prediction
+    alone, one UNet row, as cfg at scale 1 would give it."""
+    cond, uncond = pipe.encode_text([PROMPT]), pipe.encode_text([""])
+    rows, unet = [], pipe.unet
+
+    def counting(x, t, encoder_hidden_states, **kw):
+        rows.append(x.shape[0])
+        return unet(x, t, encoder_hidden_states=encoder_hidden_states, **kw)
+
+    denoise = unet_denoiser(counting)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    c = Conditioning.text(cond, uncond, guidance=4.0, guidance_interval=(0.25, 0.5)).check((8, 8))
+    with torch.no_grad():
+        out = [denoise(x, 500, c, step, 8) for step in range(8)]
+        alone = unet(x, 500, encoder_hidden_states=cond, return_dict=False)[0]
+        guided = denoise(x, 500, Conditioning.text(cond, uncond, guidance=4.0), 0, 8)
+    assert rows == [1, 1, 2, 2, 1, 1, 1, 1, 2]  # steps 2 and 3 of 8 guided; the last call: the plain CFG
+    for step in (0, 1, 4, 7):
+        torch.testing.assert_close(out[step], alone, rtol=0, atol=0)
+    torch.testing.assert_close(out[2], guided, rtol=0, atol=0)
+    assert not torch.allclose(out[2], alone, atol=1e-4)
+
+
+def test_a_guidance_interval_is_recorded_rerun_and_composes_with_relation_guidance_and_the_cache(pipe, folder, tmp_path):
+    from t2ikit.cli import main
+    from t2ikit.cli.info import parse_parameters, read_parameters
+
+    kw = dict(seed=2, steps=4, relation_guidance=50.0, cache_interval=2)
+    whole = pipe.run(pipe.make_spec(PROMPT, **kw), decode=False, progress=False).latents
+    cut = pipe.run(pipe.make_spec(PROMPT, guidance_interval=(0, 0.5), **kw), decode=False, progress=False)
+    assert cut.spec.settings()["Guidance interval"] == "0,0.5" and "Guidance interval" not in pipe.make_spec(
+        PROMPT).settings()
+    assert not torch.allclose(cut.latents, whole)  # the last two steps ran without the unconditional half
+    batch = pipe.run(pipe.make_spec([PROMPT, "a green triangle"], guidance_interval=(0, 0.5), **kw), decode=False,
+                     progress=False).latents
+    torch.testing.assert_close(batch[:1], cut.latents, rtol=1e-4, atol=1e-5)  # a batch equals its items
+    out = tmp_path / "cut.png"
+    assert main(["generate", PROMPT, "--model", str(folder), "--guidance-interval", "0,0.5", "--steps", "3",
+                 "--seed", "1", "--out", str(out), "--quiet"]) == 0
+    settings = parse_parameters(read_parameters(out))["settings"]
+    assert settings["Guidance interval"] == "0,0.5"
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from", str(out), "--model", str(folder), "--out", str(again), "--quiet"]) == 0
+    assert parse_parameters(read_parameters(again))["settings"] == settings
+    from PIL import Image
+    import numpy as np
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))  # same seed, same image
+
+
+@pytest.mark.parametrize("bad", [(0.5, 0.5), (-0.1, 1), (0, 1.2), (0.3,), "late"])
+def test_a_bad_guidance_interval_is_a_clear_error_before_compute(pipe, bad):
+    with pytest.raises(ValueError, match="guidance_interval"):
+        pipe.make_spec(PROMPT, guidance_interval=bad)
+
+
+def test_a_guidance_interval_is_refused_with_regions_and_on_the_command_line_when_malformed(pipe, folder, tmp_path):
+    from t2ikit.cli import main
+
+    region = ["0,0,8,16:a red circle"]
+    with pytest.raises(ValueError, match="one unmasked text condition"):  # MultiDiffusion: a masked condition each
+        pipe.run(pipe.make_spec(PROMPT, steps=2, guidance_interval=(0, 0.5), regions=region, region_mode="noise"),
+                 progress=False)
+    kw = dict(seed=1, steps=2, regions=region)  # attention regions act through hooks on the one text condition
+    cut = pipe.run(pipe.make_spec(PROMPT, guidance_interval=(0, 0.5), **kw), decode=False, progress=False).latents
+    assert not torch.allclose(cut, pipe.run(pipe.make_spec(PROMPT, **kw), decode=False, progress=False).latents)
+    for bad in ("0.5", "0,x", "0.6,0.2"):
+        assert main(["generate", PROMPT, "--model", str(folder), "--guidance-interval", bad, "--out",
+                     str(tmp_path / "bad.png"), "--quiet"]) == 2
+    assert not (tmp_path / "bad.png").exists()

@@ -34,7 +34,7 @@ from t2ikit.control.reference import ReferenceAdapter
 from t2ikit.control.regions import REGION_MODES, Region, RegionAttentionHook, batch_regions, layout_regions, \
     parse_region, region_context
 from t2ikit.diffusion.cache import BRANCHES, cached_denoiser, check_interval
-from t2ikit.diffusion.conditioning import Conditioning
+from t2ikit.diffusion.conditioning import Conditioning, check_guidance_interval
 from t2ikit.diffusion.guidance import DEFAULT_MODE, MODES, Condition
 from t2ikit.diffusion.latent_guidance import LAYERS as LATENT_LAYERS, ExciteConfig, LatentGuidance
 from t2ikit.diffusion.loop import initial_noise, sample
@@ -193,6 +193,8 @@ class GenerationSpec:
     latent_layers: str = ExciteConfig.layers  # maps the latent guidance reads: "all", or "encoder" (a truncated pass)
     fast: bool = False  # FAST_SETTINGS for the settings not given (make_spec); recorded in the PNG
     compile: bool = False  # denoising calls through torch.compile'd UNet (T2IPipeline.compiled_unet); recorded
+    # CFG on the steps i of n with start <= i / n < end only; outside, the prompt's prediction alone (one UNet row)
+    guidance_interval: tuple = (0.0, 1.0)
 
     @property
     def count(self) -> int:
@@ -296,6 +298,7 @@ class GenerationSpec:
         if self.compile and self.cache_interval != 1:
             raise ValueError("compile and cache_interval > 1 do not combine: the cache runs the UNet's blocks one by "
                              "one, outside the compiled graph; choose one")
+        self.guidance_interval = check_guidance_interval(self.guidance_interval)
         return self
 
     def settings(self) -> dict:
@@ -341,6 +344,8 @@ class GenerationSpec:
         if self.cache_interval != 1:
             out["Cache interval"] = self.cache_interval
             out["Cache branch"] = self.cache_branch
+        if self.guidance_interval != (0.0, 1.0):
+            out["Guidance interval"] = "{:g},{:g}".format(*self.guidance_interval)
         if self.relation_guidance > 0 or self.excite > 0:
             if self.latent_steps != ExciteConfig.excite_steps or self.latent_iterations != ExciteConfig.iterations:
                 out["Latent guidance steps"] = f"{self.latent_steps}x{self.latent_iterations}"
@@ -835,7 +840,7 @@ class T2IPipeline:
             after.append(bootstrap_step(self, scheduler, masks, latent_hw, spec.background, spec,
                                         spec.bootstrap, gens))
         c = Conditioning(conditions, uncond, spec.guidance_mode, residuals, controller if controller.hooks else None,
-                         before, after, uncond_added)
+                         before, after, uncond_added, guidance_interval=spec.guidance_interval)
         return c.check(latent_hw)
 
     @torch.no_grad()

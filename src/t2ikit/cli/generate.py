@@ -52,6 +52,9 @@ def register(subparsers) -> None:
                              "model's)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 20)")
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale >= 0; 1 = none (default: the model's)")
+    parser.add_argument("--guidance-interval", default=None, metavar="START,END",
+                        help="CFG only on the steps from START to END (fractions of the steps); outside, the prompt's "
+                             "prediction alone, one UNet row instead of two (e.g. 0,0.6; default: 0,1)")
     parser.add_argument("--negative", default=None, help="negative prompt (default: none)")
     parser.add_argument("--relation-guidance", type=float, default=None, metavar="S",
                         help="step the latent in the first steps so that each stated relation (left of, right of, "
@@ -146,7 +149,7 @@ _FROM_SETTINGS = {"Steps": "steps", "CFG scale": "guidance", "Seed": "seed", "Si
                   "Background": "background", "Guidance mode": "guidance_mode", "Box guidance": "box_guidance",
                   "Box mask": "box_mask", "Layout": "layout", "Region layout": "region_layout", "Fast": "fast",
                   "Cache interval": "cache_interval", "Cache branch": "cache_branch",
-                  "Latent layers": "latent_layers", "Compile": "compile"}
+                  "Latent layers": "latent_layers", "Compile": "compile", "Guidance interval": "guidance_interval"}
 _CONDITIONS = ("sketch", "depth", "mask", "reference")
 
 
@@ -227,7 +230,7 @@ def resolved_arguments(args) -> dict:
              "attention", *_CONDITIONS, "adapter", "scale", "region", "region_mode", "bootstrap", "background",
              "weighting", "excite", "guidance_mode", "box", "box_guidance", "box_mask", "layout", "region_layout",
              "fast", "compile", "cache_interval", "cache_branch", "latent_steps", "latent_iterations",
-             "latent_layers"]
+             "latent_layers", "guidance_interval"]
     given = {name: getattr(args, name) for name in names}
     stored = arguments_from_png(args.from_png) if args.from_png is not None else {}
     if stored and given["model"] is None and stored.get("model") is not None:
@@ -274,6 +277,17 @@ def image_grid(images: list):
     for k, image in enumerate(images):
         grid.paste(image, ((k % columns) * w, (k // columns) * h))
     return grid
+
+
+def parse_interval(text: str) -> tuple[float, float]:
+    """"START,END" fractions of the steps -> a pair."""
+    from t2ikit.diffusion.conditioning import check_guidance_interval
+
+    try:
+        return check_guidance_interval(tuple(float(v) for v in str(text).split(",")))
+    except ValueError as err:
+        raise ValueError(f"--guidance-interval must be START,END with 0 <= START < END <= 1, e.g. 0,0.6; got {text!r} "
+                         f"({err})") from None
 
 
 def parse_background(text: str) -> tuple[float, float, float]:
@@ -332,9 +346,10 @@ def _generate(args) -> int:
     if a["attention"] is not None:
         hooks_from_spec(a["attention"])
     boxes = [parse_box(b, size) for b in a["box"]]
+    interval = parse_interval(a["guidance_interval"]) if a["guidance_interval"] is not None else None
     if (a["box_guidance"] is not None or a["box_mask"] is not None) and not boxes and a["layout"] is None:
         raise ValueError("--box-guidance and --box-mask act on boxes: give --box or --layout auto too")
-    techniques = dict(boxes=boxes, layout=a["layout"], region_layout=a["region_layout"],
+    techniques = dict(boxes=boxes, layout=a["layout"], region_layout=a["region_layout"], guidance_interval=interval,
                       **{k: a[k] for k in ("box_guidance", "box_mask", "fast", "compile", "cache_interval",
                                            "cache_branch", "latent_steps", "latent_iterations", "latent_layers")
                          if a[k] is not None},

@@ -51,6 +51,10 @@ class Conditioning:
     uncond_added: dict | None = None  # SDXL: the unconditional rows' added_cond_kwargs (pooled negative, time ids)
     batch_rows: bool = True  # one UNet call for [uncond; c_1; ...] (diffusers' way); False: one call per row
     # block, the same numbers as separate calls (null-text inversion optimises against separate calls) in less memory
+    # classifier-free guidance only on the steps i of n with start <= i / n < end (Kynkaenniemi et al. 2024, "Applying
+    # Guidance in a Limited Interval"); outside it a step is the one text condition's prediction alone, one UNet row
+    # instead of two (a late cut-off saves those steps' unconditional half)
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
 
     @classmethod
     def text(cls, cond: torch.Tensor, uncond: torch.Tensor | list | None = None, guidance: float = 1.0,
@@ -61,13 +65,15 @@ class Conditioning:
     def uncond_at(self, step: int) -> torch.Tensor | None:
         return self.uncond[step] if isinstance(self.uncond, (list, tuple)) else self.uncond
 
-    def unguided(self, active: list[Condition]) -> bool:
-        """True when the `active` conditions of a step need the conditional prediction alone: one unmasked
-        condition at scale 1 (cfg(u, c, 1) == c, so the unconditional half is skipped), or no unconditional
-        states."""
+    def unguided(self, active: list[Condition], step: int = 0, num_steps: int = 1) -> bool:
+        """True when the `active` conditions of step `step` of `num_steps` need the conditional prediction alone:
+        one unmasked condition at scale 1 (cfg(u, c, 1) == c, so the unconditional half is skipped) or outside
+        the guidance interval, or no unconditional states."""
         if self.uncond is None:
             return True
-        return len(active) == 1 and active[0].mask is None and active[0].scale == 1.0
+        start, end = self.guidance_interval
+        outside = not start <= step / num_steps < end
+        return len(active) == 1 and active[0].mask is None and (active[0].scale == 1.0 or outside)
 
     def check(self, latent_hw: tuple[int, int]) -> Conditioning:
         """ValueError naming what is inconsistent, before any compute."""
@@ -77,7 +83,26 @@ class Conditioning:
         partial = any(c.start > 0 or c.end < 1 for c in self.conditions)
         if self.uncond is None and (len(self.conditions) > 1 or self.conditions[0].mask is not None or partial):
             raise ValueError("guidance over several, masked or step-limited conditions needs unconditional states")
+        check_guidance_interval(self.guidance_interval)
+        if tuple(self.guidance_interval) != (0.0, 1.0) and (len(self.conditions) > 1 or
+                                                              any(c.mask is not None for c in self.conditions)):
+            raise ValueError("a guidance interval applies to one unmasked text condition (outside it a step is that "
+                             "condition's prediction alone), not to regions or composed prompts; this generation has "
+                             f"{len(self.conditions)} condition(s), masked: "
+                             f"{sum(c.mask is not None for c in self.conditions)}")
         return self
 
 
-__all__ = ["AfterStep", "BeforeStep", "Conditioning"]
+def check_guidance_interval(interval) -> tuple[float, float]:
+    """(start, end) with 0 <= start < end <= 1, as floats; ValueError otherwise."""
+    try:
+        start, end = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance_interval must be two fractions of the steps (start, end); got {interval!r}") \
+            from None
+    if not 0 <= start < end <= 1:
+        raise ValueError(f"guidance_interval must satisfy 0 <= start < end <= 1; got ({start:g}, {end:g})")
+    return start, end
+
+
+__all__ = ["AfterStep", "BeforeStep", "Conditioning", "check_guidance_interval"]

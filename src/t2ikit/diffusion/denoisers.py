@@ -34,7 +34,7 @@ def unet_denoiser(unet):
         if not active:  # every condition outside its step range: the unconditional prediction
             _layout(c, False, ("uncond",))
             return unet_call(unet, x, t, c.uncond_at(step), c.residuals, c.uncond_added)
-        if c.unguided(active):
+        if c.unguided(active, step, num_steps):
             _layout(c, False, (active[0].name,))
             return unet_call(unet, x, t, active[0].embeds, c.residuals, active[0].added)
         rows = 1 + len(active)

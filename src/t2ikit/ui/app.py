@@ -186,6 +186,10 @@ def build_app(backend: Backend) -> gr.Blocks:
                             compiled = gr.Checkbox(False, label="Compile the UNet (torch.compile: the first press "
                                                                 "compiles it, later ones are faster)",
                                                    elem_id="compile")
+                            cfg_end = gr.Slider(0.05, 1, value=1, step=0.05,
+                                                label="CFG until this fraction of the steps; after it, the prompt's "
+                                                      "prediction alone, half the UNet rows (guidance interval)",
+                                                elem_id="guidance-interval")
                     with gr.Column():
                         gallery = gr.Gallery(label="Results", columns=4, height=360, format="png", preview=False,
                                              elem_id="gallery", interactive=False)
@@ -297,7 +301,7 @@ def build_app(backend: Backend) -> gr.Blocks:
         @_shown
         def on_generate(prompt, negative, sampler, steps, guidance, seed, width, height, count, weighting, regions,
                         region_mode, condition, condition_scale, condition_upload, sketch, attention, relation,
-                        layout, region_layout, cheap_guidance, fast, compiled, request: gr.Request,
+                        layout, region_layout, cheap_guidance, fast, compiled, cfg_end, request: gr.Request,
                         progress=gr.Progress()):
             image = None
             if condition != "none":
@@ -314,7 +318,9 @@ def build_app(backend: Backend) -> gr.Blocks:
                                   condition_scale=float(condition_scale), attention=attention or None,
                                   relation_guidance=_float_or_none(relation), layout=bool(layout),
                                   region_layout=bool(region_layout), fast=bool(fast),
-                                  latent_layers="encoder" if cheap_guidance else None, compile=bool(compiled))
+                                  latent_layers="encoder" if cheap_guidance else None, compile=bool(compiled),
+                                  guidance_interval=None if cfg_end is None or float(cfg_end) >= 1
+                                  else (0.0, float(cfg_end)))
             flag = backend.cancels.setdefault(request.session_hash or "api", threading.Event())
             flag.clear()
             out = backend.generate(req, progress=lambda i, n: progress((i, n), desc="sampling", unit="steps"),
@@ -327,7 +333,7 @@ def build_app(backend: Backend) -> gr.Blocks:
 
         gen_inputs = [prompt, negative, sampler, steps, guidance, seed, width, height, count, weighting, regions,
                       region_mode, condition, condition_scale, condition_upload, sketch, attention, relation, layout,
-                      region_layout, cheap_guidance, fast, compiled]
+                      region_layout, cheap_guidance, fast, compiled, cfg_end]
         generate_btn.click(on_generate, gen_inputs,
                            [gallery, params_state, files_state, seed_used, parameters, notes, selected],
                            api_name="generate", **model_event)
@@ -466,13 +472,14 @@ def build_app(backend: Backend) -> gr.Blocks:
 
         # A plain API for scripts (gradio_client): prompt and the main knobs in, JSON out.
         def txt2img(prompt: str, negative: str = "", seed: int = RANDOM_SEED, steps: int = 0, guidance: float = -1.0,
-                    sampler: str = "", width: int = 0, height: int = 0, count: int = 1, fast: bool = False) -> dict:
+                    sampler: str = "", width: int = 0, height: int = 0, count: int = 1, fast: bool = False,
+                    cfg_end: float = 1.0) -> dict:
             """Generate; steps 0, guidance < 0, sampler "" and size 0 take the model's defaults; fast: the fast
-            path's settings (docs/FAST.md)."""
+            path's settings (docs/FAST.md); cfg_end < 1: CFG on that first fraction of the steps only."""
             req = GenerateRequest(prompt=prompt, negative=negative, seed=int(seed), steps=int(steps) or None,
                                   guidance=None if guidance < 0 else float(guidance), sampler=sampler or None,
                                   width=int(width) or None, height=int(height) or None, count=int(count),
-                                  fast=bool(fast))
+                                  fast=bool(fast), guidance_interval=None if cfg_end >= 1 else (0.0, float(cfg_end)))
             out = _shown(backend.generate)(req)
             return {"prompt": prompt, "seeds": out["seeds"], "files": out["files"], "parameters": out["parameters"],
                     "warnings": out["warnings"]}
