@@ -78,6 +78,8 @@ COMPBENCH_VARIANTS = {
     "cfg_end50": {"guidance_interval": (0.0, 0.5)},  # classifier-free guidance on the first half of the steps
     "cfg_end70": {"guidance_interval": (0.0, 0.7)},
     "cfg_end50_compile": {"guidance_interval": (0.0, 0.5), "compile": True},
+    "cfg_end30": {"guidance_interval": (0.0, 0.3)},
+    "cfg_end50_cache2": {"guidance_interval": (0.0, 0.5), "cache_interval": 2, "cache_branch": "layer"},
 }
 
 

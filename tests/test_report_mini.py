@@ -71,6 +71,8 @@ def test_a_mini_run_trains_evaluates_and_is_not_redone(tiny_protocol):
     done = (folder / mini.DONE).stat().st_mtime_ns
     again = mini.train_and_evaluate(run, tiny_protocol, n_prompts=1)
     assert again == row and (folder / mini.DONE).stat().st_mtime_ns == done  # read back, not retrained
+    times, = [t for t in mini.run_times(tiny_protocol) if t["key"] == run.key()]
+    assert times["samples"] == 8 and times["train_s"] == row["wall_s"] and times["eval_s"] == row["eval_s"] > 0
     assert mini.MiniRun(seed=2).key() != mini.MiniRun(seed=1).key()
 
 

@@ -401,9 +401,23 @@ def finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
+def run_times(root: str | Path) -> list[dict]:
+    """Per finished run under `root`: fusion, size, samples, its training wall seconds and each evaluation's
+    seconds, as the run's own records say (what a budget is made of)."""
+    rows = []
+    for done in sorted(Path(root).glob(f"runs/*/{DONE}")):
+        row = json.loads(done.read_text())
+        evals = {p.name: json.loads(p.read_text()).get("eval_s") for p in sorted(done.parent.glob("compbench-*.json"))}
+        rows.append({"key": row["key"], "fusion": row["fusion"], "size": row["size"], "samples": row["samples"],
+                     "train_s": row["wall_s"], "eval_s": sum(v for v in evals.values() if v is not None),
+                     "load_at_start": row.get("load_at_start")})
+    return rows
+
+
 def main(argv=None) -> None:
     """`python -m t2ikit.report.mini --root DIR [--seed N] [--samples N] [--n-prompts N]`: train one mini run
-    from scratch (the shared VAE first, if the root has none), evaluate it, print its row as JSON."""
+    from scratch (the shared VAE first, if the root has none), evaluate it, print its row as JSON.
+    `--times`: print instead every finished run's training and evaluation seconds, by size and samples."""
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m t2ikit.report.mini", description=main.__doc__)
@@ -415,7 +429,22 @@ def main(argv=None) -> None:
     p.add_argument("--losses", default="{}", help='[losses] overrides as JSON, e.g. {"grounding": 0.02}')
     p.add_argument("--n-prompts", type=int, default=20, help="mini CompBench prompts per category")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--times", action="store_true", help="print the finished runs' seconds (train, evaluation)")
     a = p.parse_args(argv)
+    if a.times:
+        rows = run_times(a.root)
+        groups: dict[tuple, list[dict]] = {}
+        for r in rows:
+            groups.setdefault((r["fusion"], r["size"], r["samples"]), []).append(r)
+        print("| fusion | size | images | runs | train s (mean) | evaluation s (mean) |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for (fusion, size, samples), rs in sorted(groups.items()):
+            print(f"| {fusion} | {size} | {samples} | {len(rs)} | {np.mean([r['train_s'] for r in rs]):.0f} | "
+                  f"{np.mean([r['eval_s'] for r in rs]):.0f} |")
+        total = sum(r["train_s"] + r["eval_s"] for r in rows)
+        print(f"{len(rows)} runs: {total / 60:.1f} min of train + evaluation time summed "
+              f"({total / 120:.1f} min of wall in two workers if nothing waits)")
+        return
     t0 = time.perf_counter()
     vae_s = None
     if not (Path(a.root) / VAE_FOLDER / DONE).is_file():
