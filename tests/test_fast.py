@@ -105,10 +105,11 @@ def test_cache_composes_with_regions_and_hooks(pipe, branch):
 def test_fast_fills_only_what_is_not_given(pipe):
     spec = pipe.make_spec(PROMPT, fast=True)
     assert all(getattr(spec, k) == v for k, v in FAST_SETTINGS.items())
-    assert spec.settings()["Fast"] is True and spec.settings()["Cache interval"] == spec.cache_interval > 1
-    spec = pipe.make_spec(PROMPT, fast=True, steps=7, cache_interval=1)
-    assert (spec.steps, spec.cache_interval) == (7, 1)
-    assert "Fast" not in pipe.make_spec(PROMPT).settings() and "Cache interval" not in pipe.make_spec(PROMPT).settings()
+    assert spec.settings()["Fast"] is True and spec.settings()["Guidance interval"] == "0,0.5"
+    spec = pipe.make_spec(PROMPT, fast=True, steps=7, guidance_interval=(0, 1), cache_interval=2)
+    assert (spec.steps, spec.guidance_interval, spec.cache_interval) == (7, (0.0, 1.0), 2)
+    plain = pipe.make_spec(PROMPT).settings()
+    assert "Fast" not in plain and "Guidance interval" not in plain and "Cache interval" not in plain
 
 
 @pytest.mark.parametrize("bad", [{"cache_interval": 0}, {"cache_interval": 1.5}, {"fast": "yes"},
@@ -127,7 +128,7 @@ def test_cli_fast_is_recorded_in_the_png(folder, tmp_path, monkeypatch):
     assert main(["generate", PROMPT, "--model", str(folder), "--fast", "--steps", "3", "--seed", "1",
                  "--out", str(out), "--quiet"]) == 0
     settings = parse_parameters(read_parameters(out))["settings"]
-    assert str(settings["Fast"]) == "True" and settings["Cache interval"] == FAST_SETTINGS["cache_interval"]
+    assert str(settings["Fast"]) == "True" and settings["Guidance interval"] == "0,0.5"
     assert settings["Steps"] == 3
     again = tmp_path / "again.png"
     assert main(["generate", "--from", str(out), "--model", str(folder), "--out", str(again), "--quiet"]) == 0
@@ -150,7 +151,8 @@ def test_the_web_ui_backend_reaches_fast_and_the_cheaper_guidance(folder, tmp_pa
 
     backend = Backend(str(folder), outdir=tmp_path)
     spec, _ = backend.make_spec(GenerateRequest(PROMPT, seed=1, steps=2, fast=True, latent_layers="encoder"))
-    assert spec.fast and spec.cache_interval == FAST_SETTINGS["cache_interval"] and spec.latent_layers == "encoder"
+    assert spec.fast and spec.guidance_interval == FAST_SETTINGS["guidance_interval"]
+    assert spec.latent_layers == "encoder"
     plain, _ = backend.make_spec(GenerateRequest(PROMPT, seed=1, steps=2))
     assert not plain.fast and plain.cache_interval == 1 and plain.latent_layers == "all" and not plain.compile
     assert backend.make_spec(GenerateRequest(PROMPT, seed=1, steps=2, compile=True))[0].compile
@@ -172,8 +174,8 @@ def test_compile_denoises_as_eager_does_and_composes_with_regions(pipe):
 def test_compile_is_recorded_and_refused_with_the_cache(pipe):
     assert pipe.make_spec(PROMPT, compile=True).settings()["Compile"] is True
     assert "Compile" not in pipe.make_spec(PROMPT).settings()
-    both = pipe.make_spec(PROMPT, fast=True, compile=True)  # compile given wins over fast's cache
-    assert both.compile and both.fast and both.cache_interval == 1
+    both = pipe.make_spec(PROMPT, fast=True, compile=True)  # fast's guidance interval and compile combine
+    assert both.compile and both.fast and both.guidance_interval == (0.0, 0.5)
     with pytest.raises(ValueError, match="compile and cache_interval > 1 do not combine"):
         pipe.make_spec(PROMPT, compile=True, cache_interval=2)
     with pytest.raises(ValueError, match="compile must be True or False"):

@@ -61,8 +61,9 @@ DEFAULT_GUIDANCE_WORD_LEVEL = 4.0
 DEFAULT_STEPS = 20
 DEFAULT_KEYS = ("steps", "guidance", "sampler", "relation_guidance")  # what t2ikit.json's "defaults" may set
 # fast=True: the settings benchmarks/fast.py measured as the best speed at CompBench within 2 points of the
-# default (docs/FAST.md); each is also its own switch, and one given explicitly wins over fast's.
-FAST_SETTINGS = {"cache_interval": 2, "cache_branch": "layer"}
+# default (docs/FAST.md: CFG on the first half of the steps); each is also its own switch, and one given explicitly
+# wins over fast's.
+FAST_SETTINGS = {"guidance_interval": (0.0, 0.5)}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -552,10 +553,7 @@ class T2IPipeline:
         techniques = {k: v for k, v in techniques.items() if v is not None}
         if techniques.get("fast") is True:  # fast's settings where the call gives none (FAST_SETTINGS)
             steps = FAST_SETTINGS.get("steps") if steps is None else steps
-            fill = {k: v for k, v in FAST_SETTINGS.items() if k != "steps"}
-            if techniques.get("compile") is True:  # compile given wins over fast's cache, which runs outside its graph
-                fill = {k: v for k, v in fill.items() if not k.startswith("cache_")}
-            techniques = {**fill, **techniques}
+            techniques = {**{k: v for k, v in FAST_SETTINGS.items() if k != "steps"}, **techniques}
         techniques["adapters"] = dict(techniques.get("adapters") or {})
         techniques["scales"] = techniques.get("scales") or {}  # a dict or ["sketch=0.8", ...]: validate parses it
         techniques["regions"] = list(techniques.get("regions") or [])
