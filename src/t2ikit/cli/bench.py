@@ -79,7 +79,7 @@ def _journal(args) -> Path | None:
 
     if not args.out:
         return None
-    settings = {k: v for k, v in vars(args).items() if k not in ("func", "json", "quiet", "out")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("func", "json", "quiet", "verbose", "out")}
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return Path(args.out) / f"compbench.{digest}.journal.jsonl"
 
