@@ -171,6 +171,16 @@ def test_compile_denoises_as_eager_does_and_composes_with_regions(pipe):
     assert pipe.compiled_unet() is pipe.compiled_unet()  # compiled once, kept
 
 
+@pytest.mark.slow  # inductor compiles the tiny UNet for each batch shape (two rows, then one)
+def test_compile_with_a_guidance_interval_denoises_as_eager_does(pipe):
+    """fast's guidance interval changes the UNet's batch from [uncond; cond] to [cond] halfway: the compiled UNet
+    takes both shapes and gives eager's image up to the compiled sums' rounding."""
+    kw = dict(seed=5, steps=4, guidance_interval=(0, 0.5))
+    eager = pipe.run(pipe.make_spec(PROMPT, **kw), decode=False, progress=False).latents
+    compiled = pipe.run(pipe.make_spec(PROMPT, compile=True, **kw), decode=False, progress=False).latents
+    assert torch.allclose(compiled, eager, atol=1e-4)
+
+
 def test_compile_is_recorded_and_refused_with_the_cache(pipe):
     assert pipe.make_spec(PROMPT, compile=True).settings()["Compile"] is True
     assert "Compile" not in pipe.make_spec(PROMPT).settings()
