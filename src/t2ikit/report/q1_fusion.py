@@ -28,7 +28,8 @@ from t2ikit.report.core import Figure, Finding, ReportContext, Table, experiment
 
 STRATEGIES = ("sequential", "parallel", "gated", "interleaved", "hierarchical:16=gated,8=sequential")
 SIZES = {  # (quick, full, smoke) of q1.fusion and q1.training (whose baseline is q1.fusion's sequential runs);
-    # planned: quick 3 + 1.5 minutes, full 80 + 48 (15 + 9 runs of 9,600 images, ~5.3 min each on a shared CPU)
+    # planned: quick 3 + 1.5 minutes, full 48 + 25 (15 + 9 runs of 9,600 images, 5-7.5 min each on a quiet core,
+    # two at a time: docs/REPORT.md, "Budgets, measured")
     "seeds": (1, 3, 1),
     "samples": (160, 9600, 8),  # training images per run (configs/mini.toml's own budget is 19,200)
     "n_prompts": (4, 50, 1),  # mini CompBench prompts per category (3 categories), 1 image each
@@ -260,7 +261,7 @@ def _fusion_plan(ctx: ReportContext):
 
 
 @experiment("q1.fusion", "Fusion strategies trained from scratch in the mini protocol: CompBench, cost, gate information",
-            minutes={"quick": 3, "full": 80})
+            minutes={"quick": 3, "full": 48})
 def fusion(ctx: ReportContext) -> Finding:
     seeds, samples, n_prompts = _size(ctx, "seeds"), _size(ctx, "samples"), _size(ctx, "n_prompts")
     vae_steps = shared_vae(ctx)
@@ -411,7 +412,7 @@ def _training_plan(ctx: ReportContext):
 
 
 @experiment("q1.training", "Curricula and loss weightings vs plain training in the mini protocol",
-            minutes={"quick": 1.5, "full": 48})
+            minutes={"quick": 1.5, "full": 25})
 def training(ctx: ReportContext) -> Finding:
     seeds, n_prompts = _size(ctx, "seeds"), _size(ctx, "n_prompts")
     shared_vae(ctx)
