@@ -422,7 +422,8 @@ class T2IPipeline:
 
     def compiled_unet(self):
         """The UNet through `torch.compile` (inductor), made on the first call and kept: the first image pays the
-        compilation, later ones run faster (docs/FAST.md). It shares the UNet's weights; attention hooks installed on the UNet act in it too."""
+        compilation, later ones run faster (docs/FAST.md). It shares the UNet's weights; attention hooks installed
+        on the UNet act in it too."""
         if self._compiled is None or self._compiled._orig_mod is not self.unet:
             self._compiled = torch.compile(self.unet)
         return self._compiled

@@ -339,7 +339,8 @@ def _read_journal(path: str | Path, suite: Suite, batch_size: int, generator_nam
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text().split("\n")
+    text = path.read_text()
+    lines = text.split("\n")
     batches, good = [], 0
     for k, line in enumerate(lines):
         if not line:
@@ -351,7 +352,7 @@ def _read_journal(path: str | Path, suite: Suite, batch_size: int, generator_nam
                 raise ValueError(f"{path}: line {k + 1} is not JSON; not a CompBench journal") from None
             break  # the torn last line of a killed run
         good += len(line) + 1
-    if good < len(path.read_bytes()):
+    if good < len(text):  # JSON lines are ASCII: characters are bytes
         with open(path, "r+") as f:
             f.truncate(good)
     for k, b in enumerate(batches):

@@ -286,8 +286,7 @@ def parse_interval(text: str) -> tuple[float, float]:
     try:
         return check_guidance_interval(tuple(float(v) for v in str(text).split(",")))
     except ValueError as err:
-        raise ValueError(f"--guidance-interval must be START,END with 0 <= START < END <= 1, e.g. 0,0.6; got {text!r} "
-                         f"({err})") from None
+        raise ValueError(f"--guidance-interval {text!r}: {err} (write START,END, e.g. 0,0.6)") from None
 
 
 def parse_background(text: str) -> tuple[float, float, float]:

@@ -83,13 +83,11 @@ class Conditioning:
         partial = any(c.start > 0 or c.end < 1 for c in self.conditions)
         if self.uncond is None and (len(self.conditions) > 1 or self.conditions[0].mask is not None or partial):
             raise ValueError("guidance over several, masked or step-limited conditions needs unconditional states")
-        check_guidance_interval(self.guidance_interval)
-        if tuple(self.guidance_interval) != (0.0, 1.0) and (len(self.conditions) > 1 or
-                                                              any(c.mask is not None for c in self.conditions)):
+        masked = sum(c.mask is not None for c in self.conditions)
+        if check_guidance_interval(self.guidance_interval) != (0.0, 1.0) and (len(self.conditions) > 1 or masked):
             raise ValueError("a guidance interval applies to one unmasked text condition (outside it a step is that "
                              "condition's prediction alone), not to regions or composed prompts; this generation has "
-                             f"{len(self.conditions)} condition(s), masked: "
-                             f"{sum(c.mask is not None for c in self.conditions)}")
+                             f"{len(self.conditions)} condition(s), masked: {masked}")
         return self
 
 

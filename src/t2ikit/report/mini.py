@@ -407,10 +407,9 @@ def run_times(root: str | Path) -> list[dict]:
     rows = []
     for done in sorted(Path(root).glob(f"runs/*/{DONE}")):
         row = json.loads(done.read_text())
-        evals = {p.name: json.loads(p.read_text()).get("eval_s") for p in sorted(done.parent.glob("compbench-*.json"))}
+        evals = [json.loads(p.read_text()).get("eval_s") or 0.0 for p in done.parent.glob("compbench-*.json")]
         rows.append({"key": row["key"], "fusion": row["fusion"], "size": row["size"], "samples": row["samples"],
-                     "train_s": row["wall_s"], "eval_s": sum(v for v in evals.values() if v is not None),
-                     "load_at_start": row.get("load_at_start")})
+                     "train_s": row["wall_s"], "eval_s": sum(evals)})
     return rows
 
 

@@ -40,11 +40,10 @@ def _manifest(out: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _minutes(rec: dict) -> str:
-    """'12.3 min', and whose runs it trained ahead when it did (their time is in it, not in theirs)."""
+def _ahead(rec: dict) -> str:
+    """Whose runs an experiment trained ahead, when it did (their time is in its minutes, not in theirs)."""
     ahead = rec.get("trained_ahead") or []
-    return f"{rec['seconds'] / 60:.1f} min" + (f", including the runs of {', '.join(ahead)} trained ahead" if ahead
-                                                else "")
+    return f", including the runs of {', '.join(ahead)} trained ahead" if ahead else ""
 
 
 def markdown(out: Path, findings: dict, experiments: dict) -> str:
@@ -57,7 +56,7 @@ def markdown(out: Path, findings: dict, experiments: dict) -> str:
     for q in QUESTIONS.values():
         for exp_id, title, rec in _status(q.number, findings, experiments) or [("", "(no experiment)", None)]:
             verdict = rec["finding"]["verdict"] if rec else "not run yet" if exp_id else "not measured"
-            minutes = _minutes(rec).removesuffix(" min").replace(" min,", ",") if rec else ""
+            minutes = f"{rec['seconds'] / 60:.1f}{_ahead(rec)}" if rec else ""
             lines.append(f"| [Q{q.number}. {q.title}](#q{q.number}) | {title} | {verdict} | {minutes} |")
     for q in QUESTIONS.values():
         lines += ["", f'<a id="q{q.number}"></a>', "", f"## Q{q.number}. {q.title}", "", f"*{q.question}*", "",
@@ -76,7 +75,7 @@ def markdown(out: Path, findings: dict, experiments: dict) -> str:
             f = Finding.from_json(rec["finding"])
             if f.what_was_run:
                 lines += [f"**What was run:** {f.what_was_run}", ""]
-            lines += [f"**Command:** `{rec['command']}` ({_minutes(rec)})", "",
+            lines += [f"**Command:** `{rec['command']}` ({rec['seconds'] / 60:.1f} min{_ahead(rec)})", "",
                       f"**Answer:** {f.answer}", "", f"**Verdict:** {f.verdict}."]
             for t in f.tables:
                 lines += ["", f"*{t.title}*", "", "| " + " | ".join(t.columns) + " |",
@@ -141,7 +140,7 @@ def to_html(out: Path, findings: dict, experiments: dict) -> str:
             if f.what_was_run:
                 parts.append(f"<p><strong>What was run:</strong> {e(f.what_was_run)}</p>")
             parts.append(f"<p><strong>Command:</strong> <code>{e(rec['command'])}</code> "
-                         f"({e(_minutes(rec))})</p><p>{_badge(f.verdict)} {e(f.answer)}</p>")
+                         f"({rec['seconds'] / 60:.1f} min{e(_ahead(rec))})</p><p>{_badge(f.verdict)} {e(f.answer)}</p>")
             for t in f.tables:
                 parts.append(f"<p><em>{e(t.title)}</em></p>" + _table_html(t.columns, t.rows)
                              + (f"<p>{e(t.note)}</p>" if t.note else ""))

@@ -68,6 +68,11 @@ def _editor_image(value):
     return Image.fromarray(comp[..., :3].astype(np.uint8))
 
 
+def _cfg_interval(cfg_end) -> tuple[float, float] | None:
+    """The "CFG until" slider's value -> guidance_interval (0, end); None (CFG on every step) at 1 or unset."""
+    return None if cfg_end is None or float(cfg_end) >= 1 else (0.0, float(cfg_end))
+
+
 def _drawn_box(value, size: tuple[int, int]) -> list[int]:
     """[x0, y0, x1, y1] in image pixels of everything drawn on the region canvas (scaled from the canvas)."""
     layers = [np.asarray(layer) for layer in (value or {}).get("layers") or [] if layer is not None]
@@ -319,8 +324,7 @@ def build_app(backend: Backend) -> gr.Blocks:
                                   relation_guidance=_float_or_none(relation), layout=bool(layout),
                                   region_layout=bool(region_layout), fast=bool(fast),
                                   latent_layers="encoder" if cheap_guidance else None, compile=bool(compiled),
-                                  guidance_interval=None if cfg_end is None or float(cfg_end) >= 1
-                                  else (0.0, float(cfg_end)))
+                                  guidance_interval=_cfg_interval(cfg_end))
             flag = backend.cancels.setdefault(request.session_hash or "api", threading.Event())
             flag.clear()
             out = backend.generate(req, progress=lambda i, n: progress((i, n), desc="sampling", unit="steps"),
@@ -479,7 +483,7 @@ def build_app(backend: Backend) -> gr.Blocks:
             req = GenerateRequest(prompt=prompt, negative=negative, seed=int(seed), steps=int(steps) or None,
                                   guidance=None if guidance < 0 else float(guidance), sampler=sampler or None,
                                   width=int(width) or None, height=int(height) or None, count=int(count),
-                                  fast=bool(fast), guidance_interval=None if cfg_end >= 1 else (0.0, float(cfg_end)))
+                                  fast=bool(fast), guidance_interval=_cfg_interval(cfg_end))
             out = _shown(backend.generate)(req)
             return {"prompt": prompt, "seeds": out["seeds"], "files": out["files"], "parameters": out["parameters"],
                     "warnings": out["warnings"]}
