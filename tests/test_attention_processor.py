@@ -36,6 +36,20 @@ def test_no_hooks_equals_default_processor_and_uninstall_restores():
     assert all(isinstance(p, AttnProcessor2_0) for p in unet.attn_processors.values())
 
 
+def test_nested_installs_restore_each_layers_own_processor_also_through_a_compiled_wrapper():
+    unet = tiny_unet()
+    before = dict(unet.attn_processors)  # diffusers' default: one processor object per layer
+    outer = AttentionController().install(unet)
+    inner = AttentionController().install(torch.compile(unet))  # the wrapper's layers are the model's own
+    assert all(p.controller is inner for p in unet.attn_processors.values())
+    inner.uninstall()
+    assert all(p.controller is outer for p in unet.attn_processors.values())
+    outer.uninstall()
+    assert all(unet.attn_processors[name] is p for name, p in before.items())
+    with pytest.raises(TypeError, match="diffusers model with attention processors"):
+        AttentionController().install(torch.nn.Linear(2, 2))
+
+
 class Scale(AttentionHook):
     name = "scale"
 

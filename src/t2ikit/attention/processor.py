@@ -16,6 +16,7 @@ When no active hook needs the probabilities, the processor takes the fused
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +71,26 @@ class AttentionHook:
         return None
 
 
+_ATTENTION_MODULES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def attention_modules(unet: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """Processor name (a key of diffusers' `unet.attn_processors`) -> its attention module, found once per model.
+
+    diffusers' `attn_processors` / `set_attn_processor` walk every submodule on each call (tens of ms on the shipped
+    model); guidance installs hooks on every guided step, so the walk is done once and the slots are set directly
+    (`Attention.set_processor`, the call `set_attn_processor` makes for each layer).
+    """
+    root = getattr(unet, "_orig_mod", unet)  # a torch.compile'd model: its modules are the original's
+    modules = _ATTENTION_MODULES.get(root)
+    if modules is None:
+        if not hasattr(root, "attn_processors") or not hasattr(root, "set_attn_processor"):
+            raise TypeError(f"install needs a diffusers model with attention processors, got {type(unet).__name__}")
+        modules = {name: root.get_submodule(name.removesuffix(".processor")) for name in root.attn_processors}
+        _ATTENTION_MODULES[root] = modules
+    return modules
+
+
 class AttentionController:
     """The hooks, the sampling clock they read, and installation into a UNet."""
 
@@ -108,17 +129,18 @@ class AttentionController:
     # -- installation --
     def install(self, unet: torch.nn.Module) -> AttentionController:
         """Put a hooked processor in every attention slot of `unet` (a diffusers model); undo with uninstall."""
-        if not hasattr(unet, "attn_processors") or not hasattr(unet, "set_attn_processor"):
-            raise TypeError(f"install needs a diffusers model with attention processors, got {type(unet).__name__}")
-        previous = dict(unet.attn_processors)
-        unet.set_attn_processor({name: HookedAttnProcessor(name, self) for name in previous})
-        self._installed.append((unet, previous))
+        modules = attention_modules(unet)
+        previous = {name: module.processor for name, module in modules.items()}
+        for name, module in modules.items():
+            module.set_processor(HookedAttnProcessor(name, self))
+        self._installed.append((modules, previous))
         return self
 
     def uninstall(self) -> None:
         while self._installed:
-            unet, previous = self._installed.pop()
-            unet.set_attn_processor(previous)
+            modules, previous = self._installed.pop()
+            for name, module in modules.items():
+                module.set_processor(previous[name])
 
     def __enter__(self):
         return self
