@@ -75,6 +75,7 @@ def techniques(pipe) -> dict:
         "layout": ({"layout": "auto", "box_guidance": 200.0}, ["Layout"]),
         "regions_auto": ({"region_layout": "auto"}, ["Region layout"]),
         "cfg_interval": ({"guidance_interval": (0.0, 0.5)}, ["Guidance interval"]),
+        "shared_pass": ({"relation_guidance": 500.0, "latent_pass": "shared"}, ["Latent pass"]),
     }
     for name in CONDITIONS:
         out[name] = ({name: _map(name), "adapters": {name: _adapter(pipe, name)}}, [f"{name.capitalize()} image"])
@@ -102,8 +103,15 @@ INCOMPATIBLE = {
     frozenset({"regions_auto", "topk"}): SELF_COMPUTED,
     frozenset({"regions_auto", "hier"}): OWN_TOKENS,
     frozenset({"regions_noise", "cfg_interval"}): "one unmasked text condition",  # MultiDiffusion's masked ones
+    # a shared guidance pass serves the step's prediction: the prompt's own, read by the captures
+    frozenset({"shared_pass", "regions"}): "does not combine with regions",
+    frozenset({"shared_pass", "regions_noise"}): "does not combine with regions",
+    frozenset({"shared_pass", "regions_auto"}): "does not combine with regions",
+    frozenset({"shared_pass", "topk"}): SELF_COMPUTED,
+    frozenset({"shared_pass", "hier"}): SELF_COMPUTED,
 }
-SAME_SETTING = [{"regions", "regions_noise"}, {"topk", "hier"}, {"boxes", "layout"}]  # two values of one setting, not a pair
+# two values of one setting, not a pair (shared_pass is relation guidance with its pass shared)
+SAME_SETTING = [{"regions", "regions_noise"}, {"topk", "hier"}, {"boxes", "layout"}, {"relation", "shared_pass"}]
 
 
 def _run(pipe, names, table):
@@ -130,7 +138,7 @@ def _alone(pipe, names, table):
 
 def _pairs():
     names = ["weighting", "negative", "regions", "regions_noise", "topk", "hier", "relation", "excite", "scales",
-             "capture", "boxes", "layout", "regions_auto", "cfg_interval", *CONDITIONS]
+             "capture", "boxes", "layout", "regions_auto", "cfg_interval", "shared_pass", *CONDITIONS]
     return [p for p in itertools.combinations(names, 2) if set(p) not in SAME_SETTING]
 
 
@@ -155,15 +163,17 @@ def test_every_pair_composes(pipe, pair):
 
 
 @pytest.mark.parametrize("tokenizer", ["word-level", "bpe"])
-@pytest.mark.parametrize("variant", ["topk", "hier", "capture", "regions", "regions_auto"])
+@pytest.mark.parametrize("variant", ["topk", "hier", "capture", "regions", "regions_auto", "shared_pass"])
 def test_everything_at_once(pipe, bpe_pipe, variant, tokenizer):
-    """All techniques in one call; sparse or hierarchical attention, map capture and attention-mode regions (given
-    or planned from the prompt) take turns; on the word-level model and with a CLIP BPE tokenizer."""
+    """All techniques in one call; sparse or hierarchical attention, map capture, attention-mode regions (given
+    or planned from the prompt) and a shared guidance pass take turns; on the word-level model and with a CLIP BPE
+    tokenizer."""
     pipe = bpe_pipe if tokenizer == "bpe" else pipe
     table = techniques(pipe)
     extra = {"topk": ["regions_noise", "topk"], "hier": ["regions_noise", "hier"], "capture": ["regions_noise", "capture"],
-             "regions": ["regions"], "regions_auto": ["regions_auto"]}
-    names = ["weighting", "negative", "relation", "excite", "scales", "boxes", *CONDITIONS, *extra[variant]]
+             "regions": ["regions"], "regions_auto": ["regions_auto"], "shared_pass": ["capture"]}
+    guidance = "shared_pass" if variant == "shared_pass" else "relation"
+    names = ["weighting", "negative", guidance, "excite", "scales", "boxes", *CONDITIONS, *extra[variant]]
     if "regions_noise" not in names:  # a guidance interval reads one unmasked text condition
         names.append("cfg_interval")
     everything, spec, store = _run(pipe, names, table)

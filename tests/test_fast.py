@@ -262,3 +262,87 @@ def test_a_guidance_interval_is_refused_with_regions_and_on_the_command_line_whe
         assert main(["generate", PROMPT, "--model", str(folder), "--guidance-interval", bad, "--out",
                      str(tmp_path / "bad.png"), "--quiet"]) == 2
     assert not (tmp_path / "bad.png").exists()
+
+
+def _unet_rows(unet):
+    """A counter of the rows every UNet call of `unet` runs on, and the hook handle that feeds it."""
+    rows = []
+    handle = unet.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    return rows, handle
+
+
+def test_a_shared_pass_serves_the_step_from_the_guidance_pass(pipe):
+    """latent_pass="shared": a guided step runs the guidance's conditional pass and the unconditional row, not
+    the conditional row again; unguided steps are untouched; the result stays close to the separate pass's."""
+    settings = dict(decode=False, steps=4, seed=3, n=2, relation_guidance=500.0, latent_steps=2, latent_iterations=1)
+    rows, handle = _unet_rows(pipe.unet)
+    try:
+        separate = generate_with(pipe, PROMPT, **settings).latents
+        separate_rows, rows[:] = list(rows), []
+        shared = generate_with(pipe, PROMPT, latent_pass="shared", **settings).latents
+    finally:
+        handle.remove()
+    # 2 images: steps 0-1 guided (a 2-row guidance pass), CFG on every step (4 rows, or 2 when shared)
+    assert separate_rows == [2, 4, 2, 4, 4, 4]
+    assert rows == [2, 2, 2, 2, 4, 4]
+    assert not torch.equal(shared, separate)
+    assert (shared - separate).norm() / separate.norm() < 0.2
+
+
+def test_the_shared_prediction_is_the_condition_s_prediction_before_the_last_gradient_step(pipe):
+    from t2ikit.diffusion.denoisers import unet_call
+    from t2ikit.diffusion.latent_guidance import ExciteConfig, LatentGuidance
+
+    cond, uncond = pipe.encode_text([PROMPT]), pipe.encode_text([""])
+    c = Conditioning.text(cond, uncond, guidance=4.0)
+    guidance = LatentGuidance(pipe.unet, pipe.tokenizer, pipe.parser, [PROMPT], cond,
+                              ExciteConfig(objective="relation", step_size=500.0, iterations=1, shared=True)).share(c)
+    scheduler = make_scheduler("ddim", pipe.scheduler_config)
+    scheduler.set_timesteps(4)
+    t = scheduler.timesteps[0]
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    moved = guidance(0, t, latents, scheduler)
+    assert not torch.equal(moved, latents) and c.shared[0] == 0
+    with torch.no_grad():
+        expected = unet_call(pipe.unet, scheduler.scale_model_input(latents, t), t, cond)
+    torch.testing.assert_close(c.shared[1], expected, rtol=1e-4, atol=1e-5)
+    assert c.take_shared(1) is None and c.shared is None  # another step's prediction is never served; used once
+    with pytest.raises(ValueError, match="one text condition"):
+        LatentGuidance(pipe.unet, pipe.tokenizer, pipe.parser, [PROMPT], pipe.encode_text([PROMPT]),
+                       ExciteConfig(objective="relation", shared=True)).share(c)  # other states than the step's
+    with pytest.raises(ValueError, match="whole UNet"):
+        ExciteConfig(shared=True, layers="encoder").validate()
+
+
+@pytest.mark.parametrize("bad, words", [({"latent_pass": "both"}, "latent_pass must be one of"),
+                                        ({"latent_layers": "encoder"}, "truncated pass"),
+                                        ({"cache_interval": 2}, "cache needs every step"),
+                                        ({"regions": ["0,0,8,16:a red circle"]}, "regions")])
+def test_a_shared_pass_refuses_what_it_cannot_serve_before_compute(pipe, bad, words):
+    settings = {"relation_guidance": 500.0, "latent_pass": "shared", **bad}
+    with pytest.raises(ValueError, match=words):
+        pipe.make_spec(PROMPT, **settings)
+
+
+def test_cli_and_ui_reach_the_shared_pass(folder, tmp_path, monkeypatch):
+    from t2ikit.cli import main
+    from t2ikit.cli.info import parse_parameters, read_parameters
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "shared.png"
+    assert main(["generate", PROMPT, "--model", str(folder), "--relation-guidance", "50", "--latent-pass", "shared",
+                 "--steps", "3", "--seed", "1", "--out", str(out), "--quiet"]) == 0
+    settings = parse_parameters(read_parameters(out))["settings"]
+    assert settings["Latent pass"] == "shared"
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from", str(out), "--model", str(folder), "--out", str(again), "--quiet"]) == 0
+    assert parse_parameters(read_parameters(again))["settings"] == settings
+    assert main(["generate", PROMPT, "--model", str(folder), "--relation-guidance", "50", "--latent-pass", "shared",
+                 "--cache-interval", "2", "--out", str(tmp_path / "bad.png"), "--quiet"]) == 2
+    pytest.importorskip("gradio")
+    from t2ikit.ui.backend import Backend, GenerateRequest
+
+    spec, _ = Backend(str(folder), outdir=tmp_path).make_spec(GenerateRequest(PROMPT, seed=1, steps=2,
+                                                                             relation_guidance=50.0,
+                                                                             latent_pass="shared"))
+    assert spec.latent_pass == "shared" and spec.settings().get("Latent pass") == "shared"

@@ -36,7 +36,9 @@ from t2ikit.control.regions import REGION_MODES, Region, RegionAttentionHook, ba
 from t2ikit.diffusion.cache import BRANCHES, cached_denoiser, check_interval
 from t2ikit.diffusion.conditioning import Conditioning, check_guidance_interval
 from t2ikit.diffusion.guidance import DEFAULT_MODE, MODES, Condition
-from t2ikit.diffusion.latent_guidance import LAYERS as LATENT_LAYERS, ExciteConfig, LatentGuidance
+from t2ikit.diffusion.latent_guidance import LAYERS as LATENT_LAYERS
+from t2ikit.diffusion.latent_guidance import PASSES as LATENT_PASSES
+from t2ikit.diffusion.latent_guidance import ExciteConfig, LatentGuidance
 from t2ikit.diffusion.loop import initial_noise, sample
 from t2ikit.diffusion.samplers import DEFAULT_SAMPLER, check_sampler, make_scheduler, sampler_display_name
 from t2ikit.models.device import resolve_device, resolve_dtype
@@ -192,6 +194,7 @@ class GenerationSpec:
     latent_steps: int = ExciteConfig.excite_steps  # first sampling steps with a latent-guidance update (relation, excite)
     latent_iterations: int = ExciteConfig.iterations  # gradient steps per latent-guided step
     latent_layers: str = ExciteConfig.layers  # maps the latent guidance reads: "all", or "encoder" (a truncated pass)
+    latent_pass: str = "separate"  # "shared": the latent guidance's pass also gives the step's prediction
     fast: bool = False  # FAST_SETTINGS for the settings not given (make_spec); recorded in the PNG
     compile: bool = False  # denoising calls through torch.compile'd UNet (T2IPipeline.compiled_unet); recorded
     # CFG on the steps i of n with start <= i / n < end only; outside, the prompt's prediction alone (one UNet row)
@@ -292,6 +295,16 @@ class GenerationSpec:
                 raise ValueError(f"{name} must be an int >= 0; got {getattr(self, name)!r}")
         if self.latent_layers not in LATENT_LAYERS:
             raise ValueError(f"latent_layers must be one of {', '.join(LATENT_LAYERS)}; got {self.latent_layers!r}")
+        if self.latent_pass not in LATENT_PASSES:
+            raise ValueError(f"latent_pass must be one of {', '.join(LATENT_PASSES)}; got {self.latent_pass!r}")
+        if self.latent_pass == "shared":
+            clash = {"latent_layers='encoder' (a truncated pass makes no prediction)": self.latent_layers != "all",
+                     "cache_interval > 1 (the cache needs every step's whole batch)": self.cache_interval != 1,
+                     "regions (the step's prediction is not the prompt's alone)": bool(self.regions)
+                     or self.region_layout is not None}
+            for what, on in clash.items():
+                if on:
+                    raise ValueError(f"latent_pass='shared' does not combine with {what}; choose one")
         if not isinstance(self.fast, bool):
             raise ValueError(f"fast must be True or False; got {self.fast!r}")
         if not isinstance(self.compile, bool):
@@ -352,6 +365,8 @@ class GenerationSpec:
                 out["Latent guidance steps"] = f"{self.latent_steps}x{self.latent_iterations}"
             if self.latent_layers != ExciteConfig.layers:
                 out["Latent layers"] = self.latent_layers
+            if self.latent_pass != "separate":
+                out["Latent pass"] = self.latent_pass
         return out
 
 
@@ -827,7 +842,8 @@ class T2IPipeline:
                                              ExciteConfig(objective=objective, step_size=float(size),
                                                           excite_steps=spec.latent_steps,
                                                           iterations=spec.latent_iterations,
-                                                          layers=spec.latent_layers), strict=False,
+                                                          layers=spec.latent_layers,
+                                                          shared=spec.latent_pass == "shared"), strict=False,
                                              added=added))
         if plan["boxes"] is not None and spec.box_guidance > 0:
             before.append(BoxGuidance(self.unet, self.tokenizer, prompts, text, spec.boxes, spec.size,
@@ -840,6 +856,9 @@ class T2IPipeline:
                                         spec.bootstrap, gens))
         c = Conditioning(conditions, uncond, spec.guidance_mode, residuals, controller if controller.hooks else None,
                          before, after, uncond_added, guidance_interval=spec.guidance_interval)
+        for update in before:
+            if isinstance(update, LatentGuidance) and update.config.shared:
+                update.share(c)
         return c.check(latent_hw)
 
     @torch.no_grad()

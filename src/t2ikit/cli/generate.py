@@ -139,6 +139,10 @@ def register(subparsers) -> None:
     parser.add_argument("--latent-layers", default=None, choices=["all", "encoder"],
                         help="cross-attention maps relation guidance / excite read: all (default), or the encoder's "
                              "only (down and mid blocks), a pass that stops after the mid block (cheaper)")
+    parser.add_argument("--latent-pass", default=None, choices=["separate", "shared"],
+                        help="relation guidance / excite: a UNet pass of their own beside each guided step's "
+                             "prediction (separate, default), or one pass that also gives the step's prediction "
+                             "(shared: cheaper, the prediction a gradient step behind)")
     parser.set_defaults(func=_generate)
 
 
@@ -149,7 +153,8 @@ _FROM_SETTINGS = {"Steps": "steps", "CFG scale": "guidance", "Seed": "seed", "Si
                   "Background": "background", "Guidance mode": "guidance_mode", "Box guidance": "box_guidance",
                   "Box mask": "box_mask", "Layout": "layout", "Region layout": "region_layout", "Fast": "fast",
                   "Cache interval": "cache_interval", "Cache branch": "cache_branch",
-                  "Latent layers": "latent_layers", "Compile": "compile", "Guidance interval": "guidance_interval"}
+                  "Latent layers": "latent_layers", "Latent pass": "latent_pass", "Compile": "compile",
+                  "Guidance interval": "guidance_interval"}
 _CONDITIONS = ("sketch", "depth", "mask", "reference")
 
 
@@ -230,7 +235,7 @@ def resolved_arguments(args) -> dict:
              "attention", *_CONDITIONS, "adapter", "scale", "region", "region_mode", "bootstrap", "background",
              "weighting", "excite", "guidance_mode", "box", "box_guidance", "box_mask", "layout", "region_layout",
              "fast", "compile", "cache_interval", "cache_branch", "latent_steps", "latent_iterations",
-             "latent_layers", "guidance_interval"]
+             "latent_layers", "latent_pass", "guidance_interval"]
     given = {name: getattr(args, name) for name in names}
     stored = arguments_from_png(args.from_png) if args.from_png is not None else {}
     if stored and given["model"] is None and stored.get("model") is not None:
@@ -350,7 +355,8 @@ def _generate(args) -> int:
         raise ValueError("--box-guidance and --box-mask act on boxes: give --box or --layout auto too")
     techniques = dict(boxes=boxes, layout=a["layout"], region_layout=a["region_layout"], guidance_interval=interval,
                       **{k: a[k] for k in ("box_guidance", "box_mask", "fast", "compile", "cache_interval",
-                                           "cache_branch", "latent_steps", "latent_iterations", "latent_layers")
+                                           "cache_branch", "latent_steps", "latent_iterations", "latent_layers",
+                                           "latent_pass")
                          if a[k] is not None},
         weighting=a["weighting"], excite=a["excite"], attention=a["attention"], adapters=adapters, scales=scales,
         regions=a["region"], region_mode=a["region_mode"], bootstrap=a["bootstrap"],

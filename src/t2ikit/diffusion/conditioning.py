@@ -55,12 +55,20 @@ class Conditioning:
     # Guidance in a Limited Interval"); outside it a step is the one text condition's prediction alone, one UNet row
     # instead of two (a late cut-off saves those steps' unconditional half)
     guidance_interval: tuple[float, float] = (0.0, 1.0)
+    # (step, prediction): the text condition's prediction that a latent-guidance pass of this step already made
+    # (LatentGuidance with shared=True); the denoiser uses it instead of running the condition's rows again
+    shared: tuple[int, torch.Tensor] | None = None
 
     @classmethod
     def text(cls, cond: torch.Tensor, uncond: torch.Tensor | list | None = None, guidance: float = 1.0,
              **kwargs) -> Conditioning:
         """Plain classifier-free guidance of `cond` against `uncond` at scale `guidance`."""
         return cls([Condition(cond, float(guidance), name="text")], uncond, **kwargs)
+
+    def take_shared(self, step: int) -> torch.Tensor | None:
+        """The prediction a guidance pass left for step `step` (once), else None."""
+        shared, self.shared = self.shared, None
+        return shared[1] if shared is not None and shared[0] == step else None
 
     def uncond_at(self, step: int) -> torch.Tensor | None:
         return self.uncond[step] if isinstance(self.uncond, (list, tuple)) else self.uncond

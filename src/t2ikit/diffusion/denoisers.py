@@ -31,9 +31,16 @@ def unet_denoiser(unet):
 
     def denoise(x: torch.Tensor, t, c: Conditioning, step: int, num_steps: int) -> torch.Tensor:
         active = [k for k in c.conditions if k.active(step, num_steps)]
+        shared = c.take_shared(step)  # the condition's prediction, made by this step's guidance pass
         if not active:  # every condition outside its step range: the unconditional prediction
             _layout(c, False, ("uncond",))
             return unet_call(unet, x, t, c.uncond_at(step), c.residuals, c.uncond_added)
+        if shared is not None:  # one unmasked condition (LatentGuidance.share): at most the unconditional row runs
+            if c.unguided(active, step, num_steps):
+                return shared
+            _layout(c, False, ("uncond",))
+            uncond = unet_call(unet, x, t, c.uncond_at(step), c.residuals, c.uncond_added)
+            return combine(uncond, [shared], c.conditions, step, num_steps, c.mode)
         if c.unguided(active, step, num_steps):
             _layout(c, False, (active[0].name,))
             return unet_call(unet, x, t, active[0].embeds, c.residuals, active[0].added)

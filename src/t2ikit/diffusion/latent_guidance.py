@@ -12,6 +12,12 @@ every layer. "both" adds the two.
 stops after the mid block, and its backward runs through that part alone: cheaper, at the price of a different
 objective (both measured in docs/FAST.md).
 
+`shared=True` lets the guidance pass serve the step as well: the pass is the text condition's whole UNet pass
+(under the generation's own attention hooks and adapter residuals), and the step's prediction reuses its output
+instead of running the condition's rows again, so a guided step costs the unconditional row and a backward on top
+of plain sampling. The prediction is the one of the latent before the step's last gradient step, not after it (a
+step's lag; measured in docs/FAST.md).
+
 Which tokens are an object, and which relations hold, come from a `t2ikit.text.parser.Parser` (its character
 spans mapped to token positions by `t2ikit.text.spans`), so any parser and any tokenizer serve.
 `LatentGuidance` is a `before_step` of `t2ikit.diffusion.loop.sample`.
@@ -27,11 +33,14 @@ import torch.nn.functional as F
 
 from t2ikit.attention.grounding import GroundingCapture, relation_loss
 from t2ikit.attention.processor import AttentionController
+from t2ikit.diffusion.conditioning import Conditioning
+from t2ikit.diffusion.denoisers import unet_call
 from t2ikit.text.parser import RELATION_AXES, Parser, PromptParseError, get_parser
 from t2ikit.text.spans import token_positions, word_token_spans
 
 OBJECTIVES = ("excite", "relation", "both")
 LAYERS = ("all", "encoder")  # which cross-attention maps the objective reads (and how far the guidance pass runs)
+PASSES = ("separate", "shared")  # the guidance pass beside the step's prediction, or serving it (shared=True)
 
 
 @dataclass(frozen=True)
@@ -43,12 +52,16 @@ class ExciteConfig:
     objective: str = "excite"  # "excite" (A&E), "relation" (stated relations' attention centroids) or "both"
     relation_margin: float = 0.1  # the relation term's margin, in units of the image side
     layers: str = "all"  # "all" maps, or the "encoder"'s only (down and mid blocks: a cheaper, truncated pass)
+    shared: bool = False  # the last guidance pass's prediction serves the step (module docstring); needs "all"
 
     def validate(self) -> ExciteConfig:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {self.objective!r}")
         if self.layers not in LAYERS:
             raise ValueError(f"layers must be one of {', '.join(LAYERS)}; got {self.layers!r}")
+        if self.shared and self.layers != "all":
+            raise ValueError("a shared guidance pass must run the whole UNet (layers='all'); the encoder's pass makes "
+                             "no prediction to share")
         if not 0 <= self.relation_margin < 1:
             raise ValueError(f"relation_margin must be in [0, 1), got {self.relation_margin!r}")
         for name in ("excite_steps", "iterations"):
@@ -269,6 +282,24 @@ class LatentGuidance:
         self.captures = [c for c, on in pairs if on]
         self.controller = AttentionController(self.captures)
         self.controller.guided = False  # the guidance pass runs the conditional half only
+        self.conditioning: Conditioning | None = None  # set by `share`
+
+    def share(self, c: Conditioning) -> LatentGuidance:
+        """Let each guided step's prediction reuse this guidance's pass (config.shared, module docstring): the pass
+        then runs under `c`'s attention hooks and adapter residuals. ValueError, before any compute, where the step's
+        prediction is not this guidance's text alone (several or masked conditions, attention regions, image tokens
+        appended to the text) or a hook of `c` cannot run beside the captures."""
+        if not self.config.shared:
+            raise ValueError("share needs a guidance configured with shared=True")
+        if len(c.conditions) != 1 or c.conditions[0].mask is not None or c.conditions[0].embeds is not self.cond:
+            raise ValueError("a shared guidance pass serves one text condition whose states are the prompt's own: not "
+                             "regions, composed prompts or a concat reference adapter (give shared=False there)")
+        if c.controller is not None:  # the captures ride on the generation's hooks: refuse a clash now
+            for capture in self.captures:
+                c.controller.add(capture)
+                c.controller.remove(capture)
+        self.conditioning = c
+        return self
 
     @property
     def active(self) -> bool:
@@ -292,30 +323,45 @@ class LatentGuidance:
         if i >= self.config.excite_steps or not self.active:
             return latents
         hw = tuple(latents.shape[-2:])
-        self.controller.latent_hw = hw
-        self.controller.install(self.unet)
-        self.controller.set_step(i, len(scheduler.timesteps), t)
+        c = self.conditioning
+        outer = None if c is None else c.controller  # shared: the generation's hooks shape the prediction
+        if outer is None:
+            controller = self.controller
+            controller.latent_hw = hw
+            controller.install(self.unet)
+        else:
+            controller = outer
+            for capture in self.captures:
+                controller.add(capture)
+            controller.guided, controller.blocks = False, (c.conditions[0].name,)
+        controller.set_step(i, len(scheduler.timesteps), t)
         try:
             for _ in range(self.config.iterations):
                 self._clear()
                 x = latents.detach().requires_grad_(True)
                 with torch.enable_grad():
-                    self._forward(scheduler.scale_model_input(x, t), t)
+                    eps = self._forward(scheduler.scale_model_input(x, t), t)
                     grad, = torch.autograd.grad(self.loss(hw), x)
                 latents = (x - self.config._step_size(i) * grad).detach()
+            if c is not None:
+                c.shared = (i, eps.detach())
         finally:
-            self.controller.uninstall()
+            if outer is None:
+                controller.uninstall()
+            else:
+                for capture in self.captures:
+                    controller.remove(capture)
             self._clear()
         return latents
 
-    def _forward(self, x: torch.Tensor, t) -> None:
-        """One conditional UNet pass that fills the captures: whole, or (layers="encoder") up to the end of the
-        mid block, where a forward hook stops it; the maps captured so far keep their graph."""
-        run = lambda: self.unet(x, t, encoder_hidden_states=self.cond, added_cond_kwargs=self.added,  # noqa: E731
-                                return_dict=False)
+    def _forward(self, x: torch.Tensor, t) -> torch.Tensor | None:
+        """One conditional UNet pass that fills the captures: whole (its prediction returned; with a shared pass,
+        the step's adapter residuals added as the denoiser adds them), or (layers="encoder") up to the end of the mid
+        block, where a forward hook stops it; the maps captured so far keep their graph."""
+        residuals = None if self.conditioning is None else self.conditioning.residuals
+        run = lambda: unet_call(self.unet, x, t, self.cond, residuals, self.added)  # noqa: E731
         if self.config.layers == "all":
-            run()
-            return
+            return run()
         handle = encoder_end(self.unet).register_forward_hook(_stop_forward)
         try:
             run()
@@ -323,6 +369,7 @@ class LatentGuidance:
             pass
         finally:
             handle.remove()
+        return None
 
     def _clear(self) -> None:
         for capture in self.captures:
@@ -350,5 +397,5 @@ def encoder_end(unet) -> torch.nn.Module:
     return blocks[-1]
 
 
-__all__ = ["ExciteConfig", "LAYERS", "LatentGuidance", "OBJECTIVES", "encoder_end", "excite_loss", "excite_map",
+__all__ = ["ExciteConfig", "LAYERS", "LatentGuidance", "OBJECTIVES", "PASSES", "encoder_end", "excite_loss", "excite_map",
            "object_positions", "relation_targets", "smooth"]

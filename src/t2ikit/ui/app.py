@@ -195,6 +195,9 @@ def build_app(backend: Backend) -> gr.Blocks:
                                                 label="CFG until this fraction of the steps; after it, the prompt's "
                                                       "prediction alone, half the UNet rows (guidance interval)",
                                                 elem_id="guidance-interval")
+                            shared_pass = gr.Checkbox(False, label="Share the relation guidance's UNet pass with the "
+                                                                   "step's prediction (cheaper; latent pass shared)",
+                                                      elem_id="latent-pass")
                     with gr.Column():
                         gallery = gr.Gallery(label="Results", columns=4, height=360, format="png", preview=False,
                                              elem_id="gallery", interactive=False)
@@ -306,8 +309,8 @@ def build_app(backend: Backend) -> gr.Blocks:
         @_shown
         def on_generate(prompt, negative, sampler, steps, guidance, seed, width, height, count, weighting, regions,
                         region_mode, condition, condition_scale, condition_upload, sketch, attention, relation,
-                        layout, region_layout, cheap_guidance, fast, compiled, cfg_end, request: gr.Request,
-                        progress=gr.Progress()):
+                        layout, region_layout, cheap_guidance, fast, compiled, cfg_end, shared_pass,
+                        request: gr.Request, progress=gr.Progress()):
             image = None
             if condition != "none":
                 image = read_upload(condition_upload, f"{condition} condition")[0] if condition_upload \
@@ -324,7 +327,8 @@ def build_app(backend: Backend) -> gr.Blocks:
                                   relation_guidance=_float_or_none(relation), layout=bool(layout),
                                   region_layout=bool(region_layout), fast=bool(fast),
                                   latent_layers="encoder" if cheap_guidance else None, compile=bool(compiled),
-                                  guidance_interval=_cfg_interval(cfg_end))
+                                  guidance_interval=_cfg_interval(cfg_end),
+                                  latent_pass="shared" if shared_pass else None)
             flag = backend.cancels.setdefault(request.session_hash or "api", threading.Event())
             flag.clear()
             out = backend.generate(req, progress=lambda i, n: progress((i, n), desc="sampling", unit="steps"),
@@ -337,7 +341,7 @@ def build_app(backend: Backend) -> gr.Blocks:
 
         gen_inputs = [prompt, negative, sampler, steps, guidance, seed, width, height, count, weighting, regions,
                       region_mode, condition, condition_scale, condition_upload, sketch, attention, relation, layout,
-                      region_layout, cheap_guidance, fast, compiled, cfg_end]
+                      region_layout, cheap_guidance, fast, compiled, cfg_end, shared_pass]
         generate_btn.click(on_generate, gen_inputs,
                            [gallery, params_state, files_state, seed_used, parameters, notes, selected],
                            api_name="generate", **model_event)
