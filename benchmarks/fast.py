@@ -80,6 +80,12 @@ COMPBENCH_VARIANTS = {
     "cfg_end50_compile": {"guidance_interval": (0.0, 0.5), "compile": True},
     "cfg_end30": {"guidance_interval": (0.0, 0.3)},
     "cfg_end50_cache2": {"guidance_interval": (0.0, 0.5), "cache_interval": 2, "cache_branch": "layer"},
+    # relation guidance whose pass also gives the step's conditional prediction (latent_pass="shared")
+    "shared": {"latent_pass": "shared"},
+    "shared_10x1": {"latent_pass": "shared", "latent_steps": 10, "latent_iterations": 1},
+    "shared_cfg_end50": {"latent_pass": "shared", "guidance_interval": (0.0, 0.5)},
+    "shared_10x1_cfg_end50": {"latent_pass": "shared", "latent_steps": 10, "latent_iterations": 1,
+                              "guidance_interval": (0.0, 0.5)},
 }
 
 
