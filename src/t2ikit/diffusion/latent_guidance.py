@@ -335,6 +335,7 @@ class LatentGuidance:
                 controller.add(capture)
             controller.guided, controller.blocks = False, (c.conditions[0].name,)
         controller.set_step(i, len(scheduler.timesteps), t)
+        eps = None
         try:
             for _ in range(self.config.iterations):
                 self._clear()
@@ -343,7 +344,7 @@ class LatentGuidance:
                     eps = self._forward(scheduler.scale_model_input(x, t), t)
                     grad, = torch.autograd.grad(self.loss(hw), x)
                 latents = (x - self.config._step_size(i) * grad).detach()
-            if c is not None:
+            if c is not None and eps is not None:  # (no pass ran with iterations=0)
                 c.shared = (i, eps.detach())
         finally:
             if outer is None:
