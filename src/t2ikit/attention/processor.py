@@ -77,9 +77,9 @@ _ATTENTION_MODULES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def attention_modules(unet: torch.nn.Module) -> dict[str, torch.nn.Module]:
     """Processor name (a key of diffusers' `unet.attn_processors`) -> its attention module, found once per model.
 
-    diffusers' `attn_processors` / `set_attn_processor` walk every submodule on each call (tens of ms on the shipped
-    model); guidance installs hooks on every guided step, so the walk is done once and the slots are set directly
-    (`Attention.set_processor`, the call `set_attn_processor` makes for each layer).
+    diffusers' `attn_processors` / `set_attn_processor` walk every submodule on each call, and guidance installs
+    hooks on every guided step, so the walk is done once and the slots are set directly (`Attention.set_processor`,
+    the call `set_attn_processor` makes for each layer).
     """
     root = getattr(unet, "_orig_mod", unet)  # a torch.compile'd model: its modules are the original's
     modules = _ATTENTION_MODULES.get(root)
