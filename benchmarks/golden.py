@@ -4,8 +4,8 @@
     python benchmarks/golden.py compare DIR    # after: max |difference| per technique, bitwise or not
 
 The cases call the public Python API; a case prints `bitwise` when the tensors are equal, else the largest
-absolute difference, and the command exits 1 when any case exceeds `--tol` (1e-6). tests/golden/ was
-recorded at commit 5bbc832, before the generation core, through the entry points of that time
+absolute difference, and the command exits 1 when any case exceeds `--tol` (1e-6). Both pin the kernels' instruction set to AVX2 (ISA_PINS), the one the goldens were recorded
+with. tests/golden/ was recorded at commit 5bbc832, before the generation core, through the entry points of that time
 (`generate_controlled`, `generate_weighted`, `pipe.run`); where those dropped the model's relation guidance
 (a condition image, a region, a weighted prompt), the cases here turn it off too.
 "invert" was re-recorded after the null-text fix that gives each step its own embedding (see
@@ -21,8 +21,15 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The goldens were recorded on an AVX2 CPU, and the kernels that torch, MKL and oneDNN pick for a wider instruction
+# set (AVX-512) sum floats in another order: bitwise comparison needs the same ones. They read these variables
+# once, when first used, so a process that has imported torch already runs this script in a subprocess with them.
+ISA_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+if __name__ == "__main__":
+    for _name, _value in ISA_PINS.items():
+        os.environ.setdefault(_name, _value)
 
-import torch
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
