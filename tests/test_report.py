@@ -191,3 +191,54 @@ def test_the_context_loads_the_reports_model_once(tmp_path):
     ctx = ReportContext(tmp_path)
     pipe = ctx.pipe()
     assert pipe.path == shipped_model_path() and ctx.pipe() is pipe
+
+
+POOLED_MODULE = '''
+import os
+import torch
+from t2ikit.report.core import Finding, experiment
+
+def _record(ctx):
+    ctx.unit("u", lambda: 1)
+    return Finding(answer="ran", verdict="holds", numbers={"pid": os.getpid(), "threads": torch.get_num_threads()})
+
+@experiment("q1.mini", "spreads its own work over the workers", minutes={"quick": 9}, own_workers=True)
+def mini(ctx):
+    finding = _record(ctx)
+    finding.numbers["pending"] = list(ctx.pending)
+    return finding
+
+@experiment("q2.a", "runs in a worker", minutes={"quick": 1})
+def a(ctx):
+    return _record(ctx)
+
+@experiment("q3.b", "runs in the other worker", minutes={"quick": 2})
+def b(ctx):
+    return _record(ctx)
+
+@experiment("q4.c", "fails in its worker", minutes={"quick": 1})
+def c(ctx):
+    raise RuntimeError("no model here")
+'''
+
+
+def test_with_workers_the_other_experiments_run_in_processes_of_one_thread_after_those_with_their_own(
+        registry, tmp_path, monkeypatch):
+    (tmp_path / "pooled_experiments.py").write_text(POOLED_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))  # a spawned worker imports the module from the same path
+    monkeypatch.setattr(runner, "EXPERIMENT_MODULES", ())
+    import importlib
+
+    importlib.import_module("pooled_experiments")
+    result = runner.run_report(tmp_path / "r", "quick", show_progress=False, threads=2, workers=2)
+    assert result["done"] == ["q1.mini", "q2.a", "q3.b"] and "RuntimeError: no model here" in result["failed"]["q4.c"]
+    numbers = {e: json.loads((tmp_path / "r" / "findings" / f"{e}.json").read_text())["finding"]["numbers"]
+               for e in result["done"]}
+    assert numbers["q1.mini"]["pid"] == os.getpid() and numbers["q1.mini"]["pending"] == ["q2.a", "q3.b", "q4.c"]
+    assert {numbers[e]["pid"] for e in ("q2.a", "q3.b")}.isdisjoint({os.getpid()})
+    assert numbers["q2.a"]["threads"] == numbers["q3.b"]["threads"] == 1
+    assert "Traceback" in (tmp_path / "r" / "errors" / "q4.c.txt").read_text()
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "**Answer:** ran" in md and md.count("**Answer:** ran") == 3
+    # a rerun runs only the failed one again (its units and the finished findings are kept)
+    assert set(runner.run_report(tmp_path / "r", "quick", show_progress=False, workers=2)["failed"]) == {"q4.c"}

@@ -27,8 +27,9 @@ def register(subparsers) -> None:
                                                   "(default: the shipped model)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--workers", type=int, default=1,
-                   help="train the mini runs of Q1 and Q8 this many at a time, one thread each (2 on 2 cores: "
-                        "runs on one thread are not bit-identical to runs on --threads 2)")
+                   help="processes of one thread each: the mini runs of Q1 and Q8 train this many at a time, then "
+                        "the other experiments run this many at a time (2 on 2 cores; work on one thread is not "
+                        "bit-identical to work on --threads 2)")
     p.add_argument("--list", action="store_true", help="list the experiments and their minutes, run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_report)

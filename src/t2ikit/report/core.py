@@ -77,21 +77,25 @@ class Experiment:
     title: str
     run: Callable[["ReportContext"], Finding]
     minutes: dict = field(default_factory=dict)  # CPU minutes per budget, for the plan line (full: measured)
+    # True: the experiment spreads its own work over ctx.workers (the mini runs), so the runner runs it in its own
+    # process, before the others; False: with --workers >= 2 it runs in one of the runner's worker processes
+    own_workers: bool = False
 
 
 _REGISTRY: dict[str, Experiment] = {}
 _ID = re.compile(r"^q[1-8]\.[a-z0-9_]+$")
 
 
-def experiment(id: str, title: str, minutes: dict | None = None):
-    """Decorator: register `run(ctx) -> Finding` as the experiment `id` ("q2.sparsity") of its question."""
+def experiment(id: str, title: str, minutes: dict | None = None, own_workers: bool = False):
+    """Decorator: register `run(ctx) -> Finding` as the experiment `id` ("q2.sparsity") of its question
+    (`own_workers`: see Experiment)."""
     if not _ID.match(id):
         raise ValueError(f"experiment id {id!r} must look like 'q2.sparsity'")
 
     def register(fn):
         if id in _REGISTRY:
             raise ValueError(f"experiment {id!r} is registered twice")
-        _REGISTRY[id] = Experiment(id, int(id[1]), title, fn, dict(minutes or {}))
+        _REGISTRY[id] = Experiment(id, int(id[1]), title, fn, dict(minutes or {}), own_workers)
         return fn
 
     return register
@@ -110,6 +114,18 @@ def write_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def die_with_parent() -> None:
+    """A worker process ends when the process that started it does (Linux), so that a report killed with kill -9
+    leaves no worker computing on its own while the resumed report computes the same work again."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: the worker only notices when it next talks to the pool
+        pass
 
 
 @dataclass
@@ -188,4 +204,4 @@ class ReportContext:
 
 
 __all__ = ["BUDGETS", "VERDICTS", "Experiment", "Figure", "Finding", "ReportContext", "Table", "experiment",
-           "registered", "write_atomic"]
+           "die_with_parent", "registered", "write_atomic"]

@@ -39,7 +39,7 @@ import numpy as np
 
 from t2ikit.bench.stats import percentile_interval, wilson_interval
 from t2ikit.models.sizes import MINI_SIZES, ModelSize
-from t2ikit.report.core import write_atomic
+from t2ikit.report.core import die_with_parent, write_atomic
 from t2ikit.scaling.sweep import append_log, training_wall_s
 
 CONFIG = Path(__file__).resolve().parents[3] / "configs" / "mini.toml"  # the protocol's train config
@@ -182,18 +182,6 @@ def train(run: MiniRun, root: str | Path, config: str | Path | None = None, thre
     return row
 
 
-def _die_with_parent() -> None:
-    """A worker process ends when the process that started it does (Linux), so that a report killed with kill -9
-    leaves no run training on its own while the resumed report trains it again."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:  # not Linux: the worker only notices when it next talks to the pool
-        pass
-
-
 def _train_in_worker(run: MiniRun, root: str, config: str, evaluation: dict | None = None) -> dict:
     """`train` (then `evaluate` with `evaluation`'s arguments) in a worker process: the protocol's config is the
     parent's (its text is part of every run's key)."""
@@ -230,7 +218,7 @@ def train_ahead(runs: list[MiniRun], root: str | Path, workers: int, config: str
     config = str(config if config is not None else CONFIG)  # a worker imports this module afresh
     todo = longest_first(todo, config)
     done = bar(total=len(todo), desc="mini runs", enabled=progress, unit="run")
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
         for future in as_completed([pool.submit(_train_in_worker, r, str(root), config, evaluation) for r in todo]):
             future.result()  # a failed run raises here
             done.update()

@@ -261,7 +261,7 @@ def _fusion_plan(ctx: ReportContext):
 
 
 @experiment("q1.fusion", "Fusion strategies trained from scratch in the mini protocol: CompBench, cost, gate information",
-            minutes={"quick": 3, "full": 48})
+            minutes={"quick": 3, "full": 48}, own_workers=True)
 def fusion(ctx: ReportContext) -> Finding:
     seeds, samples, n_prompts = _size(ctx, "seeds"), _size(ctx, "samples"), _size(ctx, "n_prompts")
     vae_steps = shared_vae(ctx)
@@ -412,7 +412,7 @@ def _training_plan(ctx: ReportContext):
 
 
 @experiment("q1.training", "Curricula and loss weightings vs plain training in the mini protocol",
-            minutes={"quick": 1.5, "full": 25})
+            minutes={"quick": 1.5, "full": 25}, own_workers=True)
 def training(ctx: ReportContext) -> Finding:
     seeds, n_prompts = _size(ctx, "seeds"), _size(ctx, "n_prompts")
     shared_vae(ctx)

@@ -51,7 +51,7 @@ def _scaling_plan(ctx: ReportContext):
 
 
 @experiment("q8.scaling", "Scaling in the mini protocol: CompBench error vs compute over sizes x data budgets",
-            minutes={"quick": 0.5, "full": 65})
+            minutes={"quick": 0.5, "full": 65}, own_workers=True)
 def scaling(ctx: ReportContext) -> Finding:
     from t2ikit.scaling.fit import fit_power_law
 

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 
 from t2ikit.bench import progress
-from t2ikit.report.core import BUDGETS, Finding, ReportContext, registered, write_atomic
+from t2ikit.report.core import BUDGETS, Finding, ReportContext, die_with_parent, registered, write_atomic
 from t2ikit.report.render import render
 
 # The experiment modules; each registers its experiments with @experiment when imported.
@@ -102,32 +102,93 @@ def run_report(out, budget: str = "quick", questions=None, experiments=None, mod
                      f"running {len(todo)} (about {minutes:g} CPU minutes at --budget {budget})", show_progress)
     failed = {}
     timer = progress.Timer()
-    for k, exp in enumerate(progress.bar(todo, desc="report", enabled=show_progress, unit="experiment")):
-        ctx.experiment_id, ctx.pending, ctx.reused_seconds = exp.id, tuple(e.id for e in todo[k + 1:]), 0.0
-        ctx.trained_ahead = ()
-        start = time.perf_counter()
-        progress.write(f"{exp.id}: {exp.title}") if show_progress else None
-        try:
-            finding = exp.run(ctx)
-            if not isinstance(finding, Finding):
-                raise TypeError(f"experiment {exp.id} returned {type(finding).__name__}, not a Finding")
-        except Exception as err:  # one failing experiment must not cost the others; it reruns next time
-            failed[exp.id] = f"{type(err).__name__}: {err}"
-            write_atomic(out / "errors" / f"{exp.id}.txt", traceback.format_exc())
-            progress.write(f"{exp.id} failed: {failed[exp.id]} (traceback in {out / 'errors' / (exp.id + '.txt')})")
-            continue
-        # seconds: this run's plus the compute of the units it read back from earlier runs (a resumed experiment
-        # reports what it cost in all, not just its last stretch)
-        record = {"finding": finding.to_json(), "seconds": round(time.perf_counter() - start + ctx.reused_seconds, 1),
-                  "command": ctx.command(), "question": exp.question, "title": exp.title, "budget": budget,
-                  "trained_ahead": list(ctx.trained_ahead)}
-        write_atomic(out / "findings" / f"{exp.id}.json", json.dumps(record, indent=1))
-        (out / "errors" / f"{exp.id}.txt").unlink(missing_ok=True)
+    # with workers: the experiments that spread their own work over the workers (the mini runs) run here first;
+    # the rest then run `workers` at a time, each in its own process on one thread, longest first
+    pooled = [e for e in todo if not e.own_workers] if workers > 1 else []
+    if len(pooled) < 2:
+        pooled = []
+    here = [e for e in todo if e not in pooled]
+    bar = progress.bar(total=len(todo), desc="report", enabled=show_progress, unit="experiment")
+    for exp in here:
+        ctx.pending = tuple(e.id for e in todo[todo.index(exp) + 1:])
+        error = run_one(ctx, exp)
+        if error:
+            failed[exp.id] = error
         render(out, finished(out), load_experiments())
+        bar.update()
+    if pooled:
+        failed.update(_run_pooled(ctx, pooled, min(workers, len(pooled)), bar, show_progress))
+    bar.close()
     render(out, finished(out), load_experiments())
     progress.summary(f"report: {len(todo) - len(failed)} experiments run in {timer}, {len(failed)} failed; "
                      f"{out / 'report.md'} and {out / 'report.html'}", show_progress)
     return {"done": sorted(finished(out)), "failed": failed}
 
 
-__all__ = ["EXPERIMENT_MODULES", "check_folder", "finished", "load_experiments", "run_report", "select"]
+def run_one(ctx: ReportContext, exp) -> str | None:
+    """Run one experiment into ctx.out: its finding (or its traceback under errors/); the error line or None."""
+    ctx.experiment_id, ctx.reused_seconds, ctx.trained_ahead = exp.id, 0.0, ()
+    start = time.perf_counter()
+    progress.write(f"{exp.id}: {exp.title}") if ctx.progress else None
+    out = ctx.out
+    try:
+        finding = exp.run(ctx)
+        if not isinstance(finding, Finding):
+            raise TypeError(f"experiment {exp.id} returned {type(finding).__name__}, not a Finding")
+    except Exception as err:  # one failing experiment must not cost the others; it reruns next time
+        error = f"{type(err).__name__}: {err}"
+        write_atomic(out / "errors" / f"{exp.id}.txt", traceback.format_exc())
+        progress.write(f"{exp.id} failed: {error} (traceback in {out / 'errors' / (exp.id + '.txt')})")
+        return error
+    # seconds: this run's plus the compute of the units it read back from earlier runs (a resumed experiment
+    # reports what it cost in all, not just its last stretch)
+    record = {"finding": finding.to_json(), "seconds": round(time.perf_counter() - start + ctx.reused_seconds, 1),
+              "command": ctx.command(), "question": exp.question, "title": exp.title, "budget": ctx.budget,
+              "trained_ahead": list(ctx.trained_ahead)}
+    write_atomic(out / "findings" / f"{exp.id}.json", json.dumps(record, indent=1))
+    (out / "errors" / f"{exp.id}.txt").unlink(missing_ok=True)
+    return None
+
+
+def _run_in_worker(out: str, budget: str, model: str | None, module: str, experiment_id: str) -> str | None:
+    """run_one in a worker process, on one torch thread, without progress bars (the runner shows one line per
+    experiment); `module` registers the experiment when imported."""
+    import torch
+
+    torch.set_num_threads(1)
+    importlib.import_module(module)
+    ctx = ReportContext(Path(out), budget, model, threads=1, progress=False)
+    return run_one(ctx, registered()[experiment_id])
+
+
+def _run_pooled(ctx: ReportContext, todo: list, workers: int, bar, show_progress: bool) -> dict:
+    """The experiments of `todo`, `workers` at a time in processes of one thread each, longest first (by their
+    planned minutes): independent experiments use both cores of a 2-core machine, where one experiment on two
+    threads does not. Returns {experiment id: error} of those that failed."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    todo = sorted(todo, key=lambda e: -e.minutes.get(ctx.budget, 0))
+    failed = {}
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
+        futures = {pool.submit(_run_in_worker, str(ctx.out), ctx.budget, ctx.model, e.run.__module__, e.id): e
+                   for e in todo}
+        if show_progress:
+            progress.write(f"running {', '.join(e.id for e in todo)}: {workers} at a time, one thread each")
+        for future in as_completed(futures):
+            exp = futures[future]
+            try:
+                error = future.result()
+            except Exception as err:  # the worker itself died (killed, out of memory)
+                error = f"{type(err).__name__}: {err}"
+            if error:
+                failed[exp.id] = error
+                progress.write(f"{exp.id} failed: {error}") if show_progress else None
+            elif show_progress:
+                progress.write(f"{exp.id}: done")
+            render(ctx.out, finished(ctx.out), load_experiments())
+            bar.update()
+    return failed
+
+
+__all__ = ["EXPERIMENT_MODULES", "check_folder", "finished", "load_experiments", "run_one", "run_report", "select"]
