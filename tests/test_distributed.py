@@ -104,7 +104,8 @@ def _safetensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def test_fsdp_two_gloo_ranks_equal_one_process_export_and_resume(tmp_path):
+def _fsdp_run(tmp_path):
+    """One process and two FSDP ranks on the same config: (config, single-process folder, FSDP folder)."""
     torch.set_num_threads(1)
     config = tiny_config(tmp_path, EXTRA + '\n[export] at_end = true\n[run] parallel = "fsdp"')
     single = tmp_path / "single"
@@ -112,6 +113,11 @@ def test_fsdp_two_gloo_ranks_equal_one_process_export_and_resume(tmp_path):
     fsdp = tmp_path / "fsdp"
     proc = _torchrun(config, fsdp, 2)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return config, single, fsdp
+
+
+def test_fsdp_two_gloo_ranks_equal_one_process_and_export(tmp_path):
+    _, single, fsdp = _fsdp_run(tmp_path)
     (a, _), (b, state) = _weights(single), _weights(fsdp)
     assert state["world_size"] == 2 and state["step"] == 3
     assert _max_diff(a, b) < 1e-6  # whole tensors gathered from the shards: model, EMA
@@ -122,6 +128,12 @@ def test_fsdp_two_gloo_ranks_equal_one_process_export_and_resume(tmp_path):
     # The export (rank 0, EMA weights) matches too.
     unet = "model/unet/diffusion_pytorch_model.safetensors"
     assert _max_diff(_safetensors(single / unet), _safetensors(fsdp / unet)) < 1e-6
+
+
+@pytest.mark.slow  # a second 2-rank launch (~18 s on 2 cores); the FSDP equality above stays in the default suite
+def test_an_fsdp_checkpoint_resumes_under_fsdp_and_in_one_process(tmp_path):
+    config, single, fsdp = _fsdp_run(tmp_path)
+    a = _weights(single)[0]
     # Resume the FSDP step-2 checkpoint under FSDP (whole tensors cut into shards again, optimizer included).
     resumed = tmp_path / "resumed"
     (resumed / "checkpoints").mkdir(parents=True)
