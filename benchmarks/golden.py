@@ -4,8 +4,9 @@
     python benchmarks/golden.py compare DIR    # after: max |difference| per technique, bitwise or not
 
 The cases call the public Python API; a case prints `bitwise` when the tensors are equal, else the largest
-absolute difference, and the command exits 1 when any case exceeds `--tol` (1e-6). Both pin the kernels' instruction set to AVX2 (ISA_PINS), the one the goldens were recorded
-with. tests/golden/ was recorded at commit 5bbc832, before the generation core, through the entry points of that time
+absolute difference, and the command exits 1 when any case exceeds `--tol` (1e-6). Both pin the kernels'
+instruction set to AVX2 (ISA_PINS), the one the goldens were recorded with. tests/golden/ was recorded at commit
+5bbc832, before the generation core, through the entry points of that time
 (`generate_controlled`, `generate_weighted`, `pipe.run`); where those dropped the model's relation guidance
 (a condition image, a region, a weighted prompt), the cases here turn it off too.
 "invert" was re-recorded after the null-text fix that gives each step its own embedding (see

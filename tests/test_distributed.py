@@ -130,7 +130,7 @@ def test_fsdp_two_gloo_ranks_equal_one_process_and_export(tmp_path):
     assert _max_diff(_safetensors(single / unet), _safetensors(fsdp / unet)) < 1e-6
 
 
-@pytest.mark.slow  # a second 2-rank launch (~18 s on 2 cores); the FSDP equality above stays in the default suite
+@pytest.mark.slow  # a second 2-rank launch on top of the run above; the FSDP equality stays in the default suite
 def test_an_fsdp_checkpoint_resumes_under_fsdp_and_in_one_process(tmp_path):
     config, single, fsdp = _fsdp_run(tmp_path)
     a = _weights(single)[0]

@@ -226,7 +226,6 @@ def test_with_workers_the_other_experiments_run_in_processes_of_one_thread_after
         registry, tmp_path, monkeypatch):
     (tmp_path / "pooled_experiments.py").write_text(POOLED_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))  # a spawned worker imports the module from the same path
-    monkeypatch.setattr(runner, "EXPERIMENT_MODULES", ())
     import importlib
 
     importlib.import_module("pooled_experiments")

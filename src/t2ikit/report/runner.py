@@ -104,8 +104,8 @@ def run_report(out, budget: str = "quick", questions=None, experiments=None, mod
     timer = progress.Timer()
     # with workers: the experiments that spread their own work over the workers (the mini runs) run here first;
     # the rest then run `workers` at a time, each in its own process on one thread, longest first
-    pooled = [e for e in todo if not e.own_workers] if workers > 1 else []
-    if len(pooled) < 2:
+    pooled = [e for e in todo if not e.own_workers]
+    if workers < 2 or len(pooled) < 2:
         pooled = []
     here = [e for e in todo if e not in pooled]
     bar = progress.bar(total=len(todo), desc="report", enabled=show_progress, unit="experiment")
@@ -117,7 +117,7 @@ def run_report(out, budget: str = "quick", questions=None, experiments=None, mod
         render(out, finished(out), load_experiments())
         bar.update()
     if pooled:
-        failed.update(_run_pooled(ctx, pooled, min(workers, len(pooled)), bar, show_progress))
+        failed.update(_run_pooled(ctx, pooled, bar))
     bar.close()
     render(out, finished(out), load_experiments())
     progress.summary(f"report: {len(todo) - len(failed)} experiments run in {timer}, {len(failed)} failed; "
@@ -161,15 +161,15 @@ def _run_in_worker(out: str, budget: str, model: str | None, module: str, experi
     return run_one(ctx, registered()[experiment_id])
 
 
-def _run_pooled(ctx: ReportContext, todo: list, workers: int, bar, show_progress: bool) -> dict:
-    """The experiments of `todo`, `workers` at a time in processes of one thread each, longest first (by their
+def _run_pooled(ctx: ReportContext, todo: list, bar) -> dict:
+    """The experiments of `todo`, ctx.workers at a time in processes of one thread each, longest first (by their
     planned minutes): independent experiments use both cores of a 2-core machine, where one experiment on two
     threads does not. Returns {experiment id: error} of those that failed."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
     todo = sorted(todo, key=lambda e: -e.minutes.get(ctx.budget, 0))
-    failed = {}
+    workers, show_progress, failed = min(ctx.workers, len(todo)), ctx.progress, {}
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
         futures = {pool.submit(_run_in_worker, str(ctx.out), ctx.budget, ctx.model, e.run.__module__, e.id): e
                    for e in todo}
