@@ -51,6 +51,10 @@ SPEED_VARIANTS = {
     "compile": {"compile": True},
     "compile_encoder": {"compile": True, "latent_layers": "encoder"},
     "cfg_end50_plain": {"guidance_interval": (0.0, 0.5), "relation_guidance": 0},  # CFG on the first half only
+    "layout": {"layout": "auto", "relation_guidance": 0},  # boxes planned from the prompt instead of relation guidance
+    "layout_shared": {"layout": "auto", "relation_guidance": 0, "latent_pass": "shared"},
+    "layout+rg": {"layout": "auto"},
+    "layout+rg_shared": {"layout": "auto", "latent_pass": "shared"},
 }
 COMPBENCH_VARIANTS = {
     "default": {},

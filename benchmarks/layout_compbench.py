@@ -7,9 +7,11 @@
 Each variant's result is written to OUT_DIR/VARIANT.json when it finishes and read back when that file exists (a
 result of another suite is refused); while a variant runs, OUT_DIR/VARIANT.journal.jsonl keeps its finished
 batches, so a stopped run resumes inside the variant it was on. Variants: "default" (the model's defaults:
-relation guidance 200), "layout" (boxes planned from the prompt, `layout="auto"`, relation guidance off) and
-"layout+rg" (both). Prints per category the paired difference to "default" with its 95% bootstrap interval
-(t2ikit.bench.compbench.paired_difference) and each variant's seconds per image.
+relation guidance 200), "layout" (boxes planned from the prompt, `layout="auto"`, relation guidance off),
+"layout+rg" (both), "layout_shared" and "layout+rg_shared" (the same two with latent_pass="shared": one guidance
+pass per gradient step that also gives the step's prediction). Prints per category the paired difference to
+"default" with its 95% bootstrap interval (t2ikit.bench.compbench.paired_difference) and each variant's seconds per
+image.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ from t2ikit.models.registry import shipped_model_path
 from t2ikit.pipeline import T2IPipeline
 
 VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0}, "layout+rg": {"layout": "auto"},
-            "plain": {"relation_guidance": 0.0}}
+            "plain": {"relation_guidance": 0.0},
+            # the boxes' pass (and relation guidance's, in layout+rg) also gives the step's prediction
+            "layout_shared": {"layout": "auto", "relation_guidance": 0.0, "latent_pass": "shared"},
+            "layout+rg_shared": {"layout": "auto", "latent_pass": "shared"}}
 
 
 def timing(pipe, suite, variants: list[str], repeats: int) -> dict:

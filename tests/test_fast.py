@@ -314,6 +314,51 @@ def test_the_shared_prediction_is_the_condition_s_prediction_before_the_last_gra
         ExciteConfig(shared=True, layers="encoder").validate()
 
 
+def test_one_shared_pass_serves_relation_guidance_and_boxes_at_once(pipe):
+    """latent_pass="shared" with relation guidance and boxes: one conditional pass per gradient step for both, its
+    prediction serving the step; separate, each update runs its own pass beside the step's two rows."""
+    settings = dict(decode=False, steps=4, seed=3, n=2, relation_guidance=500.0, latent_steps=2, latent_iterations=1,
+                    boxes=["0,0,8,16:red circle", "8,0,16,16:blue square"], box_guidance=200.0)
+    rows, handle = _unet_rows(pipe.unet)
+    try:
+        separate = generate_with(pipe, PROMPT, **settings).latents
+        separate_rows, rows[:] = list(rows), []
+        shared = generate_with(pipe, PROMPT, latent_pass="shared", **settings).latents
+    finally:
+        handle.remove()
+    # 2 images; relation guidance on steps 0-1, boxes on all 4 (their default 5 steps): separate, a relation pass and
+    # a box pass (2 rows each) then CFG (4 rows); shared, one joint pass and the unconditional row
+    assert separate_rows == [2, 2, 4, 2, 2, 4, 2, 4, 2, 4]
+    assert rows == [2, 2] * 4
+    assert torch.isfinite(shared).all() and not torch.equal(shared, separate)
+
+
+def test_a_joint_pass_steps_on_the_sum_of_its_parts_and_drops_those_that_are_done(pipe):
+    from t2ikit.control.boxes import Box, BoxGuidance
+    from t2ikit.diffusion.latent_guidance import ExciteConfig, JointGuidance, LatentGuidance
+
+    cond = pipe.encode_text([PROMPT])
+
+    def relation(iterations):
+        return LatentGuidance(pipe.unet, pipe.tokenizer, pipe.parser, [PROMPT], cond,
+                              ExciteConfig(objective="relation", step_size=500.0, iterations=iterations))
+
+    box = BoxGuidance(pipe.unet, pipe.tokenizer, [PROMPT], cond, [Box(0, 0, 8, 16, "red circle")], (16, 16), 200.0)
+    scheduler = make_scheduler("ddim", pipe.scheduler_config)
+    scheduler.set_timesteps(4)
+    t = scheduler.timesteps[0]
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    moved = JointGuidance([relation(2), box])(0, t, latents, scheduler)
+    # gradient step 1: both updates' steps from the same latent, added; step 2: relation guidance's alone
+    first = relation(1)(0, t, latents, scheduler) + box(0, t, latents, scheduler) - latents
+    torch.testing.assert_close(moved, relation(1)(0, t, first, scheduler), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(first, relation(1)(0, t, latents, scheduler), atol=1e-5)  # the box's step counted
+    assert torch.equal(JointGuidance([relation(0), box])(box.steps, t, latents, scheduler), latents)  # none left
+    with pytest.raises(ValueError, match="one text condition"):
+        JointGuidance([relation(1), BoxGuidance(pipe.unet, pipe.tokenizer, [PROMPT], pipe.encode_text([PROMPT]),
+                                                [Box(0, 0, 8, 16, "red circle")], (16, 16))])
+
+
 @pytest.mark.parametrize("bad, words", [({"latent_pass": "both"}, "latent_pass must be one of"),
                                         ({"latent_layers": "encoder"}, "truncated pass"),
                                         ({"cache_interval": 2}, "cache needs every step"),

@@ -38,7 +38,7 @@ from t2ikit.diffusion.conditioning import Conditioning, check_guidance_interval
 from t2ikit.diffusion.guidance import DEFAULT_MODE, MODES, Condition
 from t2ikit.diffusion.latent_guidance import LAYERS as LATENT_LAYERS
 from t2ikit.diffusion.latent_guidance import PASSES as LATENT_PASSES
-from t2ikit.diffusion.latent_guidance import ExciteConfig, LatentGuidance
+from t2ikit.diffusion.latent_guidance import ExciteConfig, JointGuidance, LatentGuidance
 from t2ikit.diffusion.loop import initial_noise, sample
 from t2ikit.diffusion.samplers import DEFAULT_SAMPLER, check_sampler, make_scheduler, sampler_display_name
 from t2ikit.models.device import resolve_device, resolve_dtype
@@ -194,7 +194,7 @@ class GenerationSpec:
     latent_steps: int = ExciteConfig.excite_steps  # first sampling steps with a latent-guidance update (relation, excite)
     latent_iterations: int = ExciteConfig.iterations  # gradient steps per latent-guided step
     latent_layers: str = ExciteConfig.layers  # maps the latent guidance reads: "all", or "encoder" (a truncated pass)
-    latent_pass: str = "separate"  # "shared": the latent guidance's pass also gives the step's prediction
+    latent_pass: str = "separate"  # "shared": one pass for every latent update (relation, excite, boxes) gives the prediction
     fast: bool = False  # FAST_SETTINGS for the settings not given (make_spec); recorded in the PNG
     compile: bool = False  # denoising calls through torch.compile'd UNet (T2IPipeline.compiled_unet); recorded
     # CFG on the steps i of n with start <= i / n < end only; outside, the prompt's prediction alone (one UNet row)
@@ -847,7 +847,10 @@ class T2IPipeline:
                                              added=added))
         if plan["boxes"] is not None and spec.box_guidance > 0:
             before.append(BoxGuidance(self.unet, self.tokenizer, prompts, text, spec.boxes, spec.size,
-                                      spec.box_guidance, targets=plan["boxes"], added=added))
+                                      spec.box_guidance, targets=plan["boxes"], added=added,
+                                      shared=spec.latent_pass == "shared"))
+        if spec.latent_pass == "shared" and before:  # one pass per gradient step for all of them, serving the step
+            before = [before[0] if len(before) == 1 else JointGuidance(before, shared=True)]
         after = []
         if regions and spec.bootstrap > 0:
             gens = [torch.Generator("cpu").manual_seed(spec.seed + k) for k in range(spec.count)]
@@ -856,9 +859,8 @@ class T2IPipeline:
                                         spec.bootstrap, gens))
         c = Conditioning(conditions, uncond, spec.guidance_mode, residuals, controller if controller.hooks else None,
                          before, after, uncond_added, guidance_interval=spec.guidance_interval)
-        for update in before:
-            if isinstance(update, LatentGuidance) and update.config.shared:
-                update.share(c)
+        if spec.latent_pass == "shared" and before:
+            before[0].share(c)
         return c.check(latent_hw)
 
     @torch.no_grad()

@@ -140,9 +140,10 @@ def register(subparsers) -> None:
                         help="cross-attention maps relation guidance / excite read: all (default), or the encoder's "
                              "only (down and mid blocks), a pass that stops after the mid block (cheaper)")
     parser.add_argument("--latent-pass", default=None, choices=["separate", "shared"],
-                        help="relation guidance / excite: a UNet pass of their own beside each guided step's "
-                             "prediction (separate, default), or one pass that also gives the step's prediction "
-                             "(shared: cheaper, the prediction a gradient step behind)")
+                        help="relation guidance / excite / boxes: a UNet pass of each of their own beside each guided "
+                             "step's prediction (separate, default), or one pass per gradient step for all of them "
+                             "that also gives the step's prediction (shared: cheaper, the prediction a gradient step "
+                             "behind)")
     parser.set_defaults(func=_generate)
 
 

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from t2ikit.attention.grounding import GroundingCapture
-from t2ikit.attention.processor import AttentionController, AttentionHook
+from t2ikit.attention.processor import AttentionHook
+from t2ikit.diffusion.latent_guidance import CapturedGuidance
 from t2ikit.text.spans import token_positions
 
 # Defaults measured on the shipped model (docs/BOXES.md, `python benchmarks/boxes.py`): 5 guided steps of one
@@ -155,9 +156,11 @@ def box_loss(maps: list[tuple[tuple[int, int], torch.Tensor]], member: torch.Ten
     return torch.stack(losses).mean()
 
 
-class BoxGuidance:
+class BoxGuidance(CapturedGuidance):
     """The energy's latent update as a `before_step` of `t2ikit.diffusion.loop.sample`: in the first `steps`
-    steps, `iterations` gradient steps, each through one conditional UNet pass with cross-attention captured.
+    steps, `iterations` gradient steps, each through one conditional UNet pass with cross-attention captured
+    (`t2ikit.diffusion.latent_guidance.CapturedGuidance` runs the passes; `shared=True` lets the last pass serve
+    the step's prediction, alone or in a `JointGuidance` beside relation guidance).
 
     prompts: the plain text of each image's prompt; cond: (N, T, D) their embeddings; boxes in pixels of an
     image of `size`: one list for every image, or a list per image (`targets`: their `box_targets`, if made). Step size decays over the guided steps as
@@ -165,44 +168,28 @@ class BoxGuidance:
 
     def __init__(self, unet, tokenizer, prompts: list[str], cond: torch.Tensor, boxes: list[Box],
                  size: tuple[int, int], step_size: float = DEFAULT_BOX_GUIDANCE, steps: int = DEFAULT_BOX_STEPS,
-                 iterations: int = DEFAULT_BOX_ITERATIONS, targets=None, added: dict | None = None):
+                 iterations: int = DEFAULT_BOX_ITERATIONS, targets=None, added: dict | None = None,
+                 shared: bool = False):
         if cond.shape[0] != len(prompts):
             raise ValueError(f"cond must hold one embedding per prompt: {cond.shape[0]} for {len(prompts)} prompts")
-        self.unet, self.cond, self.step_size = unet, cond, float(step_size)
-        self.added = added  # SDXL: the conditional rows' added_cond_kwargs (pooled text, time ids); else None
-        self.steps, self.iterations = steps, iterations
+        self.scale, self.steps, self.iterations, self.shared = float(step_size), steps, iterations, shared
         if targets is None:
             per_image = boxes if boxes and isinstance(boxes[0], (list, tuple)) else [boxes] * len(prompts)
             targets = box_targets(tokenizer, prompts, [[parse_box(b, size) for b in bs] for bs in per_image], size)
         member, masks, real = targets
         self.member, self.masks, self.real = member.to(cond.device), masks.to(cond.device), real.to(cond.device)
         self.capture = GroundingCapture()
-        self.controller = AttentionController([self.capture])
-        self.controller.guided = False  # the guidance pass runs the conditional half only
+        super().__init__(unet, cond, [self.capture], added)
 
-    def _step(self, i: int) -> float:
+    def iterations_at(self, i: int) -> int:
+        return self.iterations if i < self.steps and self.scale != 0 else 0
+
+    def step_size(self, i: int) -> float:
         frac = i / max(self.steps - 1, 1)
-        return self.step_size * (1.0 - 0.5 * frac) ** 0.5
+        return self.scale * (1.0 - 0.5 * frac) ** 0.5
 
-    def __call__(self, i: int, t, latents: torch.Tensor, scheduler) -> torch.Tensor:
-        if i >= self.steps or self.step_size == 0:
-            return latents
-        self.controller.latent_hw = tuple(latents.shape[-2:])
-        self.controller.install(self.unet)
-        self.controller.set_step(i, len(scheduler.timesteps), t)
-        try:
-            for _ in range(self.iterations):
-                self.capture.clear()
-                x = latents.detach().requires_grad_(True)
-                with torch.enable_grad():
-                    self.unet(scheduler.scale_model_input(x, t), t, encoder_hidden_states=self.cond,
-                              added_cond_kwargs=self.added, return_dict=False)
-                    grad, = torch.autograd.grad(box_loss(self.capture.maps, self.member, self.masks, self.real), x)
-                latents = (x - self._step(i) * grad).detach()
-        finally:
-            self.controller.uninstall()
-            self.capture.clear()
-        return latents
+    def loss(self, latent_hw: tuple[int, int]) -> torch.Tensor:
+        return box_loss(self.capture.maps, self.member, self.masks, self.real)
 
 
 class BoxAttentionHook(AttentionHook):

@@ -56,7 +56,7 @@ class Conditioning:
     # instead of two (a late cut-off saves those steps' unconditional half)
     guidance_interval: tuple[float, float] = (0.0, 1.0)
     # (step, prediction): the text condition's prediction that a latent-guidance pass of this step already made
-    # (LatentGuidance with shared=True); the denoiser uses it instead of running the condition's rows again
+    # (a CapturedGuidance with shared=True); the denoiser uses it instead of running the condition's rows again
     shared: tuple[int, torch.Tensor] | None = None
 
     @classmethod

@@ -35,7 +35,7 @@ def unet_denoiser(unet):
         if not active:  # every condition outside its step range: the unconditional prediction
             _layout(c, False, ("uncond",))
             return unet_call(unet, x, t, c.uncond_at(step), c.residuals, c.uncond_added)
-        if shared is not None:  # one unmasked condition (LatentGuidance.share): at most the unconditional row runs
+        if shared is not None:  # one unmasked condition (CapturedGuidance.share): at most the unconditional row runs
             if c.unguided(active, step, num_steps):
                 return shared
             _layout(c, False, ("uncond",))

@@ -16,7 +16,12 @@ objective (both measured in docs/FAST.md).
 (under the generation's own attention hooks and adapter residuals), and the step's prediction reuses its output
 instead of running the condition's rows again, so a guided step costs the unconditional row and a backward on top
 of plain sampling. The prediction is the one of the latent before the step's last gradient step, not after it (a
-step's lag; measured in docs/FAST.md).
+step's lag; measured in docs/FAST.md). `JointGuidance` runs several such updates (relation guidance,
+Attend-and-Excite, `t2ikit.control.boxes.BoxGuidance`) on one pass per gradient step: the latent steps on the sum of
+their step-size-weighted losses.
+
+Every update here is a `CapturedGuidance`: captures on the UNet's cross-attention, a loss read from them, a step
+size and a number of gradient steps per sampling step; `CapturedGuidance.__call__` runs its passes.
 
 Which tokens are an object, and which relations hold, come from a `t2ikit.text.parser.Parser` (its character
 spans mapped to token positions by `t2ikit.text.spans`), so any parser and any tokenizer serve.
@@ -232,7 +237,142 @@ def _excite_positions(tokenizer, parser, prompt: str, words, strict: bool) -> li
         return []
 
 
-class LatentGuidance:
+class CapturedGuidance:
+    """A before-step latent update read from cross-attention (module docstring): in each sampling step `i`,
+    `iterations_at(i)` gradient steps, each through one conditional UNet pass that fills `captures`, the latent
+    moving by `-step_size(i)` times the gradient of `loss(latent_hw)`. A subclass gives those three; this class
+    runs the passes (`__call__`) and shares them with the step (`share`).
+
+    `layers="encoder"` stops the pass after the mid block (no prediction to share); `shared=True` lets `share`
+    hand the last pass's prediction to the step's denoiser."""
+
+    layers = "all"
+    shared = False
+
+    def __init__(self, unet, cond: torch.Tensor, captures: list, added: dict | None = None):
+        self.unet, self.cond, self.captures = unet, cond, list(captures)
+        self.added = added  # SDXL: the conditional rows' added_cond_kwargs (pooled text, time ids); else None
+        self.controller = AttentionController(self.captures)
+        self.controller.guided = False  # the guidance pass runs the conditional half only
+        self.conditioning: Conditioning | None = None  # set by `share`
+
+    def iterations_at(self, i: int) -> int:
+        raise NotImplementedError
+
+    def step_size(self, i: int) -> float:
+        raise NotImplementedError
+
+    def loss(self, latent_hw: tuple[int, int]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def parts(self) -> list[CapturedGuidance]:
+        """The updates whose losses this guidance steps on (itself; a JointGuidance's parts)."""
+        return [self]
+
+    def share(self, c: Conditioning) -> CapturedGuidance:
+        """Let each guided step's prediction reuse this guidance's pass (module docstring): the pass then runs under
+        `c`'s attention hooks and adapter residuals. ValueError, before any compute, where the step's prediction is
+        not this guidance's text alone (several or masked conditions, attention regions, image tokens appended to
+        the text) or a hook of `c` cannot run beside the captures."""
+        if not self.shared:
+            raise ValueError("share needs a guidance configured with shared=True")
+        if len(c.conditions) != 1 or c.conditions[0].mask is not None or c.conditions[0].embeds is not self.cond:
+            raise ValueError("a shared guidance pass serves one text condition whose states are the prompt's own: not "
+                             "regions, composed prompts or a concat reference adapter (give shared=False there)")
+        if c.controller is not None:  # the captures ride on the generation's hooks: refuse a clash now
+            for capture in self.captures:
+                c.controller.add(capture)
+                c.controller.remove(capture)
+        self.conditioning = c
+        return self
+
+    def __call__(self, i: int, t, latents: torch.Tensor, scheduler) -> torch.Tensor:
+        parts = self.parts()
+        counts = [p.iterations_at(i) for p in parts]
+        if max(counts, default=0) == 0:
+            return latents
+        hw = tuple(latents.shape[-2:])
+        c = self.conditioning
+        outer = None if c is None else c.controller  # shared: the generation's hooks shape the prediction
+        if outer is None:
+            controller = self.controller
+            controller.latent_hw = hw
+            controller.install(self.unet)
+        else:
+            controller = outer
+            for capture in self.captures:
+                controller.add(capture)
+            controller.guided, controller.blocks = False, (c.conditions[0].name,)
+        controller.set_step(i, len(scheduler.timesteps), t)
+        eps = None
+        try:
+            for k in range(max(counts)):
+                on = [p for p, n in zip(parts, counts) if n > k]
+                self._clear()
+                x = latents.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    eps = self._forward(scheduler.scale_model_input(x, t), t)
+                    if len(on) == 1:  # (one update: its own step, as when it runs alone)
+                        grad, = torch.autograd.grad(on[0].loss(hw), x)
+                        latents = (x - on[0].step_size(i) * grad).detach()
+                    else:
+                        grad, = torch.autograd.grad(sum(p.step_size(i) * p.loss(hw) for p in on), x)
+                        latents = (x - grad).detach()
+            if c is not None and eps is not None:  # (no pass ran with iterations=0)
+                c.shared = (i, eps.detach())
+        finally:
+            if outer is None:
+                controller.uninstall()
+            else:
+                for capture in self.captures:
+                    controller.remove(capture)
+            self._clear()
+        return latents
+
+    def _forward(self, x: torch.Tensor, t) -> torch.Tensor | None:
+        """One conditional UNet pass that fills the captures: whole (its prediction returned; with a shared pass,
+        the step's adapter residuals added as the denoiser adds them), or (layers="encoder") up to the end of the mid
+        block, where a forward hook stops it; the maps captured so far keep their graph."""
+        residuals = None if self.conditioning is None else self.conditioning.residuals
+        run = lambda: unet_call(self.unet, x, t, self.cond, residuals, self.added)  # noqa: E731
+        if self.layers == "all":
+            return run()
+        handle = encoder_end(self.unet).register_forward_hook(_stop_forward)
+        try:
+            run()
+        except _EncoderDone:
+            pass
+        finally:
+            handle.remove()
+        return None
+
+    def _clear(self) -> None:
+        for capture in self.captures:
+            capture.clear()
+
+
+class JointGuidance(CapturedGuidance):
+    """Several latent updates on one pass per gradient step: at sampling step `i`, gradient step `k` runs one
+    conditional UNet pass with every part's captures and steps the latent on the sum of `step_size(i) * loss` of
+    the parts that take a k-th step there (parts with fewer steps drop out). All parts must guide the same text
+    states with the whole UNet. With `shared=True` its last pass serves the step (`share`), as one update's does."""
+
+    def __init__(self, parts: list[CapturedGuidance], shared: bool = False):
+        if not parts:
+            raise ValueError("JointGuidance needs at least one update to run")
+        first = parts[0]
+        for p in parts:
+            if p.cond is not first.cond or p.unet is not first.unet or p.layers != "all":
+                raise ValueError("a joint guidance pass serves updates of one UNet, one text condition and the whole "
+                                 "UNet (layers='all')")
+        super().__init__(first.unet, first.cond, [c for p in parts for c in p.captures], first.added)
+        self._parts, self.shared = list(parts), shared
+
+    def parts(self) -> list[CapturedGuidance]:
+        return self._parts
+
+
+class LatentGuidance(CapturedGuidance):
     """The latent updates of Attend-and-Excite and of relation guidance, as a `before_step` of
     `t2ikit.diffusion.loop.sample`: in the first `config.excite_steps` steps, `config.iterations` gradient steps
     on the objective, each through one conditional UNet pass with its cross-attention captured.
@@ -248,9 +388,8 @@ class LatentGuidance:
     def __init__(self, unet, tokenizer, parser: Parser | str | None, prompts: list[str], cond: torch.Tensor,
                  config: ExciteConfig | None = None, words: list[list[str]] | None = None, strict: bool = True,
                  added: dict | None = None):
-        self.unet, self.cond = unet, cond
-        self.added = added  # SDXL: the conditional rows' added_cond_kwargs (pooled text, time ids); else None
         self.config = config = (config or ExciteConfig()).validate()
+        self.layers, self.shared = config.layers, config.shared
         prompts = list(prompts)
         if cond.shape[0] != len(prompts):
             raise ValueError(f"cond must hold one embedding per prompt: {cond.shape[0]} for {len(prompts)} prompts")
@@ -279,27 +418,7 @@ class LatentGuidance:
         # gradients in a fixed order (bitwise the outputs recorded in tests/golden)
         self.excite_capture, self.relation_capture = GroundingCapture(), GroundingCapture()
         pairs = ((self.excite_capture, self.excite), (self.relation_capture, self.relate))
-        self.captures = [c for c, on in pairs if on]
-        self.controller = AttentionController(self.captures)
-        self.controller.guided = False  # the guidance pass runs the conditional half only
-        self.conditioning: Conditioning | None = None  # set by `share`
-
-    def share(self, c: Conditioning) -> LatentGuidance:
-        """Let each guided step's prediction reuse this guidance's pass (config.shared, module docstring): the pass
-        then runs under `c`'s attention hooks and adapter residuals. ValueError, before any compute, where the step's
-        prediction is not this guidance's text alone (several or masked conditions, attention regions, image tokens
-        appended to the text) or a hook of `c` cannot run beside the captures."""
-        if not self.config.shared:
-            raise ValueError("share needs a guidance configured with shared=True")
-        if len(c.conditions) != 1 or c.conditions[0].mask is not None or c.conditions[0].embeds is not self.cond:
-            raise ValueError("a shared guidance pass serves one text condition whose states are the prompt's own: not "
-                             "regions, composed prompts or a concat reference adapter (give shared=False there)")
-        if c.controller is not None:  # the captures ride on the generation's hooks: refuse a clash now
-            for capture in self.captures:
-                c.controller.add(capture)
-                c.controller.remove(capture)
-        self.conditioning = c
-        return self
+        super().__init__(unet, cond, [c for c, on in pairs if on], added)
 
     @property
     def active(self) -> bool:
@@ -308,6 +427,12 @@ class LatentGuidance:
         if c.excite_steps == 0 or c.step_size == 0:
             return False
         return (self.excite and any(self.positions)) or (self.relate and bool((self.relations[..., 0] >= 0).any()))
+
+    def iterations_at(self, i: int) -> int:
+        return self.config.iterations if i < self.config.excite_steps and self.active else 0
+
+    def step_size(self, i: int) -> float:
+        return self.config._step_size(i)
 
     def loss(self, latent_hw: tuple[int, int]) -> torch.Tensor:
         total = self.cond.new_zeros(())
@@ -318,64 +443,6 @@ class LatentGuidance:
             total = total + relation_loss(self.relation_capture.maps, self.token_groups, self.relations,
                                           self.config.relation_margin, reduction="sum")
         return total
-
-    def __call__(self, i: int, t, latents: torch.Tensor, scheduler) -> torch.Tensor:
-        if i >= self.config.excite_steps or not self.active:
-            return latents
-        hw = tuple(latents.shape[-2:])
-        c = self.conditioning
-        outer = None if c is None else c.controller  # shared: the generation's hooks shape the prediction
-        if outer is None:
-            controller = self.controller
-            controller.latent_hw = hw
-            controller.install(self.unet)
-        else:
-            controller = outer
-            for capture in self.captures:
-                controller.add(capture)
-            controller.guided, controller.blocks = False, (c.conditions[0].name,)
-        controller.set_step(i, len(scheduler.timesteps), t)
-        eps = None
-        try:
-            for _ in range(self.config.iterations):
-                self._clear()
-                x = latents.detach().requires_grad_(True)
-                with torch.enable_grad():
-                    eps = self._forward(scheduler.scale_model_input(x, t), t)
-                    grad, = torch.autograd.grad(self.loss(hw), x)
-                latents = (x - self.config._step_size(i) * grad).detach()
-            if c is not None and eps is not None:  # (no pass ran with iterations=0)
-                c.shared = (i, eps.detach())
-        finally:
-            if outer is None:
-                controller.uninstall()
-            else:
-                for capture in self.captures:
-                    controller.remove(capture)
-            self._clear()
-        return latents
-
-    def _forward(self, x: torch.Tensor, t) -> torch.Tensor | None:
-        """One conditional UNet pass that fills the captures: whole (its prediction returned; with a shared pass,
-        the step's adapter residuals added as the denoiser adds them), or (layers="encoder") up to the end of the mid
-        block, where a forward hook stops it; the maps captured so far keep their graph."""
-        residuals = None if self.conditioning is None else self.conditioning.residuals
-        run = lambda: unet_call(self.unet, x, t, self.cond, residuals, self.added)  # noqa: E731
-        if self.config.layers == "all":
-            return run()
-        handle = encoder_end(self.unet).register_forward_hook(_stop_forward)
-        try:
-            run()
-        except _EncoderDone:
-            pass
-        finally:
-            handle.remove()
-        return None
-
-    def _clear(self) -> None:
-        for capture in self.captures:
-            capture.clear()
-
 
 class _EncoderDone(Exception):
     """Raised by the hook at the encoder's end: the rest of the UNet is not needed."""
@@ -398,5 +465,5 @@ def encoder_end(unet) -> torch.nn.Module:
     return blocks[-1]
 
 
-__all__ = ["ExciteConfig", "LAYERS", "LatentGuidance", "OBJECTIVES", "PASSES", "encoder_end", "excite_loss", "excite_map",
+__all__ = ["CapturedGuidance", "ExciteConfig", "JointGuidance", "LAYERS", "LatentGuidance", "OBJECTIVES", "PASSES", "encoder_end", "excite_loss", "excite_map",
            "object_positions", "relation_targets", "smooth"]

@@ -195,8 +195,9 @@ def build_app(backend: Backend) -> gr.Blocks:
                                                 label="CFG until this fraction of the steps; after it, the prompt's "
                                                       "prediction alone, half the UNet rows (guidance interval)",
                                                 elem_id="guidance-interval")
-                            shared_pass = gr.Checkbox(False, label="Share the relation guidance's UNet pass with the "
-                                                                   "step's prediction (cheaper; latent pass shared)",
+                            shared_pass = gr.Checkbox(False, label="Share the relation guidance's and boxes' UNet pass "
+                                                                   "with the step's prediction (cheaper; latent pass "
+                                                                   "shared)",
                                                       elem_id="latent-pass")
                     with gr.Column():
                         gallery = gr.Gallery(label="Results", columns=4, height=360, format="png", preview=False,

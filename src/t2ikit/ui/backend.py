@@ -86,7 +86,7 @@ class GenerateRequest:
     region_layout: bool = False  # a region per object phrase, in the planned boxes (region_layout="auto")
     fast: bool = False  # the pipeline's FAST_SETTINGS for what the request leaves to the model (docs/FAST.md)
     latent_layers: str | None = None  # "encoder": relation guidance reads the encoder's maps (a cheaper pass)
-    latent_pass: str | None = None  # "shared": relation guidance's pass also gives the step's prediction
+    latent_pass: str | None = None  # "shared": one latent-guidance pass (relation, boxes) also gives the prediction
     compile: bool = False  # denoise through torch.compile's UNet (the first press pays the compilation)
     guidance_interval: tuple | None = None  # (start, end): CFG on that fraction of the steps only; None = all
 
