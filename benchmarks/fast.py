@@ -55,6 +55,11 @@ SPEED_VARIANTS = {
     "layout_shared": {"layout": "auto", "relation_guidance": 0, "latent_pass": "shared"},
     "layout+rg": {"layout": "auto"},
     "layout+rg_shared": {"layout": "auto", "latent_pass": "shared"},
+    "cfg_end50_compile_plain": {"guidance_interval": (0.0, 0.5), "compile": True, "relation_guidance": 0},
+    "steps15_cfg_end50_plain": {"steps": 15, "guidance_interval": (0.0, 0.5), "relation_guidance": 0},
+    "steps15_cfg_end50_compile_plain": {"steps": 15, "guidance_interval": (0.0, 0.5), "compile": True,
+                                        "relation_guidance": 0},
+    "steps15_cfg_end50": {"steps": 15, "guidance_interval": (0.0, 0.5)},
 }
 COMPBENCH_VARIANTS = {
     "default": {},
@@ -88,6 +93,7 @@ COMPBENCH_VARIANTS = {
     "shared": {"latent_pass": "shared"},
     "shared_10x1": {"latent_pass": "shared", "latent_steps": 10, "latent_iterations": 1},
     "shared_cfg_end50": {"latent_pass": "shared", "guidance_interval": (0.0, 0.5)},
+    "steps15_cfg_end50": {"steps": 15, "guidance_interval": (0.0, 0.5)},  # 15 DPM++ 2M steps, CFG on the first half
     "shared_10x1_cfg_end50": {"latent_pass": "shared", "latent_steps": 10, "latent_iterations": 1,
                               "guidance_interval": (0.0, 0.5)},
 }
