@@ -271,10 +271,8 @@ def _unet_rows(unet):
     return rows, handle
 
 
-def test_a_shared_pass_serves_the_step_from_the_guidance_pass(pipe):
-    """latent_pass="shared": a guided step runs the guidance's conditional pass and the unconditional row, not
-    the conditional row again; unguided steps are untouched; the result stays close to the separate pass's."""
-    settings = dict(decode=False, steps=4, seed=3, n=2, relation_guidance=500.0, latent_steps=2, latent_iterations=1)
+def _separate_and_shared(pipe, **settings):
+    """The latents and the UNet calls' rows of `settings` with latent_pass "separate", then "shared"."""
     rows, handle = _unet_rows(pipe.unet)
     try:
         separate = generate_with(pipe, PROMPT, **settings).latents
@@ -282,6 +280,14 @@ def test_a_shared_pass_serves_the_step_from_the_guidance_pass(pipe):
         shared = generate_with(pipe, PROMPT, latent_pass="shared", **settings).latents
     finally:
         handle.remove()
+    return separate, separate_rows, shared, rows
+
+
+def test_a_shared_pass_serves_the_step_from_the_guidance_pass(pipe):
+    """latent_pass="shared": a guided step runs the guidance's conditional pass and the unconditional row, not
+    the conditional row again; unguided steps are untouched; the result stays close to the separate pass's."""
+    separate, separate_rows, shared, rows = _separate_and_shared(
+        pipe, decode=False, steps=4, seed=3, n=2, relation_guidance=500.0, latent_steps=2, latent_iterations=1)
     # 2 images: steps 0-1 guided (a 2-row guidance pass), CFG on every step (4 rows, or 2 when shared)
     assert separate_rows == [2, 4, 2, 4, 4, 4]
     assert rows == [2, 2, 2, 2, 4, 4]
@@ -317,15 +323,9 @@ def test_the_shared_prediction_is_the_condition_s_prediction_before_the_last_gra
 def test_one_shared_pass_serves_relation_guidance_and_boxes_at_once(pipe):
     """latent_pass="shared" with relation guidance and boxes: one conditional pass per gradient step for both, its
     prediction serving the step; separate, each update runs its own pass beside the step's two rows."""
-    settings = dict(decode=False, steps=4, seed=3, n=2, relation_guidance=500.0, latent_steps=2, latent_iterations=1,
-                    boxes=["0,0,8,16:red circle", "8,0,16,16:blue square"], box_guidance=200.0)
-    rows, handle = _unet_rows(pipe.unet)
-    try:
-        separate = generate_with(pipe, PROMPT, **settings).latents
-        separate_rows, rows[:] = list(rows), []
-        shared = generate_with(pipe, PROMPT, latent_pass="shared", **settings).latents
-    finally:
-        handle.remove()
+    separate, separate_rows, shared, rows = _separate_and_shared(
+        pipe, decode=False, steps=4, seed=3, n=2, relation_guidance=500.0, latent_steps=2, latent_iterations=1,
+        boxes=["0,0,8,16:red circle", "8,0,16,16:blue square"], box_guidance=200.0)
     # 2 images; relation guidance on steps 0-1, boxes on all 4 (their default 5 steps): separate, a relation pass and
     # a box pass (2 rows each) then CFG (4 rows); shared, one joint pass and the unconditional row
     assert separate_rows == [2, 2, 4, 2, 2, 4, 2, 4, 2, 4]
