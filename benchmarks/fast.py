@@ -320,8 +320,11 @@ def sd15(args) -> dict:
     ref.set_progress_bar_config(disable=True)
     size, steps, guidance = (args.sd15_size, args.sd15_size), args.sd15_steps, 7.5
     prompt = "a red circle to the left of a blue square"
-    variants = {"ours": {}, "cache2": {"cache_interval": 2}, "cache3": {"cache_interval": 3},
-                "fast": {"fast": True}}
+    known = {"ours": {}, "cache2": {"cache_interval": 2}, "cache3": {"cache_interval": 3}, "fast": {"fast": True}}
+    names = args.sd15_variants.split(",")
+    if "ours" not in names or not set(names) <= set(known):
+        raise SystemExit(f"--sd15-variants must hold ours (the latent reference) and come from {', '.join(known)}")
+    variants = {n: known[n] for n in names}
 
     def run_ref():
         ref.scheduler = make_scheduler("dpmpp_2m", config)
@@ -475,6 +478,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sd15-steps", type=int, default=20)
     parser.add_argument("--sd15-repeats", type=int, default=2)
     parser.add_argument("--sd15-size", type=int, default=256, help="pixels (a side)")
+    parser.add_argument("--sd15-variants", default="ours,cache2,cache3,fast", help="variants beside diffusers")
     parser.add_argument("--tricks", default="channels_last,compile")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", default=None, help="compbench: folder of per-variant results")
