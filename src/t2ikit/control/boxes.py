@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from t2ikit.attention.grounding import GroundingCapture
 from t2ikit.attention.processor import AttentionHook
-from t2ikit.diffusion.latent_guidance import CapturedGuidance
+from t2ikit.diffusion.latent_guidance import CapturedGuidance, decayed_step
 from t2ikit.text.spans import token_positions
 
 # Defaults measured on the shipped model (docs/BOXES.md, `python benchmarks/boxes.py`): 5 guided steps of one
@@ -185,8 +185,7 @@ class BoxGuidance(CapturedGuidance):
         return self.iterations if i < self.steps and self.scale != 0 else 0
 
     def step_size(self, i: int) -> float:
-        frac = i / max(self.steps - 1, 1)
-        return self.scale * (1.0 - 0.5 * frac) ** 0.5
+        return decayed_step(self.scale, i, self.steps)
 
     def loss(self, latent_hw: tuple[int, int]) -> torch.Tensor:
         return box_loss(self.capture.maps, self.member, self.masks, self.real)

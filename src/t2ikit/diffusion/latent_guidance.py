@@ -80,9 +80,14 @@ class ExciteConfig:
         return self
 
     def _step_size(self, i: int) -> float:
-        # A&E decays the step size over the excited steps (their scale_range 1.0 -> 0.5, square-rooted)
-        frac = i / max(self.excite_steps - 1, 1)
-        return self.step_size * (1.0 - 0.5 * frac) ** 0.5
+        return decayed_step(self.step_size, i, self.excite_steps)
+
+
+def decayed_step(size: float, i: int, steps: int) -> float:
+    """Attend-and-Excite's step size at guided step i of `steps`: `size` decayed over the guided steps (their
+    scale_range 1.0 -> 0.5, square-rooted)."""
+    frac = i / max(steps - 1, 1)
+    return size * (1.0 - 0.5 * frac) ** 0.5
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -465,5 +470,5 @@ def encoder_end(unet) -> torch.nn.Module:
     return blocks[-1]
 
 
-__all__ = ["CapturedGuidance", "ExciteConfig", "JointGuidance", "LAYERS", "LatentGuidance", "OBJECTIVES", "PASSES", "encoder_end", "excite_loss", "excite_map",
+__all__ = ["CapturedGuidance", "ExciteConfig", "decayed_step", "JointGuidance", "LAYERS", "LatentGuidance", "OBJECTIVES", "PASSES", "encoder_end", "excite_loss", "excite_map",
            "object_positions", "relation_targets", "smooth"]
