@@ -10,7 +10,7 @@ from tiny import make_tiny_sd_folder
 
 from t2ikit.cli import main
 from t2ikit.control.boxes import Box, BoxAttentionHook, BoxGuidance, box_loss, box_targets, parse_box
-from t2ikit.control.layout import draw_layout, object_size, plan_layout
+from t2ikit.control.layout import SIDES, check_sides, draw_layout, object_size, plan_layout
 from t2ikit.pipeline import T2IPipeline
 from t2ikit.text.parser import ObjectPhrase, PromptStructure, RelationPhrase, get_parser
 
@@ -125,6 +125,31 @@ def test_plans_place_every_instance_apart_with_their_relations_and_sizes():
     with pytest.raises(ValueError, match="no layout of 2 boxes apart"):
         plan_layout(both_ways, (64, 64), seed=0)
     assert draw_layout(plan, (64, 64)).size == (256, 256)
+
+
+def test_a_model_sets_its_own_box_sizes_and_bad_ones_are_refused(tmp_path, capsys):
+    structure = get_parser("shapes-world").parse("a small red square above a big blue circle")
+    small, big = plan_layout(structure, (64, 64), seed=1, sides={"small": 0.17, "large": 0.33})
+    assert (small.x1 - small.x0, big.x1 - big.x0) == (round(0.17 * 64), round(0.33 * 64))
+    assert check_sides({"small": 0.2}) == {**SIDES, "small": 0.2}
+    for bad, why in [({"tiny": 0.1}, "unknown size class 'tiny'"), ({"large": 1.5}, r"in \(0, 1\)"),
+                     ({"small": "0.2"}, r"in \(0, 1\)"), ([0.2], "must map size classes")]:
+        with pytest.raises(ValueError, match=why):
+            check_sides(bad)
+    # a model folder's t2ikit.json "layout_sides" reaches generate's planner and `t2ikit layout`
+    folder = make_tiny_sd_folder(tmp_path / "m", "dpmpp_2m")
+    config = json.loads((folder / "t2ikit.json").read_text())
+    (folder / "t2ikit.json").write_text(json.dumps({**config, "layout_sides": {"small": 0.5}}))
+    pipe = T2IPipeline.from_folder(folder)
+    assert pipe.layout_sides["small"] == 0.5
+    [box] = pipe.plan_boxes(["a small red circle"], (16, 16), [0])[0]
+    assert box.x1 - box.x0 == 8
+    assert main(["layout", "a small red circle", "--model", str(folder), "--json"]) == 0
+    [planned] = json.loads(capsys.readouterr().out)["boxes"]
+    assert planned["box"][2] - planned["box"][0] == 8
+    (folder / "t2ikit.json").write_text(json.dumps({**config, "layout_sides": {"small": 2}}))
+    with pytest.raises(ValueError, match="t2ikit.json: layout_sides"):
+        T2IPipeline.from_folder(folder)
 
 
 def test_generate_with_boxes_and_with_a_planned_layout(pipe):

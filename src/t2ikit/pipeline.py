@@ -29,7 +29,7 @@ from t2ikit.control.boxes import DEFAULT_BOX_GUIDANCE, DEFAULT_MASK_FRACTION, Bo
     box_targets, parse_box
 from t2ikit.control.compose import WHITE, bootstrap_step, parse_scales, resolve_adapter
 from t2ikit.control.encoders import CONDITIONS, load_condition, to_batch
-from t2ikit.control.layout import LAYOUTS, plan_layout
+from t2ikit.control.layout import LAYOUTS, check_sides, plan_layout
 from t2ikit.control.reference import ReferenceAdapter
 from t2ikit.control.regions import REGION_MODES, Region, RegionAttentionHook, batch_regions, layout_regions, \
     parse_region, region_context
@@ -413,7 +413,7 @@ class T2IPipeline:
     _compiled = None  # compiled_unet's torch.compile of self.unet, made on first use
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler_config: dict, path=None, defaults=None,
-                 parser=None):
+                 parser=None, layout_sides=None):
         self.unet = unet
         self.vae = vae
         self.text_encoder = text_encoder
@@ -421,6 +421,7 @@ class T2IPipeline:
         self.scheduler_config = dict(scheduler_config)
         self.path = Path(path) if path is not None else None
         self.parser = get_parser(parser)  # reads objects and relations for latent guidance (text.parser); or None
+        self.layout_sides = check_sides(layout_sides)  # the planner's box side per size class (control.layout)
         word_level = known_words(tokenizer) is not None
         self.defaults = {
             "steps": DEFAULT_STEPS,
@@ -493,7 +494,12 @@ class T2IPipeline:
         if unknown:
             raise ValueError(f"{root / T2IKIT_CONFIG}: unknown default(s) {sorted(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
         parser = default_parser_name(config) if parser is None else parser
-        pipe = cls(unet, vae, text_encoder, tokenizer, scheduler_config, path=root, defaults=defaults, parser=parser)
+        try:
+            sides = check_sides(config["t2ikit"].get("layout_sides"))
+        except ValueError as err:
+            raise ValueError(f"{root / T2IKIT_CONFIG}: {err}") from None
+        pipe = cls(unet, vae, text_encoder, tokenizer, scheduler_config, path=root, defaults=defaults, parser=parser,
+                   layout_sides=sides)
         # diffusers' SDXL default: no negative prompt means zero unconditional states, not the empty prompt's
         pipe.zero_unconditional = xl and config["index"].get("force_zeros_for_empty_prompt", True)
         return pipe
@@ -720,7 +726,7 @@ class T2IPipeline:
             except PromptParseError as err:
                 raise ValueError(f"{what} reads the prompt with the {self.parser.name} parser, which cannot "
                                  f"read {prompt!r}: {err}") from None
-            plans.append(plan_layout(structure, size, seed))
+            plans.append(plan_layout(structure, size, seed, self.layout_sides))
         return plans
 
     def _plan(self, spec: GenerationSpec, hooks, seeds: list[int]) -> dict:

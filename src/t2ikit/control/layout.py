@@ -68,15 +68,32 @@ def _phrases(structure: PromptStructure) -> list[tuple[str, int, str]]:
     return [out[g] for g in sorted(out)]
 
 
-def plan_layout(structure: PromptStructure, size: tuple[int, int], seed: int = 0) -> list[Box]:
+def check_sides(sides: dict | None) -> dict[str, float]:
+    """SIDES with a model's own box sides for some size classes ("layout_sides" in its t2ikit.json: the sizes its
+    training world draws); ValueError naming an unknown class or a side outside (0, 1)."""
+    sides = {} if sides is None else sides
+    if not isinstance(sides, dict):
+        raise ValueError(f"layout_sides must map size classes to box sides; got {sides!r}")
+    for name, value in sides.items():
+        if name not in SIDES:
+            raise ValueError(f"layout_sides: unknown size class {name!r}; allowed: {', '.join(SIDES)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise ValueError(f"layout_sides[{name!r}] must be a fraction of the image side in (0, 1); got {value!r}")
+    return {**SIDES, **{k: float(v) for k, v in sides.items()}}
+
+
+def plan_layout(structure: PromptStructure, size: tuple[int, int], seed: int = 0,
+                sides: dict[str, float] | None = None) -> list[Box]:
     """One Box per object instance of `structure` in an image of `size` (height, width) (module docstring);
-    ValueError naming the prompt when no layout satisfies its relations with boxes apart."""
+    `sides`: box side per size class (`check_sides`; default SIDES). ValueError naming the prompt when no layout
+    satisfies its relations with boxes apart."""
     groups = _phrases(structure)
     if not groups:
         raise ValueError(f"the prompt {structure.prompt!r} names no object to place")
+    sides = check_sides(sides)
     h, w = size
     side = min(h, w)
-    instances = [(g, SIDES[sz] * side) for g, (_, count, sz) in enumerate(groups) for _ in range(count)]
+    instances = [(g, sides[sz] * side) for g, (_, count, sz) in enumerate(groups) for _ in range(count)]
     relations = [r for r in structure.relations if r.relation in _HOLDS]
     rng = np.random.default_rng(seed)
     pad = int(round(PAD * side))
@@ -144,4 +161,4 @@ def draw_layout(boxes: list[Box], size: tuple[int, int], scale: int = 4):
     return image
 
 
-__all__ = ["LAYOUTS", "LARGE_WORDS", "MARGIN", "NEAR", "SIDES", "SMALL_WORDS", "draw_layout", "object_size", "plan_layout"]
+__all__ = ["LAYOUTS", "LARGE_WORDS", "MARGIN", "NEAR", "SIDES", "SMALL_WORDS", "check_sides", "draw_layout", "object_size", "plan_layout"]
