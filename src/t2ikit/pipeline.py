@@ -53,7 +53,7 @@ from t2ikit.text.weighting import DEFAULT_WEIGHTING, check_weighted_prompt, chec
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
-T2IKIT_CONFIG = "t2ikit.json"  # optional file in a model folder: {"defaults": {...}, "parser": "shapes-world"}
+T2IKIT_CONFIG = "t2ikit.json"  # optional file in a model folder: {"defaults": {...}, "parser": ..., "layout_sides": ...}
 DEFAULT_PARSER = "english"  # the prompt parser of a folder whose t2ikit.json names none (any SD folder)
 
 # Guidance when the folder names none: SD's customary 7.5 for a BPE (SD) text encoder; a small
