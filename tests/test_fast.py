@@ -105,7 +105,7 @@ def test_cache_composes_with_regions_and_hooks(pipe, branch):
 def test_fast_fills_only_what_is_not_given(pipe):
     spec = pipe.make_spec(PROMPT, fast=True)
     assert all(getattr(spec, k) == v for k, v in FAST_SETTINGS.items())
-    assert spec.settings()["Fast"] is True and spec.settings()["Guidance interval"] == "0,0.5"
+    assert spec.settings()["Fast"] is True and spec.settings()["Guidance interval"] == "0,0.7"
     spec = pipe.make_spec(PROMPT, fast=True, steps=7, guidance_interval=(0, 1), cache_interval=2)
     assert (spec.steps, spec.guidance_interval, spec.cache_interval) == (7, (0.0, 1.0), 2)
     plain = pipe.make_spec(PROMPT).settings()
@@ -128,7 +128,7 @@ def test_cli_fast_is_recorded_in_the_png(folder, tmp_path, monkeypatch):
     assert main(["generate", PROMPT, "--model", str(folder), "--fast", "--steps", "3", "--seed", "1",
                  "--out", str(out), "--quiet"]) == 0
     settings = parse_parameters(read_parameters(out))["settings"]
-    assert str(settings["Fast"]) == "True" and settings["Guidance interval"] == "0,0.5"
+    assert str(settings["Fast"]) == "True" and settings["Guidance interval"] == "0,0.7"
     assert settings["Steps"] == 3
     again = tmp_path / "again.png"
     assert main(["generate", "--from", str(out), "--model", str(folder), "--out", str(again), "--quiet"]) == 0
@@ -185,7 +185,7 @@ def test_compile_is_recorded_and_refused_with_the_cache(pipe):
     assert pipe.make_spec(PROMPT, compile=True).settings()["Compile"] is True
     assert "Compile" not in pipe.make_spec(PROMPT).settings()
     both = pipe.make_spec(PROMPT, fast=True, compile=True)  # fast's guidance interval and compile combine
-    assert both.compile and both.fast and both.guidance_interval == (0.0, 0.5)
+    assert both.compile and both.fast and both.guidance_interval == FAST_SETTINGS["guidance_interval"]
     with pytest.raises(ValueError, match="compile and cache_interval > 1 do not combine"):
         pipe.make_spec(PROMPT, compile=True, cache_interval=2)
     with pytest.raises(ValueError, match="compile must be True or False"):

@@ -123,7 +123,7 @@ def register(subparsers) -> None:
                         help="with --box: for the first fraction F of the steps, a phrase's tokens are not attended "
                              "outside its boxes, 0 = off (default: 0)")
     parser.add_argument("--fast", action="store_const", const=True, default=None,
-                        help="the measured fast path (docs/FAST.md): classifier-free guidance on the first half of "
+                        help="the measured fast path (docs/FAST.md): classifier-free guidance on the first 70%% of "
                              "the steps only; a setting given explicitly wins")
     parser.add_argument("--compile", action="store_const", const=True, default=None,
                         help="denoise through torch.compile's UNet: the first image compiles it, later ones run "

@@ -186,7 +186,7 @@ def build_app(backend: Backend) -> gr.Blocks:
                             cheap_guidance = gr.Checkbox(False, label="Cheaper relation guidance: read the encoder's "
                                                                       "maps only (latent layers encoder)",
                                                          elem_id="latent-layers")
-                            fast = gr.Checkbox(False, label="Fast: CFG on the first half of the steps (docs/FAST.md)",
+                            fast = gr.Checkbox(False, label="Fast: CFG on the first 70% of the steps (docs/FAST.md)",
                                                elem_id="fast")
                             compiled = gr.Checkbox(False, label="Compile the UNet (torch.compile: the first press "
                                                                 "compiles it, later ones are faster)",
