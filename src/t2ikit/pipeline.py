@@ -848,15 +848,13 @@ class T2IPipeline:
                                              ExciteConfig(objective=objective, step_size=float(size),
                                                           excite_steps=spec.latent_steps,
                                                           iterations=spec.latent_iterations,
-                                                          layers=spec.latent_layers,
-                                                          shared=spec.latent_pass == "shared"), strict=False,
+                                                          layers=spec.latent_layers), strict=False,
                                              added=added))
         if plan["boxes"] is not None and spec.box_guidance > 0:
             before.append(BoxGuidance(self.unet, self.tokenizer, prompts, text, spec.boxes, spec.size,
-                                      spec.box_guidance, targets=plan["boxes"], added=added,
-                                      shared=spec.latent_pass == "shared"))
+                                      spec.box_guidance, targets=plan["boxes"], added=added))
         if spec.latent_pass == "shared" and before:  # one pass per gradient step for all of them, serving the step
-            before = [before[0] if len(before) == 1 else JointGuidance(before, shared=True)]
+            before = [JointGuidance(before, shared=True)]
         after = []
         if regions and spec.bootstrap > 0:
             gens = [torch.Generator("cpu").manual_seed(spec.seed + k) for k in range(spec.count)]
