@@ -1,7 +1,7 @@
 """CompBench of the layout path against the shipped model's default generation, paired on the same items.
 
     python benchmarks/layout_compbench.py OUT_DIR [--split train] [--n-prompts 25] [--seeds 2]
-        [--categories counting,complex,spatial,style] [--variants default,layout,layout+rg]
+        [--categories counting,complex,spatial,style] [--variants default,layout,layout+rg] [--bench-seed N]
     python benchmarks/layout_compbench.py OUT_DIR --timing 3   # cost: plain, default, layout interleaved
 
 Each variant's result is written to OUT_DIR/VARIANT.json when it finishes and read back when that file exists (a
@@ -9,7 +9,9 @@ result of another suite is refused); while a variant runs, OUT_DIR/VARIANT.journ
 batches, so a stopped run resumes inside the variant it was on. Variants: "default" (the model's defaults:
 relation guidance 200), "layout" (boxes planned from the prompt, `layout="auto"`, relation guidance off),
 "layout+rg" (both), "layout_shared" and "layout+rg_shared" (the same two with latent_pass="shared": one guidance
-pass per gradient step that also gives the step's prediction). Prints per category the paired difference to
+pass per gradient step that also gives the step's prediction), "many" (`layout="many"`: boxes, without relation
+guidance, only for the prompts that name several objects; the default for the others). `--bench-seed` draws
+another suite of the same kinds (a fresh test of a rule found on the usual one). Prints per category the paired difference to
 "default" with its 95% bootstrap interval (t2ikit.bench.compbench.paired_difference) and each variant's seconds per
 image.
 """
@@ -32,7 +34,8 @@ VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0
             "plain": {"relation_guidance": 0.0},
             # the boxes' pass (and relation guidance's, in layout+rg) also gives the step's prediction
             "layout_shared": {"layout": "auto", "relation_guidance": 0.0, "latent_pass": "shared"},
-            "layout+rg_shared": {"layout": "auto", "latent_pass": "shared"}}
+            "layout+rg_shared": {"layout": "auto", "latent_pass": "shared"},
+            "many": {"layout": "many"}}
 
 
 def timing(pipe, suite, variants: list[str], repeats: int) -> dict:
@@ -61,6 +64,8 @@ def main(argv=None) -> int:
     ap.add_argument("--categories", default="counting,complex,spatial,style")
     ap.add_argument("--variants", default="default,layout,layout+rg")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bench-seed", type=lambda v: int(v, 0), default=cb.BENCH_SEED,
+                    help=f"world seed of the suite (default {cb.BENCH_SEED:#x}, the usual one; 0x... allowed)")
     ap.add_argument("--timing", type=int, default=0, metavar="N",
                     help="instead: time plain, default and layout on N prompts per category (1 seed), interleaved, "
                          "twice; print median ms/image and the ratio to plain")
@@ -78,7 +83,7 @@ def main(argv=None) -> int:
         for v, r in timing(pipe, suite, names, 2).items():
             print(f"{v}: {r['ms_per_image']:.0f} ms/image, x{r['vs_plain']:.2f} plain")
         return 0
-    suite = cb.make_suite(args.split, args.n_prompts, args.seeds, args.categories.split(","))
+    suite = cb.make_suite(args.split, args.n_prompts, args.seeds, args.categories.split(","), args.bench_seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pipe = T2IPipeline.from_folder(shipped_model_path())

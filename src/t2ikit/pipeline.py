@@ -29,7 +29,7 @@ from t2ikit.control.boxes import DEFAULT_BOX_GUIDANCE, DEFAULT_MASK_FRACTION, Bo
     box_targets, parse_box
 from t2ikit.control.compose import WHITE, bootstrap_step, parse_scales, resolve_adapter
 from t2ikit.control.encoders import CONDITIONS, load_condition, to_batch
-from t2ikit.control.layout import LAYOUTS, check_sides, plan_layout
+from t2ikit.control.layout import LAYOUTS, check_sides, names_many, plan_layout
 from t2ikit.control.reference import ReferenceAdapter
 from t2ikit.control.regions import REGION_MODES, Region, RegionAttentionHook, batch_regions, layout_regions, \
     parse_region, region_context
@@ -61,7 +61,7 @@ DEFAULT_PARSER = "english"  # the prompt parser of a folder whose t2ikit.json na
 DEFAULT_GUIDANCE_SD = 7.5
 DEFAULT_GUIDANCE_WORD_LEVEL = 4.0
 DEFAULT_STEPS = 20
-DEFAULT_KEYS = ("steps", "guidance", "sampler", "relation_guidance")  # what t2ikit.json's "defaults" may set
+DEFAULT_KEYS = ("steps", "guidance", "sampler", "relation_guidance", "layout")  # what t2ikit.json's "defaults" may set
 # fast=True: the settings benchmarks/fast.py measured as the best speed at CompBench within 2 points of the
 # default on both splits (docs/FAST.md: CFG on the first 70% of the steps; the first half lost held-out single
 # objects); each is also its own switch, and one given explicitly wins over fast's.
@@ -187,7 +187,8 @@ class GenerationSpec:
     boxes: list = field(default_factory=list)  # control.boxes.Box or "x0,y0,x1,y1:phrase": each phrase in its box(es)
     box_guidance: float = DEFAULT_BOX_GUIDANCE  # step size of the boxes' latent update; 0 = off
     box_mask: float = DEFAULT_MASK_FRACTION  # fraction of the steps with the boxes' attention masking; 0 = off
-    layout: str | None = None  # "auto": boxes planned from the parsed prompt per image (control.layout), seeded
+    layout: str | None = None  # "auto": boxes planned from the parsed prompt per image (control.layout), seeded;
+    # "many": only for the prompts naming several objects, which then take no relation guidance (control.layout)
     region_layout: str | None = None  # "auto": a region per object phrase, placed as layout="auto" (control.regions)
     cache_interval: int = 1  # DeepCache (diffusion.cache): the whole UNet every N-th step, its shallow branch between
     cache_branch: str = BRANCHES[0]  # which shallow branch runs between ("layer" or "block", diffusion.cache)
@@ -284,9 +285,9 @@ class GenerationSpec:
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(map(str, LAYOUTS))}; got {self.layout!r}")
         if self.layout is not None and self.boxes:
-            raise ValueError("give boxes or layout='auto' (boxes planned from the prompt), not both")
-        if self.region_layout not in LAYOUTS:
-            raise ValueError(f"region_layout must be one of {', '.join(map(str, LAYOUTS))}; got {self.region_layout!r}")
+            raise ValueError(f"give boxes or layout={self.layout!r} (boxes planned from the prompt), not both")
+        if self.region_layout not in (None, "auto"):
+            raise ValueError(f"region_layout must be None or 'auto'; got {self.region_layout!r}")
         check_interval(self.cache_interval)
         if self.cache_branch not in BRANCHES:
             raise ValueError(f"unknown cache_branch {self.cache_branch!r}; allowed: {', '.join(BRANCHES)}")
@@ -428,6 +429,7 @@ class T2IPipeline:
             "guidance": DEFAULT_GUIDANCE_WORD_LEVEL if word_level else DEFAULT_GUIDANCE_SD,
             "sampler": DEFAULT_SAMPLER,
             "relation_guidance": 0.0,
+            "layout": None,
             **(defaults or {}),
         }
         if tokenizer.model_max_length > text_encoder.config.max_position_embeddings:
@@ -573,6 +575,9 @@ class T2IPipeline:
         if unknown:
             raise TypeError(f"unknown generation setting(s) {sorted(unknown)}")
         techniques = {k: v for k, v in techniques.items() if v is not None}
+        layout_given = "layout" in techniques  # "none" turns a model's default layout off
+        layout = techniques.pop("layout", self.defaults["layout"])
+        techniques["layout"] = None if layout == "none" else layout
         if techniques.get("fast") is True:  # fast's settings where the call gives none (FAST_SETTINGS)
             steps = FAST_SETTINGS.get("steps") if steps is None else steps
             techniques = {**{k: v for k, v in FAST_SETTINGS.items() if k != "steps"}, **techniques}
@@ -595,12 +600,14 @@ class T2IPipeline:
         spec = spec.validate(self.vae_scale_factor)
         if (relation_guidance is not None and relation_guidance > 0) or spec.excite > 0:
             self._check_parsed(spec, relation=relation_guidance is not None and relation_guidance > 0)
+        if layout_given and spec.layout == "many":  # "auto" is checked as it plans; as a default "many" is lenient
+            self._check_parsed(spec, relation=False, what="layout='many'")
         return spec
 
-    def _check_parsed(self, spec: GenerationSpec, relation: bool) -> None:
-        """Latent guidance was asked for: ValueError without a parser or for prompts it cannot read; a warning
-        for prompts that state no relation (nothing to guide)."""
-        what = "relation guidance" if relation else "Attend-and-Excite"
+    def _check_parsed(self, spec: GenerationSpec, relation: bool, what: str | None = None) -> None:
+        """Latent guidance (or `what`) was asked for: ValueError without a parser or for prompts it cannot read; a
+        warning for prompts that state no relation (nothing to guide)."""
+        what = what or ("relation guidance" if relation else "Attend-and-Excite")
         if self.parser is None:
             raise ValueError(f"{what} reads the objects of each prompt with a prompt parser, and this model names "
                              f"none: pass parser=... to T2IPipeline.from_folder (registered: "
@@ -712,15 +719,21 @@ class T2IPipeline:
         return Generation(latents=latents, images=images, spec=spec, seeds=seeds)
 
     def plan_boxes(self, prompts: list[str], size: tuple[int, int], seeds: list[int],
-                   what: str = "layout='auto'") -> list[list]:
+                   what: str = "layout='auto'", only: list[bool] | None = None) -> list[list]:
         """The layout planner's boxes (control.layout) of each plain prompt with its image's seed, read by this
         model's parser; ValueError naming the prompt the parser cannot read or whose relations no layout holds.
-        `what`: the setting that asked for the plan, as the errors name it."""
+        `what`: the setting that asked for the plan, as the errors name it; `only`: plan the prompts marked True
+        (`names_many`), the others get no boxes."""
+        if self.parser is None and only is not None and not any(only):
+            return [[] for _ in prompts]
         if self.parser is None:
             raise ValueError(f"{what} plans boxes from the objects a prompt parser reads, and this model names "
                              f"none; give boxes=, or a parser ({', '.join(parser_names())})")
         plans = []
         for prompt, seed in zip(prompts, seeds):
+            if only is not None and not only[len(plans)]:
+                plans.append([])
+                continue
             try:
                 structure = self.parser.parse(prompt)
             except PromptParseError as err:
@@ -728,6 +741,17 @@ class T2IPipeline:
                                  f"read {prompt!r}: {err}") from None
             plans.append(plan_layout(structure, size, seed, self.layout_sides))
         return plans
+
+    def names_many(self, prompts: list[str]) -> list[bool]:
+        """Per plain prompt: does it name several objects (control.layout.names_many), as this model's parser reads
+        it; False for a prompt it cannot read and for every prompt of a model without a parser."""
+        out = []
+        for prompt in prompts:
+            try:
+                out.append(self.parser is not None and names_many(self.parser.parse(prompt)))
+            except PromptParseError:
+                out.append(False)
+        return out
 
     def _plan(self, spec: GenerationSpec, hooks, seeds: list[int]) -> dict:
         """Read and check everything a request names (text, hooks, maps, adapters, regions) before compute."""
@@ -752,9 +776,10 @@ class T2IPipeline:
         given = [r if isinstance(r, Region) else parse_region(r, spec.size) for r in spec.regions]
         texts = [plain_text(p, spec.weighting) for p in spec.image_prompts()]  # what parsers and the planner read
         plans = None  # one layout per image, shared by layout="auto" (boxes) and region_layout="auto" (regions)
+        many = self.names_many(texts) if spec.layout == "many" else None  # the images layout="many" gives boxes
         if spec.layout is not None or spec.region_layout is not None:
-            plans = self.plan_boxes(texts, spec.size, seeds, "layout='auto'" if spec.layout is not None else
-                                    "region_layout='auto'")
+            what = "region_layout='auto'" if spec.layout is None else f"layout={spec.layout!r}"
+            plans = self.plan_boxes(texts, spec.size, seeds, what, many if spec.region_layout is None else None)
         planned = None if spec.region_layout is None else [layout_regions(b, spec.size) for b in plans]
         regions = batch_regions(given, spec.size, spec.count, planned) if given or planned else None
         adapters = {name: resolve_adapter(self, name, spec.adapters.get(name)) for name in maps}
@@ -767,9 +792,10 @@ class T2IPipeline:
                              "regions append other prompts' tokens to every row: use region_mode='noise' with it")
         box_targets_ = None
         if spec.boxes or spec.layout is not None:  # phrases found in the prompts (before compute); masking is a hook
-            boxes = plans if spec.layout is not None else [spec.boxes] * len(texts)
+            boxes = [spec.boxes] * len(texts) if spec.layout is None else \
+                plans if many is None else [p if m else [] for p, m in zip(plans, many)]
             box_targets_ = box_targets(self.tokenizer, texts, boxes, spec.size)
-            if spec.box_mask > 0:
+            if spec.box_mask > 0 and bool(box_targets_[2].any()):
                 controller.add(BoxAttentionHook(box_targets_[0], box_targets_[1], spec.box_mask))
         region_hook = None
         if regions and spec.region_mode == "attention":  # added here so that a hook it cannot run with is refused now
@@ -782,7 +808,7 @@ class T2IPipeline:
                      grad=spec.relation_guidance > 0 or spec.excite > 0, what="generate")
         return {"controller": controller, "maps": maps, "regions": regions, "boxes": box_targets_,
                 "region_hook": region_hook, "adapters": adapters,
-                "to_bind": [h for h in named if hasattr(h, "bind")]}
+                "to_bind": [h for h in named if hasattr(h, "bind")], "many": many}
 
     def _conditioning(self, spec: GenerationSpec, plan: dict, scheduler, latent_hw) -> Conditioning:
         """One Conditioning of everything the request names (the data flow of docs/ARCHITECTURE.md)."""
@@ -842,6 +868,8 @@ class T2IPipeline:
         else:
             conditions = [Condition(cond, text_scale, name="text", added=added)]
         before = []
+        # layout="many": the images with boxes take box guidance in place of relation guidance (docs/BOXES.md)
+        relate = None if plan["many"] is None else [not m for m in plan["many"]]
         for objective, size in (("relation", spec.relation_guidance), ("excite", spec.excite)):
             if size > 0 and self.parser is not None:  # unreadable prompts (checked in make_spec when asked) pass
                 before.append(LatentGuidance(self.unet, self.tokenizer, self.parser, prompts, text,
@@ -849,8 +877,8 @@ class T2IPipeline:
                                                           excite_steps=spec.latent_steps,
                                                           iterations=spec.latent_iterations,
                                                           layers=spec.latent_layers), strict=False,
-                                             added=added))
-        if plan["boxes"] is not None and spec.box_guidance > 0:
+                                             added=added, relate_rows=relate))
+        if plan["boxes"] is not None and spec.box_guidance > 0 and bool(plan["boxes"][2].any()):
             before.append(BoxGuidance(self.unet, self.tokenizer, prompts, text, spec.boxes, spec.size,
                                       spec.box_guidance, targets=plan["boxes"], added=added))
         if spec.latent_pass == "shared" and before:  # one pass per gradient step for all of them, serving the step

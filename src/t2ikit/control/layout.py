@@ -32,7 +32,10 @@ PAD = 0.02  # boxes keep this distance from the image's edge (fraction of side)
 RESTARTS = 200  # fresh placements tried at each size before the boxes shrink
 TRIES_PER_BOX = 60  # positions tried for one box against the boxes already placed
 SHRINK = (1.0, 0.85, 0.72, 0.6)  # box sizes (times SIDES) tried in turn when the asked sizes do not fit
-LAYOUTS = (None, "auto")  # GenerationSpec.layout: none, or planned from the parsed prompt
+# GenerationSpec.layout: none; "auto": boxes planned for every prompt; "many": only for the prompts that name several
+# objects (`names_many`), the others generated as without a layout
+LAYOUTS = (None, "auto", "many")
+MANY_OBJECTS = 3  # "many": this many distinct objects, or any object counted above one
 
 # relation -> predicate on (subject centre, object centre) in fractions of the image side, y down; the four
 # image-plane relations take the dominant-axis reading (the offset along the relation's axis is at least MARGIN
@@ -66,6 +69,14 @@ def _phrases(structure: PromptStructure) -> list[tuple[str, int, str]]:
             continue
         out[o.group] = (structure.prompt[o.start:o.end].strip(), max(1, o.count or 1), object_size(o.attributes))
     return [out[g] for g in sorted(out)]
+
+
+def names_many(structure: PromptStructure) -> bool:
+    """True when a prompt names several objects: an object counted above one ("three red squares") or at least
+    MANY_OBJECTS distinct objects; the prompts that layout="many" plans boxes for (docs/BOXES.md: on both CompBench
+    splits the layout path gained on such prompts and lost held out on two-object ones)."""
+    groups = _phrases(structure)
+    return len(groups) >= MANY_OBJECTS or any(count > 1 for _, count, _ in groups)
 
 
 def check_sides(sides: dict | None) -> dict[str, float]:

@@ -386,13 +386,14 @@ class LatentGuidance(CapturedGuidance):
     `t2ikit.text.parser.Parser` or a registered name (None only for Attend-and-Excite with `words`);
     prompts: one per image; cond: (N, T, D) their embeddings; words: per prompt, the object words to excite
     (default: the parser's object nouns). `strict=False` leaves images whose prompt the parser cannot read
-    unguided (by either objective) instead of raising (a model's default guidance on free text). Each image's
-    update depends on its own prompt and latent only: a batch equals its items.
+    unguided (by either objective) instead of raising (a model's default guidance on free text); `relate_rows`:
+    per image, whether the relation objective guides it (default all; layout="many" leaves the images it boxed to
+    the boxes). Each image's update depends on its own prompt and latent only: a batch equals its items.
     """
 
     def __init__(self, unet, tokenizer, parser: Parser | str | None, prompts: list[str], cond: torch.Tensor,
                  config: ExciteConfig | None = None, words: list[list[str]] | None = None, strict: bool = True,
-                 added: dict | None = None):
+                 added: dict | None = None, relate_rows: list[bool] | None = None):
         self.config = config = (config or ExciteConfig()).validate()
         self.layers, self.shared = config.layers, config.shared
         prompts = list(prompts)
@@ -415,8 +416,11 @@ class LatentGuidance(CapturedGuidance):
         if self.relate:
             targets = [relation_targets(tokenizer, parser, p, strict) for p in prompts]
             rows = torch.full((len(prompts), max([1] + [len(r) for _, r in targets]), 4), -1, dtype=torch.int64)
+            if relate_rows is not None and len(relate_rows) != len(prompts):
+                raise ValueError(f"relate_rows must give one flag per prompt: {len(relate_rows)} for {len(prompts)}")
             for k, (_, r) in enumerate(targets):
-                rows[k, :len(r)] = r
+                if relate_rows is None or relate_rows[k]:
+                    rows[k, :len(r)] = r
             self.token_groups = torch.stack([g for g, _ in targets]).to(cond.device)  # (N, T)
             self.relations = rows.to(cond.device)  # (N, R, 4)
         # one capture per objective, each with its own head-mean, so that "both" sums the two objectives'
