@@ -209,5 +209,60 @@ def test_the_web_ui_backend_reaches_boxes_and_layouts(pipe, tmp_path):
     spec, _ = backend.make_spec(GenerateRequest("a red circle above a blue square", seed=1, steps=2,
                                                 regions=[[0, 0, 16, 8, "red circle"]], region_mode="boxes"))
     assert spec.boxes == [parse_box("0,0,16,8:red circle")] and spec.regions == []
-    spec, _ = backend.make_spec(GenerateRequest("a red circle above a blue square", seed=1, steps=2, layout=True))
+    spec, _ = backend.make_spec(GenerateRequest("a red circle above a blue square", seed=1, steps=2, layout="auto"))
     assert spec.layout == "auto" and "Layout" in spec.settings()
+
+
+def test_layout_many_boxes_only_the_prompts_naming_several_objects(pipe, tmp_path):
+    from t2ikit.control.layout import names_many
+
+    parser = get_parser("shapes-world")
+    assert [names_many(parser.parse(p)) for p in ("two red circles", "a red circle above a blue square",
+                                                  "a red circle, a blue square and a green triangle")] == \
+        [True, False, True]
+    base = dict(steps=3, relation_guidance=200.0, box_guidance=200.0)
+    prompts = ["two red circles left of a blue square", "a red circle above a blue square"]
+    batch = pipe.run(pipe.make_spec(prompts, seed=4, layout="many", **base), decode=False, progress=False)
+    assert batch.spec.settings()["Layout"] == "many"
+    # the first image as layout="auto" without relation guidance, the second as without a layout; a batch = its items
+    boxed = pipe.run(pipe.make_spec(prompts[0], seed=4, layout="auto", **{**base, "relation_guidance": 0.0}),
+                     decode=False, progress=False).latents
+    related = pipe.run(pipe.make_spec(prompts[1], seed=5, **base), decode=False, progress=False).latents
+    assert torch.allclose(batch.latents[0], boxed[0], atol=1e-4)  # latents up to ~60: float noise of a batch
+    assert torch.allclose(batch.latents[1], related[0], atol=1e-4)
+    assert not torch.allclose(boxed, pipe.run(pipe.make_spec(prompts[0], seed=4, **base), decode=False,
+                                              progress=False).latents, atol=1e-5)  # the boxes did act
+    with pytest.raises(ValueError, match="layout='many' reads each prompt .* cannot read 'a red blob'"):
+        pipe.make_spec("a red blob", layout="many")
+    with pytest.raises(ValueError, match="region_layout must be None or 'auto'"):
+        pipe.make_spec("two red circles", region_layout="many")
+    # a model whose t2ikit.json defaults to it: free text passes unboxed, "none" turns it off
+    folder = tmp_path / "many"
+    __import__("shutil").copytree(pipe.path, folder)
+    config = json.loads((folder / "t2ikit.json").read_text())
+    (folder / "t2ikit.json").write_text(json.dumps({**config, "defaults": {"layout": "many"}}))
+    many = T2IPipeline.from_folder(folder)
+    assert many.make_spec("two red circles").layout == "many"
+    assert many.make_spec("two red circles", layout="none").layout is None
+    blob = many.run(many.make_spec("a red blob", seed=1, steps=2), decode=False, progress=False).latents
+    assert torch.equal(blob, pipe.run(pipe.make_spec("a red blob", seed=1, steps=2), decode=False,
+                                      progress=False).latents)
+
+
+def test_cli_layout_many_is_recorded_and_a_png_without_it_reruns_without_the_models_default(pipe, tmp_path, capsys):
+    folder = tmp_path / "many"
+    __import__("shutil").copytree(pipe.path, folder)
+    config = json.loads((folder / "t2ikit.json").read_text())
+    (folder / "t2ikit.json").write_text(json.dumps({**config, "defaults": {"layout": "many"}}))
+    common = ["--model", str(folder), "--steps", "2", "--seed", "1", "--quiet"]
+    made, off = tmp_path / "m.png", tmp_path / "off.png"
+    assert main(["generate", "three red circles", *common, "--out", str(made)]) == 0
+    assert main(["generate", "three red circles", *common, "--layout", "none", "--out", str(off)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(made)]) == 0 and "Layout: many" in capsys.readouterr().out
+    assert main(["info", str(off)]) == 0 and "Layout" not in capsys.readouterr().out
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from", str(off), "--model", str(folder), "--out", str(again), "--quiet"]) == 0
+    image = __import__("PIL.Image").Image
+    assert np.array_equal(np.asarray(image.open(off)), np.asarray(image.open(again)))
+    assert not np.array_equal(np.asarray(image.open(off)), np.asarray(image.open(made)))

@@ -57,7 +57,7 @@ def test_settings_errors_and_the_cli_round_trip(pipe, tmp_path, capsys):
     settings = spec.settings()
     assert settings["Region layout"] == "auto" and settings["Region mode"] == "attention" and "Regions" in settings
     assert pipe.run(spec, decode=False, progress=False).latents.isfinite().all()  # given + planned + bootstrap
-    with pytest.raises(ValueError, match="region_layout must be one of None, auto"):
+    with pytest.raises(ValueError, match="region_layout must be None or .auto.; got .manual."):
         pipe.make_spec(PROMPT, region_layout="manual")
     with pytest.raises(ValueError, match="region_layout='auto' reads the prompt with the shapes-world parser, "
                                          "which cannot read 'a red blob'"):

@@ -178,8 +178,10 @@ def build_app(backend: Backend) -> gr.Blocks:
                                                           "hier:W/P/S; empty = dense)", elem_id="attention")
                             relation = gr.Slider(0, 500, value=d["relation_guidance"], step=10,
                                                  label="Relation guidance (0 = off)", elem_id="relation")
-                            layout = gr.Checkbox(False, label="Layout from the prompt: a box per object, placed so "
-                                                              "the relations hold (layout auto)", elem_id="layout")
+                            layout = gr.Dropdown(["", "none", "auto", "many"], value="",
+                                                 label="Layout from the prompt: auto = a box per object, placed so "
+                                                       "the relations hold; many = only for prompts naming several "
+                                                       "objects; empty = the model's default", elem_id="layout")
                             region_layout = gr.Checkbox(False, label="Regions from the prompt: a region prompt per "
                                                                      "object phrase, in its planned box (region "
                                                                      "layout auto)", elem_id="region-layout")
@@ -325,7 +327,7 @@ def build_app(backend: Backend) -> gr.Blocks:
                                   regions=regions or [], region_mode=region_mode,
                                   condition=None if condition == "none" else condition, condition_image=image,
                                   condition_scale=float(condition_scale), attention=attention or None,
-                                  relation_guidance=_float_or_none(relation), layout=bool(layout),
+                                  relation_guidance=_float_or_none(relation), layout=layout or None,
                                   region_layout=bool(region_layout), fast=bool(fast),
                                   latent_layers="encoder" if cheap_guidance else None, compile=bool(compiled),
                                   guidance_interval=_cfg_interval(cfg_end),

@@ -82,7 +82,7 @@ class GenerateRequest:
     condition_scale: float = 1.0
     attention: str | None = None  # sparse / hierarchical variant, e.g. "topk:4"
     relation_guidance: float | None = None
-    layout: bool = False  # boxes planned from the prompt's objects (layout="auto")
+    layout: str | None = None  # boxes planned from the prompt's objects: "auto", "many", "none"; None: the model's
     region_layout: bool = False  # a region per object phrase, in the planned boxes (region_layout="auto")
     fast: bool = False  # the pipeline's FAST_SETTINGS for what the request leaves to the model (docs/FAST.md)
     latent_layers: str | None = None  # "encoder": relation guidance reads the encoder's maps (a cheaper pass)
@@ -253,7 +253,7 @@ class Backend:
                                        size, req.sampler, req.relation_guidance, weighting=req.weighting,
                                        attention=req.attention or None, regions=regions, region_mode=mode,
                                        conditions=conditions, scales=scales, boxes=boxes,
-                                       layout="auto" if req.layout else None,
+                                       layout=req.layout or None,
                                        region_layout="auto" if req.region_layout else None,
                                        fast=bool(req.fast), latent_layers=req.latent_layers or None,
                                        latent_pass=req.latent_pass or None,
