@@ -1,6 +1,6 @@
 """The fast path (`fast=True`, `t2ikit generate --fast`) against plain diffusers and against our default.
 
-    python benchmarks/fast.py [--json] [--sections speed,sd15,tricks] [--repeats 3] [--threads N]
+    python benchmarks/fast.py [--json] [--sections speed,sd15,tricks] [--repeats 3] [--threads N] [--prompt P]
     python benchmarks/fast.py --sections compbench --out DIR [--n-prompts 10] [--seeds 2] [--split train]
 
 speed:  the shipped model (else a tiny random folder), batch 1 and 16: ms/image of diffusers'
@@ -60,6 +60,10 @@ SPEED_VARIANTS = {
     "steps15_cfg_end50_compile_plain": {"steps": 15, "guidance_interval": (0.0, 0.5), "compile": True,
                                         "relation_guidance": 0},
     "steps15_cfg_end50": {"steps": 15, "guidance_interval": (0.0, 0.5)},
+    "cfg_end70": {"guidance_interval": (0.0, 0.7)},  # what fast=True sets now, relation guidance on
+    "many": {"layout": "many"},  # boxes without relation guidance for a prompt naming several objects, else default
+    "many_shared": {"layout": "many", "latent_pass": "shared"},
+    "many_cfg_end70": {"layout": "many", "guidance_interval": (0.0, 0.7)},
 }
 COMPBENCH_VARIANTS = {
     "default": {},
@@ -135,18 +139,18 @@ def speed(args) -> dict:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(known)}")
     variants = {k: known[k] for k in args.variants.split(",")}
-    out = {"model": str(model), "model_source": source, "steps": steps, "sampler": sampler, "guidance": guidance,
+    out = {"model": str(model), "model_source": source, "prompt": args.prompt, "steps": steps, "sampler": sampler, "guidance": guidance,
            "relation_guidance_default": ours.defaults["relation_guidance"], "size": list(ours.default_size),
            "variants": variants, "batches": {}}
 
     def run_ref(batch):
         ref.scheduler = make_scheduler(sampler, ours.scheduler_config)
         gens = [torch.Generator().manual_seed(k) for k in range(batch)]
-        ref(PROMPT, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
+        ref(args.prompt, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
             num_images_per_prompt=batch, output_type="pil")
 
     def run_ours(batch, settings):
-        ours.generate(PROMPT, seed=0, n=batch, progress=False, **settings)
+        ours.generate(args.prompt, seed=0, n=batch, progress=False, **settings)
 
     for batch in (int(b) for b in args.batches.split(",")):
         jobs = {"diffusers": lambda b=batch: run_ref(b)}
@@ -474,6 +478,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None, help="diffusers folder (default: shipped model, else tiny)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", default="1,16")
+    parser.add_argument("--prompt", default=PROMPT, help=f"speed: the prompt timed (default {PROMPT!r})")
     parser.add_argument("--variants", default=",".join(SPEED_VARIANTS), help="speed variants to time")
     parser.add_argument("--sd15-steps", type=int, default=20)
     parser.add_argument("--sd15-repeats", type=int, default=2)
