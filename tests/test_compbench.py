@@ -189,6 +189,9 @@ def test_cli_json_and_markdown(tmp_path, capsys):
     assert "| single | 1 | 0.0% |" in capsys.readouterr().out
     assert (tmp_path / "compbench.json").is_file() and (tmp_path / "compbench.md").is_file()
     assert main(["bench", "compbench", "--generator", "model", "--model", str(tmp_path / "nope")]) == 2
+    capsys.readouterr()
+    assert main(["bench", "compbench", "--generator", "noise", "--layout", "many"]) == 2
+    assert "--layout applies to --generator model only" in capsys.readouterr().err
     assert main(["bench", "oracle", "--n", "2", "--categories", "single", "--conditions", "clean,random"]) == 0
     assert "| single | 100.00% (100.0%) | 0.00% (0.0%) |" in capsys.readouterr().out
 

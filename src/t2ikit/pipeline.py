@@ -492,9 +492,7 @@ class T2IPipeline:
         for model in (unet, vae, text_encoder):
             model.requires_grad_(False).eval().to(device)
         defaults = config["t2ikit"].get("defaults", {})
-        unknown = set(defaults) - set(DEFAULT_KEYS)
-        if unknown:
-            raise ValueError(f"{root / T2IKIT_CONFIG}: unknown default(s) {sorted(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
+        check_defaults(defaults, str(root / T2IKIT_CONFIG))
         parser = default_parser_name(config) if parser is None else parser
         try:
             sides = check_sides(config["t2ikit"].get("layout_sides"))
@@ -950,14 +948,27 @@ def _fusion_of(root: Path) -> str:
         raise ValueError(f"{path} is not a valid training record: {err}") from None
 
 
-def write_model_defaults(folder: str | os.PathLike, **defaults) -> None:
-    """Record generation defaults (DEFAULT_KEYS) in `folder`/t2ikit.json for `from_folder`."""
+def check_defaults(defaults: dict, where: str) -> None:
+    """ValueError, naming `where`, for a generation default a model folder may not set (DEFAULT_KEYS) or a layout
+    that is not one of control.layout.LAYOUTS ("none" too); the other values are checked by GenerationSpec."""
     unknown = set(defaults) - set(DEFAULT_KEYS)
     if unknown:
-        raise ValueError(f"unknown default(s) {sorted(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
+        raise ValueError(f"{where}: unknown default(s) {sorted(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
+    if defaults.get("layout") not in (*LAYOUTS, "none"):
+        raise ValueError(f"{where}: default layout must be one of none, {', '.join(map(str, LAYOUTS[1:]))}; got "
+                         f"{defaults['layout']!r}")
+
+
+def write_model_defaults(folder: str | os.PathLike, layout_sides: dict | None = None, **defaults) -> None:
+    """Record generation defaults (DEFAULT_KEYS) and the layout planner's box sides (control.layout.check_sides)
+    in `folder`/t2ikit.json for `from_folder`."""
+    check_defaults(defaults, "model defaults")
     path = Path(folder) / T2IKIT_CONFIG
     data = json.loads(path.read_text()) if path.is_file() else {}
     data["defaults"] = {**data.get("defaults", {}), **defaults}
+    if layout_sides:
+        check_sides(layout_sides)
+        data["layout_sides"] = dict(layout_sides)
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 

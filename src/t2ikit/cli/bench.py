@@ -63,6 +63,9 @@ def _add_compbench(verbs) -> None:
                    help="CFG scale for --generator model (default: the model's, 4.0 for the shipped model)")
     p.add_argument("--relation-guidance", type=float, default=None, metavar="S",
                    help="relation guidance step size for --generator model; 0 = off (default: the model's)")
+    p.add_argument("--layout", default=None, choices=["none", "auto", "many"],
+                   help="boxes planned from the prompt for --generator model, as generate's --layout (default: the "
+                        "model's: many for the shipped model)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generator call")
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     p.add_argument("--out", default=None,
@@ -119,15 +122,20 @@ def _compbench(args) -> int:
             if not args.relation_guidance >= 0 or args.relation_guidance == float("inf"):
                 raise ValueError(f"--relation-guidance must be a finite number >= 0; got {args.relation_guidance}")
             extra["relation_guidance"] = args.relation_guidance
+        if args.layout is not None:
+            if args.generator != "model":
+                raise ValueError("--layout applies to --generator model only")
+            extra["layout"] = args.layout
         from t2ikit.models.registry import SHIPPED_MODEL
 
         generator = cb.make_generator(args.generator, model=args.model, steps=args.steps, device=args.device,
                                       dtype=args.dtype, **extra)
         save_dir = Path(args.out) / "images" if (args.out and args.save_images) else None
         name = args.generator if args.generator not in ("model", "vae") else f"{args.generator}:{args.model or SHIPPED_MODEL}"
-        for key in ("guidance", "relation_guidance"):
+        for key in ("guidance", "relation_guidance", "layout"):
             if args.generator == "model" and getattr(args, key) is not None:
-                name += f",{key}={getattr(args, key):g}"
+                value = getattr(args, key)
+                name += f",{key}={value:g}" if isinstance(value, float) else f",{key}={value}"
         journal = _journal(args)
         if journal is not None:
             journal.parent.mkdir(parents=True, exist_ok=True)

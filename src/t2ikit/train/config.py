@@ -141,6 +141,7 @@ class ExportConfig:
     at_end: bool = True  # export when training finishes
     defaults: dict = field(default_factory=dict)  # generation defaults for the folder's t2ikit.json, e.g.
     # {relation_guidance = 200.0}; keys: t2ikit.pipeline.DEFAULT_KEYS
+    layout_sides: dict = field(default_factory=dict)  # the layout planner's box side per size class (t2ikit.json)
 
 
 @dataclass
@@ -196,11 +197,14 @@ class TrainConfig:
             raise ValueError(f"vae_train.style_share must be in [0, 1], got {self.vae_train.style_share}")
         if not 0 <= self.unet_train.caption_dropout <= 1:
             raise ValueError(f"unet_train.caption_dropout must be in [0, 1], got {self.unet_train.caption_dropout}")
-        from t2ikit.pipeline import DEFAULT_KEYS
+        from t2ikit.control.layout import check_sides
+        from t2ikit.pipeline import check_defaults
 
-        unknown = set(self.export.defaults) - set(DEFAULT_KEYS)
-        if unknown:
-            raise ValueError(f"export.defaults: unknown key(s) {sorted(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
+        check_defaults(self.export.defaults, "export.defaults")
+        try:
+            check_sides(self.export.layout_sides)
+        except ValueError as err:
+            raise ValueError(f"export.{err}") from None
         u = self.unet_train
         if u.snr_floor < 0 or (u.snr_floor > 0 and (u.snr_gamma <= 0 or u.snr_floor > u.snr_gamma)):
             raise ValueError(f"unet_train.snr_floor must be in [0, snr_gamma] with min-SNR on (snr_gamma > 0), got "
