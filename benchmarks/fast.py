@@ -40,25 +40,28 @@ PROMPT = "a red circle to the left of a blue square"
 # variant -> generate() settings on top of the model's defaults (None = the model's default)
 SPEED_VARIANTS = {
     "default": {},
-    "plain": {"relation_guidance": 0},
+    "rg": {"layout": "none"},  # relation guidance alone: the shipped model's default before layout="many"
+    "plain": {"relation_guidance": 0, "layout": "none"},
     "fast": {"fast": True},
-    "fast_plain": {"fast": True, "relation_guidance": 0},
-    "cache2_plain": {"cache_interval": 2, "relation_guidance": 0},
-    "steps10_plain": {"steps": 10, "relation_guidance": 0},
+    "fast_plain": {"fast": True, "relation_guidance": 0, "layout": "none"},
+    "cache2_plain": {"cache_interval": 2, "relation_guidance": 0, "layout": "none"},
+    "steps10_plain": {"steps": 10, "relation_guidance": 0, "layout": "none"},
     "cheap_guidance": {"latent_steps": 3, "latent_iterations": 1},
     "encoder_guidance": {"latent_layers": "encoder"},
-    "compile_plain": {"compile": True, "relation_guidance": 0},
+    "compile_plain": {"compile": True, "relation_guidance": 0, "layout": "none"},
     "compile": {"compile": True},
     "compile_encoder": {"compile": True, "latent_layers": "encoder"},
-    "cfg_end50_plain": {"guidance_interval": (0.0, 0.5), "relation_guidance": 0},  # CFG on the first half only
+    # CFG on the first half only
+    "cfg_end50_plain": {"guidance_interval": (0.0, 0.5), "relation_guidance": 0, "layout": "none"},
     "layout": {"layout": "auto", "relation_guidance": 0},  # boxes planned from the prompt instead of relation guidance
     "layout_shared": {"layout": "auto", "relation_guidance": 0, "latent_pass": "shared"},
     "layout+rg": {"layout": "auto"},
     "layout+rg_shared": {"layout": "auto", "latent_pass": "shared"},
-    "cfg_end50_compile_plain": {"guidance_interval": (0.0, 0.5), "compile": True, "relation_guidance": 0},
-    "steps15_cfg_end50_plain": {"steps": 15, "guidance_interval": (0.0, 0.5), "relation_guidance": 0},
+    "cfg_end50_compile_plain": {"guidance_interval": (0.0, 0.5), "compile": True, "relation_guidance": 0,
+                                "layout": "none"},
+    "steps15_cfg_end50_plain": {"steps": 15, "guidance_interval": (0.0, 0.5), "relation_guidance": 0, "layout": "none"},
     "steps15_cfg_end50_compile_plain": {"steps": 15, "guidance_interval": (0.0, 0.5), "compile": True,
-                                        "relation_guidance": 0},
+                                        "relation_guidance": 0, "layout": "none"},
     "steps15_cfg_end50": {"steps": 15, "guidance_interval": (0.0, 0.5)},
     "cfg_end70": {"guidance_interval": (0.0, 0.7)},  # what fast=True sets now, relation guidance on
     "many": {"layout": "many"},  # boxes without relation guidance for a prompt naming several objects, else default
@@ -67,6 +70,7 @@ SPEED_VARIANTS = {
 }
 COMPBENCH_VARIANTS = {
     "default": {},
+    "rg": {"layout": "none"},
     "fast": {"fast": True},
     "cache2": {"cache_interval": 2, "cache_branch": "block"},
     "steps10": {"steps": 10},
@@ -76,7 +80,7 @@ COMPBENCH_VARIANTS = {
     "steps12": {"steps": 12},
     "cache3": {"cache_interval": 3},
     "steps8": {"steps": 8},
-    "plain": {"relation_guidance": 0},
+    "plain": {"relation_guidance": 0, "layout": "none"},
     "encoder_guidance": {"latent_layers": "encoder"},
     "encoder_s400": {"latent_layers": "encoder", "relation_guidance": 400},
     "encoder_8x2": {"latent_layers": "encoder", "latent_steps": 8},
@@ -239,9 +243,9 @@ def external(args) -> dict:
     batch = 1
     jobs = {name: (lambda p=p: run_ref(p, batch)) for name, p in pipes.items()}
     jobs["ours_fast_plain"] = lambda: ours.generate(PROMPT, seed=0, n=batch, progress=False, fast=True,  # noqa: E731
-                                                    relation_guidance=0)
+                                                    relation_guidance=0, layout="none")
     jobs["ours_cache2_plain"] = lambda: ours.generate(PROMPT, seed=0, n=batch, progress=False,  # noqa: E731
-                                                      cache_interval=2, relation_guidance=0)
+                                                      cache_interval=2, relation_guidance=0, layout="none")
     for name in list(jobs):
         try:
             jobs[name]()

@@ -54,7 +54,7 @@ def time_pair(ours, ref, batch: int, args, config: dict) -> tuple[float, float]:
 
     def run_ours():
         ours.generate(PROMPT, steps=args.steps, guidance=args.guidance, seed=0, n=batch, sampler=args.sampler,
-                      progress=False, relation_guidance=0)
+                      progress=False, relation_guidance=0, layout="none")
 
     def run_ref():
         ref.scheduler = make_scheduler(args.sampler, config)

@@ -7,7 +7,8 @@
 Each variant's result is written to OUT_DIR/VARIANT.json when it finishes and read back when that file exists (a
 result of another suite is refused); while a variant runs, OUT_DIR/VARIANT.journal.jsonl keeps its finished
 batches, so a stopped run resumes inside the variant it was on. Variants: "default" (the model's defaults:
-relation guidance 200), "layout" (boxes planned from the prompt, `layout="auto"`, relation guidance off),
+relation guidance 200, and layout="many" since it ships), "rg" (relation guidance 200 alone, the earlier default),
+"layout" (boxes planned from the prompt, `layout="auto"`, relation guidance off),
 "layout+rg" (both), "layout_shared" and "layout+rg_shared" (the same two with latent_pass="shared": one guidance
 pass per gradient step that also gives the step's prediction), "many" (`layout="many"`: boxes, without relation
 guidance, only for the prompts that name several objects; the default for the others). `--bench-seed` draws
@@ -31,7 +32,8 @@ from t2ikit.models.registry import shipped_model_path
 from t2ikit.pipeline import T2IPipeline
 
 VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0}, "layout+rg": {"layout": "auto"},
-            "plain": {"relation_guidance": 0.0},
+            "plain": {"relation_guidance": 0.0, "layout": "none"},
+            "rg": {"layout": "none"},  # relation guidance alone: the shipped model's default before layout="many"
             # the boxes' pass (and relation guidance's, in layout+rg) also gives the step's prediction
             "layout_shared": {"layout": "auto", "relation_guidance": 0.0, "latent_pass": "shared"},
             "layout+rg_shared": {"layout": "auto", "latent_pass": "shared"},

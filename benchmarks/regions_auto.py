@@ -51,7 +51,8 @@ def main(argv=None) -> int:
         for v in variants:
             t0 = time.perf_counter()
             images[v][item.prompt, item.seed] = pipe.generate(item.prompt, seed=item.seed, progress=False,
-                                                              relation_guidance=0.0, **VARIANTS[v])[0]
+                                                              **{"relation_guidance": 0.0, "layout": "none",
+                                                                 **VARIANTS[v]})[0]
             ms[v].append(1000 * (time.perf_counter() - t0))
     print(f"{args.category} ({args.split}), {args.n_prompts} prompts x {args.seeds} seed(s), shipped model "
           f"{pipe.name}, {torch.get_num_threads()} thread(s), relation guidance off")

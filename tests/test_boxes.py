@@ -244,6 +244,7 @@ def test_layout_many_boxes_only_the_prompts_naming_several_objects(pipe, tmp_pat
     many = T2IPipeline.from_folder(folder)
     assert many.make_spec("two red circles").layout == "many"
     assert many.make_spec("two red circles", layout="none").layout is None
+    assert many.make_spec("two red circles", boxes=["0,0,8,8:red circles"]).layout is None  # boxes replace it
     blob = many.run(many.make_spec("a red blob", seed=1, steps=2), decode=False, progress=False).latents
     assert torch.equal(blob, pipe.run(pipe.make_spec("a red blob", seed=1, steps=2), decode=False,
                                       progress=False).latents)

@@ -62,6 +62,8 @@ DEFAULT_GUIDANCE_SD = 7.5
 DEFAULT_GUIDANCE_WORD_LEVEL = 4.0
 DEFAULT_STEPS = 20
 DEFAULT_KEYS = ("steps", "guidance", "sampler", "relation_guidance", "layout")  # what t2ikit.json's "defaults" may set
+# the plain sampler: no sampling-time latent guidance and no planned layout, whatever a model's defaults turn on
+PLAIN = {"relation_guidance": 0.0, "layout": "none"}
 # fast=True: the settings benchmarks/fast.py measured as the best speed at CompBench within 2 points of the
 # default on both splits (docs/FAST.md: CFG on the first 70% of the steps; the first half lost held-out single
 # objects); each is also its own switch, and one given explicitly wins over fast's.
@@ -573,8 +575,8 @@ class T2IPipeline:
         if unknown:
             raise TypeError(f"unknown generation setting(s) {sorted(unknown)}")
         techniques = {k: v for k, v in techniques.items() if v is not None}
-        layout_given = "layout" in techniques  # "none" turns a model's default layout off
-        layout = techniques.pop("layout", self.defaults["layout"])
+        layout_given = "layout" in techniques  # "none" turns a model's default layout off; boxes given replace it
+        layout = techniques.pop("layout", None if techniques.get("boxes") else self.defaults["layout"])
         techniques["layout"] = None if layout == "none" else layout
         if techniques.get("fast") is True:  # fast's settings where the call gives none (FAST_SETTINGS)
             steps = FAST_SETTINGS.get("steps") if steps is None else steps
@@ -979,4 +981,5 @@ __all__ = [
     "check_model_folder",
     "to_pil",
     "write_model_defaults",
+    "PLAIN",
 ]

@@ -31,6 +31,7 @@ import torch
 
 from t2ikit.control.layout import plan_layout
 from t2ikit.control.regions import REGION_MODES, Region
+from t2ikit.pipeline import PLAIN
 from t2ikit.text import lexicon
 from t2ikit.text.parser import PromptParseError, PromptStructure, get_parser
 from t2ikit.world.caption import decompose as world_decompose
@@ -236,9 +237,9 @@ def generate_composed(pipe, prompt: str, components: list[Component] | None, see
     if not seeds:
         raise ValueError("need at least one seed")
     seeds = [int(x) for x in seeds]
-    spec = pipe.make_spec(prompt, None, steps, guidance, seeds[0], len(seeds), size, sampler, 0.0)
+    spec = pipe.make_spec(prompt, None, steps, guidance, seeds[0], len(seeds), size, sampler, **PLAIN)
     if components:
-        spec = pipe.make_spec(prompt, None, steps, guidance, seeds[0], len(seeds), spec.size, sampler, 0.0,
+        spec = pipe.make_spec(prompt, None, steps, guidance, seeds[0], len(seeds), spec.size, sampler, **PLAIN,
                               regions=regions_of(components, spec.size), region_mode=mode)
     return pipe.run(spec, progress=False, seeds=seeds).images
 

@@ -21,6 +21,7 @@ from t2ikit.analysis.paired import markdown_table, paired_compbench
 from t2ikit.analysis.runner import _check_seeds
 from t2ikit.diffusion import latent_guidance
 from t2ikit.diffusion.latent_guidance import ExciteConfig  # re-exported until callers import it from the core
+from t2ikit.pipeline import PLAIN
 from t2ikit.text.parser import Parser, get_parser
 
 BINDING_CATEGORIES = ("colour_binding", "shape_binding", "spatial")
@@ -42,8 +43,8 @@ def sample_excite(pipe, prompts: list[str], seeds, steps: int | None = None, gui
     """
     prompts = list(prompts)
     seeds = _check_seeds(seeds, len(prompts))
-    # the plain sampler: no model-default relation guidance, prompts as written (the update reads them)
-    spec = pipe.make_spec(prompts, "", steps, guidance, 0, 1, None, sampler, 0.0, weighting="none")
+    # the plain sampler: no model-default relation guidance or layout, prompts as written (the update reads them)
+    spec = pipe.make_spec(prompts, "", steps, guidance, 0, 1, None, sampler, **PLAIN, weighting="none")
     with torch.no_grad():
         unique = list(dict.fromkeys(prompts))
         cond = pipe.encode_text(unique)[torch.tensor([unique.index(p) for p in prompts])]  # (N, T, D)

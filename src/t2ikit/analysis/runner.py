@@ -4,8 +4,8 @@ The analyses compare many variants of one prompt under the same noise: image i i
 `torch.Generator().manual_seed(seeds[i])`, so two variants that share a seed share their initial noise
 (where `T2IPipeline.run` gives image k of a call seed + k). Every batch is one `T2IPipeline.run` with the
 embeddings and seeds given, so a variant with the plain prompt's embedding and seed s reproduces
-`pipe.generate(prompt, seed=s, relation_guidance=0)` exactly (the plain sampler: no sampling-time latent
-guidance, whatever the model's default). On SDXL it reads each row's pooled text from `prompts` and reproduces
+`pipe.generate(prompt, seed=s, **PLAIN)` exactly (the plain sampler: no sampling-time latent guidance or planned
+layout, whatever the model's defaults). On SDXL it reads each row's pooled text from `prompts` and reproduces
 generate with negative_prompt="" (generate's default there is zero unconditional states, which `run` does not
 take with precomputed states).
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from t2ikit.bench.progress import bar
+from t2ikit.pipeline import PLAIN
 
 DEFAULT_BATCH = 32  # images per UNet batch (twice that with classifier-free guidance)
 
@@ -64,7 +65,7 @@ def sample_embeds(pipe, cond: torch.Tensor, seeds, steps: int, guidance: float, 
     for start in range(0, cond.shape[0], batch_size):
         c = cond[start:start + batch_size]
         spec = pipe.make_spec(texts[start:start + batch_size], negative_prompt, steps, guidance, 0, 1, size, sampler,
-                              0.0, weighting="none")  # states from `c`; SDXL's pooled text from the texts
+                              **PLAIN, weighting="none")  # states from `c`; SDXL's pooled text from the texts
         if steps_bar is None:
             batches = -(-cond.shape[0] // batch_size)
             steps_bar = bar(total=batches * spec.steps, desc=desc, enabled=progress, unit="step")

@@ -31,6 +31,7 @@ from t2ikit.control.attributes import recolour
 from t2ikit.control.reference import ReferenceAdapter, is_attention_adapter, load_reference_adapter
 from t2ikit.diffusion.losses import noised_batch
 from t2ikit.diffusion.schedules import training_scheduler
+from t2ikit.pipeline import PLAIN
 from t2ikit.world import vocab
 from t2ikit.world.caption import write_caption
 from t2ikit.world.conditions import from_modalities, shapes_batch
@@ -47,7 +48,7 @@ SECTIONS = ("regions", "attribute", "consistency", "conflict")
 
 def _generate(pipe, prompt, **settings):
     """One generation through the pipeline, relation guidance off (as these measurements were made)."""
-    return pipe.run(pipe.make_spec(prompt, relation_guidance=0.0, **settings), progress=False)
+    return pipe.run(pipe.make_spec(prompt, **PLAIN, **settings), progress=False)
 
 
 def _rate(k: int, n: int) -> dict:

@@ -31,13 +31,14 @@ def recolour(pipe, prompt: str, new_prompt: str, box: tuple[int, int, int, int],
     keep_inside = (F.adaptive_avg_pool2d(pixel, (h, w)) > 0).to(pipe.dtype)  # (1, 1, h, w): any overlap may change
     trajectory = []
     held = {**(hold or {}), "adapters": adapters} if hold else {}
-    source = pipe.run(pipe.make_spec(prompt, None, steps, guidance, seed, relation_guidance=0.0, **held),
+    plain = {"relation_guidance": 0.0, "layout": "none"}  # t2ikit.pipeline.PLAIN (the core imports no pipeline)
+    source = pipe.run(pipe.make_spec(prompt, None, steps, guidance, seed, **plain, **held),
                       progress=False, callback=lambda i, t, z: trajectory.append(z.clone()))
 
     def blend(i, t, z):  # outside the box: the source run's latents of this step
         z.copy_(keep_inside * z + (1 - keep_inside) * trajectory[i])
 
-    edited = pipe.run(pipe.make_spec(new_prompt, None, steps, guidance, seed, relation_guidance=0.0,
+    edited = pipe.run(pipe.make_spec(new_prompt, None, steps, guidance, seed, **plain,
                                      regions=[region] if use_region else None, **held),
                       progress=False, callback=blend)
     return source, edited

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from t2ikit.pipeline import PLAIN
 from t2ikit.report.core import Figure, Finding, ReportContext, Table, experiment
 
 COMPOSITIONAL = ("colour_binding", "shape_binding", "spatial", "complex")  # the categories Q2 and Q3 score
@@ -85,7 +86,7 @@ def model_generator(pipe, steps: int, attention: str | None = None, make_hooks=N
     from t2ikit.bench.compbench import pipeline_generator
 
     target = pipe if make_hooks is None else HookedPipeline(pipe, make_hooks, "hooked")
-    kwargs = {"relation_guidance": 0.0}
+    kwargs = dict(PLAIN)
     if IMAGE_SIZE is not None:
         kwargs["size"] = IMAGE_SIZE
     if attention is not None:
@@ -135,7 +136,7 @@ def capture_calls(pipe, prompts: list[str], steps: int, seed: int = 0) -> list:
     from t2ikit.attention.sparse import QKVCapture
 
     cap = QKVCapture(steps={0, steps // 2, steps - 1})
-    pipe.generate(prompts, seed=seed, steps=steps, progress=False, hooks=[cap], relation_guidance=0.0)
+    pipe.generate(prompts, seed=seed, steps=steps, progress=False, hooks=[cap], **PLAIN)
     return cap.records
 
 

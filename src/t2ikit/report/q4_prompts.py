@@ -30,6 +30,7 @@ import torch
 from t2ikit.bench.information import discrete_mi
 from t2ikit.bench.progress import bar
 from t2ikit.bench.stats import percentile_interval
+from t2ikit.pipeline import PLAIN
 from t2ikit.report.core import Figure, Finding, Table, experiment
 from t2ikit.world import vocab
 from t2ikit.world.caption import write_caption
@@ -182,7 +183,7 @@ def run(ctx) -> Finding:
         t0 = time.perf_counter()
         with torch.no_grad():
             gen = pipe.run(pipe.make_spec([prompts[L][i] for i in idx], None, steps, None, 0, 1, (size, size), None,
-                                          0.0), progress=False, seeds=[IMAGE_SEED + i for i in idx])
+                                          **PLAIN), progress=False, seeds=[IMAGE_SEED + i for i in idx])
         return {"reads": [read_attributes(im.permute(1, 2, 0).numpy()) for im in gen.images],
                 "seconds": time.perf_counter() - t0}
 

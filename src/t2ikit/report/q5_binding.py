@@ -32,6 +32,7 @@ from t2ikit.bench.compbench import make_suite
 from t2ikit.bench.progress import bar
 from t2ikit.bench.stats import bootstrap_interval, mcnemar_p, wilson_interval
 from t2ikit.diffusion.latent_guidance import ExciteConfig
+from t2ikit.pipeline import PLAIN
 from t2ikit.report.core import Figure, Finding, Table, experiment
 from t2ikit.text.spans import word_token_spans
 from t2ikit.world import vocab
@@ -48,9 +49,10 @@ BATCH = 24
 
 
 # the samplers compared: {name: make_spec keyword arguments}
-METHODS = {"plain": {"relation_guidance": 0.0},
-           "relation guidance": {"relation_guidance": None},  # None: the model's default step size
-           "attend-and-excite": {"relation_guidance": 0.0, "excite": ExciteConfig.step_size},
+METHODS = {"plain": PLAIN,
+           # None: the model's default step size; each method alone, without the model's default layout
+           "relation guidance": {"relation_guidance": None, "layout": "none"},
+           "attend-and-excite": {**PLAIN, "excite": ExciteConfig.step_size},
            "layout boxes": {"relation_guidance": 0.0, "layout": "auto"}}
 
 
@@ -91,7 +93,7 @@ def interactions(pipe, prompt: str, category: str, seeds: list[int], steps: int)
     texts = list(dict.fromkeys([prompt, *drop1, *drop2.values()]))
     all_texts = [t for _ in seeds for t in texts]
     all_seeds = [s for s in seeds for _ in texts]
-    spec = pipe.make_spec(texts[0], None, steps, None, 0, 1, (_size(pipe),) * 2, None, 0.0)
+    spec = pipe.make_spec(texts[0], None, steps, None, 0, 1, (_size(pipe),) * 2, None, **PLAIN)
     with torch.no_grad():
         embeds = pipe.encode_text(texts)  # (V, T, D), each variant encoded once
     rows = torch.tensor([texts.index(t) for t in all_texts])

@@ -29,6 +29,7 @@ from t2ikit.bench.progress import bar
 from t2ikit.bench.stats import bootstrap_interval
 from t2ikit.control.compose import resolve_adapter
 from t2ikit.control.encoders import CONDITIONS
+from t2ikit.pipeline import PLAIN
 from t2ikit.report.core import Figure, Finding, Table, experiment
 from t2ikit.world.caption import write_caption
 from t2ikit.world.conditions import from_modalities
@@ -67,7 +68,7 @@ def _size(pipe) -> int:
 
 def _spec(pipe, prompts, steps, adapters, names, scales, maps, idx):
     size = _size(pipe)
-    return pipe.make_spec(prompts, None, steps, None, 0, 1, (size, size), None, 0.0,
+    return pipe.make_spec(prompts, None, steps, None, 0, 1, (size, size), None, **PLAIN,
                           adapters={k: adapters[k] for k in names}, scales=dict(scales),
                           **{k: [maps[k][i] for i in idx] for k in names})
 

@@ -488,8 +488,9 @@ class RewardTrainer:
                     images: dict[str, list[torch.Tensor]] = {}
 
                     def generate(prompts, seeds, rg=rg, images=images):
+                        plain = {"layout": "none"} if rg == 0 else {}  # the plain sampler, or the model's default
                         spec = self.pipe.make_spec(list(prompts), steps=e.steps, relation_guidance=rg,
-                                                   size=self.image_size)
+                                                   size=self.image_size, **plain)
                         out = self.pipe.run(spec, progress=False, seeds=[int(s) for s in seeds]).images
                         for prompt, image in zip(prompts, out):
                             images.setdefault(prompt, []).append(image)
