@@ -11,7 +11,7 @@ relation guidance 200, and layout="many" since it ships), "rg" (relation guidanc
 "layout" (boxes planned from the prompt, `layout="auto"`, relation guidance off),
 "layout+rg" (both), "layout_shared" and "layout+rg_shared" (the same two with latent_pass="shared": one guidance
 pass per gradient step that also gives the step's prediction), "many" (`layout="many"`: boxes, without relation
-guidance, only for the prompts that name several objects; the default for the others). `--bench-seed` draws
+guidance, only for the prompts that name several objects; the default for the others), "many_fast" (that with `fast=True`). `--bench-seed` draws
 another suite of the same kinds (a fresh test of a rule found on the usual one). Prints per category the paired difference to
 "default" with its 95% bootstrap interval (t2ikit.bench.compbench.paired_difference) and each variant's seconds per
 image.
@@ -37,7 +37,8 @@ VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0
             # the boxes' pass (and relation guidance's, in layout+rg) also gives the step's prediction
             "layout_shared": {"layout": "auto", "relation_guidance": 0.0, "latent_pass": "shared"},
             "layout+rg_shared": {"layout": "auto", "latent_pass": "shared"},
-            "many": {"layout": "many"}}
+            "many": {"layout": "many"},
+            "many_fast": {"layout": "many", "fast": True}}  # fast (CFG on the first 70% of the steps) on top
 
 
 def timing(pipe, suite, variants: list[str], repeats: int) -> dict:
