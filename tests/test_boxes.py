@@ -267,3 +267,17 @@ def test_cli_layout_many_is_recorded_and_a_png_without_it_reruns_without_the_mod
     image = __import__("PIL.Image").Image
     assert np.array_equal(np.asarray(image.open(off)), np.asarray(image.open(again)))
     assert not np.array_equal(np.asarray(image.open(off)), np.asarray(image.open(made)))
+
+
+def test_layout_many_picks_exactly_the_counting_and_complex_items_of_compbench():
+    """docs/BOXES.md: on CompBench's usual suite and the fresh one its test ran on, names_many picks the counting and
+    complex items and no other (so "many" is the default everywhere else)."""
+    from t2ikit.bench import compbench as cb
+    from t2ikit.control.layout import names_many
+
+    parser = get_parser("shapes-world")
+    for bench_seed in (cb.BENCH_SEED, 0x5EED26):
+        for split in cb.SPLITS:
+            suite = cb.make_suite(split, 100, 1, bench_seed=bench_seed)
+            picked = {(it.category, names_many(parser.parse(it.prompt))) for it in suite.items}
+            assert picked == {(c, c in ("counting", "complex")) for c in cb.CATEGORIES}
