@@ -11,7 +11,7 @@ relation guidance 200, and layout="many" since it ships), "rg" (relation guidanc
 "layout" (boxes planned from the prompt, `layout="auto"`, relation guidance off),
 "layout+rg" (both), "layout_shared" and "layout+rg_shared" (the same two with latent_pass="shared": one guidance
 pass per gradient step that also gives the step's prediction), "many" (`layout="many"`: boxes, without relation
-guidance, only for the prompts that name several objects; the default for the others), "many_fast" (that with `fast=True`), "many_bg80" and "many_mask30" (that with box guidance 80, or the
+guidance, only for the prompts that name several objects; the default for the others), "many_fast" (that with `fast=True`), "many_bg20", "many_bg80" and "many_mask30" (that with box guidance 20 or 80, or the
 boxes' attention mask on the first 30% of the steps). `--bench-seed` draws
 another suite of the same kinds (a fresh test of a rule found on the usual one). Prints per category the paired difference to
 "default" with its 95% bootstrap interval (t2ikit.bench.compbench.paired_difference) and each variant's seconds per
@@ -41,6 +41,7 @@ VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0
             "many": {"layout": "many"},
             "many_fast": {"layout": "many", "fast": True},  # fast (CFG on the first 70% of the steps) on top
             # the boxes' two knobs, for prompts naming several objects (docs/BOXES.md: a tuning look at counting)
+            "many_bg20": {"layout": "many", "box_guidance": 20.0},
             "many_bg80": {"layout": "many", "box_guidance": 80.0},
             "many_mask30": {"layout": "many", "box_mask": 0.3}}
 
