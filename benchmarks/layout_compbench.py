@@ -8,13 +8,13 @@ Each variant's result is written to OUT_DIR/VARIANT.json when it finishes and re
 result of another suite is refused); while a variant runs, OUT_DIR/VARIANT.journal.jsonl keeps its finished
 batches, so a stopped run resumes inside the variant it was on. Variants: "default" (the model's defaults:
 relation guidance 200, and layout="many" since it ships), "rg" (relation guidance 200 alone, the earlier default),
-"layout" (boxes planned from the prompt, `layout="auto"`, relation guidance off),
-"layout+rg" (both), "layout_shared" and "layout+rg_shared" (the same two with latent_pass="shared": one guidance
-pass per gradient step that also gives the step's prediction), "many" (`layout="many"`: boxes, without relation
-guidance, only for the prompts that name several objects; the default for the others), "many_fast" (that with `fast=True`), "many_bg20", "many_bg80" and "many_mask30" (that with box guidance 20 or 80, or the
-boxes' attention mask on the first 30% of the steps). `--bench-seed` draws
-another suite of the same kinds (a fresh test of a rule found on the usual one). Prints per category the paired difference to
-"default" with its 95% bootstrap interval (t2ikit.bench.compbench.paired_difference) and each variant's seconds per
+"layout" (boxes planned from the prompt, `layout="auto"`, relation guidance off), "layout+rg" (both),
+"layout_shared" and "layout+rg_shared" (the same two with latent_pass="shared": one guidance pass per gradient step
+that also gives the step's prediction), "many" (`layout="many"`: boxes, without relation guidance, only for the
+prompts that name several objects; the default for the others), "many_fast" (that with `fast=True`), "many_bg20",
+"many_bg80" and "many_mask30" (that with box guidance 20 or 80, or the boxes' attention mask on the first 30% of the
+steps). `--bench-seed` draws another suite of the same kinds (a fresh test of a rule found on the usual one). Prints
+per category the paired difference to "default" with its 95% bootstrap interval (t2ikit.bench.compbench.paired_difference) and each variant's seconds per
 image.
 """
 
