@@ -61,7 +61,8 @@ DEFAULT_PARSER = "english"  # the prompt parser of a folder whose t2ikit.json na
 DEFAULT_GUIDANCE_SD = 7.5
 DEFAULT_GUIDANCE_WORD_LEVEL = 4.0
 DEFAULT_STEPS = 20
-DEFAULT_KEYS = ("steps", "guidance", "sampler", "relation_guidance", "layout")  # what t2ikit.json's "defaults" may set
+# what t2ikit.json's "defaults" may set
+DEFAULT_KEYS = ("steps", "guidance", "sampler", "relation_guidance", "layout", "box_guidance")
 # the plain sampler: no sampling-time latent guidance and no planned layout, whatever a model's defaults turn on
 PLAIN = {"relation_guidance": 0.0, "layout": "none"}
 # fast=True: the settings benchmarks/fast.py measured as the best speed at CompBench within 2 points of the
@@ -432,6 +433,7 @@ class T2IPipeline:
             "sampler": DEFAULT_SAMPLER,
             "relation_guidance": 0.0,
             "layout": None,
+            "box_guidance": DEFAULT_BOX_GUIDANCE,
             **(defaults or {}),
         }
         if tokenizer.model_max_length > text_encoder.config.max_position_embeddings:
@@ -578,6 +580,7 @@ class T2IPipeline:
         layout_given = "layout" in techniques  # "none" turns a model's default layout off; boxes given replace it
         layout = techniques.pop("layout", None if techniques.get("boxes") else self.defaults["layout"])
         techniques["layout"] = None if layout == "none" else layout
+        techniques.setdefault("box_guidance", self.defaults["box_guidance"])
         if techniques.get("fast") is True:  # fast's settings where the call gives none (FAST_SETTINGS)
             steps = FAST_SETTINGS.get("steps") if steps is None else steps
             techniques = {**{k: v for k, v in FAST_SETTINGS.items() if k != "steps"}, **techniques}

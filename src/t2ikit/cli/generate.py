@@ -120,7 +120,7 @@ def register(subparsers) -> None:
                              "no relation guidance; none: off (default: the model's, else none)")
     parser.add_argument("--box-guidance", type=float, default=None, metavar="S",
                         help="with --box: step size of the latent update that pulls each phrase's cross-attention "
-                             "into its boxes, 0 = off (default: 40)")
+                             "into its boxes, 0 = off (default: the model's, else 40; 20 for the shipped model)")
     parser.add_argument("--box-mask", type=float, default=None, metavar="F",
                         help="with --box: for the first fraction F of the steps, a phrase's tokens are not attended "
                              "outside its boxes, 0 = off (default: 0)")
