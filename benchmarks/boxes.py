@@ -24,7 +24,7 @@ import torch
 from t2ikit.bench.stats import bootstrap_interval, wilson_interval
 from t2ikit.control.boxes import Box
 from t2ikit.models.registry import shipped_model_path
-from t2ikit.pipeline import T2IPipeline
+from t2ikit.pipeline import PLAIN, T2IPipeline
 from t2ikit.world.oracle import detect
 from t2ikit.world.vocab import COLOURS, SHAPES, SIZES
 
@@ -92,7 +92,7 @@ def run(pipe, variants: dict[str, dict], n: int, seeds: int, steps: int, progres
         for s in range(seeds):
             for name, settings in variants.items():
                 extra = {"boxes": boxes, **settings} if settings is not None else {}
-                spec = pipe.make_spec(prompt, steps=steps, seed=1000 * c + s, relation_guidance=0.0, layout="none", **extra)
+                spec = pipe.make_spec(prompt, steps=steps, seed=1000 * c + s, **PLAIN, **extra)
                 t0 = time.perf_counter()
                 image = pipe.run(spec, progress=False).images[0]
                 ms[name] += 1000 * (time.perf_counter() - t0)

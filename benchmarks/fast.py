@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from t2ikit.pipeline import PLAIN  # noqa: E402  (the plain sampler: no relation guidance, no layout)
+
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = "a red circle to the left of a blue square"
 
@@ -41,27 +43,26 @@ PROMPT = "a red circle to the left of a blue square"
 SPEED_VARIANTS = {
     "default": {},
     "rg": {"layout": "none"},  # relation guidance alone: the shipped model's default before layout="many"
-    "plain": {"relation_guidance": 0, "layout": "none"},
+    "plain": {**PLAIN},
     "fast": {"fast": True},
-    "fast_plain": {"fast": True, "relation_guidance": 0, "layout": "none"},
-    "cache2_plain": {"cache_interval": 2, "relation_guidance": 0, "layout": "none"},
-    "steps10_plain": {"steps": 10, "relation_guidance": 0, "layout": "none"},
+    "fast_plain": {"fast": True, **PLAIN},
+    "cache2_plain": {"cache_interval": 2, **PLAIN},
+    "steps10_plain": {"steps": 10, **PLAIN},
     "cheap_guidance": {"latent_steps": 3, "latent_iterations": 1},
     "encoder_guidance": {"latent_layers": "encoder"},
-    "compile_plain": {"compile": True, "relation_guidance": 0, "layout": "none"},
+    "compile_plain": {"compile": True, **PLAIN},
     "compile": {"compile": True},
     "compile_encoder": {"compile": True, "latent_layers": "encoder"},
     # CFG on the first half only
-    "cfg_end50_plain": {"guidance_interval": (0.0, 0.5), "relation_guidance": 0, "layout": "none"},
+    "cfg_end50_plain": {"guidance_interval": (0.0, 0.5), **PLAIN},
     "layout": {"layout": "auto", "relation_guidance": 0},  # boxes planned from the prompt instead of relation guidance
     "layout_shared": {"layout": "auto", "relation_guidance": 0, "latent_pass": "shared"},
     "layout+rg": {"layout": "auto"},
     "layout+rg_shared": {"layout": "auto", "latent_pass": "shared"},
-    "cfg_end50_compile_plain": {"guidance_interval": (0.0, 0.5), "compile": True, "relation_guidance": 0,
-                                "layout": "none"},
-    "steps15_cfg_end50_plain": {"steps": 15, "guidance_interval": (0.0, 0.5), "relation_guidance": 0, "layout": "none"},
+    "cfg_end50_compile_plain": {"guidance_interval": (0.0, 0.5), "compile": True, **PLAIN},
+    "steps15_cfg_end50_plain": {"steps": 15, "guidance_interval": (0.0, 0.5), **PLAIN},
     "steps15_cfg_end50_compile_plain": {"steps": 15, "guidance_interval": (0.0, 0.5), "compile": True,
-                                        "relation_guidance": 0, "layout": "none"},
+                                        **PLAIN},
     "steps15_cfg_end50": {"steps": 15, "guidance_interval": (0.0, 0.5)},
     "cfg_end70": {"guidance_interval": (0.0, 0.7)},  # what fast=True sets now, relation guidance on
     "many": {"layout": "many"},  # boxes without relation guidance for a prompt naming several objects, else default
@@ -81,7 +82,7 @@ COMPBENCH_VARIANTS = {
     "steps12": {"steps": 12},
     "cache3": {"cache_interval": 3},
     "steps8": {"steps": 8},
-    "plain": {"relation_guidance": 0, "layout": "none"},
+    "plain": {**PLAIN},
     "encoder_guidance": {"latent_layers": "encoder"},
     "encoder_s400": {"latent_layers": "encoder", "relation_guidance": 400},
     "encoder_8x2": {"latent_layers": "encoder", "latent_steps": 8},
@@ -144,7 +145,8 @@ def speed(args) -> dict:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(known)}")
     variants = {k: known[k] for k in args.variants.split(",")}
-    out = {"model": str(model), "model_source": source, "prompt": args.prompt, "steps": steps, "sampler": sampler, "guidance": guidance,
+    out = {"model": str(model), "model_source": source, "prompt": args.prompt, "steps": steps, "sampler": sampler,
+           "guidance": guidance,
            "relation_guidance_default": ours.defaults["relation_guidance"], "size": list(ours.default_size),
            "variants": variants, "batches": {}}
 
@@ -244,9 +246,9 @@ def external(args) -> dict:
     batch = 1
     jobs = {name: (lambda p=p: run_ref(p, batch)) for name, p in pipes.items()}
     jobs["ours_fast_plain"] = lambda: ours.generate(PROMPT, seed=0, n=batch, progress=False, fast=True,  # noqa: E731
-                                                    relation_guidance=0, layout="none")
+                                                    **PLAIN)
     jobs["ours_cache2_plain"] = lambda: ours.generate(PROMPT, seed=0, n=batch, progress=False,  # noqa: E731
-                                                      cache_interval=2, relation_guidance=0, layout="none")
+                                                      cache_interval=2, **PLAIN)
     for name in list(jobs):
         try:
             jobs[name]()

@@ -49,12 +49,13 @@ def time_pair(ours, ref, batch: int, args, config: dict) -> tuple[float, float]:
     import torch
 
     from t2ikit.diffusion.samplers import make_scheduler
+    from t2ikit.pipeline import PLAIN
 
     sync = torch.cuda.synchronize if str(args.device).startswith("cuda") else (lambda: None)
 
     def run_ours():
         ours.generate(PROMPT, steps=args.steps, guidance=args.guidance, seed=0, n=batch, sampler=args.sampler,
-                      progress=False, relation_guidance=0, layout="none")
+                      progress=False, **PLAIN)
 
     def run_ref():
         ref.scheduler = make_scheduler(args.sampler, config)

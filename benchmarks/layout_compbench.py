@@ -14,8 +14,8 @@ that also gives the step's prediction), "many" (`layout="many"`: boxes, without 
 prompts that name several objects; the default for the others), "many_fast" (that with `fast=True`), "many_bg20",
 "many_bg80" and "many_mask30" (that with box guidance 20 or 80, or the boxes' attention mask on the first 30% of the
 steps). `--bench-seed` draws another suite of the same kinds (a fresh test of a rule found on the usual one). Prints
-per category the paired difference to "default" with its 95% bootstrap interval (t2ikit.bench.compbench.paired_difference) and each variant's seconds per
-image.
+per category the paired difference to "default" with its 95% bootstrap interval
+(t2ikit.bench.compbench.paired_difference) and each variant's seconds per image.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import torch
 
 from t2ikit.bench import compbench as cb
 from t2ikit.models.registry import shipped_model_path
-from t2ikit.pipeline import T2IPipeline
+from t2ikit.pipeline import PLAIN, T2IPipeline
 
 VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0}, "layout+rg": {"layout": "auto"},
-            "plain": {"relation_guidance": 0.0, "layout": "none"},
+            "plain": PLAIN,
             "rg": {"layout": "none"},  # relation guidance alone: the shipped model's default before layout="many"
             # the boxes' pass (and relation guidance's, in layout+rg) also gives the step's prediction
             "layout_shared": {"layout": "auto", "relation_guidance": 0.0, "latent_pass": "shared"},

@@ -22,7 +22,7 @@ import torch
 
 from t2ikit.bench import compbench as cb
 from t2ikit.models.registry import shipped_model_path
-from t2ikit.pipeline import T2IPipeline
+from t2ikit.pipeline import PLAIN, T2IPipeline
 
 VARIANTS = {"plain": {}, "regions-auto": {"region_layout": "auto"},
             "regions-auto-noise": {"region_layout": "auto", "region_mode": "noise"}, "layout": {"layout": "auto"},
@@ -51,8 +51,7 @@ def main(argv=None) -> int:
         for v in variants:
             t0 = time.perf_counter()
             images[v][item.prompt, item.seed] = pipe.generate(item.prompt, seed=item.seed, progress=False,
-                                                              **{"relation_guidance": 0.0, "layout": "none",
-                                                                 **VARIANTS[v]})[0]
+                                                              **{**PLAIN, **VARIANTS[v]})[0]
             ms[v].append(1000 * (time.perf_counter() - t0))
     print(f"{args.category} ({args.split}), {args.n_prompts} prompts x {args.seeds} seed(s), shipped model "
           f"{pipe.name}, {torch.get_num_threads()} thread(s), relation guidance off")

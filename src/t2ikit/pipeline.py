@@ -727,16 +727,14 @@ class T2IPipeline:
         model's parser; ValueError naming the prompt the parser cannot read or whose relations no layout holds.
         `what`: the setting that asked for the plan, as the errors name it; `only`: plan the prompts marked True
         (`names_many`), the others get no boxes."""
-        if self.parser is None and only is not None and not any(only):
-            return [[] for _ in prompts]
-        if self.parser is None:
-            raise ValueError(f"{what} plans boxes from the objects a prompt parser reads, and this model names "
-                             f"none; give boxes=, or a parser ({', '.join(parser_names())})")
         plans = []
         for prompt, seed in zip(prompts, seeds):
             if only is not None and not only[len(plans)]:
                 plans.append([])
                 continue
+            if self.parser is None:
+                raise ValueError(f"{what} plans boxes from the objects a prompt parser reads, and this model names "
+                                 f"none; give boxes=, or a parser ({', '.join(parser_names())})")
             try:
                 structure = self.parser.parse(prompt)
             except PromptParseError as err:
@@ -798,7 +796,9 @@ class T2IPipeline:
             boxes = [spec.boxes] * len(texts) if spec.layout is None else \
                 plans if many is None else [p if m else [] for p, m in zip(plans, many)]
             box_targets_ = box_targets(self.tokenizer, texts, boxes, spec.size)
-            if spec.box_mask > 0 and bool(box_targets_[2].any()):
+            if not box_targets_[2].any():  # layout="many" boxed no image of this batch: no box guidance or mask
+                box_targets_ = None
+            elif spec.box_mask > 0:
                 controller.add(BoxAttentionHook(box_targets_[0], box_targets_[1], spec.box_mask))
         region_hook = None
         if regions and spec.region_mode == "attention":  # added here so that a hook it cannot run with is refused now
@@ -881,7 +881,7 @@ class T2IPipeline:
                                                           iterations=spec.latent_iterations,
                                                           layers=spec.latent_layers), strict=False,
                                              added=added, relate_rows=relate))
-        if plan["boxes"] is not None and spec.box_guidance > 0 and bool(plan["boxes"][2].any()):
+        if plan["boxes"] is not None and spec.box_guidance > 0:
             before.append(BoxGuidance(self.unet, self.tokenizer, prompts, text, spec.boxes, spec.size,
                                       spec.box_guidance, targets=plan["boxes"], added=added))
         if spec.latent_pass == "shared" and before:  # one pass per gradient step for all of them, serving the step

@@ -48,7 +48,7 @@ from t2ikit.diffusion.denoisers import unet_denoiser
 from t2ikit.diffusion.loop import initial_noise, sample
 from t2ikit.diffusion.schedules import training_scheduler
 from t2ikit.models.registry import shipped_model_path
-from t2ikit.pipeline import T2IPipeline
+from t2ikit.pipeline import PLAIN, T2IPipeline
 from t2ikit.train import checkpoint as ckpt
 from t2ikit.train.config import from_dict, read_toml
 from t2ikit.world import vocab
@@ -488,9 +488,8 @@ class RewardTrainer:
                     images: dict[str, list[torch.Tensor]] = {}
 
                     def generate(prompts, seeds, rg=rg, images=images):
-                        plain = {"layout": "none"} if rg == 0 else {}  # the plain sampler, or the model's default
-                        spec = self.pipe.make_spec(list(prompts), steps=e.steps, relation_guidance=rg,
-                                                   size=self.image_size, **plain)
+                        settings = PLAIN if rg == 0 else {"relation_guidance": rg}  # plain, or the model's default
+                        spec = self.pipe.make_spec(list(prompts), steps=e.steps, size=self.image_size, **settings)
                         out = self.pipe.run(spec, progress=False, seeds=[int(s) for s in seeds]).images
                         for prompt, image in zip(prompts, out):
                             images.setdefault(prompt, []).append(image)
