@@ -13,7 +13,8 @@ relation guidance 200, and layout="many" since it ships), "rg" (relation guidanc
 that also gives the step's prediction), "many" (`layout="many"`: boxes, without relation guidance, only for the
 prompts that name several objects; the default for the others), "many_fast" (that with `fast=True`), "many_bg20",
 "many_bg80" and "many_mask30" (that with box guidance 20 or 80, or the boxes' attention mask on the first 30% of the
-steps). `--bench-seed` draws another suite of the same kinds (a fresh test of a rule found on the usual one). Prints
+steps), "many_dom15" and "many_dom2" (that with the planner's relations 1.5 or 2 times as long along their axis as
+across it, `control.layout.DOMINANCE`). `--bench-seed` draws another suite of the same kinds (a fresh test of a rule found on the usual one). Prints
 per category the paired difference to "default" with its 95% bootstrap interval
 (t2ikit.bench.compbench.paired_difference) and each variant's seconds per image.
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 
 from t2ikit.bench import compbench as cb
+from t2ikit.control import layout
 from t2ikit.models.registry import shipped_model_path
 from t2ikit.pipeline import PLAIN, T2IPipeline
 
@@ -43,7 +45,10 @@ VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0
             # the boxes' two knobs, for prompts naming several objects (docs/BOXES.md: a tuning look at counting)
             "many_bg20": {"layout": "many", "box_guidance": 20.0},
             "many_bg80": {"layout": "many", "box_guidance": 80.0},
-            "many_mask30": {"layout": "many", "box_mask": 0.3}}
+            "many_mask30": {"layout": "many", "box_mask": 0.3},
+            # the planner's dominant-axis factor (control.layout.DOMINANCE) at 1.5 and 2: clearer relations in the plan
+            "many_dom15": {"layout": "many"}, "many_dom2": {"layout": "many"}}
+PLANNER = {"many_dom15": {"DOMINANCE": 1.5}, "many_dom2": {"DOMINANCE": 2.0}}  # planner constants a variant sets
 
 
 def timing(pipe, suite, variants: list[str], repeats: int) -> dict:
@@ -101,8 +106,15 @@ def main(argv=None) -> int:
         if path.exists():
             results[name] = cb.read_result(path, suite)
             continue
-        result = cb.run(suite, cb.pipeline_generator(pipe, **VARIANTS[name]), generator_name=name, progress=True,
-                        journal=journal)  # a stopped variant resumes after its last finished batch
+        saved = {k: getattr(layout, k) for k in PLANNER.get(name, {})}
+        for key, value in PLANNER.get(name, {}).items():
+            setattr(layout, key, value)
+        try:
+            result = cb.run(suite, cb.pipeline_generator(pipe, **VARIANTS[name]), generator_name=name, progress=True,
+                            journal=journal)  # a stopped variant resumes after its last finished batch
+        finally:
+            for key, value in saved.items():
+                setattr(layout, key, value)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(result))
         os.replace(tmp, path)  # a finished variant is never half-written

@@ -12,7 +12,8 @@ again when a box finds none, and the boxes shrink (SHRINK) only when no placemen
 relations between groups apply to every pair of their instances. "near" asks the centres
 to be within NEAR of the image side; "in front of" puts the subject lower in the image and "behind" higher
 (the picture-plane reading of depth); the four image-plane relations need the offset along their axis to be at
-least MARGIN of the side and larger than the offset across it (the dominant-axis reading the oracle scores).
+least MARGIN of the side and at least DOMINANCE times the offset across it (the dominant-axis reading the oracle
+scores).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ SIDES = {"small": 0.24, "medium": 0.31, "large": 0.38}
 SMALL_WORDS = frozenset({"small", "tiny", "little", "mini", "miniature"})
 LARGE_WORDS = frozenset({"big", "large", "huge", "giant", "enormous", "massive"})
 MARGIN = 0.08  # left of / right of / above / below: centres this far apart along the axis (fraction of side)
+DOMINANCE = 1.0  # ... and the offset along the axis at least this many times the offset across it
 NEAR = 0.45  # near: centres within this distance (fraction of side)
 PAD = 0.02  # boxes keep this distance from the image's edge (fraction of side)
 RESTARTS = 200  # fresh placements tried at each size before the boxes shrink
@@ -41,10 +43,10 @@ MANY_OBJECTS = 3  # "many": this many distinct objects, or any object counted ab
 # image-plane relations take the dominant-axis reading (the offset along the relation's axis is at least MARGIN
 # and larger than the offset across it: "left of" is not "far above and a little left of")
 _HOLDS = {
-    "left of": lambda s, o: o[0] - s[0] >= max(MARGIN, abs(o[1] - s[1])),
-    "right of": lambda s, o: s[0] - o[0] >= max(MARGIN, abs(o[1] - s[1])),
-    "above": lambda s, o: o[1] - s[1] >= max(MARGIN, abs(o[0] - s[0])),
-    "below": lambda s, o: s[1] - o[1] >= max(MARGIN, abs(o[0] - s[0])),
+    "left of": lambda s, o: o[0] - s[0] >= max(MARGIN, DOMINANCE * abs(o[1] - s[1])),
+    "right of": lambda s, o: s[0] - o[0] >= max(MARGIN, DOMINANCE * abs(o[1] - s[1])),
+    "above": lambda s, o: o[1] - s[1] >= max(MARGIN, DOMINANCE * abs(o[0] - s[0])),
+    "below": lambda s, o: s[1] - o[1] >= max(MARGIN, DOMINANCE * abs(o[0] - s[0])),
     "near": lambda s, o: float(np.hypot(s[0] - o[0], s[1] - o[1])) <= NEAR,
     "in front of": lambda s, o: s[1] - o[1] >= MARGIN,
     "behind": lambda s, o: o[1] - s[1] >= MARGIN,
