@@ -11,7 +11,8 @@ relation guidance 200, and layout="many" since it ships), "rg" (relation guidanc
 "layout" (boxes planned from the prompt, `layout="auto"`, relation guidance off), "layout+rg" (both),
 "layout_shared" and "layout+rg_shared" (the same two with latent_pass="shared": one guidance pass per gradient step
 that also gives the step's prediction), "many" (`layout="many"`: boxes, without relation guidance, only for the
-prompts that name several objects; the default for the others), "many_fast" (that with `fast=True`), "many_bg20",
+prompts that name several objects; the default for the others), "many_fast" (that with `fast=True`), "many_rel" (`layout="many+relations"`: boxes also for the
+prompts that state a relation, with relation guidance on them too), "many_bg20",
 "many_bg80" and "many_mask30" (that with box guidance 20 or 80, or the boxes' attention mask on the first 30% of the
 steps), "many_dom15" and "many_dom2" (that with the planner's relations 1.5 or 2 times as long along their axis as
 across it, `control.layout.DOMINANCE`). `--bench-seed` draws another suite of the same kinds (a fresh test of a rule found on the usual one). Prints
@@ -41,7 +42,9 @@ VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0
             "layout_shared": {"layout": "auto", "relation_guidance": 0.0, "latent_pass": "shared"},
             "layout+rg_shared": {"layout": "auto", "latent_pass": "shared"},
             "many": {"layout": "many"},
-            "many_fast": {"layout": "many", "fast": True},  # fast (CFG on the first 70% of the steps) on top
+            "many_fast": {"layout": "many", "fast": True},
+            # boxes also for the prompts stating a relation, relation guidance on wherever one is stated
+            "many_rel": {"layout": "many+relations"},  # fast (CFG on the first 70% of the steps) on top
             # the boxes' two knobs, for prompts naming several objects (docs/BOXES.md: a tuning look at counting)
             "many_bg20": {"layout": "many", "box_guidance": 20.0},
             "many_bg80": {"layout": "many", "box_guidance": 80.0},

@@ -250,6 +250,39 @@ def test_layout_many_boxes_only_the_prompts_naming_several_objects(pipe, tmp_pat
                                       progress=False).latents)
 
 
+def test_layout_many_relations_also_boxes_the_prompts_stating_a_relation_and_keeps_their_relation_guidance(pipe):
+    from t2ikit.control.layout import boxed
+
+    parser = get_parser("shapes-world")
+    prompts = ["a red circle above a blue square", "a red circle and a blue square", "two red circles"]
+    assert [boxed(parser.parse(p), "many+relations") for p in prompts] == [True, False, True]
+    assert [boxed(parser.parse(p), "many") for p in prompts] == [False, False, True]
+    with pytest.raises(ValueError, match="got 'auto'"):
+        boxed(parser.parse(prompts[0]), "auto")
+    base = dict(steps=3, relation_guidance=200.0, box_guidance=200.0)
+    batch = pipe.run(pipe.make_spec(prompts[:2], seed=4, layout="many+relations", **base), decode=False,
+                     progress=False)
+    assert batch.spec.settings()["Layout"] == "many+relations"
+    # the first image as layout="auto" with relation guidance on, the second as without a layout; a batch = its items
+    boxed_rg = pipe.run(pipe.make_spec(prompts[0], seed=4, layout="auto", **base), decode=False,
+                        progress=False).latents
+    plain = pipe.run(pipe.make_spec(prompts[1], seed=5, **base), decode=False, progress=False).latents
+    assert torch.allclose(batch.latents[0], boxed_rg[0], atol=1e-4)
+    assert torch.allclose(batch.latents[1], plain[0], atol=1e-4)
+    boxes_alone = pipe.run(pipe.make_spec(prompts[0], seed=4, layout="auto", **{**base, "relation_guidance": 0.0}),
+                           decode=False, progress=False).latents
+    assert not torch.allclose(boxed_rg, boxes_alone, atol=1e-5)  # relation guidance did act beside the boxes
+    with pytest.raises(ValueError, match="layout='many\\+relations' reads each prompt .* cannot read 'a red blob'"):
+        pipe.make_spec("a red blob", layout="many+relations")
+    from t2ikit.cli import build_parser
+    from t2ikit.control.layout import LAYOUTS
+
+    args = build_parser().parse_args(["generate", "two red circles", "--layout", "many+relations"])
+    assert args.layout == "many+relations" and ["none", *LAYOUTS[1:]] == \
+        next(a.choices for a in build_parser()._subparsers._group_actions[0].choices["generate"]._actions
+             if a.dest == "layout")
+
+
 def test_cli_layout_many_is_recorded_and_a_png_without_it_reruns_without_the_models_default(pipe, tmp_path, capsys):
     folder = tmp_path / "many"
     __import__("shutil").copytree(pipe.path, folder)

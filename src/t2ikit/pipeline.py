@@ -29,7 +29,7 @@ from t2ikit.control.boxes import DEFAULT_BOX_GUIDANCE, DEFAULT_MASK_FRACTION, Bo
     box_targets, parse_box
 from t2ikit.control.compose import WHITE, bootstrap_step, parse_scales, resolve_adapter
 from t2ikit.control.encoders import CONDITIONS, load_condition, to_batch
-from t2ikit.control.layout import LAYOUTS, check_sides, names_many, plan_layout
+from t2ikit.control.layout import LAYOUTS, boxed, check_sides, plan_layout
 from t2ikit.control.reference import ReferenceAdapter
 from t2ikit.control.regions import REGION_MODES, Region, RegionAttentionHook, batch_regions, layout_regions, \
     parse_region, region_context
@@ -65,6 +65,7 @@ DEFAULT_STEPS = 20
 DEFAULT_KEYS = ("steps", "guidance", "sampler", "relation_guidance", "layout", "box_guidance")
 # the plain sampler: no sampling-time latent guidance and no planned layout, whatever a model's defaults turn on
 PLAIN = {"relation_guidance": 0.0, "layout": "none"}
+CHOOSING = ("many", "many+relations")  # the layouts that plan boxes for some prompts only (control.layout.boxed)
 # fast=True: the settings benchmarks/fast.py measured as the best speed at CompBench within 2 points of the
 # default on both splits (docs/FAST.md: CFG on the first 70% of the steps; the first half lost held-out single
 # objects); each is also its own switch, and one given explicitly wins over fast's.
@@ -191,7 +192,8 @@ class GenerationSpec:
     box_guidance: float = DEFAULT_BOX_GUIDANCE  # step size of the boxes' latent update; 0 = off
     box_mask: float = DEFAULT_MASK_FRACTION  # fraction of the steps with the boxes' attention masking; 0 = off
     layout: str | None = None  # "auto": boxes planned from the parsed prompt per image (control.layout), seeded;
-    # "many": only for the prompts naming several objects, which then take no relation guidance (control.layout)
+    # "many": only for the prompts naming several objects, which then take no relation guidance; "many+relations":
+    # also for the prompts stating a relation, relation guidance staying on wherever one is stated (control.layout)
     region_layout: str | None = None  # "auto": a region per object phrase, placed as layout="auto" (control.regions)
     cache_interval: int = 1  # DeepCache (diffusion.cache): the whole UNet every N-th step, its shallow branch between
     cache_branch: str = BRANCHES[0]  # which shallow branch runs between ("layer" or "block", diffusion.cache)
@@ -603,8 +605,8 @@ class T2IPipeline:
         spec = spec.validate(self.vae_scale_factor)
         if (relation_guidance is not None and relation_guidance > 0) or spec.excite > 0:
             self._check_parsed(spec, relation=relation_guidance is not None and relation_guidance > 0)
-        if layout_given and spec.layout == "many":  # "auto" is checked as it plans; as a default "many" is lenient
-            self._check_parsed(spec, relation=False, what="layout='many'")
+        if layout_given and spec.layout in CHOOSING:  # "auto" is checked as it plans; as a default they are lenient
+            self._check_parsed(spec, relation=False, what=f"layout={spec.layout!r}")
         return spec
 
     def _check_parsed(self, spec: GenerationSpec, relation: bool, what: str | None = None) -> None:
@@ -726,7 +728,7 @@ class T2IPipeline:
         """The layout planner's boxes (control.layout) of each plain prompt with its image's seed, read by this
         model's parser; ValueError naming the prompt the parser cannot read or whose relations no layout holds.
         `what`: the setting that asked for the plan, as the errors name it; `only`: plan the prompts marked True
-        (`names_many`), the others get no boxes."""
+        (`boxed_prompts`), the others get no boxes."""
         plans = []
         for prompt, seed in zip(prompts, seeds):
             if only is not None and not only[len(plans)]:
@@ -743,13 +745,13 @@ class T2IPipeline:
             plans.append(plan_layout(structure, size, seed, self.layout_sides))
         return plans
 
-    def names_many(self, prompts: list[str]) -> list[bool]:
-        """Per plain prompt: does it name several objects (control.layout.names_many), as this model's parser reads
-        it; False for a prompt it cannot read and for every prompt of a model without a parser."""
+    def boxed_prompts(self, prompts: list[str], layout: str) -> list[bool]:
+        """Per plain prompt: does `layout` ("many" or "many+relations") box it (control.layout.boxed), as this
+        model's parser reads it; False for a prompt it cannot read and for every prompt of a model without a parser."""
         out = []
         for prompt in prompts:
             try:
-                out.append(self.parser is not None and names_many(self.parser.parse(prompt)))
+                out.append(self.parser is not None and boxed(self.parser.parse(prompt), layout))
             except PromptParseError:
                 out.append(False)
         return out
@@ -777,7 +779,7 @@ class T2IPipeline:
         given = [r if isinstance(r, Region) else parse_region(r, spec.size) for r in spec.regions]
         texts = [plain_text(p, spec.weighting) for p in spec.image_prompts()]  # what parsers and the planner read
         plans = None  # one layout per image, shared by layout="auto" (boxes) and region_layout="auto" (regions)
-        many = self.names_many(texts) if spec.layout == "many" else None  # the images layout="many" gives boxes
+        many = self.boxed_prompts(texts, spec.layout) if spec.layout in CHOOSING else None  # the images it boxes
         if spec.layout is not None or spec.region_layout is not None:
             what = "region_layout='auto'" if spec.layout is None else f"layout={spec.layout!r}"
             plans = self.plan_boxes(texts, spec.size, seeds, what, many if spec.region_layout is None else None)
@@ -796,7 +798,7 @@ class T2IPipeline:
             boxes = [spec.boxes] * len(texts) if spec.layout is None else \
                 plans if many is None else [p if m else [] for p, m in zip(plans, many)]
             box_targets_ = box_targets(self.tokenizer, texts, boxes, spec.size)
-            if not box_targets_[2].any():  # layout="many" boxed no image of this batch: no box guidance or mask
+            if not box_targets_[2].any():  # a choosing layout boxed no image of this batch: no box guidance or mask
                 box_targets_ = None
             elif spec.box_mask > 0:
                 controller.add(BoxAttentionHook(box_targets_[0], box_targets_[1], spec.box_mask))
@@ -811,7 +813,7 @@ class T2IPipeline:
                      grad=spec.relation_guidance > 0 or spec.excite > 0, what="generate")
         return {"controller": controller, "maps": maps, "regions": regions, "boxes": box_targets_,
                 "region_hook": region_hook, "adapters": adapters,
-                "to_bind": [h for h in named if hasattr(h, "bind")], "many": many}
+                "to_bind": [h for h in named if hasattr(h, "bind")], "boxes_only": many if spec.layout == "many" else None}
 
     def _conditioning(self, spec: GenerationSpec, plan: dict, scheduler, latent_hw) -> Conditioning:
         """One Conditioning of everything the request names (the data flow of docs/ARCHITECTURE.md)."""
@@ -872,7 +874,7 @@ class T2IPipeline:
             conditions = [Condition(cond, text_scale, name="text", added=added)]
         before = []
         # layout="many": the images with boxes take box guidance in place of relation guidance (docs/BOXES.md)
-        relate = None if plan["many"] is None else [not m for m in plan["many"]]
+        relate = None if plan["boxes_only"] is None else [not m for m in plan["boxes_only"]]
         for objective, size in (("relation", spec.relation_guidance), ("excite", spec.excite)):
             if size > 0 and self.parser is not None:  # unreadable prompts (checked in make_spec when asked) pass
                 before.append(LatentGuidance(self.unet, self.tokenizer, self.parser, prompts, text,

@@ -63,7 +63,7 @@ def _add_compbench(verbs) -> None:
                    help="CFG scale for --generator model (default: the model's, 4.0 for the shipped model)")
     p.add_argument("--relation-guidance", type=float, default=None, metavar="S",
                    help="relation guidance step size for --generator model; 0 = off (default: the model's)")
-    p.add_argument("--layout", default=None, choices=["none", "auto", "many"],
+    p.add_argument("--layout", default=None, choices=["none", "auto", "many", "many+relations"],
                    help="boxes planned from the prompt for --generator model, as generate's --layout (default: the "
                         "model's: many for the shipped model)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generator call")

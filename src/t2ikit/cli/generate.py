@@ -113,11 +113,12 @@ def register(subparsers) -> None:
     parser.add_argument("--box", action="append", default=None, metavar="X0,Y0,X1,Y1:PHRASE",
                         help="place a phrase of the prompt in a box, in pixels (repeatable; a phrase given several "
                              "boxes is asked for once in each): '0,0,32,32:a red circle'")
-    parser.add_argument("--layout", default=None, choices=["none", "auto", "many"],
+    parser.add_argument("--layout", default=None, choices=["none", "auto", "many", "many+relations"],
                         help="auto: plan a box per object of the prompt (counts, sizes, relations; seeded by each "
                              "image's seed; see `t2ikit layout`) and generate under it; many: only for prompts "
                              "naming several objects (a count above one, or three or more objects), which then take "
-                             "no relation guidance; none: off (default: the model's, else none)")
+                             "no relation guidance; many+relations: also for prompts stating a relation, relation "
+                             "guidance staying on; none: off (default: the model's, else none)")
     parser.add_argument("--box-guidance", type=float, default=None, metavar="S",
                         help="with --box: step size of the latent update that pulls each phrase's cross-attention "
                              "into its boxes, 0 = off (default: the model's, else 40; 20 for the shipped model)")
@@ -355,7 +356,7 @@ def _generate(args) -> int:
     boxes = [parse_box(b, size) for b in a["box"]]
     interval = parse_interval(a["guidance_interval"]) if a["guidance_interval"] is not None else None
     if (a["box_guidance"] is not None or a["box_mask"] is not None) and not boxes and a["layout"] in (None, "none"):
-        raise ValueError("--box-guidance and --box-mask act on boxes: give --box or --layout auto/many too")
+        raise ValueError("--box-guidance and --box-mask act on boxes: give --box or a --layout too")
     techniques = dict(boxes=boxes, layout=a["layout"], region_layout=a["region_layout"], guidance_interval=interval,
                       **{k: a[k] for k in ("box_guidance", "box_mask", "fast", "compile", "cache_interval",
                                            "cache_branch", "latent_steps", "latent_iterations", "latent_layers",

@@ -35,8 +35,9 @@ RESTARTS = 200  # fresh placements tried at each size before the boxes shrink
 TRIES_PER_BOX = 60  # positions tried for one box against the boxes already placed
 SHRINK = (1.0, 0.85, 0.72, 0.6)  # box sizes (times SIDES) tried in turn when the asked sizes do not fit
 # GenerationSpec.layout: none; "auto": boxes planned for every prompt; "many": only for the prompts that name several
-# objects (`names_many`), the others generated as without a layout
-LAYOUTS = (None, "auto", "many")
+# objects (`names_many`), the others generated as without a layout; "many+relations": also for the prompts that state
+# a relation between their objects (`states_relation`)
+LAYOUTS = (None, "auto", "many", "many+relations")
 MANY_OBJECTS = 3  # "many": this many distinct objects, or any object counted above one
 
 # relation -> predicate on (subject centre, object centre) in fractions of the image side, y down; the four
@@ -79,6 +80,18 @@ def names_many(structure: PromptStructure) -> bool:
     splits the layout path gained on such prompts and lost held out on two-object ones)."""
     groups = _phrases(structure)
     return len(groups) >= MANY_OBJECTS or any(count > 1 for _, count, _ in groups)
+
+
+def states_relation(structure: PromptStructure) -> bool:
+    """True when a prompt states a relation the planner places ("left of", "near", "behind", ...)."""
+    return any(r.relation in _HOLDS for r in structure.relations)
+
+
+def boxed(structure: PromptStructure, layout: str) -> bool:
+    """Does `layout` ("many" or "many+relations") plan boxes for this prompt (LAYOUTS)?"""
+    if layout not in ("many", "many+relations"):
+        raise ValueError(f"boxed() reads the layouts that choose their prompts, many and many+relations; got {layout!r}")
+    return names_many(structure) or (layout == "many+relations" and states_relation(structure))
 
 
 def check_sides(sides: dict | None) -> dict[str, float]:

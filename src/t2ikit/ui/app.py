@@ -178,10 +178,11 @@ def build_app(backend: Backend) -> gr.Blocks:
                                                           "hier:W/P/S; empty = dense)", elem_id="attention")
                             relation = gr.Slider(0, 500, value=d["relation_guidance"], step=10,
                                                  label="Relation guidance (0 = off)", elem_id="relation")
-                            layout = gr.Dropdown(["", "none", "auto", "many"], value="",
+                            layout = gr.Dropdown(["", "none", "auto", "many", "many+relations"], value="",
                                                  label="Layout from the prompt: auto = a box per object, placed so "
                                                        "the relations hold; many = only for prompts naming several "
-                                                       "objects; empty = the model's default", elem_id="layout")
+                                                       "objects; many+relations = those and prompts stating a "
+                                                       "relation; empty = the model's default", elem_id="layout")
                             region_layout = gr.Checkbox(False, label="Regions from the prompt: a region prompt per "
                                                                      "object phrase, in its planned box (region "
                                                                      "layout auto)", elem_id="region-layout")

@@ -82,7 +82,7 @@ class GenerateRequest:
     condition_scale: float = 1.0
     attention: str | None = None  # sparse / hierarchical variant, e.g. "topk:4"
     relation_guidance: float | None = None
-    layout: str | None = None  # boxes planned from the prompt's objects: "auto", "many", "none"; None: the model's
+    layout: str | None = None  # planned boxes: "auto", "many", "many+relations", "none"; None: the model's
     region_layout: bool = False  # a region per object phrase, in the planned boxes (region_layout="auto")
     fast: bool = False  # the pipeline's FAST_SETTINGS for what the request leaves to the model (docs/FAST.md)
     latent_layers: str | None = None  # "encoder": relation guidance reads the encoder's maps (a cheaper pass)
