@@ -198,7 +198,7 @@ def test_cli_box_layout_and_plan(pipe, tmp_path, capsys):
     assert "not a phrase of the prompt" in capsys.readouterr().err
     assert main(["generate", "a red circle", "--model", model, "--box-guidance", "5",
                  "--out", str(tmp_path / "x.png")]) == 2
-    assert "give --box or --layout auto" in capsys.readouterr().err
+    assert "give --box or a --layout" in capsys.readouterr().err
 
 
 def test_the_web_ui_backend_reaches_boxes_and_layouts(pipe, tmp_path):
