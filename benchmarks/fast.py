@@ -68,6 +68,7 @@ SPEED_VARIANTS = {
     "many": {"layout": "many"},  # boxes without relation guidance for a prompt naming several objects, else default
     "many_shared": {"layout": "many", "latent_pass": "shared"},
     "many_cfg_end70": {"layout": "many", "guidance_interval": (0.0, 0.7)},
+    "many_rel": {"layout": "many+relations"},  # boxes also for a prompt stating a relation, relation guidance on too
     "fast_rg": {"fast": True, "layout": "none"},  # fast on the earlier default (relation guidance alone)
 }
 COMPBENCH_VARIANTS = {
