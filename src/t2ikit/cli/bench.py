@@ -65,7 +65,7 @@ def _add_compbench(verbs) -> None:
                    help="relation guidance step size for --generator model; 0 = off (default: the model's)")
     p.add_argument("--layout", default=None, choices=["none", "auto", "many", "many+relations"],
                    help="boxes planned from the prompt for --generator model, as generate's --layout (default: the "
-                        "model's: many for the shipped model)")
+                        "model's: many+relations for the shipped model)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generator call")
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     p.add_argument("--out", default=None,
