@@ -29,7 +29,7 @@ from t2ikit.control.boxes import DEFAULT_BOX_GUIDANCE, DEFAULT_MASK_FRACTION, Bo
     box_targets, parse_box
 from t2ikit.control.compose import WHITE, bootstrap_step, parse_scales, resolve_adapter
 from t2ikit.control.encoders import CONDITIONS, load_condition, to_batch
-from t2ikit.control.layout import LAYOUTS, boxed, check_sides, plan_layout
+from t2ikit.control.layout import CHOOSING, LAYOUTS, boxed, check_sides, plan_layout
 from t2ikit.control.reference import ReferenceAdapter
 from t2ikit.control.regions import REGION_MODES, Region, RegionAttentionHook, batch_regions, layout_regions, \
     parse_region, region_context
@@ -65,7 +65,6 @@ DEFAULT_STEPS = 20
 DEFAULT_KEYS = ("steps", "guidance", "sampler", "relation_guidance", "layout", "box_guidance")
 # the plain sampler: no sampling-time latent guidance and no planned layout, whatever a model's defaults turn on
 PLAIN = {"relation_guidance": 0.0, "layout": "none"}
-CHOOSING = ("many", "many+relations")  # the layouts that plan boxes for some prompts only (control.layout.boxed)
 # fast=True: the settings benchmarks/fast.py measured as the best speed at CompBench within 2 points of the
 # default on both splits (docs/FAST.md: CFG on the first 70% of the steps; the first half lost held-out single
 # objects); each is also its own switch, and one given explicitly wins over fast's.
@@ -813,7 +812,8 @@ class T2IPipeline:
                      grad=spec.relation_guidance > 0 or spec.excite > 0, what="generate")
         return {"controller": controller, "maps": maps, "regions": regions, "boxes": box_targets_,
                 "region_hook": region_hook, "adapters": adapters,
-                "to_bind": [h for h in named if hasattr(h, "bind")], "boxes_only": many if spec.layout == "many" else None}
+                "to_bind": [h for h in named if hasattr(h, "bind")],
+                "boxes_only": many if spec.layout == "many" else None}  # images whose relations the boxes take over
 
     def _conditioning(self, spec: GenerationSpec, plan: dict, scheduler, latent_hw) -> Conditioning:
         """One Conditioning of everything the request names (the data flow of docs/ARCHITECTURE.md)."""

@@ -38,6 +38,7 @@ SHRINK = (1.0, 0.85, 0.72, 0.6)  # box sizes (times SIDES) tried in turn when th
 # objects (`names_many`), the others generated as without a layout; "many+relations": also for the prompts that state
 # a relation between their objects (`states_relation`)
 LAYOUTS = (None, "auto", "many", "many+relations")
+CHOOSING = ("many", "many+relations")  # the layouts that plan boxes for some prompts only (`boxed`)
 MANY_OBJECTS = 3  # "many": this many distinct objects, or any object counted above one
 
 # relation -> predicate on (subject centre, object centre) in fractions of the image side, y down; the four
@@ -88,9 +89,9 @@ def states_relation(structure: PromptStructure) -> bool:
 
 
 def boxed(structure: PromptStructure, layout: str) -> bool:
-    """Does `layout` ("many" or "many+relations") plan boxes for this prompt (LAYOUTS)?"""
-    if layout not in ("many", "many+relations"):
-        raise ValueError(f"boxed() reads the layouts that choose their prompts, many and many+relations; got {layout!r}")
+    """Does `layout` (one of CHOOSING) plan boxes for this prompt?"""
+    if layout not in CHOOSING:
+        raise ValueError(f"boxed() reads the layouts that choose their prompts ({', '.join(CHOOSING)}); got {layout!r}")
     return names_many(structure) or (layout == "many+relations" and states_relation(structure))
 
 
@@ -187,4 +188,5 @@ def draw_layout(boxes: list[Box], size: tuple[int, int], scale: int = 4):
     return image
 
 
-__all__ = ["LAYOUTS", "LARGE_WORDS", "MARGIN", "NEAR", "SIDES", "SMALL_WORDS", "check_sides", "draw_layout", "object_size", "plan_layout"]
+__all__ = ["CHOOSING", "DOMINANCE", "LAYOUTS", "LARGE_WORDS", "MARGIN", "NEAR", "SIDES", "SMALL_WORDS", "boxed",
+           "check_sides", "draw_layout", "names_many", "object_size", "plan_layout", "states_relation"]
