@@ -107,3 +107,18 @@ def test_the_web_ui_backend_reaches_planned_regions(pipe, tmp_path):
     backend = Backend(str(pipe.path), outdir=tmp_path)
     spec, _ = backend.make_spec(GenerateRequest(PROMPT, seed=1, steps=2, region_layout=True, region_mode="noise"))
     assert spec.region_layout == "auto" and spec.settings()["Region mode"] == "noise"
+
+
+def test_layout_many_relations_reads_english_on_an_sd_folder_with_clip_bpe(bpe_pipe):
+    """layout="many+relations" boxes the English prompt that states a relation and leaves the one that does not."""
+    prompts = ["a red cat to the left of a small blue dog", "a red cat and a blue dog"]
+    kw = dict(steps=2, guidance=3.0, relation_guidance=0.0, box_guidance=200.0)
+    assert bpe_pipe.boxed_prompts(prompts, "many+relations") == [True, False]
+    batch = bpe_pipe.run(bpe_pipe.make_spec(prompts, seed=7, layout="many+relations", **kw), decode=False,
+                         progress=False).latents
+    boxed = bpe_pipe.run(bpe_pipe.make_spec(prompts[0], seed=7, layout="auto", **kw), decode=False,
+                         progress=False).latents
+    unboxed = bpe_pipe.run(bpe_pipe.make_spec(prompts[1], seed=8, **kw), decode=False, progress=False).latents
+    assert torch.allclose(batch[0], boxed[0], atol=1e-4) and torch.allclose(batch[1], unboxed[0], atol=1e-4)
+    assert not torch.allclose(boxed, bpe_pipe.run(bpe_pipe.make_spec(prompts[0], seed=7, **kw), decode=False,
+                                                  progress=False).latents, atol=1e-5)  # the boxes did act
