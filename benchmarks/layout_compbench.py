@@ -11,13 +11,13 @@ relation guidance 200, and layout="many" since it ships), "rg" (relation guidanc
 "layout" (boxes planned from the prompt, `layout="auto"`, relation guidance off), "layout+rg" (both),
 "layout_shared" and "layout+rg_shared" (the same two with latent_pass="shared": one guidance pass per gradient step
 that also gives the step's prediction), "many" (`layout="many"`: boxes, without relation guidance, only for the
-prompts that name several objects; the default for the others), "many_fast" (that with `fast=True`), "many_rel" (`layout="many+relations"`: boxes also for the
-prompts that state a relation, with relation guidance on them too), "many_bg20",
-"many_bg80" and "many_mask30" (that with box guidance 20 or 80, or the boxes' attention mask on the first 30% of the
-steps), "many_rel_dom15" and "many_rel_dom2" ("many_rel" with the planner's relations 1.5 or 2 times as long along their
-axis as across it, `control.layout.DOMINANCE`). `--bench-seed` draws another suite of the same kinds (a fresh test of a rule found on the usual one). Prints
-per category the paired difference to "default" with its 95% bootstrap interval
-(t2ikit.bench.compbench.paired_difference) and each variant's seconds per image.
+prompts that name several objects; the default for the others), "many_fast" (that with `fast=True`), "many_rel"
+(`layout="many+relations"`: boxes also for the prompts that state a relation, with relation guidance on them too),
+"many_bg20", "many_bg80" and "many_mask30" (that with box guidance 20 or 80, or the boxes' attention mask on the
+first 30% of the steps), "many_rel_dom15" and "many_rel_dom2" ("many_rel" with the planner's relations 1.5 or 2 times
+as long along their axis as across it, `control.layout.DOMINANCE`). `--bench-seed` draws another suite of the same
+kinds (a fresh test of a rule found on the usual one). Prints per category the paired difference to "default" with
+its 95% bootstrap interval (t2ikit.bench.compbench.paired_difference) and each variant's seconds per image.
 """
 
 from __future__ import annotations
@@ -42,16 +42,17 @@ VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0
             "layout_shared": {"layout": "auto", "relation_guidance": 0.0, "latent_pass": "shared"},
             "layout+rg_shared": {"layout": "auto", "latent_pass": "shared"},
             "many": {"layout": "many"},
-            "many_fast": {"layout": "many", "fast": True},
+            "many_fast": {"layout": "many", "fast": True},  # fast (CFG on the first 70% of the steps) on top
             # boxes also for the prompts stating a relation, relation guidance on wherever one is stated
-            "many_rel": {"layout": "many+relations"},  # fast (CFG on the first 70% of the steps) on top
+            "many_rel": {"layout": "many+relations"},
             # the boxes' two knobs, for prompts naming several objects (docs/BOXES.md: a tuning look at counting)
             "many_bg20": {"layout": "many", "box_guidance": 20.0},
             "many_bg80": {"layout": "many", "box_guidance": 80.0},
             "many_mask30": {"layout": "many", "box_mask": 0.3},
             # the planner's dominant-axis factor (control.layout.DOMINANCE) at 1.5 and 2: clearer relations in the plan
             "many_rel_dom15": {"layout": "many+relations"}, "many_rel_dom2": {"layout": "many+relations"}}
-PLANNER = {"many_rel_dom15": {"DOMINANCE": 1.5}, "many_rel_dom2": {"DOMINANCE": 2.0}}  # planner constants a variant sets
+# planner constants (control.layout) a variant sets while it runs
+PLANNER = {"many_rel_dom15": {"DOMINANCE": 1.5}, "many_rel_dom2": {"DOMINANCE": 2.0}}
 
 
 def timing(pipe, suite, variants: list[str], repeats: int) -> dict:

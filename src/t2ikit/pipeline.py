@@ -745,7 +745,7 @@ class T2IPipeline:
         return plans
 
     def boxed_prompts(self, prompts: list[str], layout: str) -> list[bool]:
-        """Per plain prompt: does `layout` ("many" or "many+relations") box it (control.layout.boxed), as this
+        """Per plain prompt: does `layout` (one of control.layout.CHOOSING) box it (control.layout.boxed), as this
         model's parser reads it; False for a prompt it cannot read and for every prompt of a model without a parser."""
         out = []
         for prompt in prompts:
@@ -778,10 +778,10 @@ class T2IPipeline:
         given = [r if isinstance(r, Region) else parse_region(r, spec.size) for r in spec.regions]
         texts = [plain_text(p, spec.weighting) for p in spec.image_prompts()]  # what parsers and the planner read
         plans = None  # one layout per image, shared by layout="auto" (boxes) and region_layout="auto" (regions)
-        many = self.boxed_prompts(texts, spec.layout) if spec.layout in CHOOSING else None  # the images it boxes
+        chosen = self.boxed_prompts(texts, spec.layout) if spec.layout in CHOOSING else None  # the images it boxes
         if spec.layout is not None or spec.region_layout is not None:
             what = "region_layout='auto'" if spec.layout is None else f"layout={spec.layout!r}"
-            plans = self.plan_boxes(texts, spec.size, seeds, what, many if spec.region_layout is None else None)
+            plans = self.plan_boxes(texts, spec.size, seeds, what, chosen if spec.region_layout is None else None)
         planned = None if spec.region_layout is None else [layout_regions(b, spec.size) for b in plans]
         regions = batch_regions(given, spec.size, spec.count, planned) if given or planned else None
         adapters = {name: resolve_adapter(self, name, spec.adapters.get(name)) for name in maps}
@@ -795,7 +795,7 @@ class T2IPipeline:
         box_targets_ = None
         if spec.boxes or spec.layout is not None:  # phrases found in the prompts (before compute); masking is a hook
             boxes = [spec.boxes] * len(texts) if spec.layout is None else \
-                plans if many is None else [p if m else [] for p, m in zip(plans, many)]
+                plans if chosen is None else [p if m else [] for p, m in zip(plans, chosen)]
             box_targets_ = box_targets(self.tokenizer, texts, boxes, spec.size)
             if not box_targets_[2].any():  # a choosing layout boxed no image of this batch: no box guidance or mask
                 box_targets_ = None
@@ -813,7 +813,7 @@ class T2IPipeline:
         return {"controller": controller, "maps": maps, "regions": regions, "boxes": box_targets_,
                 "region_hook": region_hook, "adapters": adapters,
                 "to_bind": [h for h in named if hasattr(h, "bind")],
-                "boxes_only": many if spec.layout == "many" else None}  # images whose relations the boxes take over
+                "boxes_only": chosen if spec.layout == "many" else None}  # images whose relations the boxes take over
 
     def _conditioning(self, spec: GenerationSpec, plan: dict, scheduler, latent_hw) -> Conditioning:
         """One Conditioning of everything the request names (the data flow of docs/ARCHITECTURE.md)."""

@@ -14,6 +14,7 @@ import threading
 import gradio as gr
 import numpy as np
 
+from t2ikit.control.layout import LAYOUTS
 from t2ikit.ui.backend import MAX_BATCH, RANDOM_SEED, REGION_COLUMNS, Backend, Cancelled, GenerateRequest, \
     draw_regions, read_upload
 
@@ -178,7 +179,7 @@ def build_app(backend: Backend) -> gr.Blocks:
                                                           "hier:W/P/S; empty = dense)", elem_id="attention")
                             relation = gr.Slider(0, 500, value=d["relation_guidance"], step=10,
                                                  label="Relation guidance (0 = off)", elem_id="relation")
-                            layout = gr.Dropdown(["", "none", "auto", "many", "many+relations"], value="",
+                            layout = gr.Dropdown(["", "none", *LAYOUTS[1:]], value="",
                                                  label="Layout from the prompt: auto = a box per object, placed so "
                                                        "the relations hold; many = only for prompts naming several "
                                                        "objects; many+relations = those and prompts stating a "
