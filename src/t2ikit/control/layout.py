@@ -31,6 +31,7 @@ MARGIN = 0.08  # left of / right of / above / below: centres this far apart alon
 DOMINANCE = 1.0  # ... and the offset along the axis at least this many times the offset across it
 NEAR = 0.45  # near: centres within this distance (fraction of side)
 PAD = 0.02  # boxes keep this distance from the image's edge (fraction of side)
+GAP = 0.0  # ... and at least this distance from each other (fraction of side): objects that touch can read as one
 RESTARTS = 200  # fresh placements tried at each size before the boxes shrink
 TRIES_PER_BOX = 60  # positions tried for one box against the boxes already placed
 SHRINK = (1.0, 0.85, 0.72, 0.6)  # box sizes (times SIDES) tried in turn when the asked sizes do not fit
@@ -123,10 +124,10 @@ def plan_layout(structure: PromptStructure, size: tuple[int, int], seed: int = 0
     instances = [(g, sides[sz] * side) for g, (_, count, sz) in enumerate(groups) for _ in range(count)]
     relations = [r for r in structure.relations if r.relation in _HOLDS]
     rng = np.random.default_rng(seed)
-    pad = int(round(PAD * side))
+    pad, gap = int(round(PAD * side)), int(round(GAP * side))
     for scale in SHRINK:  # boxes shrink only when no layout of the asked sizes is found
         for _ in range(RESTARTS):
-            placed = _place(instances, relations, scale, (h, w), pad, side, rng)
+            placed = _place(instances, relations, scale, (h, w), pad, gap, side, rng)
             if placed is not None:
                 return [Box(x0, y0, x0 + s, y0 + s, groups[g][0]) for g, x0, y0, s in placed]
     stated = ", ".join(f"{groups[r.subject][0]!r} {r.relation} {groups[r.object][0]!r}" for r in relations)
@@ -134,9 +135,9 @@ def plan_layout(structure: PromptStructure, size: tuple[int, int], seed: int = 0
                      f"{stated or 'the prompt'} ({structure.prompt!r}): fewer objects or a larger image")
 
 
-def _place(instances, relations, scale: float, size: tuple[int, int], pad: int, side: int, rng):
-    """Boxes placed one after another, each at the first of TRIES_PER_BOX seeded positions that overlaps no
-    placed box and keeps every relation with the placed ones; None when one cannot be placed."""
+def _place(instances, relations, scale: float, size: tuple[int, int], pad: int, gap: int, side: int, rng):
+    """Boxes placed one after another, each at the first of TRIES_PER_BOX seeded positions that comes no closer
+    than `gap` px to a placed box and keeps every relation with the placed ones; None when one cannot be placed."""
     h, w = size
     placed = []
     for g, base in instances:
@@ -145,7 +146,7 @@ def _place(instances, relations, scale: float, size: tuple[int, int], pad: int, 
             x0 = int(rng.integers(pad, max(pad + 1, w - s - pad + 1)))
             y0 = int(rng.integers(pad, max(pad + 1, h - s - pad + 1)))
             candidate = placed + [(g, x0, y0, s)]
-            if not _overlap(candidate) and _relations_hold(candidate, relations, side):
+            if not _overlap(candidate, gap) and _relations_hold(candidate, relations, side):
                 placed = candidate
                 break
         else:
@@ -153,10 +154,11 @@ def _place(instances, relations, scale: float, size: tuple[int, int], pad: int, 
     return placed
 
 
-def _overlap(placed) -> bool:
+def _overlap(placed, gap: int = 0) -> bool:
+    """Whether two of the boxes overlap or come closer than `gap` px along both axes."""
     for i, (_, ax, ay, a) in enumerate(placed):
         for _, bx, by, b in placed[i + 1:]:
-            if ax < bx + b and bx < ax + a and ay < by + b and by < ay + a:
+            if ax < bx + b + gap and bx < ax + a + gap and ay < by + b + gap and by < ay + a + gap:
                 return True
     return False
 
