@@ -10,6 +10,7 @@ from tiny import make_tiny_sd_folder
 
 from t2ikit.cli import main
 from t2ikit.control.boxes import Box, BoxAttentionHook, BoxGuidance, box_loss, box_targets, parse_box
+from t2ikit.control import layout
 from t2ikit.control.layout import SIDES, check_sides, draw_layout, object_size, plan_layout
 from t2ikit.pipeline import T2IPipeline
 from t2ikit.text.parser import ObjectPhrase, PromptStructure, RelationPhrase, get_parser
@@ -125,6 +126,28 @@ def test_plans_place_every_instance_apart_with_their_relations_and_sizes():
     with pytest.raises(ValueError, match="no layout of 2 boxes apart"):
         plan_layout(both_ways, (64, 64), seed=0)
     assert draw_layout(plan, (64, 64)).size == (256, 256)
+
+
+def test_plans_keep_the_gap_between_boxes_and_shrink_them_when_it_does_not_fit(monkeypatch):
+    parse = get_parser("shapes-world").parse
+    crowded = parse("three big yellow squares and a big blue square")
+    monkeypatch.setattr(layout, "GAP", 0.0)
+    touching = [plan_layout(crowded, (64, 64), seed=s) for s in range(20)]
+
+    def apart(a, b):  # the empty pixels between two boxes along the axis that separates them
+        return max(b.x0 - a.x1, a.x0 - b.x1, b.y0 - a.y1, a.y0 - b.y1)
+
+    assert min(apart(a, b) for p in touching for i, a in enumerate(p) for b in p[i + 1:]) < 3  # some touch
+    for gap, px in ((0.1, 6), (0.25, 16)):
+        monkeypatch.setattr(layout, "GAP", gap)
+        for s in range(20):
+            plan = plan_layout(crowded, (64, 64), seed=s)
+            assert len(plan) == 4
+            assert all(apart(a, b) >= px for i, a in enumerate(plan) for b in plan[i + 1:])
+            assert gap < 0.25 or plan[0].x1 - plan[0].x0 < 24  # four 24 px boxes 16 px apart do not fit in 64 px
+    monkeypatch.setattr(layout, "GAP", 0.6)  # nor four boxes 38 px apart at any size
+    with pytest.raises(ValueError, match="no layout of 4 boxes apart"):
+        plan_layout(crowded, (64, 64), seed=0)
 
 
 def test_a_model_sets_its_own_box_sizes_and_bad_ones_are_refused(tmp_path, capsys):
