@@ -15,10 +15,11 @@ prompts that name several objects; the default for the others), "many_fast" (tha
 (`layout="many+relations"`: boxes also for the prompts that state a relation, with relation guidance on them too),
 "many_bg20", "many_bg80" and "many_mask30" (that with box guidance 20 or 80, or the boxes' attention mask on the
 first 30% of the steps), "many_rel_dom15" and "many_rel_dom2" ("many_rel" with the planner's relations 1.5 or 2 times
-as long along their axis as across it, `control.layout.DOMINANCE`), "many_rel_gap05" and "many_rel_gap10" (boxes at
-least 5% or 10% of the side apart, `control.layout.GAP`). `--bench-seed` draws another suite of the same
-kinds (a fresh test of a rule found on the usual one). Prints per category the paired difference to "default" with
-its 95% bootstrap interval (t2ikit.bench.compbench.paired_difference) and each variant's seconds per image.
+as long along their axis as across it, `control.layout.DOMINANCE`), "many_rel_gap0", "many_rel_gap05" and
+"many_rel_gap10" (boxes at least 0, 5% or 10% of the side apart: the pipeline's `layout_gap`, a model's "layout_gap").
+`--bench-seed` draws another suite of the same kinds (a fresh test of a rule found on the usual one). Prints per
+category the paired difference to "default" with its 95% bootstrap interval (t2ikit.bench.compbench.paired_difference)
+and each variant's seconds per image.
 """
 
 from __future__ import annotations
@@ -52,11 +53,14 @@ VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0
             "many_mask30": {"layout": "many", "box_mask": 0.3},
             # the planner's dominant-axis factor (control.layout.DOMINANCE) at 1.5 and 2: clearer relations in the plan
             "many_rel_dom15": {"layout": "many+relations"}, "many_rel_dom2": {"layout": "many+relations"},
-            # the planner's gap between boxes (control.layout.GAP) at 5% and 10% of the side: objects kept apart
-            "many_rel_gap05": {"layout": "many+relations"}, "many_rel_gap10": {"layout": "many+relations"}}
-# planner constants (control.layout) a variant sets while it runs
-PLANNER = {"many_rel_dom15": {"DOMINANCE": 1.5}, "many_rel_dom2": {"DOMINANCE": 2.0},
-           "many_rel_gap05": {"GAP": 0.05}, "many_rel_gap10": {"GAP": 0.10}}
+            # the planner's gap between boxes (the model's layout_gap, control.layout.check_gap) at 0, 5% and 10% of
+            # the side
+            "many_rel_gap0": {"layout": "many+relations"}, "many_rel_gap05": {"layout": "many+relations"},
+            "many_rel_gap10": {"layout": "many+relations"}}
+# planner constants (control.layout) and pipeline attributes a variant sets while it runs
+PLANNER = {"many_rel_dom15": {"DOMINANCE": 1.5}, "many_rel_dom2": {"DOMINANCE": 2.0}}
+PIPELINE = {"many_rel_gap0": {"layout_gap": 0.0}, "many_rel_gap05": {"layout_gap": 0.05},
+            "many_rel_gap10": {"layout_gap": 0.10}}
 
 
 def timing(pipe, suite, variants: list[str], repeats: int) -> dict:
@@ -114,15 +118,18 @@ def main(argv=None) -> int:
         if path.exists():
             results[name] = cb.read_result(path, suite)
             continue
-        saved = {k: getattr(layout, k) for k in PLANNER.get(name, {})}
-        for key, value in PLANNER.get(name, {}).items():
-            setattr(layout, key, value)
+        sets = [(layout, PLANNER.get(name, {})), (pipe, PIPELINE.get(name, {}))]
+        saved = [(obj, {k: getattr(obj, k) for k in values}) for obj, values in sets]
+        for obj, values in sets:
+            for key, value in values.items():
+                setattr(obj, key, value)
         try:
             result = cb.run(suite, cb.pipeline_generator(pipe, **VARIANTS[name]), generator_name=name, progress=True,
                             journal=journal)  # a stopped variant resumes after its last finished batch
         finally:
-            for key, value in saved.items():
-                setattr(layout, key, value)
+            for obj, values in saved:
+                for key, value in values.items():
+                    setattr(obj, key, value)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(result))
         os.replace(tmp, path)  # a finished variant is never half-written

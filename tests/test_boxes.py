@@ -11,7 +11,7 @@ from tiny import make_tiny_sd_folder
 from t2ikit.cli import main
 from t2ikit.control.boxes import Box, BoxAttentionHook, BoxGuidance, box_loss, box_targets, parse_box
 from t2ikit.control import layout
-from t2ikit.control.layout import SIDES, check_sides, draw_layout, object_size, plan_layout
+from t2ikit.control.layout import SIDES, check_gap, check_sides, draw_layout, object_size, plan_layout
 from t2ikit.pipeline import T2IPipeline
 from t2ikit.text.parser import ObjectPhrase, PromptStructure, RelationPhrase, get_parser
 
@@ -172,6 +172,23 @@ def test_a_model_sets_its_own_box_sizes_and_bad_ones_are_refused(tmp_path, capsy
     assert planned["box"][2] - planned["box"][0] == 8
     (folder / "t2ikit.json").write_text(json.dumps({**config, "layout_sides": {"small": 2}}))
     with pytest.raises(ValueError, match="t2ikit.json: layout_sides"):
+        T2IPipeline.from_folder(folder)
+    # ... and its "layout_gap" (a fraction of the side: 0.25 of 32 px = 8 px between boxes), checked the same way
+    (folder / "t2ikit.json").write_text(json.dumps({**config, "layout_sides": {"small": 0.25}, "layout_gap": 0.25}))
+    pipe = T2IPipeline.from_folder(folder)
+    assert main(["layout", "three small red circles", "--model", str(folder), "--size", "32x32", "--json"]) == 0
+    planned = [b["box"] for b in json.loads(capsys.readouterr().out)["boxes"]]
+    plans = [[list(b.xyxy) for b in pipe.plan_boxes(["three small red circles"], (32, 32), [s])[0]] for s in range(5)]
+    assert plans[0] == planned  # the CLI plans as generate does (seed 0)
+    for plan in plans:
+        assert len(plan) == 3 and all(max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3]) >= 8
+                                      for i, a in enumerate(plan) for b in plan[i + 1:])
+    assert check_gap(None) == layout.GAP and check_gap(0.1) == 0.1
+    for bad in (0.5, -0.1, "0.1", True):
+        with pytest.raises(ValueError, match=r"layout_gap must be a fraction of the image side in \[0, 0.5\)"):
+            check_gap(bad)
+    (folder / "t2ikit.json").write_text(json.dumps({**config, "layout_gap": 0.9}))
+    with pytest.raises(ValueError, match="t2ikit.json: layout_gap"):
         T2IPipeline.from_folder(folder)
 
 

@@ -88,6 +88,7 @@ def test_unknown_key_is_named(tmp_path):
         ("[export] defaults = { cfg_scale = 5.0 }", "export.defaults: unknown default"),
         ('[export] defaults = { layout = "grid" }', "export.defaults: default layout must be one of"),
         ("[export] layout_sides = { tiny = 0.1 }", "export.layout_sides: unknown size class 'tiny'"),
+        ("[export] layout_gap = 0.7", "export.layout_gap must be a fraction of the image side in \\[0, 0.5\\)"),
     ],
 )
 def test_bad_values_are_errors(tmp_path, extra, match):
@@ -250,9 +251,11 @@ def test_export_loads_in_diffusers_and_generates(tmp_path):
     # [export] defaults land in the folder's t2ikit.json, which t2ikit reads and diffusers ignores
     from t2ikit.pipeline import T2IPipeline
 
-    config = tiny_config(tmp_path, "[export] defaults = { relation_guidance = 7.0 }", name="defaults.toml")
+    config = tiny_config(tmp_path, "[export] defaults = { relation_guidance = 7.0 }\n[export] layout_gap = 0.1",
+                         name="defaults.toml")
     assert main(["train", "--config", str(config), "--out", str(out), "--export-only", str(tmp_path / "d")]) == 0
-    assert T2IPipeline.from_folder(tmp_path / "d").defaults["relation_guidance"] == 7.0
+    exported = T2IPipeline.from_folder(tmp_path / "d")
+    assert exported.defaults["relation_guidance"] == 7.0 and exported.layout_gap == 0.1
     StableDiffusionPipeline.from_pretrained(tmp_path / "d")
 
 

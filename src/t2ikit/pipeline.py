@@ -29,7 +29,7 @@ from t2ikit.control.boxes import DEFAULT_BOX_GUIDANCE, DEFAULT_MASK_FRACTION, Bo
     box_targets, parse_box
 from t2ikit.control.compose import WHITE, bootstrap_step, parse_scales, resolve_adapter
 from t2ikit.control.encoders import CONDITIONS, load_condition, to_batch
-from t2ikit.control.layout import CHOOSING, LAYOUTS, boxed, check_sides, plan_layout
+from t2ikit.control.layout import CHOOSING, LAYOUTS, boxed, check_gap, check_sides, plan_layout
 from t2ikit.control.reference import ReferenceAdapter
 from t2ikit.control.regions import REGION_MODES, Region, RegionAttentionHook, batch_regions, layout_regions, \
     parse_region, region_context
@@ -418,7 +418,7 @@ class T2IPipeline:
     _compiled = None  # compiled_unet's torch.compile of self.unet, made on first use
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler_config: dict, path=None, defaults=None,
-                 parser=None, layout_sides=None):
+                 parser=None, layout_sides=None, layout_gap=None):
         self.unet = unet
         self.vae = vae
         self.text_encoder = text_encoder
@@ -427,6 +427,7 @@ class T2IPipeline:
         self.path = Path(path) if path is not None else None
         self.parser = get_parser(parser)  # reads objects and relations for latent guidance (text.parser); or None
         self.layout_sides = check_sides(layout_sides)  # the planner's box side per size class (control.layout)
+        self.layout_gap = None if layout_gap is None else check_gap(layout_gap)  # ... its gap; None: layout.GAP
         word_level = known_words(tokenizer) is not None
         self.defaults = {
             "steps": DEFAULT_STEPS,
@@ -501,10 +502,12 @@ class T2IPipeline:
         parser = default_parser_name(config) if parser is None else parser
         try:
             sides = check_sides(config["t2ikit"].get("layout_sides"))
+            gap = config["t2ikit"].get("layout_gap")
+            gap = None if gap is None else check_gap(gap)
         except ValueError as err:
             raise ValueError(f"{root / T2IKIT_CONFIG}: {err}") from None
         pipe = cls(unet, vae, text_encoder, tokenizer, scheduler_config, path=root, defaults=defaults, parser=parser,
-                   layout_sides=sides)
+                   layout_sides=sides, layout_gap=gap)
         # diffusers' SDXL default: no negative prompt means zero unconditional states, not the empty prompt's
         pipe.zero_unconditional = xl and config["index"].get("force_zeros_for_empty_prompt", True)
         return pipe
@@ -741,7 +744,7 @@ class T2IPipeline:
             except PromptParseError as err:
                 raise ValueError(f"{what} reads the prompt with the {self.parser.name} parser, which cannot "
                                  f"read {prompt!r}: {err}") from None
-            plans.append(plan_layout(structure, size, seed, self.layout_sides))
+            plans.append(plan_layout(structure, size, seed, self.layout_sides, self.layout_gap))
         return plans
 
     def boxed_prompts(self, prompts: list[str], layout: str) -> list[bool]:
@@ -966,9 +969,10 @@ def check_defaults(defaults: dict, where: str) -> None:
                          f"{defaults['layout']!r}")
 
 
-def write_model_defaults(folder: str | os.PathLike, layout_sides: dict | None = None, **defaults) -> None:
-    """Record generation defaults (DEFAULT_KEYS) and the layout planner's box sides (control.layout.check_sides)
-    in `folder`/t2ikit.json for `from_folder`."""
+def write_model_defaults(folder: str | os.PathLike, layout_sides: dict | None = None, layout_gap: float | None = None,
+                         **defaults) -> None:
+    """Record generation defaults (DEFAULT_KEYS) and the layout planner's box sides and gap
+    (control.layout.check_sides, check_gap) in `folder`/t2ikit.json for `from_folder`."""
     check_defaults(defaults, "model defaults")
     path = Path(folder) / T2IKIT_CONFIG
     data = json.loads(path.read_text()) if path.is_file() else {}
@@ -976,6 +980,8 @@ def write_model_defaults(folder: str | os.PathLike, layout_sides: dict | None = 
     if layout_sides:
         check_sides(layout_sides)
         data["layout_sides"] = dict(layout_sides)
+    if layout_gap is not None:
+        data["layout_gap"] = check_gap(layout_gap)
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 

@@ -29,7 +29,7 @@ def _layout(args) -> int:
 
     from t2ikit.cli.generate import parse_size
     from t2ikit.cli.paths import check_output
-    from t2ikit.control.layout import check_sides, draw_layout, plan_layout
+    from t2ikit.control.layout import check_gap, check_sides, draw_layout, plan_layout
     from t2ikit.models.registry import resolve_model
     from t2ikit.pipeline import check_model_folder, default_parser_name, read_folder_config
     from t2ikit.text.parser import PromptParseError, get_parser
@@ -38,7 +38,8 @@ def _layout(args) -> int:
     folder = check_model_folder(resolve_model(args.model))
     config = read_folder_config(folder)
     parser = get_parser(args.parser or default_parser_name(config))
-    sides = check_sides(config["t2ikit"].get("layout_sides"))  # the model's own box sizes, as generate plans them
+    # the model's own box sizes and gap between boxes, as generate plans them
+    sides, gap = check_sides(config["t2ikit"].get("layout_sides")), check_gap(config["t2ikit"].get("layout_gap"))
     if args.size is not None:
         size = parse_size(args.size)
     else:  # the model's own image size, read from its UNet and VAE configs (no weights loaded)
@@ -50,7 +51,7 @@ def _layout(args) -> int:
         structure = parser.parse(args.prompt)
     except PromptParseError as err:
         raise ValueError(f"the {parser.name} parser cannot read the prompt: {err}") from None
-    boxes = plan_layout(structure, size, args.seed, sides)
+    boxes = plan_layout(structure, size, args.seed, sides, gap)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         draw_layout(boxes, size).save(out)

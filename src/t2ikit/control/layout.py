@@ -31,7 +31,7 @@ MARGIN = 0.08  # left of / right of / above / below: centres this far apart alon
 DOMINANCE = 1.0  # ... and the offset along the axis at least this many times the offset across it
 NEAR = 0.45  # near: centres within this distance (fraction of side)
 PAD = 0.02  # boxes keep this distance from the image's edge (fraction of side)
-GAP = 0.0  # ... and at least this distance from each other (fraction of side): objects that touch can read as one
+GAP = 0.0  # ... and at least this distance from each other (fraction of side; a model may set its own: `check_gap`)
 RESTARTS = 200  # fresh placements tried at each size before the boxes shrink
 TRIES_PER_BOX = 60  # positions tried for one box against the boxes already placed
 SHRINK = (1.0, 0.85, 0.72, 0.6)  # box sizes (times SIDES) tried in turn when the asked sizes do not fit
@@ -110,11 +110,23 @@ def check_sides(sides: dict | None) -> dict[str, float]:
     return {**SIDES, **{k: float(v) for k, v in sides.items()}}
 
 
+def check_gap(gap) -> float:
+    """GAP, or a model's own least distance between two boxes ("layout_gap" in its t2ikit.json, a fraction of the
+    image side: the space its training world keeps between objects, so that two objects of one colour are not drawn
+    touching, where they read as one); ValueError outside [0, 0.5)."""
+    if gap is None:
+        return GAP
+    if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not 0 <= gap < 0.5:
+        raise ValueError(f"layout_gap must be a fraction of the image side in [0, 0.5); got {gap!r}")
+    return float(gap)
+
+
 def plan_layout(structure: PromptStructure, size: tuple[int, int], seed: int = 0,
-                sides: dict[str, float] | None = None) -> list[Box]:
+                sides: dict[str, float] | None = None, gap: float | None = None) -> list[Box]:
     """One Box per object instance of `structure` in an image of `size` (height, width) (module docstring);
-    `sides`: box side per size class (`check_sides`; default SIDES). ValueError naming the prompt when no layout
-    satisfies its relations with boxes apart."""
+    `sides`: box side per size class (`check_sides`; default SIDES); `gap`: least distance between two boxes
+    (`check_gap`; default GAP). ValueError naming the prompt when no layout satisfies its relations with boxes
+    apart."""
     groups = _phrases(structure)
     if not groups:
         raise ValueError(f"the prompt {structure.prompt!r} names no object to place")
@@ -124,7 +136,7 @@ def plan_layout(structure: PromptStructure, size: tuple[int, int], seed: int = 0
     instances = [(g, sides[sz] * side) for g, (_, count, sz) in enumerate(groups) for _ in range(count)]
     relations = [r for r in structure.relations if r.relation in _HOLDS]
     rng = np.random.default_rng(seed)
-    pad, gap = int(round(PAD * side)), int(round(GAP * side))
+    pad, gap = int(round(PAD * side)), int(round(check_gap(gap) * side))
     for scale in SHRINK:  # boxes shrink only when no layout of the asked sizes is found
         for _ in range(RESTARTS):
             placed = _place(instances, relations, scale, (h, w), pad, gap, side, rng)

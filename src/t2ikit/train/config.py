@@ -142,6 +142,7 @@ class ExportConfig:
     defaults: dict = field(default_factory=dict)  # generation defaults for the folder's t2ikit.json, e.g.
     # {relation_guidance = 200.0}; keys: t2ikit.pipeline.DEFAULT_KEYS
     layout_sides: dict = field(default_factory=dict)  # the layout planner's box side per size class (t2ikit.json)
+    layout_gap: float | None = None  # ... and its least distance between boxes (t2ikit.json); None: the planner's
 
 
 @dataclass
@@ -197,12 +198,14 @@ class TrainConfig:
             raise ValueError(f"vae_train.style_share must be in [0, 1], got {self.vae_train.style_share}")
         if not 0 <= self.unet_train.caption_dropout <= 1:
             raise ValueError(f"unet_train.caption_dropout must be in [0, 1], got {self.unet_train.caption_dropout}")
-        from t2ikit.control.layout import check_sides
+        from t2ikit.control.layout import check_gap, check_sides
         from t2ikit.pipeline import check_defaults
 
         check_defaults(self.export.defaults, "export.defaults")
         try:
             check_sides(self.export.layout_sides)
+            if self.export.layout_gap is not None:
+                check_gap(self.export.layout_gap)
         except ValueError as err:
             raise ValueError(f"export.{err}") from None
         u = self.unet_train

@@ -652,8 +652,9 @@ class Trainer:
         pipe = self.pipeline(ema=True).to("cpu")
         path = export_pipeline(pipe, out_dir, self.cfg.export.fp16 if fp16 is None else fp16)
         (path / "t2ikit_train_config.json").write_text(self.cfg.to_json())
-        if self.cfg.export.defaults or self.cfg.export.layout_sides:
-            write_model_defaults(path, self.cfg.export.layout_sides, **self.cfg.export.defaults)
+        export = self.cfg.export
+        if export.defaults or export.layout_sides or export.layout_gap is not None:
+            write_model_defaults(path, export.layout_sides, export.layout_gap, **export.defaults)
         self.log({"event": "export", "path": str(path), "stage": self.stage, "step": self.step})
         distributed.barrier(self.dist)
         return path
