@@ -16,7 +16,8 @@ prompts that name several objects; the default for the others), "many_fast" (tha
 "many_bg20", "many_bg80" and "many_mask30" (that with box guidance 20 or 80, or the boxes' attention mask on the
 first 30% of the steps), "many_rel_dom15" and "many_rel_dom2" ("many_rel" with the planner's relations 1.5 or 2 times
 as long along their axis as across it, `control.layout.DOMINANCE`), "many_rel_gap0", "many_rel_gap05" and
-"many_rel_gap10" (boxes at least 0, 5% or 10% of the side apart: the pipeline's `layout_gap`, a model's "layout_gap").
+"many_rel_gap10" (boxes at least 0, 5% or 10% of the side apart: the pipeline's `layout_gap`, a model's "layout_gap"),
+"many_rel_gap10_regions" (that with regional prompts from the phrases in the boxes, `region_layout="auto"`).
 `--bench-seed` draws another suite of the same kinds (a fresh test of a rule found on the usual one). Prints per
 category the paired difference to "default" with its 95% bootstrap interval (t2ikit.bench.compbench.paired_difference)
 and each variant's seconds per image.
@@ -56,11 +57,13 @@ VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0
             # the planner's gap between boxes (the model's layout_gap, control.layout.check_gap) at 0, 5% and 10% of
             # the side
             "many_rel_gap0": {"layout": "many+relations"}, "many_rel_gap05": {"layout": "many+relations"},
-            "many_rel_gap10": {"layout": "many+relations"}}
+            "many_rel_gap10": {"layout": "many+relations"},
+            # that with regional prompts from the prompt's phrases in the same boxes (region_layout="auto")
+            "many_rel_gap10_regions": {"layout": "many+relations", "region_layout": "auto"}}
 # planner constants (control.layout) and pipeline attributes a variant sets while it runs
 PLANNER = {"many_rel_dom15": {"DOMINANCE": 1.5}, "many_rel_dom2": {"DOMINANCE": 2.0}}
 PIPELINE = {"many_rel_gap0": {"layout_gap": 0.0}, "many_rel_gap05": {"layout_gap": 0.05},
-            "many_rel_gap10": {"layout_gap": 0.10}}
+            "many_rel_gap10": {"layout_gap": 0.10}, "many_rel_gap10_regions": {"layout_gap": 0.10}}
 
 
 def timing(pipe, suite, variants: list[str], repeats: int) -> dict:
