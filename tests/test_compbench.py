@@ -45,7 +45,8 @@ def test_ground_truth_is_the_ceiling_and_noise_the_floor(split):
 def test_paired_difference_of_truth_and_noise():
     truth = cb.evaluate("ground-truth", "train", n_prompts=3, seeds=2, categories=("single", "spatial"))
     noise = cb.evaluate("noise", "train", n_prompts=3, seeds=2, categories=("single", "spatial"))
-    assert len(truth["items"]) == 12 and all(item[3] for item in truth["items"])
+    assert len(truth["items"]) == 12 and all(item[3] and item[4] == [] for item in truth["items"])
+    assert all(not item[3] and any("present" in f for f in item[4]) for item in noise["items"])  # why each failed
     d = cb.paired_difference(noise, truth)
     assert d["overall"]["diff"] == 1.0 and d["overall"]["ci95"] == [1.0, 1.0]
     assert (d["overall"]["a_only"], d["overall"]["b_only"]) == (0, 12)

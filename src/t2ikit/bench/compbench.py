@@ -444,7 +444,8 @@ def _accuracy(passed: int, n: int) -> dict:
 def summarise(records: list[dict]) -> dict:
     """{"per_category": {cat: {n, passed, accuracy, ci95, checks: {kind: accuracy}}}, "overall": ...,
     "mean_category_accuracy", "examples": failing items (up to 3 per category), "items": [[category, prompt,
-    seed, passed], ...] in suite order (what `paired_difference` compares)}."""
+    seed, passed, failed checks], ...] in suite order (what `paired_difference` compares; the failed checks as the
+    oracle words them, "group 0 count: purple square: 1 found, 3 stated", empty for a pass)}."""
     by_category: dict[str, list[dict]] = {}
     for r in records:
         by_category.setdefault(r["category"], []).append(r)
@@ -467,7 +468,7 @@ def summarise(records: list[dict]) -> dict:
         "mean_category_accuracy": float(np.mean([v["accuracy"] for v in per_category.values()])) if records else 0.0,
         "examples": {c: [{"prompt": r["prompt"], "seed": r["seed"], "failed": r["failed"]}
                          for r in rs if not r["passed"]][:3] for c, rs in by_category.items()},
-        "items": [[r["category"], r["prompt"], int(r["seed"]), bool(r["passed"])] for r in records],
+        "items": [[r["category"], r["prompt"], int(r["seed"]), bool(r["passed"]), list(r["failed"])] for r in records],
     }
 
 
