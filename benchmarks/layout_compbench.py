@@ -14,8 +14,9 @@ that also gives the step's prediction), "many" (`layout="many"`: boxes, without 
 prompts that name several objects; the default for the others), "many_fast" (that with `fast=True`), "many_rel"
 (`layout="many+relations"`: boxes also for the prompts that state a relation, with relation guidance on them too),
 "many_bg20", "many_bg80" and "many_mask30" (that with box guidance 20 or 80, or the boxes' attention mask on the
-first 30% of the steps), "many_rel_dom15" and "many_rel_dom2" ("many_rel" with the planner's relations 1.5 or 2 times
-as long along their axis as across it, `control.layout.DOMINANCE`), "many_rel_gap0", "many_rel_gap05" and
+first 30% of the steps), "many_rel_dom1", "many_rel_dom15" and "many_rel_dom2" ("many_rel" with the planner's
+relations 1, 1.5 (the planner's default) or 2 times as long along their axis as across it,
+`control.layout.DOMINANCE`), "many_rel_gap0", "many_rel_gap05" and
 "many_rel_gap10" (boxes at least 0, 5% or 10% of the side apart: the pipeline's `layout_gap`, a model's "layout_gap"),
 "many_rel_gap10_regions" (that with regional prompts from the phrases in the boxes, `region_layout="auto"`).
 `--bench-seed` draws another suite of the same kinds (a fresh test of a rule found on the usual one). Prints per
@@ -52,8 +53,9 @@ VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0
             "many_bg20": {"layout": "many", "box_guidance": 20.0},
             "many_bg80": {"layout": "many", "box_guidance": 80.0},
             "many_mask30": {"layout": "many", "box_mask": 0.3},
-            # the planner's dominant-axis factor (control.layout.DOMINANCE) at 1.5 and 2: clearer relations in the plan
-            "many_rel_dom15": {"layout": "many+relations"}, "many_rel_dom2": {"layout": "many+relations"},
+            # the planner's dominant-axis factor (control.layout.DOMINANCE) at 1, 1.5 (its default) and 2
+            "many_rel_dom1": {"layout": "many+relations"}, "many_rel_dom15": {"layout": "many+relations"},
+            "many_rel_dom2": {"layout": "many+relations"},
             # the planner's gap between boxes (the model's layout_gap, control.layout.check_gap) at 0, 5% and 10% of
             # the side
             "many_rel_gap0": {"layout": "many+relations"}, "many_rel_gap05": {"layout": "many+relations"},
@@ -61,7 +63,8 @@ VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0
             # that with regional prompts from the prompt's phrases in the same boxes (region_layout="auto")
             "many_rel_gap10_regions": {"layout": "many+relations", "region_layout": "auto"}}
 # planner constants (control.layout) and pipeline attributes a variant sets while it runs
-PLANNER = {"many_rel_dom15": {"DOMINANCE": 1.5}, "many_rel_dom2": {"DOMINANCE": 2.0}}
+PLANNER = {"many_rel_dom1": {"DOMINANCE": 1.0}, "many_rel_dom15": {"DOMINANCE": 1.5},
+           "many_rel_dom2": {"DOMINANCE": 2.0}}
 PIPELINE = {"many_rel_gap0": {"layout_gap": 0.0}, "many_rel_gap05": {"layout_gap": 0.05},
             "many_rel_gap10": {"layout_gap": 0.10}, "many_rel_gap10_regions": {"layout_gap": 0.10}}
 

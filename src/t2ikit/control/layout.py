@@ -28,7 +28,7 @@ SIDES = {"small": 0.24, "medium": 0.31, "large": 0.38}
 SMALL_WORDS = frozenset({"small", "tiny", "little", "mini", "miniature"})
 LARGE_WORDS = frozenset({"big", "large", "huge", "giant", "enormous", "massive"})
 MARGIN = 0.08  # left of / right of / above / below: centres this far apart along the axis (fraction of side)
-DOMINANCE = 1.0  # ... and the offset along the axis at least this many times the offset across it
+DOMINANCE = 1.5  # ... and the offset along the axis at least this many times the offset across it (docs/BOXES.md)
 NEAR = 0.45  # near: centres within this distance (fraction of side)
 PAD = 0.02  # boxes keep this distance from the image's edge (fraction of side)
 GAP = 0.0  # ... and at least this distance from each other (fraction of side; a model may set its own: `check_gap`)
@@ -44,7 +44,7 @@ MANY_OBJECTS = 3  # "many": this many distinct objects, or any object counted ab
 
 # relation -> predicate on (subject centre, object centre) in fractions of the image side, y down; the four
 # image-plane relations take the dominant-axis reading (the offset along the relation's axis is at least MARGIN
-# and larger than the offset across it: "left of" is not "far above and a little left of")
+# and DOMINANCE times the offset across it: "left of" is not "far above and a little left of")
 _HOLDS = {
     "left of": lambda s, o: o[0] - s[0] >= max(MARGIN, DOMINANCE * abs(o[1] - s[1])),
     "right of": lambda s, o: s[0] - o[0] >= max(MARGIN, DOMINANCE * abs(o[1] - s[1])),
