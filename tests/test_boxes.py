@@ -114,8 +114,10 @@ def test_plans_place_every_instance_apart_with_their_relations_and_sizes():
         assert 0 <= a.x0 < a.x1 <= 64 and 0 <= a.y0 < a.y1 <= 64
         for b in plan[i + 1:]:
             assert a.x1 <= b.x0 or b.x1 <= a.x0 or a.y1 <= b.y0 or b.y1 <= a.y0  # apart
-    circle_y = (plan[3].y0 + plan[3].y1) / 2
+    circle_x, circle_y = (plan[3].x0 + plan[3].x1) / 2, (plan[3].y0 + plan[3].y1) / 2
     assert all((b.y0 + b.y1) / 2 < circle_y for b in plan[:3])  # the squares above the circle
+    assert layout.DOMINANCE == 1.5  # ... and clearly so: 1.5 times as far above as aside (the dominant-axis reading)
+    assert all(circle_y - (b.y0 + b.y1) / 2 >= 1.5 * abs((b.x0 + b.x1) / 2 - circle_x) for b in plan[:3])
     assert plan_layout(structure, (64, 64), seed=1) == plan and plan_layout(structure, (64, 64), seed=2) != plan
     english = get_parser("english").parse("a cat to the left of a dog")
     cat, dog = plan_layout(english, (512, 512), seed=3)
