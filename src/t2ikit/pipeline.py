@@ -427,7 +427,7 @@ class T2IPipeline:
         self.path = Path(path) if path is not None else None
         self.parser = get_parser(parser)  # reads objects and relations for latent guidance (text.parser); or None
         self.layout_sides = check_sides(layout_sides)  # the planner's box side per size class (control.layout)
-        self.layout_gap = None if layout_gap is None else check_gap(layout_gap)  # ... its gap; None: layout.GAP
+        self.layout_gap = check_gap(layout_gap)  # ... and its least distance between boxes
         word_level = known_words(tokenizer) is not None
         self.defaults = {
             "steps": DEFAULT_STEPS,
@@ -502,8 +502,7 @@ class T2IPipeline:
         parser = default_parser_name(config) if parser is None else parser
         try:
             sides = check_sides(config["t2ikit"].get("layout_sides"))
-            gap = config["t2ikit"].get("layout_gap")
-            gap = None if gap is None else check_gap(gap)
+            gap = check_gap(config["t2ikit"].get("layout_gap"))
         except ValueError as err:
             raise ValueError(f"{root / T2IKIT_CONFIG}: {err}") from None
         pipe = cls(unet, vae, text_encoder, tokenizer, scheduler_config, path=root, defaults=defaults, parser=parser,

@@ -204,8 +204,7 @@ class TrainConfig:
         check_defaults(self.export.defaults, "export.defaults")
         try:
             check_sides(self.export.layout_sides)
-            if self.export.layout_gap is not None:
-                check_gap(self.export.layout_gap)
+            check_gap(self.export.layout_gap)
         except ValueError as err:
             raise ValueError(f"export.{err}") from None
         u = self.unet_train
