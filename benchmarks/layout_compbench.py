@@ -61,7 +61,12 @@ VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0
             "many_rel_gap0": {"layout": "many+relations"}, "many_rel_gap05": {"layout": "many+relations"},
             "many_rel_gap10": {"layout": "many+relations"},
             # that with regional prompts from the prompt's phrases in the same boxes (region_layout="auto")
-            "many_rel_gap10_regions": {"layout": "many+relations", "region_layout": "auto"}}
+            "many_rel_gap10_regions": {"layout": "many+relations", "region_layout": "auto"},
+            # the default at lower classifier-free guidance scales (objects drawn on black backgrounds come out dark)
+            "cfg2": {"guidance": 2.0}, "cfg3": {"guidance": 3.0},
+            # guidance rescale (Lin et al. 2024) at the model's scale
+            "rescale05": {"guidance_rescale": 0.5}, "rescale07": {"guidance_rescale": 0.7},
+            "rescale1": {"guidance_rescale": 1.0}}
 # planner constants (control.layout) and pipeline attributes a variant sets while it runs
 PLANNER = {"many_rel_dom1": {"DOMINANCE": 1.0}, "many_rel_dom15": {"DOMINANCE": 1.5},
            "many_rel_dom2": {"DOMINANCE": 2.0}}

@@ -25,7 +25,7 @@ def style_key(prompt: str) -> tuple[str, str]:
 def breakdown(result: dict) -> dict[tuple[str, str], list[int]]:
     """{(fill, background): [passed, n]} over the result's style items."""
     counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for category, prompt, _seed, passed in result["items"]:
+    for category, prompt, _seed, passed, *_failed in result["items"]:  # newer results add the failed checks
         if category == "style":
             c = counts[style_key(prompt)]
             c[0] += int(passed)

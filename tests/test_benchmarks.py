@@ -45,7 +45,7 @@ def test_pure_noise_unmixing_reads_the_order_of_two_colours():
 
 def test_style_breakdown_reads_the_stated_style_from_the_spec_whatever_the_wording(capsys, tmp_path):
     mod = _script("style_breakdown")
-    items = [["style", "an outlined red circle on a black background", 1, False],
+    items = [["style", "an outlined red circle on a black background", 1, False, ["fill: no object seen"]],
              ["style", "a red circle, drawn in outline, against a black background", 2, True],
              ["style", "a filled blue square with a grey background", 3, True],
              ["spatial", "a red circle left of a blue square", 4, True]]

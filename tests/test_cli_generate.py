@@ -6,7 +6,7 @@ import os
 from PIL import Image
 
 from t2ikit.cli import main
-from t2ikit.cli.info import format_parameters, parse_parameters
+from t2ikit.cli.info import format_parameters, parse_parameters, read_parameters
 from t2ikit.models.registry import SHIPPED_MODEL, known_models, resolve_model
 
 
@@ -42,6 +42,24 @@ def test_generate_bad_input_is_a_clean_error(env, tmp_path, capsys):
         assert main(["generate", "a red circle", "--model", "tiny-sd", "--out", out, "--quiet", *argv]) == 2
         assert message in capsys.readouterr().err
     assert not os.path.exists(out)
+
+
+def test_guidance_rescale_is_recorded_rerun_and_refused_out_of_range(env, tmp_path, capsys):
+    out, again = tmp_path / "r.png", tmp_path / "again.png"
+    argv = ["generate", "a red circle", "--model", "tiny-sd", "--steps", "2", "--seed", "3", "--quiet"]
+    assert main([*argv, "--guidance-rescale", "0.7", "--out", str(out)]) == 0
+    settings = parse_parameters(read_parameters(out))["settings"]
+    assert settings["Guidance rescale"] == 0.7
+    assert main(["generate", "--from", str(out), "--out", str(again), "--quiet"]) == 0
+    assert parse_parameters(read_parameters(again))["settings"] == settings
+    assert Image.open(out).tobytes() == Image.open(again).tobytes()  # same seed, same image
+    plain = tmp_path / "plain.png"
+    assert main([*argv, "--out", str(plain)]) == 0
+    assert Image.open(out).tobytes() != Image.open(plain).tobytes()
+    capsys.readouterr()
+    assert main([*argv, "--guidance-rescale", "1.5", "--out", str(tmp_path / "bad.png")]) == 2
+    assert "guidance_rescale must be a number in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "bad.png").exists()
 
 
 def test_generate_warns_about_unknown_words(env, tmp_path, capsys):

@@ -76,6 +76,7 @@ def techniques(pipe) -> dict:
         "regions_auto": ({"region_layout": "auto"}, ["Region layout"]),
         "cfg_interval": ({"guidance_interval": (0.0, 0.5)}, ["Guidance interval"]),
         "shared_pass": ({"relation_guidance": 500.0, "latent_pass": "shared"}, ["Latent pass"]),
+        "rescale": ({"guidance_rescale": 0.7}, ["Guidance rescale"]),
     }
     for name in CONDITIONS:
         out[name] = ({name: _map(name), "adapters": {name: _adapter(pipe, name)}}, [f"{name.capitalize()} image"])
@@ -138,7 +139,7 @@ def _alone(pipe, names, table):
 
 def _pairs():
     names = ["weighting", "negative", "regions", "regions_noise", "topk", "hier", "relation", "excite", "scales",
-             "capture", "boxes", "layout", "regions_auto", "cfg_interval", "shared_pass", *CONDITIONS]
+             "capture", "boxes", "layout", "regions_auto", "cfg_interval", "shared_pass", "rescale", *CONDITIONS]
     return [p for p in itertools.combinations(names, 2) if set(p) not in SAME_SETTING]
 
 
@@ -173,7 +174,7 @@ def test_everything_at_once(pipe, bpe_pipe, variant, tokenizer):
     extra = {"topk": ["regions_noise", "topk"], "hier": ["regions_noise", "hier"], "capture": ["regions_noise", "capture"],
              "regions": ["regions"], "regions_auto": ["regions_auto"], "shared_pass": ["capture"]}
     guidance = "shared_pass" if variant == "shared_pass" else "relation"
-    names = ["weighting", "negative", guidance, "excite", "scales", "boxes", *CONDITIONS, *extra[variant]]
+    names = ["weighting", "negative", guidance, "excite", "scales", "boxes", "rescale", *CONDITIONS, *extra[variant]]
     if "regions_noise" not in names:  # a guidance interval reads one unmasked text condition
         names.append("cfg_interval")
     everything, spec, store = _run(pipe, names, table)

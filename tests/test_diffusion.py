@@ -7,7 +7,7 @@ from tiny import TINY_SCHEDULER
 from t2ikit.diffusion import SAMPLERS, cfg, make_scheduler
 from t2ikit.diffusion.conditioning import Conditioning
 from t2ikit.diffusion.denoisers import unet_denoiser
-from t2ikit.diffusion.guidance import Condition
+from t2ikit.diffusion.guidance import Condition, combine, rescale
 from t2ikit.diffusion.loop import initial_noise, sample
 
 
@@ -16,6 +16,31 @@ def test_cfg_is_the_guidance_formula():
     assert torch.allclose(cfg(u, c, 1.0), c)
     assert torch.equal(cfg(u, c, 0.0), u)
     assert torch.allclose(cfg(u, c, 7.5), u + 7.5 * (c - u))
+
+
+def test_guidance_rescale_matches_each_images_spread_to_the_scale_one_prediction():
+    torch.manual_seed(0)
+    u, c = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    guided = cfg(u, c, 7.5)
+    assert torch.equal(rescale(guided, c, 0.0), guided)
+    full = rescale(guided, c, 1.0)
+    assert torch.allclose(full.std(dim=(1, 2, 3)), c.std(dim=(1, 2, 3)))  # per image, not over the batch
+    assert torch.allclose(full / guided, (full / guided)[:, :1, :1, :1].expand_as(full))  # a scale per image
+    assert torch.allclose(rescale(guided, c, 0.7), 0.7 * full + 0.3 * guided)
+    # through combine: one condition's reference is its own prediction; two composed ones', their sum at scale 1
+    one = [Condition(torch.zeros(2, 1, 1), 7.5)]
+    assert torch.allclose(combine(u, [c], one, 0, 1, guidance_rescale=0.7), rescale(guided, c, 0.7))
+    c2 = torch.randn(2, 4, 3, 3)
+    two = [Condition(torch.zeros(2, 1, 1), 3.0), Condition(torch.zeros(2, 1, 1), 2.0)]
+    got = combine(u, [c, c2], two, 0, 1, guidance_rescale=1.0)
+    assert torch.allclose(got.std(dim=(1, 2, 3)), (c + c2 - u).std(dim=(1, 2, 3)))
+
+
+@pytest.mark.parametrize("phi", [-0.1, 1.5, "0.7", True, float("nan")])
+def test_a_bad_guidance_rescale_is_refused_before_compute(phi):
+    c = Conditioning.text(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), guidance=4.0, guidance_rescale=phi)
+    with pytest.raises(ValueError, match="guidance_rescale must be a number in"):
+        c.check((4, 4))
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))

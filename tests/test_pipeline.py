@@ -126,3 +126,13 @@ def test_folder_defaults_are_read(tmp_path, folder):
     (own / "t2ikit.json").write_text(json.dumps({"defaults": {"layout": "grid"}}))
     with pytest.raises(ValueError, match="t2ikit.json: default layout must be one of"):
         T2IPipeline.from_folder(own)
+    (own / "t2ikit.json").write_text("{}")
+    write_model_defaults(own, guidance_rescale=0.7)  # a model may ask for guidance rescale; a call's value wins
+    rescaled = T2IPipeline.from_folder(own)
+    assert rescaled.make_spec("a red circle").settings()["Guidance rescale"] == 0.7
+    assert "Guidance rescale" not in rescaled.make_spec("a red circle", guidance_rescale=0).settings()
+    with pytest.raises(ValueError, match=r"model defaults: default guidance_rescale must be a number in \[0, 1\]"):
+        write_model_defaults(own, guidance_rescale=2)
+    (own / "t2ikit.json").write_text(json.dumps({"defaults": {"guidance_rescale": -1}}))
+    with pytest.raises(ValueError, match="t2ikit.json: default guidance_rescale must be"):
+        T2IPipeline.from_folder(own)

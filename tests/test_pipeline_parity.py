@@ -40,6 +40,19 @@ def test_parity_single_image(pipes, sampler, negative):
     assert 0 < got.images.std()  # not a blank image that would match anything
 
 
+def test_guidance_rescale_equals_diffusers_and_changes_the_image(pipes):
+    """guidance_rescale=phi is diffusers' guidance_rescale (Lin et al. 2024) on the same folder and seed; at a
+    scale far from 1 it changes the latents (so the equality is not that of a no-op)."""
+    ours, ref = pipes
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    got = ours.run(ours.make_spec("a red circle", "blue square", steps=4, guidance=6.0, seed=3,
+                                  guidance_rescale=0.7), decode=False, progress=False)
+    latents = _reference(ref, "dpmpp_2m", "a red circle", "blue square", gen(), "latent", guidance_rescale=0.7)
+    assert (got.latents - latents).abs().max() <= TOL
+    plain = _reference(ref, "dpmpp_2m", "a red circle", "blue square", gen(), "latent")
+    assert (got.latents - plain).abs().max() > 100 * TOL
+
+
 def test_parity_batch_with_per_image_generators(pipes):
     """diffusers draws a batch from ONE generator; given one generator per image it matches ours."""
     ours, ref = pipes

@@ -35,7 +35,7 @@ from t2ikit.control.regions import REGION_MODES, Region, RegionAttentionHook, ba
     parse_region, region_context
 from t2ikit.diffusion.cache import BRANCHES, cached_denoiser, check_interval
 from t2ikit.diffusion.conditioning import Conditioning, check_guidance_interval
-from t2ikit.diffusion.guidance import DEFAULT_MODE, MODES, Condition
+from t2ikit.diffusion.guidance import DEFAULT_MODE, MODES, Condition, check_rescale
 from t2ikit.diffusion.latent_guidance import LAYERS as LATENT_LAYERS
 from t2ikit.diffusion.latent_guidance import PASSES as LATENT_PASSES
 from t2ikit.diffusion.latent_guidance import ExciteConfig, JointGuidance, LatentGuidance
@@ -62,7 +62,7 @@ DEFAULT_GUIDANCE_SD = 7.5
 DEFAULT_GUIDANCE_WORD_LEVEL = 4.0
 DEFAULT_STEPS = 20
 # what t2ikit.json's "defaults" may set
-DEFAULT_KEYS = ("steps", "guidance", "sampler", "relation_guidance", "layout", "box_guidance")
+DEFAULT_KEYS = ("steps", "guidance", "sampler", "relation_guidance", "layout", "box_guidance", "guidance_rescale")
 # the plain sampler: no sampling-time latent guidance and no planned layout, whatever a model's defaults turn on
 PLAIN = {"relation_guidance": 0.0, "layout": "none"}
 # fast=True: the settings benchmarks/fast.py measured as the best speed at CompBench within 2 points of the
@@ -204,6 +204,8 @@ class GenerationSpec:
     compile: bool = False  # denoising calls through torch.compile'd UNet (T2IPipeline.compiled_unet); recorded
     # CFG on the steps i of n with start <= i / n < end only; outside, the prompt's prediction alone (one UNet row)
     guidance_interval: tuple = (0.0, 1.0)
+    # phi of guidance rescale (diffusion.guidance.rescale, Lin et al. 2024): 0 = off, 0.7 the paper's
+    guidance_rescale: float = 0.0
 
     @property
     def count(self) -> int:
@@ -318,6 +320,7 @@ class GenerationSpec:
             raise ValueError("compile and cache_interval > 1 do not combine: the cache runs the UNet's blocks one by "
                              "one, outside the compiled graph; choose one")
         self.guidance_interval = check_guidance_interval(self.guidance_interval)
+        self.guidance_rescale = check_rescale(self.guidance_rescale)
         return self
 
     def settings(self) -> dict:
@@ -365,6 +368,8 @@ class GenerationSpec:
             out["Cache branch"] = self.cache_branch
         if self.guidance_interval != (0.0, 1.0):
             out["Guidance interval"] = "{:g},{:g}".format(*self.guidance_interval)
+        if self.guidance_rescale > 0:
+            out["Guidance rescale"] = self.guidance_rescale
         if self.relation_guidance > 0 or self.excite > 0:
             if self.latent_steps != ExciteConfig.excite_steps or self.latent_iterations != ExciteConfig.iterations:
                 out["Latent guidance steps"] = f"{self.latent_steps}x{self.latent_iterations}"
@@ -436,6 +441,7 @@ class T2IPipeline:
             "relation_guidance": 0.0,
             "layout": None,
             "box_guidance": DEFAULT_BOX_GUIDANCE,
+            "guidance_rescale": 0.0,
             **(defaults or {}),
         }
         if tokenizer.model_max_length > text_encoder.config.max_position_embeddings:
@@ -584,6 +590,7 @@ class T2IPipeline:
         layout = techniques.pop("layout", None if techniques.get("boxes") else self.defaults["layout"])
         techniques["layout"] = None if layout == "none" else layout
         techniques.setdefault("box_guidance", self.defaults["box_guidance"])
+        techniques.setdefault("guidance_rescale", self.defaults["guidance_rescale"])
         if techniques.get("fast") is True:  # fast's settings where the call gives none (FAST_SETTINGS)
             steps = FAST_SETTINGS.get("steps") if steps is None else steps
             techniques = {**{k: v for k, v in FAST_SETTINGS.items() if k != "steps"}, **techniques}
@@ -897,7 +904,8 @@ class T2IPipeline:
             after.append(bootstrap_step(self, scheduler, masks, latent_hw, spec.background, spec,
                                         spec.bootstrap, gens))
         c = Conditioning(conditions, uncond, spec.guidance_mode, residuals, controller if controller.hooks else None,
-                         before, after, uncond_added, guidance_interval=spec.guidance_interval)
+                         before, after, uncond_added, guidance_interval=spec.guidance_interval,
+                         guidance_rescale=spec.guidance_rescale)
         if spec.latent_pass == "shared" and before:
             before[0].share(c)
         return c.check(latent_hw)
@@ -958,14 +966,20 @@ def _fusion_of(root: Path) -> str:
 
 
 def check_defaults(defaults: dict, where: str) -> None:
-    """ValueError, naming `where`, for a generation default a model folder may not set (DEFAULT_KEYS) or a layout
-    that is not one of control.layout.LAYOUTS ("none" too); the other values are checked by GenerationSpec."""
+    """ValueError, naming `where`, for a generation default a model folder may not set (DEFAULT_KEYS), a layout
+    that is not one of control.layout.LAYOUTS ("none" too) or a guidance rescale outside [0, 1]; the other values
+    are checked by GenerationSpec."""
     unknown = set(defaults) - set(DEFAULT_KEYS)
     if unknown:
         raise ValueError(f"{where}: unknown default(s) {sorted(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
     if defaults.get("layout") not in (*LAYOUTS, "none"):
         raise ValueError(f"{where}: default layout must be one of none, {', '.join(map(str, LAYOUTS[1:]))}; got "
                          f"{defaults['layout']!r}")
+    if "guidance_rescale" in defaults:
+        try:
+            check_rescale(defaults["guidance_rescale"])
+        except ValueError as err:
+            raise ValueError(f"{where}: default {err}") from None
 
 
 def write_model_defaults(folder: str | os.PathLike, layout_sides: dict | None = None, layout_gap: float | None = None,

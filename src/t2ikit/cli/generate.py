@@ -30,7 +30,7 @@ DEFAULT_OUT_DIR = "outputs"
 # --from, these values stand in for an absent key, not the model's defaults (which may turn a technique on).
 OFF = dict(relation_guidance=0.0, excite=0.0, weighting="a1111", attention=None, adapter=[], scale=[], region=[],
            region_mode="attention", bootstrap=0.0, background="1,1,1", guidance_mode="composed", box=[],
-           fast=False, cache_interval=1, layout="none")
+           fast=False, cache_interval=1, layout="none", guidance_rescale=0.0)
 
 
 def register(subparsers) -> None:
@@ -55,6 +55,10 @@ def register(subparsers) -> None:
     parser.add_argument("--guidance-interval", default=None, metavar="START,END",
                         help="CFG only on the steps from START to END (fractions of the steps); outside, the prompt's "
                              "prediction alone, one UNet row instead of two (e.g. 0,0.6; default: 0,1)")
+    parser.add_argument("--guidance-rescale", type=float, default=None, metavar="PHI",
+                        help="bring each CFG step's prediction toward the spread of the prompt's own prediction, "
+                             "weight PHI in [0, 1] (Lin et al. 2024; against over-exposed or, on dark backgrounds, "
+                             "darkened objects at high CFG; 0.7 the paper's; default: the model's, 0 = off)")
     parser.add_argument("--negative", default=None, help="negative prompt (default: none)")
     parser.add_argument("--relation-guidance", type=float, default=None, metavar="S",
                         help="step the latent in the first steps so that each stated relation (left of, right of, "
@@ -158,7 +162,7 @@ _FROM_SETTINGS = {"Steps": "steps", "CFG scale": "guidance", "Seed": "seed", "Si
                   "Box mask": "box_mask", "Layout": "layout", "Region layout": "region_layout", "Fast": "fast",
                   "Cache interval": "cache_interval", "Cache branch": "cache_branch",
                   "Latent layers": "latent_layers", "Latent pass": "latent_pass", "Compile": "compile",
-                  "Guidance interval": "guidance_interval"}
+                  "Guidance interval": "guidance_interval", "Guidance rescale": "guidance_rescale"}
 _CONDITIONS = ("sketch", "depth", "mask", "reference")
 
 
@@ -239,7 +243,7 @@ def resolved_arguments(args) -> dict:
              "attention", *_CONDITIONS, "adapter", "scale", "region", "region_mode", "bootstrap", "background",
              "weighting", "excite", "guidance_mode", "box", "box_guidance", "box_mask", "layout", "region_layout",
              "fast", "compile", "cache_interval", "cache_branch", "latent_steps", "latent_iterations",
-             "latent_layers", "latent_pass", "guidance_interval"]
+             "latent_layers", "latent_pass", "guidance_interval", "guidance_rescale"]
     given = {name: getattr(args, name) for name in names}
     stored = arguments_from_png(args.from_png) if args.from_png is not None else {}
     if stored and given["model"] is None and stored.get("model") is not None:
@@ -360,7 +364,7 @@ def _generate(args) -> int:
     techniques = dict(boxes=boxes, layout=a["layout"], region_layout=a["region_layout"], guidance_interval=interval,
                       **{k: a[k] for k in ("box_guidance", "box_mask", "fast", "compile", "cache_interval",
                                            "cache_branch", "latent_steps", "latent_iterations", "latent_layers",
-                                           "latent_pass")
+                                           "latent_pass", "guidance_rescale")
                          if a[k] is not None},
         weighting=a["weighting"], excite=a["excite"], attention=a["attention"], adapters=adapters, scales=scales,
         regions=a["region"], region_mode=a["region_mode"], bootstrap=a["bootstrap"],

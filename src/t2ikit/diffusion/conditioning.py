@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from t2ikit.attention.processor import AttentionController
-from t2ikit.diffusion.guidance import DEFAULT_MODE, MODES, Condition, check_conditions
+from t2ikit.diffusion.guidance import DEFAULT_MODE, MODES, Condition, check_conditions, check_rescale
 
 # before_step(i, t, latents, scheduler) -> latents: a latent update before step i (may run the UNet with grad)
 BeforeStep = Callable[[int, torch.Tensor, torch.Tensor, object], torch.Tensor]
@@ -55,6 +55,9 @@ class Conditioning:
     # Guidance in a Limited Interval"); outside it a step is the one text condition's prediction alone, one UNet row
     # instead of two (a late cut-off saves those steps' unconditional half)
     guidance_interval: tuple[float, float] = (0.0, 1.0)
+    # phi of guidance rescale (t2ikit.diffusion.guidance.rescale): each guided step's prediction brought toward the
+    # spread of its scale-1 prediction; 0 = off
+    guidance_rescale: float = 0.0
     # (step, prediction): the text condition's prediction that a latent-guidance pass of this step already made
     # (a CapturedGuidance with shared=True); the denoiser uses it instead of running the condition's rows again
     shared: tuple[int, torch.Tensor] | None = None
@@ -88,6 +91,7 @@ class Conditioning:
         if self.mode not in MODES:
             raise ValueError(f"unknown guidance mode {self.mode!r}; allowed: {', '.join(MODES)}")
         check_conditions(self.conditions, latent_hw)
+        self.guidance_rescale = check_rescale(self.guidance_rescale)
         partial = any(c.start > 0 or c.end < 1 for c in self.conditions)
         if self.uncond is None and (len(self.conditions) > 1 or self.conditions[0].mask is not None or partial):
             raise ValueError("guidance over several, masked or step-limited conditions needs unconditional states")

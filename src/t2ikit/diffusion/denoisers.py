@@ -40,7 +40,8 @@ def unet_denoiser(unet):
                 return shared
             _layout(c, False, ("uncond",))
             uncond = unet_call(unet, x, t, c.uncond_at(step), c.residuals, c.uncond_added)
-            return combine(uncond, [shared], c.conditions, step, num_steps, c.mode)
+            return combine(uncond, [shared], c.conditions, step, num_steps, c.mode,
+                           guidance_rescale=c.guidance_rescale)
         if c.unguided(active, step, num_steps):
             _layout(c, False, (active[0].name,))
             return unet_call(unet, x, t, active[0].embeds, c.residuals, active[0].added)
@@ -58,7 +59,8 @@ def unet_denoiser(unet):
             for k in active:
                 _layout(c, False, (k.name,))
                 parts.append(unet_call(unet, x, t, k.embeds, c.residuals, k.added))
-        return combine(parts[0], parts[1:], c.conditions, step, num_steps, c.mode)
+        return combine(parts[0], parts[1:], c.conditions, step, num_steps, c.mode,
+                       guidance_rescale=c.guidance_rescale)
 
     return denoise
 

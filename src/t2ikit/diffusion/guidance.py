@@ -17,6 +17,11 @@ cover x (M = 1 for an unmasked condition). Where one condition covers x, W = 1; 
 the priorities share x. With masks and W summing to 1, composed guidance equals MultiDiffusion's
 noise-space blend of each condition's guided prediction, `M * eps_c1 + (1 - M) * eps_c2` (Bar-Tal et
 al. 2023, Eq. 5). Without masks and with `blend=False`, W_i = 1: plain sums of guidance terms.
+
+Guidance rescale (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Sec. 3.4):
+a large scale inflates the guided prediction's spread past any the model makes, which over-exposes (or, on a
+dark background, darkens everything drawn on it); `rescale` scales each image's guided prediction to the
+spread of the prediction at scale 1 and mixes that back with weight phi.
 """
 
 from __future__ import annotations
@@ -32,6 +37,25 @@ def cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch
     s = 1 is the conditional prediction, s = 0 the unconditional one, s > 1 extrapolates past the condition.
     """
     return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def rescale(guided: torch.Tensor, reference: torch.Tensor, phi: float) -> torch.Tensor:
+    """phi * guided * std(reference) / std(guided) + (1 - phi) * guided, the std over each image's (C, H, W)
+    (Lin et al. 2024, Eq. 15-16; diffusers' `guidance_rescale`). phi = 0 is `guided`; the reference is the
+    prediction at scale 1 (for CFG the conditional one)."""
+    if phi == 0:
+        return guided
+    dims = tuple(range(1, guided.ndim))
+    spread = guided.std(dim=dims, keepdim=True)
+    matched = guided * (reference.std(dim=dims, keepdim=True) / spread.clamp_min(torch.finfo(spread.dtype).tiny))
+    return phi * matched + (1.0 - phi) * guided
+
+
+def check_rescale(phi) -> float:
+    """phi as a float in [0, 1]; ValueError otherwise."""
+    if isinstance(phi, bool) or not isinstance(phi, (int, float)) or not 0.0 <= float(phi) <= 1.0:
+        raise ValueError(f"guidance_rescale must be a number in [0, 1] (0 = off, 0.7 as Lin et al.); got {phi!r}")
+    return float(phi)
 
 
 MODES = ("composed", "nested")
@@ -127,8 +151,10 @@ def masked_blend(eps_list: list[torch.Tensor], masks: list[torch.Tensor]) -> tor
     return sum(m * e for m, e in zip(masks, eps_list)) / total
 
 
-def combine(eps_uncond, eps_conds, conditions, step, num_steps, mode: str = DEFAULT_MODE, blend: bool = True):
-    """One step's guided prediction from the active conditions' predictions (`eps_conds` in order)."""
+def combine(eps_uncond, eps_conds, conditions, step, num_steps, mode: str = DEFAULT_MODE, blend: bool = True,
+            guidance_rescale: float = 0.0):
+    """One step's guided prediction from the active conditions' predictions (`eps_conds` in order); with
+    `guidance_rescale` phi > 0, rescaled (`rescale`) to the spread of the same combination at every scale 1."""
     active = [c for c in conditions if c.active(step, num_steps)]
     if len(active) != len(eps_conds):
         raise ValueError(f"{len(eps_conds)} predictions for {len(active)} active conditions")
@@ -136,9 +162,13 @@ def combine(eps_uncond, eps_conds, conditions, step, num_steps, mode: str = DEFA
         return eps_uncond
     scales = [c.scale for c in active]
     if mode == "nested":
-        return nested_guidance([eps_uncond, *eps_conds], scales)
+        out = nested_guidance([eps_uncond, *eps_conds], scales)
+        return rescale(out, eps_conds[-1], guidance_rescale)  # every scale 1: the prediction on all conditions
     hw = tuple(eps_uncond.shape[-2:])
     masks = [_mask(c, hw).to(eps_uncond) for c in active]
     any_mask = any(c.mask is not None for c in active)
     weights = priority_weights(masks, [c.priority for c in active]) if (blend and any_mask) else masks
-    return composed_guidance(eps_uncond, eps_conds, scales, weights)
+    out = composed_guidance(eps_uncond, eps_conds, scales, weights)
+    if guidance_rescale == 0:
+        return out
+    return rescale(out, composed_guidance(eps_uncond, eps_conds, [1.0] * len(active), weights), guidance_rescale)

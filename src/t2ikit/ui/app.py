@@ -136,6 +136,9 @@ def build_app(backend: Backend) -> gr.Blocks:
                         with gr.Row():
                             guidance = gr.Slider(0, 30, value=d["guidance"], step=0.5, label="CFG scale",
                                                  elem_id="guidance")
+                            rescale = gr.Slider(0, 1, value=d["guidance_rescale"], step=0.05,
+                                                label="CFG rescale (phi; keeps high CFG from over-exposing)",
+                                                elem_id="guidance-rescale")
                             seed = gr.Number(RANDOM_SEED, label="Seed (-1 = random)", precision=0, elem_id="seed")
                             random_seed = gr.Button("Random", min_width=60, scale=0, elem_id="random-seed")
                             reuse_seed = gr.Button("Reuse", min_width=60, scale=0, elem_id="reuse-seed")
@@ -314,7 +317,7 @@ def build_app(backend: Backend) -> gr.Blocks:
         @_shown
         def on_generate(prompt, negative, sampler, steps, guidance, seed, width, height, count, weighting, regions,
                         region_mode, condition, condition_scale, condition_upload, sketch, attention, relation,
-                        layout, region_layout, cheap_guidance, fast, compiled, cfg_end, shared_pass,
+                        layout, region_layout, cheap_guidance, fast, compiled, cfg_end, shared_pass, rescale,
                         request: gr.Request, progress=gr.Progress()):
             image = None
             if condition != "none":
@@ -333,7 +336,8 @@ def build_app(backend: Backend) -> gr.Blocks:
                                   region_layout=bool(region_layout), fast=bool(fast),
                                   latent_layers="encoder" if cheap_guidance else None, compile=bool(compiled),
                                   guidance_interval=_cfg_interval(cfg_end),
-                                  latent_pass="shared" if shared_pass else None)
+                                  latent_pass="shared" if shared_pass else None,
+                                  guidance_rescale=_float_or_none(rescale))
             flag = backend.cancels.setdefault(request.session_hash or "api", threading.Event())
             flag.clear()
             out = backend.generate(req, progress=lambda i, n: progress((i, n), desc="sampling", unit="steps"),
@@ -346,7 +350,7 @@ def build_app(backend: Backend) -> gr.Blocks:
 
         gen_inputs = [prompt, negative, sampler, steps, guidance, seed, width, height, count, weighting, regions,
                       region_mode, condition, condition_scale, condition_upload, sketch, attention, relation, layout,
-                      region_layout, cheap_guidance, fast, compiled, cfg_end, shared_pass]
+                      region_layout, cheap_guidance, fast, compiled, cfg_end, shared_pass, rescale]
         generate_btn.click(on_generate, gen_inputs,
                            [gallery, params_state, files_state, seed_used, parameters, notes, selected],
                            api_name="generate", **model_event)
@@ -467,10 +471,10 @@ def build_app(backend: Backend) -> gr.Blocks:
             return (parsed.get("prompt", ""), parsed.get("negative_prompt", ""), s.get("Steps", d["steps"]),
                     s.get("CFG scale", d["guidance"]), s.get("Seed", RANDOM_SEED), w, h, name,
                     s.get("Relation guidance", 0.0), s.get("Weighting", "a1111"),  # absent from a PNG: off
-                    gr.Tabs(selected="generate"))
+                    s.get("Guidance rescale", 0.0), gr.Tabs(selected="generate"))
 
         info_send.click(on_info_send, info_json, [prompt, negative, steps, guidance, seed, width, height, sampler,
-                                                   relation, weighting, tabs], concurrency_limit=None, api_visibility="private")
+                                                   relation, weighting, rescale, tabs], concurrency_limit=None, api_visibility="private")
 
         @_shown
         def on_bench(categories, n_prompts, seeds, steps, progress=gr.Progress()):

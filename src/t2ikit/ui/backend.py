@@ -89,6 +89,7 @@ class GenerateRequest:
     latent_pass: str | None = None  # "shared": one latent-guidance pass (relation, boxes) also gives the prediction
     compile: bool = False  # denoise through torch.compile's UNet (the first press pays the compilation)
     guidance_interval: tuple | None = None  # (start, end): CFG on that fraction of the steps only; None = all
+    guidance_rescale: float | None = None  # phi in [0, 1] (diffusion.guidance.rescale); None: the model's
 
 
 def region_strings(rows) -> list[str]:
@@ -257,7 +258,8 @@ class Backend:
                                        region_layout="auto" if req.region_layout else None,
                                        fast=bool(req.fast), latent_layers=req.latent_layers or None,
                                        latent_pass=req.latent_pass or None,
-                                       compile=bool(req.compile), guidance_interval=req.guidance_interval)
+                                       compile=bool(req.compile), guidance_interval=req.guidance_interval,
+                                       guidance_rescale=req.guidance_rescale)
         return spec, [str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)]
 
     def generate(self, req: GenerateRequest, progress=None, cancel: threading.Event | None = None) -> dict:
