@@ -62,8 +62,10 @@ VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0
             "many_rel_gap10": {"layout": "many+relations"},
             # that with regional prompts from the prompt's phrases in the same boxes (region_layout="auto")
             "many_rel_gap10_regions": {"layout": "many+relations", "region_layout": "auto"},
-            # the default at lower classifier-free guidance scales (objects drawn on black backgrounds come out dark)
+            # the default of CFG 4 at lower scales (objects drawn on black backgrounds came out dark at 4)
             "cfg2": {"guidance": 2.0}, "cfg3": {"guidance": 3.0},
+            # the shipped default (CFG 2) at 1.5 and without CFG (1: one UNet row per step instead of two)
+            "cfg15": {"guidance": 1.5}, "cfg1": {"guidance": 1.0},
             # guidance rescale (Lin et al. 2024) at the model's scale
             "rescale05": {"guidance_rescale": 0.5}, "rescale07": {"guidance_rescale": 0.7},
             "rescale1": {"guidance_rescale": 1.0}}
