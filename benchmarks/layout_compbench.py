@@ -18,8 +18,10 @@ first 30% of the steps), "many_rel_dom1", "many_rel_dom15" and "many_rel_dom2" (
 relations 1, 1.5 (the planner's default) or 2 times as long along their axis as across it,
 `control.layout.DOMINANCE`), "many_rel_gap0", "many_rel_gap05" and
 "many_rel_gap10" (boxes at least 0, 5% or 10% of the side apart: the pipeline's `layout_gap`, a model's "layout_gap"),
-"many_rel_gap10_regions" (that with regional prompts from the phrases in the boxes, `region_layout="auto"`).
-`--bench-seed` draws another suite of the same kinds (a fresh test of a rule found on the usual one). Prints per
+"many_rel_gap10_regions" (that with regional prompts from the phrases in the boxes, `region_layout="auto"`),
+"cfg3", "cfg2", "cfg15" and "cfg1" (the model's defaults at CFG scale 3, 2, 1.5 or 1; the shipped model's scale was 4
+and is 2 since the cfg2 test, docs/MODEL_CARD.md), "rescale05", "rescale07" and "rescale1" (guidance rescale 0.5, 0.7
+or 1 at the model's scale). `--bench-seed` draws another suite of the same kinds (a fresh test of a rule found on the usual one). Prints per
 category the paired difference to "default" with its 95% bootstrap interval (t2ikit.bench.compbench.paired_difference)
 and each variant's seconds per image.
 """
@@ -62,10 +64,9 @@ VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0
             "many_rel_gap10": {"layout": "many+relations"},
             # that with regional prompts from the prompt's phrases in the same boxes (region_layout="auto")
             "many_rel_gap10_regions": {"layout": "many+relations", "region_layout": "auto"},
-            # the default of CFG 4 at lower scales (objects drawn on black backgrounds came out dark at 4)
-            "cfg2": {"guidance": 2.0}, "cfg3": {"guidance": 3.0},
-            # the shipped default (CFG 2) at 1.5 and without CFG (1: one UNet row per step instead of two)
-            "cfg15": {"guidance": 1.5}, "cfg1": {"guidance": 1.0},
+            # CFG scales below the shipped model's 4 of the time (objects drawn on black backgrounds came out dark at
+            # 4; 2 ships since), and 1: no CFG, one UNet row per step instead of two
+            "cfg3": {"guidance": 3.0}, "cfg2": {"guidance": 2.0}, "cfg15": {"guidance": 1.5}, "cfg1": {"guidance": 1.0},
             # guidance rescale (Lin et al. 2024) at the model's scale
             "rescale05": {"guidance_rescale": 0.5}, "rescale07": {"guidance_rescale": 0.7},
             "rescale1": {"guidance_rescale": 1.0}}
