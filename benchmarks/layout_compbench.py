@@ -21,7 +21,9 @@ relations 1, 1.5 (the planner's default) or 2 times as long along their axis as 
 "many_rel_gap10_regions" (that with regional prompts from the phrases in the boxes, `region_layout="auto"`),
 "cfg3", "cfg2", "cfg15" and "cfg1" (the model's defaults at CFG scale 3, 2, 1.5 or 1; the shipped model's scale was 4
 and is 2 since the cfg2 test, docs/MODEL_CARD.md), "rescale05", "rescale07" and "rescale1" (guidance rescale 0.5, 0.7
-or 1 at the model's scale). `--bench-seed` draws another suite of the same kinds (a fresh test of a rule found on the usual one). Prints per
+or 1 at the model's scale), "gi07", "gi05" (CFG on the first 70% or 50% of the steps), "gi_late10", "gi_late",
+"gi_late30" (CFG from 10%, 20% or 30% of the steps on), "steps40", "karras" and "sde" (40 steps; DPM++ 2M Karras; DPM++
+2M SDE). `--bench-seed` draws another suite of the same kinds (a fresh test of a rule found on the usual one). Prints per
 category the paired difference to "default" with its 95% bootstrap interval (t2ikit.bench.compbench.paired_difference)
 and each variant's seconds per image.
 """
@@ -69,7 +71,13 @@ VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0
             "cfg3": {"guidance": 3.0}, "cfg2": {"guidance": 2.0}, "cfg15": {"guidance": 1.5}, "cfg1": {"guidance": 1.0},
             # guidance rescale (Lin et al. 2024) at the model's scale
             "rescale05": {"guidance_rescale": 0.5}, "rescale07": {"guidance_rescale": 0.7},
-            "rescale1": {"guidance_rescale": 1.0}}
+            "rescale1": {"guidance_rescale": 1.0},
+            # CFG on a part of the steps only (Kynkaenniemi et al. 2024; fast's guidance interval is (0, 0.7)), more
+            # steps, other solvers: sampling settings looked at for the outlines that fade on dark backgrounds
+            "gi07": {"guidance_interval": (0.0, 0.7)}, "gi05": {"guidance_interval": (0.0, 0.5)},
+            "gi_late": {"guidance_interval": (0.2, 1.0)}, "gi_late10": {"guidance_interval": (0.1, 1.0)},
+            "gi_late30": {"guidance_interval": (0.3, 1.0)}, "steps40": {"steps": 40},
+            "karras": {"sampler": "dpmpp_2m_karras"}, "sde": {"sampler": "dpmpp_2m_sde"}}
 # planner constants (control.layout) and pipeline attributes a variant sets while it runs
 PLANNER = {"many_rel_dom1": {"DOMINANCE": 1.0}, "many_rel_dom15": {"DOMINANCE": 1.5},
            "many_rel_dom2": {"DOMINANCE": 2.0}}
