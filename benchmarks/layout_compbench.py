@@ -1,6 +1,6 @@
 """CompBench of the layout path against the shipped model's default generation, paired on the same items.
 
-    python benchmarks/layout_compbench.py OUT_DIR [--split train] [--n-prompts 25] [--seeds 2]
+    python benchmarks/layout_compbench.py OUT_DIR [--model DIR] [--split train] [--n-prompts 25] [--seeds 2]
         [--categories counting,complex,spatial,style] [--variants default,layout,layout+rg] [--bench-seed N]
     python benchmarks/layout_compbench.py OUT_DIR --timing 3   # cost: plain, default, layout interleaved
 
@@ -105,6 +105,8 @@ def timing(pipe, suite, variants: list[str], repeats: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", help="folder for VARIANT.json results")
+    ap.add_argument("--model", default=None, help="model folder (default the shipped one); a result file does not "
+                    "record the model, so give each model its own OUT_DIR")
     ap.add_argument("--split", default="train", choices=cb.SPLITS)
     ap.add_argument("--n-prompts", type=int, default=25)
     ap.add_argument("--seeds", type=int, default=2)
@@ -117,6 +119,7 @@ def main(argv=None) -> int:
                     help="instead: time plain, default and layout on N prompts per category (1 seed), interleaved, "
                          "twice; print median ms/image and the ratio to plain")
     args = ap.parse_args(argv)
+    model = args.model or shipped_model_path()
     torch.set_num_threads(args.threads)
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
@@ -124,7 +127,7 @@ def main(argv=None) -> int:
         ap.error(f"variants must include default and come from {', '.join(VARIANTS)}; got {args.variants}")
     if args.timing:
         torch.set_num_threads(args.threads)
-        pipe = T2IPipeline.from_folder(shipped_model_path())
+        pipe = T2IPipeline.from_folder(model)
         suite = cb.make_suite(args.split, args.timing, 1, args.categories.split(","))
         names = ["plain", *[v for v in args.variants.split(",") if v != "plain"]]
         for v, r in timing(pipe, suite, names, 2).items():
@@ -133,7 +136,7 @@ def main(argv=None) -> int:
     suite = cb.make_suite(args.split, args.n_prompts, args.seeds, args.categories.split(","), args.bench_seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pipe = T2IPipeline.from_folder(shipped_model_path())
+    pipe = T2IPipeline.from_folder(model)
     results = {}
     for name in variants:
         path, journal = out / f"{name}.json", out / f"{name}.journal.jsonl"
