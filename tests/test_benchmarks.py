@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from t2ikit.world.caption import parse_caption
 from t2ikit.world.render import render_rgb
@@ -57,6 +58,55 @@ def test_style_breakdown_reads_the_stated_style_from_the_spec_whatever_the_wordi
     path.write_text(json.dumps({"items": items}))
     assert mod.main([f"a={path}"]) == 0
     assert "| outlined | black | 1/2 |" in capsys.readouterr().out
+
+
+def test_style_misses_sort_failed_items_by_what_the_oracle_saw():
+    import torch
+
+    from t2ikit.world.oracle import score
+
+    miss_kind = _script("style_breakdown").miss_kind
+
+    def failures(drawn: str, stated: str) -> list[str]:  # the oracle's messages as CompBench records them
+        image = render_rgb(make_scene(parse_caption(drawn), np.random.default_rng(0), reference=False), 64)
+        s = score(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float(), parse_caption(stated))
+        return [f"{c.name}: {c.detail}" for c in s.failures()]
+
+    assert miss_kind(failures("a filled red square on a black background", "an outlined red square on a black "
+                              "background")) == "outlined drawn filled"
+    assert miss_kind(failures("a red circle", "a red diamond")) == "diamond read as circle"
+    assert miss_kind(failures("a red circle", "a red square")) == "square read as circle"
+    assert miss_kind(failures("a blue square", "a red triangle")) == "other"
+    # a blob's message (the oracle's words for a shape it could not read), first or after another object
+    assert miss_kind(["group 0 colour: yellow diamond: 0 found; seen small yellow blob at (55, 8)"]) == "small blob"
+    assert miss_kind(["group 0 colour: purple diamond: 0 found; seen large blue triangle at (33, 34); small purple "
+                      "blob at (35, 53)"]) == "small blob"
+    assert miss_kind(["group 0 colour: purple circle: 0 found; seen large purple blob at (34, 22)"]) == "large blob"
+    assert miss_kind(["group 0 colour: purple diamond: 0 found; seen no objects"]) == "no objects"
+
+
+def test_filtered_finetune_keeps_passing_images_capped_or_weighted_by_advantage(tmp_path):
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    load_kept = _script("filtered_finetune").load_kept
+    # prompt 0 passed 1 of 4 images, prompt 1 all 4
+    passed = {0: [True, False, False, False], 1: [True, True, True, True]}
+    records = [{"prompt_index": p, "category": "style" if p == 0 else "single", "caption": f"caption {p}",
+                "seed": j, "all_passed": ok} for p, oks in passed.items() for j, ok in enumerate(oks)]
+    (tmp_path / "shard-0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    latents = torch.arange(8, dtype=torch.float32).view(8, 1, 1, 1).expand(8, 4, 2, 2).contiguous()
+    save_file({"latents": latents}, str(tmp_path / "shard-0.safetensors"))
+    captions, kept, weights, stats = load_kept(tmp_path, per_prompt=2, weighting="cap")
+    assert captions == ["caption 0", "caption 1", "caption 1"]
+    assert kept[:, 0, 0, 0].tolist() == [0.0, 4.0, 5.0]  # each kept latent is its own image's
+    assert weights.tolist() == [1.0, 1.0, 1.0]
+    assert stats == {"style": [4, 1, 1], "single": [4, 4, 2]}
+    captions, kept, weights, _ = load_kept(tmp_path, per_prompt=2, weighting="advantage")
+    assert len(captions) == 5  # every passing image, the hard prompt's weighted up
+    assert weights.tolist() == pytest.approx([0.85, 0.1, 0.1, 0.1, 0.1])
 
 
 def test_merge_models_averages_unet_and_text_encoder_and_refuses_what_cannot_be_averaged(folder, tmp_path):
