@@ -113,6 +113,16 @@ def test_fast_fills_only_what_is_not_given(pipe):
     assert "Fast" not in plain and "Guidance interval" not in plain and "Cache interval" not in plain
 
 
+def test_the_shared_pass_of_boxes_alone_is_recorded_and_re_run(pipe):
+    """Boxes without relation guidance take the shared pass too, so the PNG's settings must say so for --from."""
+    kw = dict(seed=2, steps=3, relation_guidance=0, boxes=["0,0,8,16:a red circle"])
+    shared = pipe.make_spec(PROMPT, latent_pass="shared", **kw)
+    assert shared.settings()["Latent pass"] == "shared"
+    assert "Latent pass" not in pipe.make_spec(PROMPT, **kw).settings()
+    assert not torch.equal(pipe.run(shared, decode=False, progress=False).latents,
+                           pipe.run(pipe.make_spec(PROMPT, **kw), decode=False, progress=False).latents)
+
+
 @pytest.mark.parametrize("bad", [{"cache_interval": 0}, {"cache_interval": 1.5}, {"fast": "yes"},
                                  {"latent_steps": -1}, {"cache_branch": "deep"}, {"latent_layers": "decoder"}])
 def test_bad_fast_settings_are_clear_errors(pipe, bad):

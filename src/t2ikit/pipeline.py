@@ -375,8 +375,9 @@ class GenerationSpec:
                 out["Latent guidance steps"] = f"{self.latent_steps}x{self.latent_iterations}"
             if self.latent_layers != ExciteConfig.layers:
                 out["Latent layers"] = self.latent_layers
-            if self.latent_pass != "separate":
-                out["Latent pass"] = self.latent_pass
+        boxed = self.box_guidance > 0 and bool(self.boxes or self.layout)
+        if self.latent_pass != "separate" and (self.relation_guidance > 0 or self.excite > 0 or boxed):
+            out["Latent pass"] = self.latent_pass  # boxes alone take the shared pass too
         return out
 
 
