@@ -71,7 +71,6 @@ SPEED_VARIANTS = {
     "many_rel": {"layout": "many+relations"},  # boxes also for a prompt stating a relation, relation guidance on too
     "fast_rg": {"fast": True, "layout": "none"},  # fast on the earlier default (relation guidance alone)
     "shared": {"latent_pass": "shared"},  # the default with one guidance pass per gradient step for all updates
-    "shared_compile": {"latent_pass": "shared", "compile": True},
 }
 COMPBENCH_VARIANTS = {
     "default": {},

@@ -23,9 +23,9 @@ relations 1, 1.5 (the planner's default) or 2 times as long along their axis as 
 and is 2 since the cfg2 test, docs/MODEL_CARD.md), "rescale05", "rescale07" and "rescale1" (guidance rescale 0.5, 0.7
 or 1 at the model's scale), "gi07", "gi05" (CFG on the first 70% or 50% of the steps), "gi_late10", "gi_late",
 "gi_late30" (CFG from 10%, 20% or 30% of the steps on), "steps40", "karras" and "sde" (40 steps; DPM++ 2M Karras; DPM++
-2M SDE), "shared" (the default with `latent_pass="shared"`). `--bench-seed` draws another suite of the same kinds (a fresh test of a rule found on the usual one). Prints per
-category the paired difference to "default" with its 95% bootstrap interval (t2ikit.bench.compbench.paired_difference)
-and each variant's seconds per image.
+2M SDE), "shared" (the default with `latent_pass="shared"`). `--bench-seed` draws another suite of the same kinds (a
+fresh test of a rule found on the usual one). Prints per category the paired difference to "default" with its 95%
+bootstrap interval (t2ikit.bench.compbench.paired_difference) and each variant's seconds per image.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ VARIANTS = {"default": {}, "layout": {"layout": "auto", "relation_guidance": 0.0
             "gi_late30": {"guidance_interval": (0.3, 1.0)}, "steps40": {"steps": 40},
             "karras": {"sampler": "dpmpp_2m_karras"}, "sde": {"sampler": "dpmpp_2m_sde"},
             # the default with one guidance pass per gradient step for boxes and relation guidance together, whose
-            # prediction also serves the step (latent_pass="shared", docs/FAST.md): a candidate for fast
+            # prediction also serves the step (latent_pass="shared"; tested as fast's setting, docs/FAST.md)
             "shared": {"latent_pass": "shared"}}
 # planner constants (control.layout) and pipeline attributes a variant sets while it runs
 PLANNER = {"many_rel_dom1": {"DOMINANCE": 1.0}, "many_rel_dom15": {"DOMINANCE": 1.5},
