@@ -116,7 +116,7 @@ def screenshots(model: str | None, out: str) -> list[Path]:
 
     with tempfile.TemporaryDirectory() as tmp:
         demo, url = start_server(resolve_model(model), tmp)
-        driver = chrome()
+        driver = chrome(height=1100)  # tall enough for the Generate tab's seed row
         paths = []
         try:
             driver.get(url)

@@ -139,6 +139,7 @@ def build_app(backend: Backend) -> gr.Blocks:
                             rescale = gr.Slider(0, 1, value=d["guidance_rescale"], step=0.05,
                                                 label="CFG rescale (phi; keeps high CFG from over-exposing)",
                                                 elem_id="guidance-rescale")
+                        with gr.Row():  # the seed and its buttons on a row of their own, so none wraps out of view
                             seed = gr.Number(RANDOM_SEED, label="Seed (-1 = random)", precision=0, elem_id="seed")
                             random_seed = gr.Button("Random", min_width=60, scale=0, elem_id="random-seed")
                             reuse_seed = gr.Button("Reuse", min_width=60, scale=0, elem_id="reuse-seed")
