@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from t2ikit.diffusion.schedules import training_scheduler
 from t2ikit.models.registry import shipped_model_path
 from t2ikit.pipeline import T2IPipeline
+from t2ikit.report.core import write_atomic
 from t2ikit.train.losses import diffusion_loss
 from t2ikit.train.reward import check_mix, draw_prompts
 from t2ikit.world.oracle import score
@@ -73,9 +74,7 @@ def collect(args) -> int:
         latents = [stacked]
         save_file({"latents": stacked.contiguous()}, str(latents_path) + ".tmp")
         Path(str(latents_path) + ".tmp").replace(latents_path)
-        tmp = records_path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in done))
-        tmp.replace(records_path)
+        write_atomic(records_path, "".join(json.dumps(r) + "\n" for r in done))
         rate = np.mean([r["all_passed"] for r in done])
         print(f"shard {k}: {b + len(indices)}/{len(todo)} prompts, {len(done)} images, passed {100 * rate:.1f}%, "
               f"{time.time() - start:.0f} s", flush=True)
@@ -108,6 +107,9 @@ def load_kept(folder: Path, per_prompt: int, weighting: str) -> tuple[list[str],
 
 
 def tune(args) -> int:
+    out = Path(args.out)
+    if out.exists():  # before any compute
+        raise SystemExit(f"{out} exists; give a new folder")
     torch.set_num_threads(args.threads)
     model = Path(args.model or shipped_model_path())
     captions, latents, weights, stats = load_kept(Path(args.dir), args.per_prompt, args.weighting)
@@ -141,9 +143,6 @@ def tune(args) -> int:
         if (step + 1) % 25 == 0:
             print(f"step {step + 1}/{args.steps}: loss {np.mean(losses[-25:]):.4f}, {time.time() - start:.0f} s",
                   flush=True)
-    out = Path(args.out)
-    if out.exists():
-        raise SystemExit(f"{out} exists; give a new folder")
     shutil.copytree(model, out)
     unet_file = out / "unet" / "diffusion_pytorch_model.safetensors"
     final = ema if ema is not None else unet.state_dict()

@@ -113,7 +113,7 @@ def test_fast_fills_only_what_is_not_given(pipe):
     assert "Fast" not in plain and "Guidance interval" not in plain and "Cache interval" not in plain
 
 
-def test_the_shared_pass_of_boxes_alone_is_recorded_and_re_run(pipe):
+def test_the_shared_pass_of_boxes_alone_changes_the_image_and_is_recorded(pipe):
     """Boxes without relation guidance take the shared pass too, so the PNG's settings must say so for --from."""
     kw = dict(seed=2, steps=3, relation_guidance=0, boxes=["0,0,8,16:a red circle"])
     shared = pipe.make_spec(PROMPT, latent_pass="shared", **kw)
