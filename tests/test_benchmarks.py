@@ -138,3 +138,29 @@ def test_merge_models_averages_unet_and_text_encoder_and_refuses_what_cannot_be_
     with pytest.raises(ValueError, match="different vae"):
         merge(folder, b, 0.5, tmp_path / "m3")
     assert not (tmp_path / "m2").exists() and not (tmp_path / "m3").exists()
+
+
+def test_renoise_truth_starts_the_last_steps_from_the_noised_truth(pipe):
+    import torch
+
+    from t2ikit.bench.compbench import ground_truth_generator
+
+    make = _script("renoise_truth").renoise_generator
+    prompts, seeds = ["a red circle", "a small blue square above a green triangle"], [3, 4]
+    side = pipe.default_size[0]
+    truth = torch.from_numpy(np.stack(ground_truth_generator(side)(prompts, seeds))).permute(0, 3, 1, 2) * 2 - 1
+    with torch.no_grad():
+        copy = pipe.decode(pipe.vae.encode(truth).latent_dist.mode() * pipe.vae.config.scaling_factor)
+    np.testing.assert_allclose(np.stack(make(pipe, 0.0)(prompts, seeds)), copy.permute(0, 2, 3, 1).numpy())
+    kw = {"steps": 8, "sampler": "dpmpp_2m"}  # a multistep solver: its history of the discarded steps is cleared
+    late, early = (np.stack(make(pipe, s, **kw)(prompts, seeds)) for s in (0.25, 0.75))
+    assert late.shape == (2, side, side, 3)
+    np.testing.assert_array_equal(late, np.stack(make(pipe, 0.25, **kw)(prompts, seeds)))  # same seed, same image
+    assert not np.allclose(late, early)
+
+    def disturb(i, t, latents, scheduler):  # the steps before the restart take another path
+        return latents * 0.5 if i < 6 else latents
+
+    # nothing of the discarded steps reaches the image: not their latents, nor the multistep solver's history
+    np.testing.assert_array_equal(late, np.stack(make(pipe, 0.25, before=disturb, **kw)(prompts, seeds)))
+    assert not np.allclose(early, np.stack(make(pipe, 0.75, before=disturb, **kw)(prompts, seeds)))

@@ -108,3 +108,18 @@ def test_losses_are_functions_of_the_generator():
     a = vae_loss(vae, img, 1e-6, 1.0, torch.Generator().manual_seed(0))
     b = vae_loss(vae, img, 1e-6, 0.0, torch.Generator().manual_seed(0))
     assert a > b > 0  # the edge term adds to plain L1
+
+
+def test_a_timestep_range_draws_only_its_steps_and_the_whole_range_is_the_default_draw():
+    from t2ikit.diffusion.losses import noised_batch
+    from t2ikit.train.config import DiffusionConfig
+    sched, lat = training_scheduler(asdict(DiffusionConfig())), torch.zeros(256, 4, 2, 2)
+    t, _, _ = noised_batch(lat, sched, torch.Generator().manual_seed(0), timestep_range=(0, 300))
+    assert 0 <= t.min() and t.max() < 300 and t.max() > 250  # every low step can be drawn, no noisier one
+    t, _, _ = noised_batch(lat, sched, torch.Generator().manual_seed(0), timestep_range=(700, 1000))
+    assert t.min() >= 700
+    whole = noised_batch(lat, sched, torch.Generator().manual_seed(0), timestep_range=(0, 1000))[0]
+    assert torch.equal(whole, noised_batch(lat, sched, torch.Generator().manual_seed(0))[0])  # old runs reproduce
+    for bad in [(300, 300), (-1, 10), (0, 1001), (0.0, 300), (0, 300, 5)]:
+        with pytest.raises(ValueError, match="timestep range must be"):
+            noised_batch(lat, sched, torch.Generator().manual_seed(0), timestep_range=bad)

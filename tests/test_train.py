@@ -85,6 +85,8 @@ def test_unknown_key_is_named(tmp_path):
         ("[unet_train] snr_floor = -1.0", "snr_floor must be in"),
         ("[unet_train] snr_floor = 6.0\n[unet_train] snr_gamma = 5.0", "snr_floor must be in"),
         ('[unet_train] snr_floor = 1.0\n[diffusion] prediction_type = "epsilon"', "snr_floor needs"),
+        ("[unet_train] timestep_range = [300, 100]", "unet_train.timestep range must be integers"),
+        ("[unet_train] timestep_range = [0, 2000]", "unet_train.timestep range must be integers"),
         ("[export] defaults = { cfg_scale = 5.0 }", "export.defaults: unknown default"),
         ('[export] defaults = { layout = "grid" }', "export.defaults: default layout must be one of"),
         ("[export] layout_sides = { tiny = 0.1 }", "export.layout_sides: unknown size class 'tiny'"),

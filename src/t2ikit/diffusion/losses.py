@@ -68,18 +68,34 @@ def min_snr_weights(snr_t: torch.Tensor, gamma: float, prediction_type: str, flo
 # ----------------------------------------------------------------------------------------------------
 
 
+def check_timestep_range(timestep_range, num_train_timesteps: int) -> tuple[int, int]:
+    """(lo, hi) with 0 <= lo < hi <= num_train_timesteps as ints (None: the whole schedule); ValueError otherwise."""
+    if timestep_range is None or len(timestep_range) == 0:
+        return 0, num_train_timesteps
+    try:
+        lo, hi = timestep_range
+    except (TypeError, ValueError):
+        raise ValueError(f"timestep range must be [lo, hi]; got {timestep_range!r}") from None
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)) \
+            or not 0 <= lo < hi <= num_train_timesteps:
+        raise ValueError(f"timestep range must be integers 0 <= lo < hi <= {num_train_timesteps} (the training "
+                         f"timesteps); got {timestep_range!r}")
+    return lo, hi
+
+
 def noised_batch(
     latents: torch.Tensor,  # (B, C, h, w) clean latents x_0
     noise_scheduler,  # a diffusers DDPMScheduler: the training noise schedule (diffusion.schedules)
     generator: torch.Generator,  # draws the timesteps, then the noise
     shard: tuple[int, int] = (0, 1),  # (rank, world): latents are items rank::world of the global batch
+    timestep_range: tuple[int, int] | None = None,  # draw t in [lo, hi) only; None = every training timestep
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(timesteps (B,), noisy latents x_t, target): uniform timesteps, the eps or v target of the schedule."""
     prediction_type = noise_scheduler.config.prediction_type
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
-    n_t = noise_scheduler.config.num_train_timesteps
-    timesteps = global_randint(n_t, latents.shape[0], generator, shard).to(latents.device)
+    lo, hi = check_timestep_range(timestep_range, noise_scheduler.config.num_train_timesteps)
+    timesteps = (lo + global_randint(hi - lo, latents.shape[0], generator, shard)).to(latents.device)
     noise = global_randn(latents.shape, generator, shard).to(latents.device)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     if prediction_type == "v_prediction":
@@ -96,9 +112,10 @@ def denoising_loss(
     snr_floor: float = 0.0,  # lower bound of the min-SNR weight in x0 terms (min_snr_weights' floor)
     shard: tuple[int, int] = (0, 1),  # (rank, world): latents are items rank::world of the global batch
     outputs: dict | None = None,  # when given, filled with pred, noisy, timesteps (for extra loss terms)
+    timestep_range: tuple[int, int] | None = None,  # train on t in [lo, hi) only (noised_batch); None = all
 ) -> torch.Tensor:
     """(Weighted) MSE between denoise(x_t, t) and the eps or v target at uniformly drawn timesteps."""
-    timesteps, noisy, target = noised_batch(latents, noise_scheduler, generator, shard)
+    timesteps, noisy, target = noised_batch(latents, noise_scheduler, generator, shard, timestep_range)
     pred = denoise(noisy, timesteps)
     if outputs is not None:
         outputs.update(pred=pred, noisy=noisy, timesteps=timesteps)

@@ -10,6 +10,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from t2ikit.diffusion.losses import check_timestep_range
 from t2ikit.train.curriculum import curriculum_from_config
 
 # ----------------------------------------------------------------------------------------------------
@@ -85,6 +86,9 @@ class UNetTrainConfig(OptimConfig):
     caption_dropout: float = 0.1  # probability of an empty caption, for classifier-free guidance
     ema_decay: float = 0.999  # EMA of UNet and text encoder (warmed up: min(decay, (1+t)/(10+t)))
     text_lr_scale: float = 1.0  # text-encoder lr = lr * text_lr_scale (trained jointly)
+    # [lo, hi]: the denoising loss draws its timesteps in [lo, hi) only (a fine-tune of the low-noise steps, where
+    # the fine detail is drawn, that leaves the noisy steps, where the layout is chosen, as they are); [] = all
+    timestep_range: list = field(default_factory=list)
 
 
 @dataclass
@@ -211,6 +215,10 @@ class TrainConfig:
         if u.snr_floor < 0 or (u.snr_floor > 0 and (u.snr_gamma <= 0 or u.snr_floor > u.snr_gamma)):
             raise ValueError(f"unet_train.snr_floor must be in [0, snr_gamma] with min-SNR on (snr_gamma > 0), got "
                              f"{u.snr_floor} with snr_gamma {u.snr_gamma}")
+        try:
+            check_timestep_range(u.timestep_range, self.diffusion.num_train_timesteps)
+        except ValueError as err:
+            raise ValueError(f"unet_train.{err}") from None
         if u.snr_floor > 0 and self.diffusion.prediction_type != "v_prediction":
             raise ValueError("unet_train.snr_floor needs diffusion.prediction_type = 'v_prediction': for an epsilon "
                              "target the floored weight is floor / SNR, which diverges at pure noise")

@@ -64,10 +64,11 @@ def diffusion_loss(
     shard: tuple[int, int] = (0, 1),  # (rank, world): latents are items rank::world of the global batch
     outputs: dict | None = None,  # when given, filled with pred, noisy, timesteps (for the extra loss terms)
     snr_floor: float = 0.0,  # lower bound of the min-SNR weight in x0 terms (min_snr_weights' floor)
+    timestep_range: tuple[int, int] | None = None,  # train on t in [lo, hi) only; None = all
 ) -> torch.Tensor:
     """The text-conditioned UNet's denoising loss (t2ikit.diffusion.losses.denoising_loss)."""
     return denoising_loss(lambda x, t: unet(x, t, encoder_hidden_states=text_states).sample, latents,
-                          noise_scheduler, generator, snr_gamma, snr_floor, shard, outputs)
+                          noise_scheduler, generator, snr_gamma, snr_floor, shard, outputs, timestep_range)
 
 
 # ----------------------------------------------------------------------------------------------------
