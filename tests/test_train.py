@@ -98,6 +98,12 @@ def test_bad_values_are_errors(tmp_path, extra, match):
         load_config(tiny_config(tmp_path, extra))
 
 
+def test_the_low_noise_fine_tune_config_trains_only_its_band_with_the_text_encoder_frozen():
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "shapes-v6b-lowt.toml")
+    assert cfg.unet_train.timestep_range == [0, 300] and cfg.unet_train.text_lr_scale == 0.0
+    assert cfg.unet_train.snr_gamma == 0.0 and cfg.export.defaults["guidance"] == 2.0
+
+
 def test_lr_warmup_then_cosine_to_floor():
     o = OptimConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     assert lr_at(0, o) == pytest.approx(0.1) and lr_at(9, o) == pytest.approx(1.0)
