@@ -2,7 +2,7 @@
 of the schedule and denoised by the model from there.
 
     python benchmarks/renoise_truth.py OUT --split heldout --bench-seed 0x7E57 --categories style \
-        --strengths 0,0.15,0.3 [--model DIR] [--guidance G] [--only outlined,black] [--threads 1]
+        --strengths 0,0.15,0.3 [--model DIR] [--guidance G] [--sampler S] [--only outlined,black] [--threads 1]
 
 For each strength S, every item's truth (the world's render of its prompt with its seed, encoded to the VAE's latent
 mean) is noised to the timestep where the last S of the model's steps begin, with the item's own noise, and the
@@ -77,6 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--categories", default="style")
     ap.add_argument("--strengths", default="0,0.15,0.3", help="fractions of the steps in [0, 1), comma-separated")
     ap.add_argument("--guidance", type=float, default=None, help="CFG scale of the denoising (default: the model's)")
+    ap.add_argument("--sampler", default=None, help="sampler of the denoising (default: the model's)")
     ap.add_argument("--only", default="", help="comma-separated words every kept prompt contains")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
     pipe = T2IPipeline.from_folder(args.model or shipped_model_path())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    kwargs = {} if args.guidance is None else {"guidance": args.guidance}
+    kwargs = {k: v for k, v in (("guidance", args.guidance), ("sampler", args.sampler)) if v is not None}
     for s in strengths:
         path = out / f"renoise_{s:g}.json"
         if path.exists():

@@ -50,6 +50,25 @@ def test_every_sampler_builds_fresh_from_config(name):
     assert a.config.beta_schedule == "scaled_linear"
 
 
+def test_ddim_does_not_clip_the_latent_unless_the_folder_asks():
+    dpm_folder = {k: v for k, v in TINY_SCHEDULER.items() if k != "clip_sample"}  # a DPM++ config has no such key
+    assert make_scheduler("ddim", dpm_folder).config.clip_sample is False
+    assert make_scheduler("ddim", {**dpm_folder, "clip_sample": True}).config.clip_sample is True
+
+
+def test_every_sampler_draws_the_shipped_models_object():
+    """DDIM with its clipped x0 drew noise on the shipped model (its folder's DPM++ config has no clip_sample)."""
+    from t2ikit.models.registry import shipped_model_path
+    from t2ikit.pipeline import T2IPipeline
+    from t2ikit.world.caption import parse_caption
+    from t2ikit.world.oracle import score
+
+    pipe = T2IPipeline.from_folder(shipped_model_path())
+    for name in ("ddim", "dpmpp_2m", "euler", "unipc"):
+        image = pipe.generate("a red circle", seed=5, sampler=name, progress=False)[0]
+        assert score(image, parse_caption("a red circle")).all_passed, name
+
+
 def test_unknown_sampler_lists_valid_names():
     with pytest.raises(ValueError, match="ddim, dpmpp_2m, dpmpp_2m_karras, .*, unipc"):
         make_scheduler("nope", TINY_SCHEDULER)

@@ -13,6 +13,9 @@ the entry points of that time. The one
 deliberate change since: "invert" was re-recorded (`python benchmarks/golden.py record tests/golden --only
 invert`) when null-text inversion stopped returning one shared tensor for every step's embedding (Adam updated
 it in place, so a reconstruction used the last step's embedding throughout; the old code had the same bug).
+And "ddim" was re-recorded (`python benchmarks/golden.py record tests/golden --models tiny --only ddim`) when DDIM
+stopped clipping its x0 estimate to [-1, 1] for folders whose scheduler config does not ask for it (the tiny folder
+here has a DPM++ config, as the shipped model has; clipped, the shipped model drew noise with DDIM).
 """
 
 import os

@@ -70,7 +70,10 @@ def make_scheduler(name: str, config: dict[str, Any], seeds: list[int] | None = 
     if overrides.get("use_karras_sigmas"):
         cls = _from_the_first_step(cls)
     config = {k: v for k, v in config.items() if not k.startswith("_")}
-    return cls.from_config({**config, **overrides})
+    # DDIM's own default clips its x0 estimate to [-1, 1], a pixel-space rule that wrecks a latent (the shipped
+    # model's latents reach beyond 1): off unless the folder's config says otherwise, as Stable Diffusion's configs do
+    defaults = {"clip_sample": False} if class_name == "DDIMScheduler" else {}
+    return cls.from_config({**defaults, **config, **overrides})
 
 
 @functools.cache
