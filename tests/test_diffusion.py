@@ -67,6 +67,10 @@ def test_every_sampler_draws_the_shipped_models_object():
     for name in ("ddim", "dpmpp_2m", "euler", "unipc"):
         image = pipe.generate("a red circle", seed=5, sampler=name, progress=False)[0]
         assert score(image, parse_caption("a red circle")).all_passed, name
+    # Heun's correction from sigma 2e4 draws noise: refused before any compute, the alternatives named
+    with pytest.raises(ValueError, match="cannot sample this model's noise schedule.*sigma 20291.*use euler"):
+        pipe.make_spec("a red circle", sampler="Heun")
+    assert make_scheduler("heun", TINY_SCHEDULER).config.beta_schedule == "scaled_linear"  # SD's schedule: fine
 
 
 def test_unknown_sampler_lists_valid_names():

@@ -40,7 +40,8 @@ from t2ikit.diffusion.latent_guidance import LAYERS as LATENT_LAYERS
 from t2ikit.diffusion.latent_guidance import PASSES as LATENT_PASSES
 from t2ikit.diffusion.latent_guidance import ExciteConfig, JointGuidance, LatentGuidance
 from t2ikit.diffusion.loop import initial_noise, sample
-from t2ikit.diffusion.samplers import DEFAULT_SAMPLER, check_sampler, make_scheduler, sampler_display_name
+from t2ikit.diffusion.samplers import (DEFAULT_SAMPLER, check_sampler, check_sampler_fits, make_scheduler,
+                                      sampler_display_name)
 from t2ikit.models.device import resolve_device, resolve_dtype
 from t2ikit.models.memory import check_memory
 from t2ikit.models.sdxl import DualTextEncoder, added_conditioning, is_sdxl_index
@@ -612,6 +613,7 @@ class T2IPipeline:
             **techniques,
         )
         spec = spec.validate(self.vae_scale_factor)
+        check_sampler_fits(spec.sampler, self.scheduler_config)  # a sampler this noise schedule breaks: refused now
         if (relation_guidance is not None and relation_guidance > 0) or spec.excite > 0:
             self._check_parsed(spec, relation=relation_guidance is not None and relation_guidance > 0)
         if layout_given and spec.layout in CHOOSING:  # "auto" is checked as it plans; as a default they are lenient

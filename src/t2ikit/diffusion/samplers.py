@@ -53,6 +53,29 @@ def sampler_from_display_name(display: str) -> str | None:
     return _ALIASES.get(display.strip().lower())
 
 
+# Heun's second-order step averages the slopes at both ends of a step; from the largest noise level of a schedule
+# whose last timestep keeps almost no signal (the shipped model's cosine schedule: sigma 2e4 at t = 999) to the next
+# (sigma 13), that average overshoots by thousands and the image is noise. SD's scaled-linear schedule ends at 14.6.
+HEUN_MAX_SIGMA = 1000.0
+
+
+def check_sampler_fits(name: str, config: dict[str, Any]) -> str:
+    """The sampler's key, or ValueError where it cannot sample this noise schedule (Heun from a near-infinite
+    noise level, HEUN_MAX_SIGMA)."""
+    key = check_sampler(name)
+    if SAMPLERS[key][0] == "HeunDiscreteScheduler":
+        from t2ikit.diffusion.schedules import training_scheduler
+
+        a_last = float(training_scheduler(config).alphas_cumprod[-1])
+        sigma = ((1 - a_last) / max(a_last, 1e-30)) ** 0.5
+        if sigma > HEUN_MAX_SIGMA:
+            raise ValueError(f"sampler {name!r} cannot sample this model's noise schedule: it starts at noise level "
+                             f"sigma {sigma:.0f}, where Heun's second-order step overshoots (it works up to "
+                             f"{HEUN_MAX_SIGMA:.0f}; Stable Diffusion's schedule starts at 14.6); use euler, dpmpp_2m "
+                             "or unipc")
+    return key
+
+
 def make_scheduler(name: str, config: dict[str, Any], seeds: list[int] | None = None):
     """A new scheduler of sampler `name` from a model's scheduler config (its noise schedule, prediction type).
 
@@ -62,7 +85,7 @@ def make_scheduler(name: str, config: dict[str, Any], seeds: list[int] | None = 
     """
     import diffusers
 
-    class_name, overrides, _ = SAMPLERS[check_sampler(name)]
+    class_name, overrides, _ = SAMPLERS[check_sampler_fits(name, config)]
     if class_name == "DPMSolverSDEScheduler":
         _require_torchsde(name)
         overrides = {**overrides, "noise_sampler_seed": list(seeds) if seeds is not None else 0}
