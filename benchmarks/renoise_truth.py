@@ -27,8 +27,19 @@ import numpy as np
 import torch
 
 from t2ikit.bench import compbench as cb
+from t2ikit.diffusion.samplers import make_scheduler
 from t2ikit.models.registry import shipped_model_path
 from t2ikit.pipeline import T2IPipeline
+
+
+def one_call_per_step(sampler: str, config: dict, steps: int) -> None:
+    """ValueError for a sampler whose steps take two model calls (Heun, DPM++ SDE): the loop's step index, which the
+    restart counts, is then not the schedule's step."""
+    scheduler = make_scheduler(sampler, config)
+    scheduler.set_timesteps(steps)
+    if len(scheduler.timesteps) != steps:
+        raise ValueError(f"renoise_truth needs a sampler with one model call per step; {sampler!r} makes "
+                         f"{len(scheduler.timesteps)} for {steps} steps")
 
 
 def renoise_generator(pipe: T2IPipeline, strength: float, before=None, **generate_kwargs):
@@ -49,6 +60,7 @@ def renoise_generator(pipe: T2IPipeline, strength: float, before=None, **generat
         images = []
         for j, (prompt, seed) in enumerate(zip(prompts, seeds)):
             spec = pipe.make_spec(prompt, seed=seed, **generate_kwargs)
+            one_call_per_step(spec.sampler, pipe.scheduler_config, spec.steps)
             start = int(round(spec.steps * (1 - strength)))
 
             def restart(i, t, latents, scheduler, z=z0[j:j + 1], seed=seed):
@@ -60,7 +72,8 @@ def renoise_generator(pipe: T2IPipeline, strength: float, before=None, **generat
                     scheduler.lower_order_nums = 0  # a sampling run's first step is
                 return scheduler.add_noise(z, noise, t.reshape(1))
 
-            images.append(pipe.run(spec, progress=False, updates=[u for u in (before, restart) if u]).images[0].permute(1, 2, 0).numpy())
+            updates = [u for u in (before, restart) if u]
+            images.append(pipe.run(spec, progress=False, updates=updates).images[0].permute(1, 2, 0).numpy())
         return images
 
     return generate
@@ -98,6 +111,11 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     kwargs = {k: v for k, v in (("guidance", args.guidance), ("sampler", args.sampler)) if v is not None}
+    try:  # a bad sampler or scale is refused before any image is made
+        spec = pipe.make_spec(suite.items[0].prompt, **kwargs)
+        one_call_per_step(spec.sampler, pipe.scheduler_config, spec.steps)
+    except ValueError as err:
+        ap.error(str(err))
     for s in strengths:
         path = out / f"renoise_{s:g}.json"
         if path.exists():
