@@ -197,6 +197,10 @@ def test_every_sampler_runs_on_the_shipped_model_by_its_a1111_name(shipped):
     assert check_sampler(" Euler A ") == "euler_a" and check_sampler("uniPC") == "unipc"
     images = {}
     for key, (_, _, display) in SAMPLERS.items():
+        if key == "heun":  # its second-order step from this schedule's sigma 20291 draws noise: refused
+            with pytest.raises(ValueError, match="cannot sample this model's noise schedule"):
+                shipped.generate("a red circle", steps=4, sampler=display.upper(), relation_guidance=0)
+            continue
         result = shipped.generate("a red circle", steps=4, seed=7, n=2, size=(16, 16), sampler=display.upper(),
                                   relation_guidance=0)
         images[key] = np.stack([np.asarray(im) for im in result])
