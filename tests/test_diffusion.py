@@ -56,7 +56,7 @@ def test_ddim_does_not_clip_the_latent_unless_the_folder_asks():
     assert make_scheduler("ddim", {**dpm_folder, "clip_sample": True}).config.clip_sample is True
 
 
-def test_every_sampler_draws_the_shipped_models_object():
+def test_ddim_euler_unipc_and_dpmpp_draw_the_shipped_models_object_and_heun_is_refused():
     """DDIM with its clipped x0 drew noise on the shipped model (its folder's DPM++ config has no clip_sample)."""
     from t2ikit.models.registry import shipped_model_path
     from t2ikit.pipeline import T2IPipeline
