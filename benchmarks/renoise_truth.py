@@ -46,6 +46,8 @@ def renoise_generator(pipe: T2IPipeline, strength: float, before=None, **generat
     """A CompBench generator: each item's truth through the VAE, re-noised and denoised by `pipe` over the last
     `strength` of its steps (module docstring). `before`: an extra latent update that runs first at every step
     (tests use it to disturb the discarded steps)."""
+    check = pipe.make_spec("", **generate_kwargs)  # the sampler and steps every item gets: refused now if unfit
+    one_call_per_step(check.sampler, pipe.scheduler_config, check.steps)
     truth = cb.ground_truth_generator(pipe.default_size[0])  # the world renders square scenes
 
     @torch.no_grad()
@@ -60,7 +62,6 @@ def renoise_generator(pipe: T2IPipeline, strength: float, before=None, **generat
         images = []
         for j, (prompt, seed) in enumerate(zip(prompts, seeds)):
             spec = pipe.make_spec(prompt, seed=seed, **generate_kwargs)
-            one_call_per_step(spec.sampler, pipe.scheduler_config, spec.steps)
             start = int(round(spec.steps * (1 - strength)))
 
             def restart(i, t, latents, scheduler, z=z0[j:j + 1], seed=seed):
@@ -112,8 +113,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     kwargs = {k: v for k, v in (("guidance", args.guidance), ("sampler", args.sampler)) if v is not None}
     try:  # a bad sampler or scale is refused before any image is made
-        spec = pipe.make_spec(suite.items[0].prompt, **kwargs)
-        one_call_per_step(spec.sampler, pipe.scheduler_config, spec.steps)
+        generators = {s: renoise_generator(pipe, s, **kwargs) for s in strengths}
     except ValueError as err:
         ap.error(str(err))
     for s in strengths:
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
         if path.exists():
             result = json.loads(path.read_text())
         else:
-            result = cb.run(suite, renoise_generator(pipe, s, **kwargs), generator_name=f"renoise {s:g}",
+            result = cb.run(suite, generators[s], generator_name=f"renoise {s:g}",
                             journal=out / f"renoise_{s:g}.journal.jsonl")
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(result))

@@ -64,10 +64,13 @@ def check_sampler_fits(name: str, config: dict[str, Any]) -> str:
     noise level, HEUN_MAX_SIGMA)."""
     key = check_sampler(name)
     if SAMPLERS[key][0] == "HeunDiscreteScheduler":
+        import torch
+
+        from t2ikit.diffusion.losses import snr
         from t2ikit.diffusion.schedules import training_scheduler
 
-        a_last = float(training_scheduler(config).alphas_cumprod[-1])
-        sigma = ((1 - a_last) / max(a_last, 1e-30)) ** 0.5
+        alphas = training_scheduler(config).alphas_cumprod
+        sigma = float(snr(alphas, torch.tensor([len(alphas) - 1]))) ** -0.5  # of the noisiest training step
         if sigma > HEUN_MAX_SIGMA:
             raise ValueError(f"sampler {name!r} cannot sample this model's noise schedule: it starts at noise level "
                              f"sigma {sigma:.0f}, where Heun's second-order step overshoots (it works up to "

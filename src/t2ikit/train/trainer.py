@@ -328,7 +328,7 @@ class Trainer:
                 capture.clear()
             recon = diffusion_loss(
                 unet_forward, latents, states, self.noise_scheduler, gen, c.snr_gamma, self.dist.shard, outputs,
-                snr_floor=c.snr_floor, timestep_range=c.timestep_range or None,
+                snr_floor=c.snr_floor, timestep_range=c.timestep_range,
             )
             if ml is None:
                 return recon, {}
